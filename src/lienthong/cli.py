@@ -1,0 +1,138 @@
+"""The ``lienthong`` command line."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lienthong import __version__
+from lienthong.settings import Settings
+
+app = typer.Typer(
+    name="lienthong",
+    help="lienthong: Vietnam's health-data interoperability platform (FHIR R4).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option("--database", "-d", help="sqlite:///PATH or postgresql://... "
+                 "(default: LIENTHONG_DATABASE_URL or sqlite:///./lienthong-data/lienthong.db)"),
+]
+
+
+def _settings(database: str | None, **overrides: object) -> Settings:
+    settings = Settings.from_env()
+    update = {k: v for k, v in overrides.items() if v is not None}
+    if database:
+        update["database_url"] = database
+    return settings.model_copy(update=update)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    console.print(__version__)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to bind (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default 8080)")] = None,
+    database: DatabaseOpt = None,
+) -> None:
+    """Start the FHIR API (embedded SQLite database by default)."""
+    import uvicorn
+
+    from lienthong.server.app import create_app
+
+    settings = _settings(database, host=host, port=port)
+    fastapi_app = create_app(settings)
+    console.print(
+        f"lienthong {__version__}: FHIR R4 API at [bold]http://{settings.host}:{settings.port}/fhir[/]"
+        f" (database {settings.database_url})"
+    )
+    uvicorn.run(fastapi_app, host=settings.host, port=settings.port, log_level="warning")
+
+
+@app.command("import")
+def import_(
+    paths: Annotated[list[Path], typer.Argument(help="NDJSON or Bundle JSON files or folders "
+                                                "(plain, .gz or .bz2)")],
+    database: DatabaseOpt = None,
+    batch_size: Annotated[int | None, typer.Option(help="resources per all-or-nothing batch")] = None,
+) -> None:
+    """Load FHIR data files through the FHIR engine (validated and indexed)."""
+    from lienthong.fhir.engine import FhirEngine
+    from lienthong.ingest.bulk import BulkImporter, expand_paths
+    from lienthong.storage.base import open_store
+
+    settings = _settings(database, import_batch_size=batch_size)
+    files = expand_paths(paths)
+    missing = [p for p in files if not p.exists()]
+    for p in missing:
+        err_console.print(f"{p}: no such file")
+    if missing:
+        raise typer.Exit(2)
+    if not files:
+        err_console.print("no .ndjson or .json files found")
+        raise typer.Exit(2)
+    store = open_store(settings.database_url, settings.pg_pool_size)
+    started = time.perf_counter()
+    try:
+        engine = FhirEngine(store, settings)
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("files"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=False,
+        ) as progress:
+            task = progress.add_task("importing", total=len(files))
+            importer = BulkImporter(engine, settings.import_batch_size)
+            from lienthong.ingest.bulk import ImportReport
+
+            report = ImportReport()
+            for path in files:
+                progress.update(task, description=f"importing {path.name}")
+                part = importer.run([path])
+                report.loaded.update(part.loaded)
+                report.rejected += part.rejected
+                report.problems.extend(part.problems)
+                report.files += part.files
+                progress.advance(task)
+        store.optimize()
+    finally:
+        store.close()
+    elapsed = time.perf_counter() - started
+    table = Table(title=f"Imported into {settings.database_url}")
+    table.add_column("resource type")
+    table.add_column("loaded", justify="right")
+    for rtype, n in sorted(report.loaded.items()):
+        table.add_row(rtype, str(n))
+    table.add_row("[bold]total[/]", f"[bold]{report.total_loaded}[/]")
+    console.print(table)
+    rate = report.total_loaded / elapsed if elapsed > 0 else 0.0
+    console.print(
+        f"{report.files} files, {report.total_loaded} resources loaded, {report.rejected} rejected "
+        f"in {elapsed:.1f} s ({rate:,.0f} resources/s)"
+    )
+    for problem in report.problems:
+        err_console.print(str(problem), markup=False, highlight=False)
+    if report.rejected:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,87 @@
+"""FHIR errors as OperationOutcome.
+
+Every failure the engine reports is a :class:`FhirError` carrying the HTTP
+status, the issue code (https://hl7.org/fhir/R4/valueset-issue-type.html) and,
+wherever known, the FHIRPath of the element at fault
+(https://hl7.org/fhir/R4/operationoutcome.html).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One OperationOutcome.issue."""
+
+    code: str
+    diagnostics: str
+    severity: str = "error"
+    expression: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "severity": self.severity,
+            "code": self.code,
+            "diagnostics": self.diagnostics,
+        }
+        if self.expression:
+            out["expression"] = list(self.expression)
+        return out
+
+
+@dataclass
+class FhirError(Exception):
+    """An error the API reports as an OperationOutcome with ``status``."""
+
+    status: int
+    issues: list[Issue] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return "; ".join(
+            (f"{', '.join(i.expression)}: " if i.expression else "") + i.diagnostics
+            for i in self.issues
+        )
+
+    def outcome(self) -> dict[str, Any]:
+        return operation_outcome(self.issues)
+
+
+def operation_outcome(issues: list[Issue]) -> dict[str, Any]:
+    return {"resourceType": "OperationOutcome", "issue": [i.to_json() for i in issues]}
+
+
+def error(status: int, code: str, message: str, *expression: str) -> FhirError:
+    """Shorthand for a one-issue error."""
+    return FhirError(status, [Issue(code, message, expression=tuple(e for e in expression if e))])
+
+
+def bad_request(message: str, *expression: str) -> FhirError:
+    return error(400, "invalid", message, *expression)
+
+
+def not_found(message: str) -> FhirError:
+    return error(404, "not-found", message)
+
+
+def gone(message: str) -> FhirError:
+    return error(410, "deleted", message)
+
+
+def conflict(message: str, *expression: str) -> FhirError:
+    return error(409, "conflict", message, *expression)
+
+
+def precondition_failed(message: str) -> FhirError:
+    return error(412, "conflict", message)
+
+
+def unprocessable(issues: list[Issue]) -> FhirError:
+    return FhirError(422, issues)
+
+
+def not_supported(message: str, status: int = 400) -> FhirError:
+    return error(status, "not-supported", message)

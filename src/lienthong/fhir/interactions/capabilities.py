@@ -1,0 +1,101 @@
+"""``GET /metadata``: the CapabilityStatement (https://hl7.org/fhir/R4/capabilitystatement.html).
+
+Built from the same registry the search index is built from, so it lists
+exactly the parameters the server answers.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from lienthong import __version__
+from lienthong.fhir.search_params import SearchParamRegistry
+from lienthong.fhir.validate import is_resource_type
+
+TYPE_INTERACTIONS = [
+    "read", "vread", "update", "delete", "history-instance", "history-type", "create",
+    "search-type",
+]
+SUPPORTED_PARAM_TYPES = {"string", "token", "date", "reference", "number", "quantity", "uri",
+                         "composite"}
+
+
+@lru_cache(maxsize=4)
+def capability_statement(base_url: str, registry: SearchParamRegistry) -> dict[str, Any]:
+    resources = []
+    for rtype in registry.resource_types():
+        if not is_resource_type(rtype):
+            continue
+        params = registry.for_type(rtype)
+        search_params = [
+            {
+                "name": code,
+                "definition": f"http://hl7.org/fhir/SearchParameter/{_definition_id(rtype, code)}",
+                "type": sp.type,
+            }
+            for code, sp in sorted(params.items())
+            if sp.type in SUPPORTED_PARAM_TYPES or code in ("_id", "_lastUpdated")
+        ]
+        ref_params = sorted(c for c, sp in params.items() if sp.type == "reference")
+        entry: dict[str, Any] = {
+            "type": rtype,
+            "interaction": [{"code": c} for c in TYPE_INTERACTIONS],
+            "versioning": "versioned",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": True,
+            "conditionalDelete": "single",
+            "searchInclude": ["*"] + [f"{rtype}:{c}" for c in ref_params],
+            "searchRevInclude": ["*"],
+            "searchParam": search_params,
+        }
+        if rtype == "Patient":
+            entry["operation"] = [
+                {
+                    "name": "everything",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                }
+            ]
+        resources.append(entry)
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-22",
+        "publisher": "lienthong",
+        "kind": "instance",
+        "software": {"name": "lienthong", "version": __version__},
+        "implementation": {"description": "lienthong FHIR R4 server", "url": base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": (
+                    "String search is case- and accent-insensitive (Vietnamese diacritics fold, "
+                    "đ matches d). Modifiers: string :exact :contains :missing; token :not "
+                    ":text :missing; uri :below :above; reference :[type] :missing; one level "
+                    "of chaining and of _has. Result parameters: _count _offset _sort "
+                    "_include _revinclude _summary _elements _total."
+                ),
+                "resource": resources,
+                "interaction": [
+                    {"code": "transaction"},
+                    {"code": "batch"},
+                    {"code": "history-system"},
+                ],
+                "searchParam": [
+                    {"name": "_id", "type": "token"},
+                    {"name": "_lastUpdated", "type": "date"},
+                ],
+            }
+        ],
+    }
+
+
+def _definition_id(rtype: str, code: str) -> str:
+    if code.startswith("_"):
+        return f"Resource{code.replace('_', '-')}"
+    return f"{rtype}-{code}"

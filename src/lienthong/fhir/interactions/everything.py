@@ -1,0 +1,48 @@
+"""``Patient/[id]/$everything`` (https://hl7.org/fhir/R4/patient-operation-everything.html).
+
+Returns the patient, every resource that refers to the patient (the patient
+compartment as the index sees it), and the resources those refer to one hop
+on (practitioners, organizations, locations, medications) so the record can
+be read on its own.
+"""
+
+from __future__ import annotations
+
+from lienthong.fhir.engine import FhirEngine, FhirResponse
+from lienthong.fhir.errors import gone, not_found
+from lienthong.fhir.search_index import date_range
+from lienthong.fhir.search_parse import SearchRequest
+from lienthong.fhir.interactions.search import searchset
+from lienthong.storage.query import SearchQuery
+
+
+def everything(
+    engine: FhirEngine, patient_id: str, params: list[tuple[str, str]]
+) -> FhirResponse:
+    args = dict(params)
+    types = set(args["_type"].split(",")) if args.get("_type") else None
+    since = date_range(args["_since"])[0] if args.get("_since") else None
+    with engine.store.reader() as session:
+        patient = session.read("Patient", patient_id)
+        if patient is None:
+            raise not_found(f"Patient/{patient_id} is not known")
+        if patient.deleted:
+            raise gone(f"Patient/{patient_id} was deleted")
+        compartment = session.referencing([("Patient", patient_id)], None)
+        seen = {("Patient", patient_id)} | {(s.res_type, s.res_id) for s in compartment}
+        related = [
+            s
+            for s in session.referenced([s.pk for s in compartment], None)
+            if (s.res_type, s.res_id) not in seen
+        ]
+    found = [patient, *compartment, *related]
+    if types is not None:
+        found = [s for s in found if s.res_type in types]
+    if since is not None:
+        found = [s for s in found if s.last_updated[:26] >= since]
+    req = SearchRequest(SearchQuery("Patient", count=len(found)))
+    bundle = searchset(
+        engine, req, f"{engine.base_url}/Patient/{patient_id}/$everything", found, [], len(found)
+    )
+    bundle["link"] = bundle["link"][:1]
+    return FhirResponse(200, bundle)

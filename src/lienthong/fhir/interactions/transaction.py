@@ -1,0 +1,333 @@
+"""batch and transaction bundles (https://hl7.org/fhir/R4/http.html#transaction).
+
+A transaction runs in one write session: it commits whole or not at all.
+Entries are processed in the order the spec requires — DELETE, then POST,
+then PUT, then GET — after every ``urn:uuid:`` full URL has been given its
+server id (or resolved through ``ifNoneExist`` / a conditional PUT) and every
+reference, including conditional ones such as
+``Organization?identifier=system|value``, has been rewritten. A batch runs
+each entry on its own and reports each entry's outcome.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from lienthong.fhir.engine import FhirEngine, FhirResponse, etag, now_instant
+from lienthong.fhir.errors import FhirError, Issue, bad_request, not_found, precondition_failed
+from lienthong.fhir.interactions.create import create_in
+from lienthong.fhir.interactions.delete import conditional_delete_in, delete_in
+from lienthong.fhir.interactions.search import searchset
+from lienthong.fhir.interactions.update import update_in
+from lienthong.fhir.validate import is_resource_type
+from lienthong.storage.base import Session, Stored, WriteSession
+
+ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3, "HEAD": 3}
+STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "304 Not Modified"}
+_CONDITIONAL_REF = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$")
+
+
+@dataclass
+class Entry:
+    index: int
+    method: str
+    res_type: str
+    res_id: str | None
+    tail: list[str]
+    query: str | None
+    resource: dict[str, Any] | None
+    full_url: str | None
+    if_none_exist: str | None
+    if_match: str | None
+    existing: Stored | None = None  # ifNoneExist matched an existing resource
+
+
+def process_bundle(
+    engine: FhirEngine, bundle: Any, prefer_return: str | None = None
+) -> FhirResponse:
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise bad_request("expected a Bundle", "Bundle")
+    kind = bundle.get("type")
+    if kind not in ("batch", "transaction"):
+        raise bad_request(
+            f"Bundle.type must be batch or transaction to be processed, got {kind!r}", "Bundle.type"
+        )
+    raw_entries = bundle.get("entry") or []
+    if not isinstance(raw_entries, list):
+        raise bad_request("Bundle.entry must be a list", "Bundle.entry")
+    if kind == "transaction":
+        entries = [_parse_entry(engine, i, e) for i, e in enumerate(raw_entries)]
+        responses = run_transaction(engine, entries, prefer_return)
+    else:
+        responses = run_batch(engine, raw_entries, prefer_return)
+    return FhirResponse(
+        200, {"resourceType": "Bundle", "type": f"{kind}-response", "entry": responses}
+    )
+
+
+def _parse_entry(engine: FhirEngine, i: int, raw: Any) -> Entry:
+    where = f"Bundle.entry[{i}]"
+    if not isinstance(raw, dict):
+        raise bad_request(f"{where} is not an object", where)
+    request = raw.get("request")
+    if not isinstance(request, dict):
+        raise bad_request(f"{where}.request is missing", f"{where}.request")
+    method = str(request.get("method", "")).upper()
+    if method not in ORDER:
+        raise FhirError(
+            405 if method == "PATCH" else 400,
+            [Issue("not-supported", f"{where}.request.method {method!r} is not supported",
+                   expression=(f"{where}.request.method",))],
+        )
+    url = request.get("url")
+    if not isinstance(url, str) or not url:
+        raise bad_request(f"{where}.request.url is missing", f"{where}.request.url")
+    if engine.base_url and url.startswith(engine.base_url + "/"):
+        url = url[len(engine.base_url) + 1 :]
+    path, _, query = url.partition("?")
+    parts = [p for p in path.split("/") if p]
+    if not parts or not is_resource_type(parts[0]):
+        raise bad_request(f"{where}.request.url {url!r} names no resource type", f"{where}.request.url")
+    resource = raw.get("resource")
+    if method in ("POST", "PUT"):
+        if not isinstance(resource, dict):
+            raise bad_request(f"{where}.resource is missing", f"{where}.resource")
+        if resource.get("resourceType") != parts[0]:
+            raise bad_request(
+                f"{where}.resource is a {resource.get('resourceType')}, the url says {parts[0]}",
+                f"{where}.resource.resourceType",
+            )
+    return Entry(
+        index=i,
+        method=method,
+        res_type=parts[0],
+        res_id=parts[1] if len(parts) > 1 else None,
+        tail=parts[2:],
+        query=query or None,
+        resource=resource if isinstance(resource, dict) else None,
+        full_url=raw.get("fullUrl"),
+        if_none_exist=request.get("ifNoneExist"),
+        if_match=request.get("ifMatch"),
+    )
+
+
+def _in_entry(err: FhirError, index: int, res_type: str) -> FhirError:
+    """Point an error's expressions at the bundle entry it came from."""
+    where = f"Bundle.entry[{index}]"
+    issues = []
+    for issue in err.issues:
+        exprs = tuple(
+            f"{where}.resource{e[len(res_type):]}" if e.startswith(res_type) else f"{where} {e}"
+            for e in issue.expression
+        ) or (where,)
+        issues.append(Issue(issue.code, f"{where}: {issue.diagnostics}", issue.severity, exprs))
+    return FhirError(err.status, issues, err.headers)
+
+
+def run_transaction(
+    engine: FhirEngine, entries: list[Entry], prefer_return: str | None
+) -> list[dict[str, Any]]:
+    now = now_instant()
+    responses: dict[int, dict[str, Any]] = {}
+    current: Entry | None = None
+    try:
+        with engine.store.writer() as session:
+            ids: dict[str, str] = {}
+            for current in entries:
+                _assign_id(engine, session, current, ids)
+            current = None
+            cache: dict[str, str] = {}
+            for current in entries:
+                if current.resource is not None:
+                    _rewrite(engine, session, current.resource, ids, cache)
+            for current in sorted(entries, key=lambda e: (ORDER[e.method], e.index)):
+                responses[current.index] = _execute(engine, session, current, now, prefer_return)
+    except FhirError as err:
+        if current is None:
+            raise
+        raise _in_entry(err, current.index, current.res_type) from None
+    return [responses[e.index] for e in entries]
+
+
+def _assign_id(engine: FhirEngine, session: WriteSession, e: Entry, ids: dict[str, str]) -> None:
+    """Decide which resource each POST/PUT entry will be, before any reference is rewritten."""
+    if e.method == "POST":
+        if e.res_id is not None:
+            raise bad_request("POST goes to [type], not to an id", f"Bundle.entry[{e.index}].request.url")
+        if e.if_none_exist:
+            matches = engine.match_conditional(session, e.res_type, e.if_none_exist, "ifNoneExist")
+            if len(matches) > 1:
+                raise precondition_failed(f"ifNoneExist {e.if_none_exist!r} matches several")
+            if matches:
+                e.existing = matches[0]
+                e.res_id = matches[0].res_id
+        if e.res_id is None:
+            e.res_id = engine.new_id()
+    elif e.method == "PUT":
+        if e.res_id is None:
+            if not e.query:
+                raise bad_request("PUT needs [type]/[id] or [type]?criteria")
+            matches = engine.match_conditional(session, e.res_type, e.query, "conditional update")
+            if len(matches) > 1:
+                raise precondition_failed(f"conditional update {e.query!r} matches several")
+            e.res_id = matches[0].res_id if matches else (
+                (e.resource or {}).get("id") or engine.new_id()
+            )
+            if e.resource is not None:
+                e.resource["id"] = e.res_id
+    else:
+        return
+    if e.full_url:
+        ids[e.full_url] = f"{e.res_type}/{e.res_id}"
+
+
+def _rewrite(
+    engine: FhirEngine, session: Session, node: Any, ids: dict[str, str], cache: dict[str, str]
+) -> None:
+    """Replace references to bundle entries and conditional references, in place."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(value, str):
+                if key == "reference":
+                    new = ids.get(value) or _conditional(engine, session, value, cache)
+                    if new is not None:
+                        node[key] = new
+                elif value in ids and value.startswith("urn:"):
+                    node[key] = ids[value]
+            elif isinstance(value, dict | list):
+                _rewrite(engine, session, value, ids, cache)
+    elif isinstance(node, list):
+        for item in node:
+            if isinstance(item, dict | list):
+                _rewrite(engine, session, item, ids, cache)
+
+
+def _conditional(
+    engine: FhirEngine, session: Session, ref: str, cache: dict[str, str]
+) -> str | None:
+    if ref in cache:
+        return cache[ref]
+    if ref.startswith("urn:uuid:") or ref.startswith("urn:oid:"):
+        raise not_found(f"reference {ref} names no entry of this bundle")
+    m = _CONDITIONAL_REF.match(ref)
+    if m is None:
+        return None
+    matches = engine.match_conditional(session, m.group(1), m.group(2), f"reference {ref}")
+    if not matches:
+        raise bad_request(f"conditional reference {ref} matches no resource")
+    if len(matches) > 1:
+        raise precondition_failed(f"conditional reference {ref} matches several resources")
+    cache[ref] = f"{m.group(1)}/{matches[0].res_id}"
+    return cache[ref]
+
+
+def _execute(
+    engine: FhirEngine, session: WriteSession, e: Entry, now: str, prefer_return: str | None
+) -> dict[str, Any]:
+    if e.method == "DELETE":
+        if e.res_id is not None:
+            version = delete_in(engine, session, e.res_type, e.res_id, now)
+        else:
+            version = conditional_delete_in(engine, session, e.res_type, e.query or "")
+        out: dict[str, Any] = {"status": STATUS_TEXT[204]}
+        if version is not None:
+            out["etag"] = etag(version)
+        return {"response": out}
+    if e.method == "POST":
+        if e.existing is not None:
+            return _written(200, e.existing, prefer_return)
+        assert e.resource is not None
+        status, stored = create_in(engine, session, e.resource, None, e.res_id, now)
+        return _written(status, stored, prefer_return)
+    if e.method == "PUT":
+        assert e.resource is not None and e.res_id is not None
+        status, stored = update_in(engine, session, e.res_type, e.res_id, e.resource, e.if_match, now)
+        return _written(status, stored, prefer_return)
+    return _get(engine, session, e)
+
+
+def _written(status: int, stored: Stored, prefer_return: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "response": {
+            "status": STATUS_TEXT[status],
+            "location": f"{stored.res_type}/{stored.res_id}/_history/{stored.version}",
+            "etag": etag(stored.version),
+            "lastModified": stored.last_updated,
+        }
+    }
+    if prefer_return == "representation" and stored.content is not None:
+        out["resource"] = orjson.Fragment(stored.content)
+    return out
+
+
+def _get(engine: FhirEngine, session: Session, e: Entry) -> dict[str, Any]:
+    if e.res_id is None:
+        req = engine.parse_search(e.res_type, parse_qsl(e.query or "", keep_blank_values=True))
+        page = session.search(req.query)
+        bundle = searchset(engine, req, f"{engine.base_url}/{e.res_type}", page.matches, [], page.total)
+        return {"resource": bundle, "response": {"status": STATUS_TEXT[200]}}
+    if e.tail[:1] == ["_history"] and len(e.tail) == 2 and e.tail[1].isdigit():
+        stored = session.vread(e.res_type, e.res_id, int(e.tail[1]))
+    elif not e.tail:
+        stored = session.read(e.res_type, e.res_id)
+    else:
+        raise bad_request(f"unsupported GET {'/'.join([e.res_type, e.res_id, *e.tail])} in a bundle")
+    if stored is None:
+        raise not_found(f"{e.res_type}/{e.res_id} is not known")
+    if stored.deleted or stored.content is None:
+        raise FhirError(410, [Issue("deleted", f"{e.res_type}/{e.res_id} was deleted")])
+    return {
+        "resource": orjson.Fragment(stored.content),
+        "response": {"status": STATUS_TEXT[200], "etag": etag(stored.version),
+                     "lastModified": stored.last_updated},
+    }
+
+
+def run_batch(
+    engine: FhirEngine, raw_entries: list[Any], prefer_return: str | None
+) -> list[dict[str, Any]]:
+    """Each entry on its own: one failing entry does not stop the others."""
+    responses: list[dict[str, Any]] = []
+    for i, raw in enumerate(raw_entries):
+        try:
+            e = _parse_entry(engine, i, raw)
+            if e.method in ("GET", "HEAD"):
+                with engine.store.reader() as rsession:
+                    responses.append(_get(engine, rsession, e))
+                continue
+            if e.resource is not None and _has_bundle_refs(e.resource):
+                raise bad_request("a batch entry cannot refer to other entries (urn: references)")
+            with engine.store.writer() as session:
+                ids: dict[str, str] = {}
+                _assign_id(engine, session, e, ids)
+                if e.resource is not None:
+                    _rewrite(engine, session, e.resource, {}, {})
+                responses.append(_execute(engine, session, e, now_instant(), prefer_return))
+        except FhirError as err:
+            err = _in_entry(err, i, _resource_type_of(raw))
+            responses.append(
+                {"response": {"status": f"{err.status}", "outcome": err.outcome()}}
+            )
+    return responses
+
+
+def _has_bundle_refs(node: Any) -> bool:
+    if isinstance(node, dict):
+        return any(
+            (k == "reference" and isinstance(v, str) and v.startswith("urn:uuid:"))
+            or _has_bundle_refs(v)
+            for k, v in node.items()
+        )
+    if isinstance(node, list):
+        return any(_has_bundle_refs(v) for v in node)
+    return False
+
+
+def _resource_type_of(raw: Any) -> str:
+    resource = raw.get("resource") if isinstance(raw, dict) else None
+    return str(resource.get("resourceType", "")) if isinstance(resource, dict) else ""

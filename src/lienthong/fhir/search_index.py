@@ -1,0 +1,1494 @@
+"""Write-time search index extraction, compiled from the FHIR R4 SearchParameters.
+
+Each search parameter's FHIRPath expression (https://hl7.org/fhir/R4/fhirpath.html) is
+compiled once per resource type into a tree of small Python steps; extracting a
+resource is then a walk of that tree over the resource's JSON dict, with no FHIRPath
+parsing or type inference per resource. Compilation is *typed*: the generated
+``element_types.json`` (from the ``fhir.resources.R4B`` models) tells the compiler the
+datatype of every element, and expands choice elements (``Observation.value`` ->
+``valueQuantity | valueString | ...``) to the exact JSON keys the schema defines. Each
+leaf of the tree therefore knows the FHIR datatype of the values reaching it and
+converts them with a datatype-specific function (Coding, CodeableConcept, Period, ...),
+never by sniffing the JSON shape. Branches shared between parameters (``subject`` for
+``subject`` and ``patient``, ``meta`` for ``_tag``/``_profile``/...) are walked once.
+
+Supported FHIRPath subset (everything the R4 bundle uses): paths, unions ``|``,
+``where(<criteria>)`` with ``=``/``!=``/``and``/``or``/``exists()``/``empty()``/
+``not()`` and ``resolve() is Type``, ``as``/``is`` operators and ``as()``/``is()``/
+``ofType()`` functions, ``extension('url')``, ``first()``, indexers ``[n]``,
+``%resource`` and a boolean-valued top level (``Patient.deceased.exists() and
+Patient.deceased != false``, indexed as a ``true``/``false`` token).
+
+Row semantics follow https://hl7.org/fhir/R4/search.html:
+
+* string (#string): HumanName -> family, given, prefix, suffix, text; Address ->
+  line, city, district, state, postalCode, country, text; other strings -> the value.
+  Rows carry ``text.fold(value)`` and the exact value, both cut to
+  :data:`STRING_INDEX_MAX` characters so they stay indexable by a btree.
+* token (#token): Coding -> (system, code, fold(display)); CodeableConcept -> one row
+  per coding plus (None, None, fold(text)); Identifier -> (system, value,
+  fold(type.text)); ContactPoint -> (ContactPoint.system such as ``"phone"``, value,
+  None); code/id/string/uri/... -> (None, value, None); boolean -> (None, "true" or
+  "false", None).
+* date (#date): every value becomes the UTC range it covers, see :func:`date_range`;
+  Period start/end (open ends -> :data:`DATE_MIN`/:data:`DATE_MAX`); Timing -> each
+  ``event`` and ``repeat.boundsPeriod``.
+* number (#number): (v, v); Range -> (low, high) with open ends as -inf/+inf.
+* quantity (#quantity): Quantity and its profiles (Age, Duration, ...) ->
+  (system, code, fold(unit), v, v); Money -> (:data:`CURRENCY_SYSTEM`, currency, None,
+  v, v); Range -> low/high values (open ends -inf/+inf) with the low (else high)
+  system/code/unit. Quantities without a value and SampledData give no row.
+* reference (#reference): ``Type/id`` (optionally ``/_history/v``) -> (Type, id, None);
+  absolute ``http(s)://base/Type/id`` -> (Type, id, url); any other absolute URI
+  (``urn:uuid:``, canonicals, unknown URLs) -> (None, None, uri); ``#contained``,
+  conditional (``Type?query``) and identifier-only references give no row.
+* uri (#uri): the value.
+* composite (#composite): for every element selected by the composite's expression,
+  the cross product of component 1 (token; rows without a code are dropped) and
+  component 2 evaluated on the same element; component 2 fills (system2, code2,
+  folded_str2) for token (folded_str2 = fold(text/display)), folded_str2 for string,
+  (system2, code2, folded_str2 = fold(unit), num_low2, num_high2) for quantity,
+  (num_low2, num_high2) for number and (date_low2, date_high2) for date.
+
+Not indexed (``compile_report()`` / the generator list them; none is in the 15
+clinical-core types Patient, Encounter, Observation, Condition, Procedure,
+Immunization, MedicationRequest, MedicationDispense, DiagnosticReport,
+AllergyIntolerance, Organization, Location, Practitioner, PractitionerRole, Claim):
+
+* every parameter of the R4-only resource types absent from the R4B models:
+  EffectEvidenceSynthesis, MedicinalProduct, MedicinalProductAuthorization,
+  MedicinalProductContraindication, MedicinalProductIndication,
+  MedicinalProductInteraction, MedicinalProductPackaged,
+  MedicinalProductPharmaceutical, MedicinalProductUndesirableEffect,
+  RiskEvidenceSynthesis, SubstanceSpecification;
+* parameters whose R4 elements were renamed or removed in R4B (see the generator's
+  output for the exact list; e.g. Evidence/EvidenceVariable/ResearchDefinition
+  context and relatedArtifact parameters, Device.udiCarrier..., DeviceDefinition,
+  MedicationKnowledge...);
+* the 3-component composites of MolecularSequence (``*-coordinate``) and the
+  reference-valued composite ``DocumentReference-relationship``;
+* type ``special`` (``Location-near``).
+"""
+
+from __future__ import annotations
+
+import calendar
+import functools
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from .search_params import COLUMN_PARAMS, SearchParam, SearchParamRegistry, split_union
+from .text import fold
+
+__all__ = [
+    "CURRENCY_SYSTEM",
+    "DATE_MAX",
+    "DATE_MIN",
+    "STRING_INDEX_MAX",
+    "CompileError",
+    "IndexExtractor",
+    "IndexRows",
+    "compile_report",
+    "date_range",
+    "number_range",
+]
+
+#: Lowest/highest instant, used for open Period ends.
+DATE_MIN = "0001-01-01T00:00:00.000000"
+DATE_MAX = "9999-12-31T23:59:59.999999"
+
+#: ``system`` used for Money amounts in quantity rows (ISO 4217 currency codes), as
+#: suggested for Money searches by https://hl7.org/fhir/R4/search.html#quantity.
+CURRENCY_SYSTEM = "urn:iso:std:iso:4217"
+
+#: String rows are cut to this many characters (folded and exact value) so a btree
+#: index on them never hits PostgreSQL's ~2.7 kB row limit (<= 4 bytes per char).
+STRING_INDEX_MAX = 512
+
+_INF = math.inf
+
+# ---------------------------------------------------------------------------------------
+# Rows
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class IndexRows:
+    """Index rows for one resource, one list per search-parameter type."""
+
+    string: list[tuple[str, str, str]] = field(default_factory=list)
+    token: list[tuple[str, str | None, str | None, str | None]] = field(default_factory=list)
+    date: list[tuple[str, str, str]] = field(default_factory=list)
+    number: list[tuple[str, float, float]] = field(default_factory=list)
+    quantity: list[
+        tuple[str, str | None, str | None, str | None, float | None, float | None]
+    ] = field(default_factory=list)
+    reference: list[tuple[str, str | None, str | None, str | None]] = field(
+        default_factory=list
+    )
+    uri: list[tuple[str, str]] = field(default_factory=list)
+    composite: list[
+        tuple[
+            str,
+            str | None,
+            str | None,
+            str | None,
+            str | None,
+            str | None,
+            float | None,
+            float | None,
+            str | None,
+            str | None,
+        ]
+    ] = field(default_factory=list)
+
+    def dedupe(self) -> None:
+        """Drop repeated rows, keeping first-seen order."""
+        for name in _ROW_KINDS:
+            rows = getattr(self, name)
+            if len(rows) > 1:
+                setattr(self, name, list(dict.fromkeys(rows)))
+
+    def __len__(self) -> int:
+        return sum(len(getattr(self, name)) for name in _ROW_KINDS)
+
+
+_ROW_KINDS = ("string", "token", "date", "number", "quantity", "reference", "uri", "composite")
+
+# ---------------------------------------------------------------------------------------
+# Dates and numbers
+# ---------------------------------------------------------------------------------------
+
+_DATE_RE = re.compile(
+    r"(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
+    r"(?:T(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.(?P<f>\d+))?)?"
+    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?"
+)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def date_range(value: str) -> tuple[str, str]:
+    """The UTC range ``(low, high)`` covered by a FHIR date, dateTime or instant.
+
+    Implements the implicit-range rule of https://hl7.org/fhir/R4/search.html#date:
+    a value covers the whole period its precision denotes, so ``"2020"`` ->
+    ``("2020-01-01T00:00:00.000000", "2020-12-31T23:59:59.999999")`` and ``"2020-02"``
+    ends on the 29th. Accepted precisions: year, month, day, minute, second and
+    fractional seconds (more than 6 digits are truncated to microseconds). Times with
+    an offset are converted to UTC, times without one are taken as UTC. Both bounds use
+    the fixed 26-character form ``YYYY-MM-DDTHH:MM:SS.ffffff`` so that string
+    comparison orders them. Used for stored values and for search values alike.
+
+    Raises ValueError for anything else.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"invalid FHIR date {value!r}: not a string")
+    m = _DATE_RE.fullmatch(value.strip())
+    if m is None:
+        raise ValueError(
+            f"invalid FHIR date {value!r}: expected YYYY, YYYY-MM, YYYY-MM-DD or "
+            "YYYY-MM-DDThh:mm[:ss[.fff]][Z|+hh:mm|-hh:mm]"
+        )
+    g = m.groupdict()
+    try:
+        year = int(g["y"])
+        if year == 0:
+            raise ValueError("year 0000 does not exist")
+        month = int(g["m"]) if g["m"] else None
+        day = int(g["d"]) if g["d"] else None
+        if month is None:
+            low = datetime(year, 1, 1)
+            high = datetime(year, 12, 31, 23, 59, 59, 999999)
+        elif day is None:
+            last = calendar.monthrange(year, month)[1] if 1 <= month <= 12 else 0
+            low = datetime(year, month, 1)
+            high = datetime(year, month, last, 23, 59, 59, 999999)
+        elif g["H"] is None:
+            low = datetime(year, month, day)
+            high = datetime(year, month, day, 23, 59, 59, 999999)
+        else:
+            hour, minute = int(g["H"]), int(g["M"])
+            if g["S"] is None:
+                low = datetime(year, month, day, hour, minute)
+                high = low.replace(second=59, microsecond=999999)
+            else:
+                second = int(g["S"])
+                if second == 60:  # leap second: not representable, clamp
+                    second = 59
+                frac = g["f"]
+                if frac:
+                    digits = frac[:6]
+                    lo_us = int(digits.ljust(6, "0"))
+                    hi_us = int(digits.ljust(6, "9"))
+                else:
+                    lo_us, hi_us = 0, 999999
+                low = datetime(year, month, day, hour, minute, second, lo_us)
+                high = low.replace(microsecond=hi_us)
+            tz = g["tz"]
+            if tz and tz != "Z" and tz not in ("+00:00", "-00:00"):
+                sign = 1 if tz[0] == "+" else -1
+                hours, minutes = int(tz[1:3]), int(tz[4:6])
+                if hours > 14 or minutes > 59:
+                    raise ValueError(f"time-zone offset {tz} out of range")
+                offset = timedelta(hours=hours, minutes=minutes) * sign
+                low = _shift(low, -offset)
+                high = _shift(high, -offset)
+    except ValueError as exc:
+        raise ValueError(f"invalid FHIR date {value!r}: {exc}") from None
+    return low.isoformat(timespec="microseconds"), high.isoformat(timespec="microseconds")
+
+
+def _shift(dt: datetime, delta: timedelta) -> datetime:
+    """dt + delta, clamped to the representable range (year 1 / 9999 with offsets)."""
+    try:
+        return dt + delta
+    except OverflowError:
+        return datetime.min if delta < timedelta(0) else datetime.max
+
+
+def number_range(text: str) -> tuple[float, float]:
+    """The range implied by a number's significant figures.
+
+    Per https://hl7.org/fhir/R4/search.html#number a search value is precise to its last
+    written digit: ``"100"`` -> (99.5, 100.5), ``"100.00"`` -> (99.995, 100.005) and
+    ``"1e2"`` (one significant figure, unit 10^2) -> (50.0, 150.0). Raises ValueError
+    for anything that is not a finite decimal.
+    """
+    try:
+        d = Decimal(text.strip())
+    except (InvalidOperation, AttributeError):
+        raise ValueError(f"invalid number {text!r}") from None
+    if not d.is_finite():
+        raise ValueError(f"invalid number {text!r}: must be finite")
+    exponent = d.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite decimals have an int exponent
+    half = Decimal(5).scaleb(exponent - 1)
+    return float(d - half), float(d + half)
+
+
+# ---------------------------------------------------------------------------------------
+# FHIRPath subset: tokenizer and parser
+# ---------------------------------------------------------------------------------------
+
+
+class CompileError(ValueError):
+    """An expression uses FHIRPath the compiler does not support, or does not type-check."""
+
+
+_TOKEN_RE = re.compile(
+    r"""\s*(?:
+        (?P<str>'(?:[^'\\]|\\.)*')
+      | (?P<num>\d+(?:\.\d+)?)
+      | (?P<op>!=|[.|()\[\]=,])
+      | (?P<var>%[A-Za-z_][A-Za-z0-9_]*|\$this)
+      | (?P<id>[A-Za-z_][A-Za-z0-9_]*|`[^`]+`)
+    )""",
+    re.VERBOSE,
+)
+
+# AST nodes are plain tuples: ("id", name), ("member", base, name),
+# ("call", base|None, name, args), ("index", base, n), ("as"|"is", base, type),
+# ("union", (terms...)), ("eq"|"ne"|"and"|"or", left, right), ("lit", value),
+# ("var", name); args are tuples too. Being hashable, a criteria AST can key the
+# compiled-tree step that evaluates it, so identical where() steps are shared.
+Node = tuple[Any, ...]
+
+
+def _tokenize(expr: str) -> list[tuple[str, str]]:
+    tokens: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(expr):
+        if expr[pos:].strip() == "":
+            break
+        m = _TOKEN_RE.match(expr, pos)
+        if m is None or m.end() == pos:
+            raise CompileError(f"cannot tokenize {expr[pos:]!r}")
+        kind = m.lastgroup
+        assert kind is not None
+        text = m.group(kind)
+        if kind == "id" and text.startswith("`"):
+            text = text[1:-1]
+        tokens.append((kind, text))
+        pos = m.end()
+    return tokens
+
+
+class _Parser:
+    """Recursive descent over FHIRPath operator precedence (or < and < = != < | < as is)."""
+
+    def __init__(self, expr: str) -> None:
+        self.expr = expr
+        self.tokens = _tokenize(expr)
+        self.i = 0
+
+    def peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def take(self, text: str | None = None) -> tuple[str, str]:
+        tok = self.peek()
+        if tok is None or (text is not None and tok[1] != text):
+            raise CompileError(f"expected {text or 'token'} in {self.expr!r}")
+        self.i += 1
+        return tok
+
+    def at(self, text: str) -> bool:
+        tok = self.peek()
+        return tok is not None and tok[1] == text and tok[0] in ("op", "id")
+
+    def parse(self) -> Node:
+        node = self.or_expr()
+        if self.peek() is not None:
+            raise CompileError(f"unexpected {self.peek()[1]!r} in {self.expr!r}")  # type: ignore[index]
+        return node
+
+    def or_expr(self) -> Node:
+        node = self.and_expr()
+        while self.at("or"):
+            self.take()
+            node = ("or", node, self.and_expr())
+        return node
+
+    def and_expr(self) -> Node:
+        node = self.eq_expr()
+        while self.at("and"):
+            self.take()
+            node = ("and", node, self.eq_expr())
+        return node
+
+    def eq_expr(self) -> Node:
+        node = self.union_expr()
+        if self.at("=") or self.at("!="):
+            op = self.take()[1]
+            node = ("eq" if op == "=" else "ne", node, self.union_expr())
+        return node
+
+    def union_expr(self) -> Node:
+        terms = [self.type_expr()]
+        while self.at("|"):
+            self.take()
+            terms.append(self.type_expr())
+        return terms[0] if len(terms) == 1 else ("union", tuple(terms))
+
+    def type_expr(self) -> Node:
+        node = self.postfix()
+        while self.at("as") or self.at("is"):
+            op = self.take()[1]
+            node = (op, node, self.type_name())
+        return node
+
+    def type_name(self) -> str:
+        name = self.take()[1]
+        while self.at("."):  # qualified: FHIR.Quantity, System.String
+            self.take()
+            name = self.take()[1]
+        return name
+
+    def postfix(self) -> Node:
+        node = self.term()
+        while True:
+            if self.at("."):
+                self.take()
+                kind, name = self.take()
+                if kind != "id":
+                    raise CompileError(f"expected a name after '.' in {self.expr!r}")
+                node = self.invocation(node, name)
+            elif self.at("["):
+                self.take()
+                kind, num = self.take()
+                if kind != "num" or not num.isdigit():
+                    raise CompileError(f"only integer indexers are supported: {self.expr!r}")
+                self.take("]")
+                node = ("index", node, int(num))
+            else:
+                return node
+
+    def invocation(self, base: Node | None, name: str) -> Node:
+        if self.at("("):
+            self.take()
+            args: list[Node] = []
+            if not self.at(")"):
+                args.append(self.or_expr())
+                while self.at(","):
+                    self.take()
+                    args.append(self.or_expr())
+            self.take(")")
+            return ("call", base, name, tuple(args))
+        return ("id", name) if base is None else ("member", base, name)
+
+    def term(self) -> Node:
+        tok = self.peek()
+        if tok is None:
+            raise CompileError(f"unexpected end of {self.expr!r}")
+        kind, text = tok
+        if kind == "op" and text == "(":
+            self.take()
+            node = self.or_expr()
+            self.take(")")
+            return node
+        self.take()
+        if kind == "str":
+            body = text[1:-1]
+            return ("lit", re.sub(r"\\(.)", r"\1", body))
+        if kind == "num":
+            return ("lit", Decimal(text))
+        if kind == "var":
+            return ("var", text.lstrip("%$"))
+        if kind == "id":
+            if text in ("true", "false"):
+                return ("lit", text == "true")
+            return self.invocation(None, text)
+        raise CompileError(f"unexpected {text!r} in {self.expr!r}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(expr: str) -> Node:
+    return _Parser(expr).parse()
+
+
+# ---------------------------------------------------------------------------------------
+# Runtime helpers
+# ---------------------------------------------------------------------------------------
+
+_fold = functools.lru_cache(maxsize=1 << 16)(fold)
+
+_REF_RE = re.compile(
+    r"(?:(?P<base>[A-Za-z][A-Za-z0-9+.\-]*://.*?)/)?"
+    r"(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})"
+    r"(?:/_history/[A-Za-z0-9\-.]{1,64})?"
+)
+
+
+class _RefParser:
+    """Parses literal references (https://hl7.org/fhir/R4/references.html#literal)."""
+
+    def __init__(self, resource_types: Iterable[str]) -> None:
+        self.types = frozenset(resource_types)
+        self.parse = functools.lru_cache(maxsize=1 << 16)(self._parse)
+
+    def _parse(self, ref: str) -> tuple[str | None, str | None, str | None] | None:
+        """(type, id, url) for a reference string, None when it gives no row."""
+        if not ref or ref[0] == "#" or "?" in ref:
+            # contained, or a conditional reference the transaction should have resolved
+            return None
+        m = _REF_RE.fullmatch(ref)
+        if m is not None and m.group("type") in self.types:
+            return m.group("type"), m.group("id"), (ref if m.group("base") else None)
+        if ":" in ref:
+            return None, None, ref  # absolute URI we cannot split: urn:uuid:, canonical
+        return None, None, ref  # relative but not Type/id: keep the text for :missing etc.
+
+    def target_type(self, reference: Any, resource: dict[str, Any]) -> str | None:
+        """What ``resolve()`` would return the type of, without resolving anything."""
+        if type(reference) is not dict:
+            return None
+        ref = reference.get("reference")
+        if isinstance(ref, str) and ref:
+            if ref[0] == "#":
+                for c in resource.get("contained") or ():
+                    if type(c) is dict and c.get("id") == ref[1:]:
+                        rt = c.get("resourceType")
+                        return rt if isinstance(rt, str) else None
+                return None
+            parsed = self.parse(ref)
+            if parsed is not None and parsed[0] is not None:
+                return parsed[0]
+        t = reference.get("type")  # logical reference: Reference.type is a type URI
+        if isinstance(t, str) and t:
+            return t.rsplit("/", 1)[-1]
+        return None
+
+
+# Runtime step: (items, resource) -> items.
+StepFn = Callable[[list[Any], dict[str, Any]], list[Any]]
+# Leaf: (items, resource, rows) -> None; items all have the leaf's static datatype.
+LeafFn = Callable[[list[Any], dict[str, Any], IndexRows], None]
+# Value converter: item -> iterable of row tails.
+ValueFn = Callable[[Any], Iterable[tuple[Any, ...]]]
+
+
+@dataclass(frozen=True)
+class _Step:
+    key: Any  # hashable identity, lets the tree share identical steps
+    fn: StepFn | None = None  # None for plain ("get", json_key) steps
+
+
+@dataclass(frozen=True)
+class _Branch:
+    steps: tuple[_Step, ...]
+    type: str
+
+
+class _TreeNode:
+    __slots__ = ("gets", "leaves", "ops")
+
+    def __init__(self) -> None:
+        self.leaves: list[LeafFn] = []
+        self.gets: dict[str, _TreeNode] | tuple[tuple[str, _TreeNode], ...] = {}
+        self.ops: dict[Any, tuple[StepFn, _TreeNode]] | tuple[
+            tuple[StepFn, _TreeNode], ...
+        ] = {}
+
+    def add(self, steps: tuple[_Step, ...], leaf: LeafFn) -> None:
+        node = self
+        for step in steps:
+            if step.fn is None:
+                gets = node.gets
+                assert isinstance(gets, dict)
+                node = gets.setdefault(step.key[1], _TreeNode())
+            else:
+                ops = node.ops
+                assert isinstance(ops, dict)
+                node = ops.setdefault(step.key, (step.fn, _TreeNode()))[1]
+        node.leaves.append(leaf)
+
+    def freeze(self) -> None:
+        """Turn dicts into tuples: iteration over tuples is the cheapest at run time."""
+        if isinstance(self.gets, dict):
+            self.gets = tuple(self.gets.items())
+        if isinstance(self.ops, dict):
+            self.ops = tuple(self.ops.values())
+        for _, child in self.gets:  # type: ignore[misc]
+            child.freeze()
+        for _, child in self.ops:  # type: ignore[misc]
+            child.freeze()
+
+
+def _run(node: _TreeNode, items: list[Any], resource: dict[str, Any], rows: IndexRows) -> None:
+    """Walk the compiled tree. ``items`` is never empty."""
+    for leaf in node.leaves:
+        leaf(items, resource, rows)
+    for key, child in node.gets:  # type: ignore[misc]
+        if len(items) == 1:
+            # Singleton context (the resource itself, most 0..1 elements): no list build.
+            it = items[0]
+            if type(it) is not dict:
+                continue
+            v = it.get(key)
+            if v is None:
+                continue
+            out = v if type(v) is list else [v]
+            if not out:
+                continue
+        else:
+            out = []
+            for it in items:
+                if type(it) is dict:
+                    v = it.get(key)
+                    if v is not None:
+                        if type(v) is list:
+                            out.extend(v)
+                        else:
+                            out.append(v)
+            if not out:
+                continue
+        _run(child, out, resource, rows)
+    for fn, child in node.ops:  # type: ignore[misc]
+        out = fn(items, resource)
+        if out:
+            _run(child, out, resource, rows)
+
+
+def _eval_branches(branches: list[_Branch], item: Any, resource: dict[str, Any]) -> list[Any]:
+    """Evaluate a (small) set of branches from one context item (criteria, components)."""
+    out: list[Any] = []
+    for br in branches:
+        items = [item]
+        for step in br.steps:
+            if step.fn is None:
+                key = step.key[1]
+                nxt: list[Any] = []
+                for it in items:
+                    if type(it) is dict:
+                        v = it.get(key)
+                        if v is not None:
+                            if type(v) is list:
+                                nxt.extend(v)
+                            else:
+                                nxt.append(v)
+                items = nxt
+            else:
+                items = step.fn(items, resource)
+            if not items:
+                break
+        else:
+            out.extend(items)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Value converters: FHIR datatype -> row tails, per search-parameter type
+# ---------------------------------------------------------------------------------------
+
+_QUANTITY_TYPES = frozenset(
+    {"Quantity", "Age", "Count", "Distance", "Duration", "SimpleQuantity", "MoneyQuantity"}
+)
+_STRING_PRIMITIVES = frozenset({"string", "markdown", "code", "id", "uri", "url", "canonical"})
+_URI_PRIMITIVES = frozenset({"uri", "url", "canonical", "oid", "uuid"})
+_TOKEN_PRIMITIVES = frozenset(
+    {"code", "id", "string", "uri", "url", "canonical", "oid", "uuid", "markdown"}
+)
+_INT_PRIMITIVES = frozenset({"integer", "positiveInt", "unsignedInt", "integer64"})
+_NUMBER_PRIMITIVES = _INT_PRIMITIVES | {"decimal"}
+_DATE_PRIMITIVES = frozenset({"date", "dateTime", "instant"})
+
+# Type hierarchy used by as()/is()/ofType(): FHIR profiles of Quantity and the string/
+# uri/integer specialisations (https://hl7.org/fhir/R4/datatypes.html).
+_SUPERTYPE = {
+    **{t: "Quantity" for t in _QUANTITY_TYPES - {"Quantity"}},
+    "code": "string",
+    "id": "string",
+    "markdown": "string",
+    "url": "uri",
+    "canonical": "uri",
+    "oid": "uri",
+    "uuid": "uri",
+    "positiveInt": "integer",
+    "unsignedInt": "integer",
+}
+
+
+def _is_subtype(actual: str, wanted: str) -> bool:
+    t: str | None = actual
+    while t is not None:
+        if t.lower() == wanted:
+            return True
+        t = _SUPERTYPE.get(t)
+    return False
+
+
+def _s(value: Any) -> str | None:
+    """A non-empty string or None (guards against malformed JSON)."""
+    return value if type(value) is str and value else None
+
+
+def _num(value: Any) -> float | None:
+    if type(value) is bool:
+        return None
+    if type(value) in (int, float):
+        return float(value)
+    if isinstance(value, (int, float, Decimal)):
+        return float(value)
+    return None
+
+
+def _cut(s: str) -> str:
+    return s if len(s) <= STRING_INDEX_MAX else s[:STRING_INDEX_MAX]
+
+
+# -- string -----------------------------------------------------------------------------
+
+
+def _string_plain(v: Any) -> Iterable[tuple[str, str]]:
+    if type(v) is str and v:
+        return ((_cut(_fold(v)), _cut(v)),)
+    return ()
+
+
+_HUMAN_NAME_PARTS = (("family", False), ("given", True), ("prefix", True), ("suffix", True))
+_ADDRESS_PARTS = (
+    ("line", True),
+    ("city", False),
+    ("district", False),
+    ("state", False),
+    ("postalCode", False),
+    ("country", False),
+)
+
+
+def _string_parts(parts: tuple[tuple[str, bool], ...]) -> ValueFn:
+    def conv(v: Any) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        if type(v) is not dict:
+            return out
+        for key, many in parts:
+            x = v.get(key)
+            if x is None:
+                continue
+            for s in x if many and type(x) is list else (x,):
+                if type(s) is str and s:
+                    out.append((_cut(_fold(s)), _cut(s)))
+        t = v.get("text")
+        if type(t) is str and t:
+            out.append((_cut(_fold(t)), _cut(t)))
+        return out
+
+    return conv
+
+
+# -- token ------------------------------------------------------------------------------
+
+
+def _token_coding(c: Any) -> Iterable[tuple[str | None, str | None, str | None]]:
+    if type(c) is not dict:
+        return ()
+    system, code = _s(c.get("system")), _s(c.get("code"))
+    if system is None and code is None:
+        return ()
+    d = _s(c.get("display"))
+    return ((system, code, _fold(d) if d else None),)
+
+
+def _token_cc(cc: Any) -> list[tuple[str | None, str | None, str | None]]:
+    out: list[tuple[str | None, str | None, str | None]] = []
+    if type(cc) is not dict:
+        return out
+    for c in cc.get("coding") or ():
+        if type(c) is dict:
+            system, code = _s(c.get("system")), _s(c.get("code"))
+            if system is not None or code is not None:
+                d = _s(c.get("display"))
+                out.append((system, code, _fold(d) if d else None))
+    t = _s(cc.get("text"))
+    if t:
+        out.append((None, None, _fold(t)))
+    return out
+
+
+def _token_identifier(i: Any) -> Iterable[tuple[str | None, str | None, str | None]]:
+    if type(i) is not dict:
+        return ()
+    system, value = _s(i.get("system")), _s(i.get("value"))
+    if system is None and value is None:
+        return ()
+    t = i.get("type")
+    text = _s(t.get("text")) if type(t) is dict else None
+    return ((system, value, _fold(text) if text else None),)
+
+
+def _token_contact_point(cp: Any) -> Iterable[tuple[str | None, str | None, str | None]]:
+    if type(cp) is not dict:
+        return ()
+    value = _s(cp.get("value"))
+    if value is None:
+        return ()
+    return ((_s(cp.get("system")), value, None),)
+
+
+def _token_primitive(v: Any) -> Iterable[tuple[None, str, None]]:
+    if type(v) is str and v:
+        return ((None, v, None),)
+    return ()
+
+
+def _token_boolean(v: Any) -> Iterable[tuple[None, str, None]]:
+    if type(v) is bool:
+        return ((None, "true" if v else "false", None),)
+    return ()
+
+
+def _token_integer(v: Any) -> Iterable[tuple[None, str, None]]:
+    if type(v) is int:
+        return ((None, str(v), None),)
+    return ()
+
+
+def _token_codeable_reference(v: Any) -> list[tuple[str | None, str | None, str | None]]:
+    return _token_cc(v.get("concept")) if type(v) is dict else []
+
+
+# -- date -------------------------------------------------------------------------------
+
+
+def _date_primitive(v: Any) -> Iterable[tuple[str, str]]:
+    if type(v) is str and v:
+        return (date_range(v),)
+    return ()
+
+
+def _period_range(p: Any) -> tuple[str, str] | None:
+    if type(p) is not dict:
+        return None
+    start, end = _s(p.get("start")), _s(p.get("end"))
+    if start is None and end is None:
+        return None
+    return (
+        date_range(start)[0] if start else DATE_MIN,
+        date_range(end)[1] if end else DATE_MAX,
+    )
+
+
+def _date_period(p: Any) -> Iterable[tuple[str, str]]:
+    r = _period_range(p)
+    return (r,) if r else ()
+
+
+def _date_timing(t: Any) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    if type(t) is not dict:
+        return out
+    for e in t.get("event") or ():
+        if type(e) is str and e:
+            out.append(date_range(e))
+    rep = t.get("repeat")
+    if type(rep) is dict:
+        r = _period_range(rep.get("boundsPeriod"))
+        if r:
+            out.append(r)
+    return out
+
+
+# -- number -----------------------------------------------------------------------------
+
+
+def _number_primitive(v: Any) -> Iterable[tuple[float, float]]:
+    n = _num(v)
+    return ((n, n),) if n is not None else ()
+
+
+def _range_bounds(r: Any) -> tuple[float, float, dict[str, Any] | None] | None:
+    if type(r) is not dict:
+        return None
+    low, high = r.get("low"), r.get("high")
+    lo = _num(low.get("value")) if type(low) is dict else None
+    hi = _num(high.get("value")) if type(high) is dict else None
+    if lo is None and hi is None:
+        return None
+    unit_src = low if type(low) is dict and lo is not None else high
+    return (
+        lo if lo is not None else -_INF,
+        hi if hi is not None else _INF,
+        unit_src if type(unit_src) is dict else None,
+    )
+
+
+def _number_range_value(r: Any) -> Iterable[tuple[float, float]]:
+    b = _range_bounds(r)
+    return ((b[0], b[1]),) if b else ()
+
+
+# -- quantity ---------------------------------------------------------------------------
+
+QuantityTail = tuple[str | None, str | None, str | None, float, float]
+
+
+def _quantity(q: Any) -> Iterable[QuantityTail]:
+    if type(q) is not dict:
+        return ()
+    v = _num(q.get("value"))
+    if v is None:
+        return ()
+    unit = _s(q.get("unit"))
+    return ((_s(q.get("system")), _s(q.get("code")), _fold(unit) if unit else None, v, v),)
+
+
+def _quantity_money(m: Any) -> Iterable[QuantityTail]:
+    if type(m) is not dict:
+        return ()
+    v = _num(m.get("value"))
+    if v is None:
+        return ()
+    currency = _s(m.get("currency"))
+    return ((CURRENCY_SYSTEM if currency else None, currency, None, v, v),)
+
+
+def _quantity_range(r: Any) -> Iterable[QuantityTail]:
+    b = _range_bounds(r)
+    if b is None:
+        return ()
+    lo, hi, q = b
+    if q is None:
+        return ((None, None, None, lo, hi),)
+    unit = _s(q.get("unit"))
+    return ((_s(q.get("system")), _s(q.get("code")), _fold(unit) if unit else None, lo, hi),)
+
+
+# -- uri --------------------------------------------------------------------------------
+
+
+def _uri_primitive(v: Any) -> Iterable[tuple[str]]:
+    if type(v) is str and v:
+        return ((v,),)
+    return ()
+
+
+# Converters by (search-parameter type, FHIR datatype); reference is built per extractor
+# because it needs the set of known resource types.
+_CONVERTERS: dict[str, dict[str, ValueFn]] = {
+    "string": {
+        **{t: _string_plain for t in _STRING_PRIMITIVES},
+        "HumanName": _string_parts(_HUMAN_NAME_PARTS),
+        "Address": _string_parts(_ADDRESS_PARTS),
+    },
+    "token": {
+        **{t: _token_primitive for t in _TOKEN_PRIMITIVES},
+        **{t: _token_integer for t in _INT_PRIMITIVES},
+        "boolean": _token_boolean,
+        "Coding": _token_coding,
+        "CodeableConcept": _token_cc,
+        "CodeableReference": _token_codeable_reference,
+        "Identifier": _token_identifier,
+        "ContactPoint": _token_contact_point,
+    },
+    "date": {
+        **{t: _date_primitive for t in _DATE_PRIMITIVES},
+        "Period": _date_period,
+        "Timing": _date_timing,
+    },
+    "number": {
+        **{t: _number_primitive for t in _NUMBER_PRIMITIVES},
+        "Range": _number_range_value,
+    },
+    "quantity": {
+        **{t: _quantity for t in _QUANTITY_TYPES},
+        "Money": _quantity_money,
+        "Range": _quantity_range,
+        # SampledData carries no single value to search on: deliberately no rows.
+        "SampledData": lambda _v: (),
+    },
+    "uri": {t: _uri_primitive for t in _URI_PRIMITIVES | {"string", "code"}},
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Compiler
+# ---------------------------------------------------------------------------------------
+
+
+class _Compiler:
+    """Compiles FHIRPath (sub)expressions to typed branches for one resource type."""
+
+    def __init__(self, element_types: dict[str, Any], refs: _RefParser) -> None:
+        self.types: dict[str, dict[str, list[Any]]] = element_types["types"]
+        self.primitives = frozenset(element_types.get("primitives", ()))
+        self.refs = refs
+
+    # -- value expressions --------------------------------------------------------------
+
+    def compile(self, node: Node, ctx: list[_Branch], root_type: str) -> list[_Branch]:
+        kind = node[0]
+        if kind == "id":
+            name = node[1]
+            if all(not b.steps for b in ctx) and name in (root_type, "Resource", "DomainResource"):
+                return ctx  # leading type name: the resource itself
+            return self.member(ctx, name)
+        if kind == "member":
+            return self.member(self.compile(node[1], ctx, root_type), node[2])
+        if kind == "union":
+            out: list[_Branch] = []
+            for term in node[1]:
+                out.extend(self.compile(term, ctx, root_type))
+            return out
+        if kind == "as":
+            return self.filter_type(self.compile(node[1], ctx, root_type), node[2])
+        if kind == "index":
+            n = node[2]
+            step = _Step(("index", n), lambda items, _r, n=n: items[n : n + 1])
+            return [
+                _Branch((*b.steps, step), b.type) for b in self.compile(node[1], ctx, root_type)
+            ]
+        if kind == "var":
+            if node[1] in ("resource", "rootResource"):
+                step = _Step(("root",), lambda _items, r: [r])
+                return [_Branch((step,), root_type)]
+            if node[1] == "this":
+                return ctx
+            raise CompileError(f"unsupported variable %{node[1]}")
+        if kind == "call":
+            return self.call(node, ctx, root_type)
+        if kind in ("and", "or", "eq", "ne", "is"):
+            # Boolean-valued expression used as a value (Patient.deceased.exists() and
+            # ...): evaluate it on each context item and yield the boolean.
+            pred = self.predicate(node, ctx, root_type)
+            steps: list[_Branch] = []
+            for b in ctx:
+
+                def bool_step(
+                    items: list[Any], r: dict[str, Any], pred: Any = pred
+                ) -> list[Any]:
+                    out = []
+                    for it in items:
+                        v = pred(it, r)
+                        if v is not None:
+                            out.append(v)
+                    return out
+
+                steps.append(
+                    _Branch((*b.steps, _Step(("bool", node, b.type), bool_step)), "boolean")
+                )
+            return steps
+        raise CompileError(f"unsupported expression node {kind!r}")
+
+    def call(self, node: Node, ctx: list[_Branch], root_type: str) -> list[_Branch]:
+        _, base_node, name, args = node
+        base = ctx if base_node is None else self.compile(base_node, ctx, root_type)
+        if name in ("as", "ofType"):
+            return self.filter_type(base, self.type_arg(args, name))
+        if name == "where":
+            if len(args) != 1:
+                raise CompileError("where() takes one argument")
+            out = []
+            for b in base:
+                pred = self.predicate(args[0], [_Branch((), b.type)], root_type)
+
+                def where_step(
+                    items: list[Any], r: dict[str, Any], pred: Any = pred
+                ) -> list[Any]:
+                    return [it for it in items if pred(it, r) is True]
+
+                step = _Step(("where", args[0], b.type), where_step)
+                out.append(_Branch((*b.steps, step), b.type))
+            return out
+        if name == "extension":
+            if len(args) != 1 or args[0][0] != "lit" or not isinstance(args[0][1], str):
+                raise CompileError("extension() needs one string literal argument")
+            ext = self.member(base, "extension")
+            crit: Node = ("eq", ("id", "url"), args[0])
+            return self.call(("call", None, "where", (crit,)), ext, root_type)
+        if name == "first":
+            return self.compile(("index", ("var", "this"), 0), base, root_type)
+        if name in ("exists", "empty", "not", "is"):
+            # Boolean functions used as a value: evaluate as criteria (see compile()).
+            return self.compile(("and", node, ("lit", True)), ctx, root_type)
+        if name == "resolve":
+            raise CompileError("resolve() is only supported as 'resolve() is Type'")
+        raise CompileError(f"unsupported function {name}()")
+
+    @staticmethod
+    def type_arg(args: tuple[Node, ...], fname: str) -> str:
+        if len(args) != 1 or args[0][0] not in ("id", "member"):
+            raise CompileError(f"{fname}() needs a type name")
+        arg = args[0]
+        return arg[1] if arg[0] == "id" else arg[2]  # FHIR.Quantity -> Quantity
+
+    def member(self, ctx: list[_Branch], name: str) -> list[_Branch]:
+        out: list[_Branch] = []
+        errors = []
+        for b in ctx:
+            elements = self.types.get(b.type)
+            if elements is None:
+                errors.append(f"{b.type} has no elements (cannot navigate to {name!r})")
+                continue
+            spec = elements.get(name)
+            if spec is None:
+                errors.append(f"{b.type} has no element {name!r}")
+                continue
+            type_spec = spec[0]
+            if isinstance(type_spec, dict):  # choice element: one branch per typed key
+                for json_key, t in type_spec.items():
+                    out.append(_Branch((*b.steps, _Step(("get", json_key))), t))
+            else:
+                out.append(_Branch((*b.steps, _Step(("get", name))), type_spec))
+        if errors and not out:
+            raise CompileError("; ".join(errors))
+        return out
+
+    def filter_type(self, branches: list[_Branch], type_name: str) -> list[_Branch]:
+        wanted = type_name.lower()
+        # Exact datatype first: (ConceptMap.source as uri) must not pick sourceCanonical
+        # although canonical specialises uri; fall back to specialisations (Age for
+        # Quantity) only when no branch has the exact type.
+        exact = [b for b in branches if b.type.lower() == wanted]
+        if exact:
+            return exact
+        sub = [b for b in branches if _is_subtype(b.type, wanted)]
+        if not sub:
+            types = sorted({b.type for b in branches})
+            raise CompileError(f"no branch of type {type_name} among {types}")
+        return sub
+
+    # -- boolean criteria -----------------------------------------------------------------
+
+    def predicate(
+        self, node: Node, ctx: list[_Branch], root_type: str
+    ) -> Callable[[Any, dict[str, Any]], bool | None]:
+        """Compile a criteria expression to ``(item, resource) -> True|False|None``.
+
+        ``None`` is FHIRPath's empty result; ``where()`` keeps an item only on True.
+        """
+        kind = node[0]
+        if kind == "call" and node[2] == "is":  # X.is(T) == X is T
+            node = ("is", node[1] or ("var", "this"), self.type_arg(node[3], "is"))
+            kind = "is"
+        if kind in ("and", "or"):
+            left = self.predicate(node[1], ctx, root_type)
+            right = self.predicate(node[2], ctx, root_type)
+            if kind == "and":
+
+                def p_and(it: Any, r: dict[str, Any]) -> bool | None:
+                    a = left(it, r)
+                    if a is False:
+                        return False
+                    b = right(it, r)
+                    if b is False:
+                        return False
+                    return True if a is True and b is True else None
+
+                return p_and
+
+            def p_or(it: Any, r: dict[str, Any]) -> bool | None:
+                a = left(it, r)
+                if a is True:
+                    return True
+                b = right(it, r)
+                if b is True:
+                    return True
+                return False if a is False and b is False else None
+
+            return p_or
+
+        if kind in ("eq", "ne"):
+            lhs, rhs = node[1], node[2]
+            if lhs[0] == "lit":
+                lhs, rhs = rhs, lhs
+            if rhs[0] != "lit":
+                raise CompileError("only comparisons with a literal are supported")
+            values = self.values(lhs, ctx, root_type)
+            lit = rhs[1]
+            negate = kind == "ne"
+
+            def p_eq(it: Any, r: dict[str, Any]) -> bool | None:
+                vals = values(it, r)
+                if not vals:
+                    return None
+                if len(vals) != 1:
+                    result = False
+                else:
+                    v = vals[0]
+                    if isinstance(lit, bool) or type(v) is bool:
+                        result = type(v) is bool and isinstance(lit, bool) and v == lit
+                    elif isinstance(lit, Decimal):
+                        n = _num(v)
+                        result = n is not None and Decimal(str(n)) == lit
+                    else:
+                        result = v == lit
+                return (not result) if negate else result
+
+            return p_eq
+
+        if kind == "is":
+            base, type_name = node[1], node[2]
+            if base[0] == "call" and base[2] == "resolve":
+                refs = (
+                    self.values(base[1], ctx, root_type)
+                    if base[1] is not None
+                    else lambda it, _r: [it]
+                )
+                target = type_name
+                target_type = self.refs.target_type
+
+                def p_resolve_is(it: Any, r: dict[str, Any]) -> bool | None:
+                    vals = refs(it, r)
+                    if not vals:
+                        return None
+                    return any(target_type(v, r) == target for v in vals)
+
+                return p_resolve_is
+            try:
+                matching = self.filter_type(self.compile(base, ctx, root_type), type_name)
+            except CompileError:
+                return lambda _it, _r: False
+            return lambda it, r: bool(_eval_branches(matching, it, r))
+
+        if kind == "call" and node[2] in ("exists", "empty"):
+            base = node[1]
+            if node[3]:  # exists(criteria) == where(criteria).exists()
+                base = ("call", base, "where", node[3])
+            values = self.values(base, ctx, root_type) if base is not None else None
+            want = node[2] == "exists"
+
+            def p_exists(it: Any, r: dict[str, Any]) -> bool:
+                found = bool(values(it, r)) if values is not None else it is not None
+                return found if want else not found
+
+            return p_exists
+
+        if kind == "call" and node[2] == "not":
+            inner = (
+                self.predicate(node[1], ctx, root_type)
+                if node[1] is not None
+                else lambda it, _r: it
+            )
+
+            def p_not(it: Any, r: dict[str, Any]) -> bool | None:
+                v = inner(it, r)
+                return None if v is None else not v
+
+            return p_not
+
+        if kind == "lit":
+            value = node[1]
+            return lambda _it, _r: value if isinstance(value, bool) else True
+
+        # A plain path: FHIRPath singleton evaluation of collections as booleans.
+        values = self.values(node, ctx, root_type)
+
+        def p_path(it: Any, r: dict[str, Any]) -> bool | None:
+            vals = values(it, r)
+            if not vals:
+                return None
+            if len(vals) == 1 and type(vals[0]) is bool:
+                return vals[0]
+            return True
+
+        return p_path
+
+    def values(
+        self, node: Node, ctx: list[_Branch], root_type: str
+    ) -> Callable[[Any, dict[str, Any]], list[Any]]:
+        branches = self.compile(node, ctx, root_type)
+        return lambda it, r: _eval_branches(branches, it, r)
+
+
+# ---------------------------------------------------------------------------------------
+# Extractor
+# ---------------------------------------------------------------------------------------
+
+
+def _reference_converter(refs: _RefParser) -> dict[str, ValueFn]:
+    parse = refs.parse
+
+    def from_reference(v: Any) -> Iterable[tuple[str | None, str | None, str | None]]:
+        if type(v) is not dict:
+            return ()
+        ref = v.get("reference")
+        if type(ref) is not str:
+            return ()
+        parsed = parse(ref)
+        return (parsed,) if parsed is not None else ()
+
+    def from_uri(v: Any) -> Iterable[tuple[None, None, str]]:
+        return ((None, None, v),) if type(v) is str and v else ()
+
+    def from_codeable_reference(v: Any) -> Iterable[tuple[str | None, str | None, str | None]]:
+        return from_reference(v.get("reference")) if type(v) is dict else ()
+
+    def from_resource(v: Any) -> Iterable[tuple[str | None, str | None, str | None]]:
+        # Bundle.entry[0].resource: the entry's resource itself is the target.
+        if type(v) is dict and _s(v.get("resourceType")) and _s(v.get("id")):
+            return ((v["resourceType"], v["id"], None),)
+        return ()
+
+    return {
+        "Reference": from_reference,
+        "CodeableReference": from_codeable_reference,
+        "Resource": from_resource,
+        **{t: from_uri for t in _URI_PRIMITIVES},
+    }
+
+
+def _make_leaf(code: str, kind: str, conv: ValueFn) -> LeafFn:
+    """Bind a converter to a parameter and the IndexRows list it appends to."""
+
+    def leaf(items: list[Any], _resource: dict[str, Any], rows: IndexRows) -> None:
+        append = getattr(rows, kind).append
+        for it in items:
+            for tail in conv(it):
+                append((code, *tail))
+
+    return leaf
+
+
+class _Plan:
+    __slots__ = ("failures", "notes", "tree")
+
+    def __init__(self) -> None:
+        self.tree = _TreeNode()
+        self.failures: list[tuple[str, str]] = []  # (code, reason): not (fully) indexed
+        self.notes: list[tuple[str, str]] = []  # (code, note): datatypes without rows
+
+
+class IndexExtractor:
+    """Extracts :class:`IndexRows` from resources (https://hl7.org/fhir/R4/search.html).
+
+    Every search parameter of a resource type is compiled the first time a resource of
+    that type is extracted; later calls only walk the compiled tree. Instances are
+    safe to share between threads (compilation races only do redundant work).
+    """
+
+    def __init__(self, registry: SearchParamRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else SearchParamRegistry.default()
+        self._refs = _RefParser(self.registry.resource_types())
+        self._compiler = _Compiler(self.registry.element_types, self._refs)
+        self._converters: dict[str, dict[str, ValueFn]] = {
+            **_CONVERTERS,
+            "reference": _reference_converter(self._refs),
+        }
+        self._plans: dict[str, _Plan] = {}
+
+    # -- public -----------------------------------------------------------------------
+
+    def extract(self, resource: dict[str, Any]) -> IndexRows:
+        """All (de-duplicated) index rows of ``resource``, a FHIR JSON dict.
+
+        Raises ValueError if ``resourceType`` is missing or unknown, or a date in the
+        resource is malformed.
+        """
+        rt = resource.get("resourceType")
+        plan = self._plans.get(rt) if isinstance(rt, str) else None
+        if plan is None:
+            plan = self._plan(rt)
+        rows = IndexRows()
+        _run(plan.tree, [resource], resource, rows)
+        rows.dedupe()
+        return rows
+
+    def failures(self, resource_type: str) -> list[tuple[str, str]]:
+        """(code, reason) of the parameters of ``resource_type`` not (fully) indexed."""
+        return list(self._plan(resource_type).failures)
+
+    def notes(self, resource_type: str) -> list[tuple[str, str]]:
+        """(code, note) for choice branches whose datatype gives no rows by design.
+
+        E.g. ``Immunization.occurrence`` is dateTime|string and the ``date`` parameter
+        can only index the dateTime branch; ``occurrenceString`` is ignored.
+        """
+        return list(self._plan(resource_type).notes)
+
+    # -- compilation --------------------------------------------------------------------
+
+    def _plan(self, rt: Any) -> _Plan:
+        if not isinstance(rt, str) or rt not in self.registry.resource_types():
+            raise ValueError(f"unknown resourceType {rt!r}")
+        plan = self._plans.get(rt)
+        if plan is None:
+            plan = self._compile_type(rt)
+            self._plans[rt] = plan
+        return plan
+
+    def _compile_type(self, rt: str) -> _Plan:
+        plan = _Plan()
+        for code, param in sorted(self.registry.for_type(rt).items()):
+            if code in COLUMN_PARAMS:
+                continue
+            if param.type == "special":
+                plan.failures.append((code, "type special is not indexed"))
+                continue
+            try:
+                leaves, partial, notes = self.compile_param(param)
+            except CompileError as exc:
+                plan.failures.append((code, str(exc)))
+                continue
+            for steps, leaf in leaves:
+                plan.tree.add(steps, leaf)
+            if partial:
+                plan.failures.append((code, "partially compiled: " + "; ".join(partial)))
+            if notes:
+                plan.notes.append((code, "; ".join(notes)))
+        plan.tree.freeze()
+        return plan
+
+    def compile_param(
+        self, param: SearchParam
+    ) -> tuple[list[tuple[tuple[_Step, ...], LeafFn]], list[str], list[str]]:
+        """Compile one parameter to (steps, leaf) pairs, problems and notes.
+
+        Each union term is compiled separately so one term using an element missing
+        from the R4B models does not lose the others (those are *problems*). Branches
+        whose datatype has no conversion for the parameter type (``occurrenceString``
+        for a date parameter) are dropped and reported as *notes*. Raises CompileError
+        if nothing compiles.
+        """
+        if not param.expression:
+            raise CompileError(f"no expression for {param.resource_type}")
+        rt = param.resource_type
+        # R4-only resource types have no model in R4B; their Resource-level elements
+        # (meta for _tag/_profile/...) are still known from DomainResource.
+        root = rt if rt in self._compiler.types else "DomainResource"
+        branches: list[_Branch] = []
+        problems: list[str] = []
+        for term in split_union(param.expression):
+            try:
+                branches.extend(self._compiler.compile(_parse(term), [_Branch((), root)], rt))
+            except CompileError as exc:
+                problems.append(f"{term}: {exc}")
+        if not branches:
+            raise CompileError("; ".join(problems) or "empty expression")
+
+        leaves: list[tuple[tuple[_Step, ...], LeafFn]] = []
+        if param.type == "composite":
+            for b in branches:
+                leaves.append((b.steps, self._composite_leaf(param, b.type)))
+            return leaves, problems, []
+
+        converters = self._converters.get(param.type)
+        if converters is None:
+            raise CompileError(f"unsupported parameter type {param.type}")
+        unconvertible = []
+        for b in branches:
+            conv = converters.get(b.type)
+            if conv is None:
+                unconvertible.append(b.type)
+                continue
+            leaves.append((b.steps, _make_leaf(param.code, param.type, conv)))
+        if not leaves:
+            raise CompileError(f"no {param.type} conversion for datatypes {unconvertible}")
+        notes = []
+        if unconvertible:
+            notes.append(f"no {param.type} rows for datatypes {sorted(set(unconvertible))}")
+        return leaves, problems, notes
+
+    def _composite_leaf(self, param: SearchParam, element_type: str) -> LeafFn:
+        """Leaf for a composite (https://hl7.org/fhir/R4/search.html#composite)."""
+        if len(param.components) != 2:
+            raise CompileError(f"composites with {len(param.components)} components")
+        (type1, expr1), (type2, expr2) = param.components
+        if type1 != "token":
+            raise CompileError(f"composite first component must be token, not {type1}")
+        if type2 not in ("token", "string", "quantity", "number", "date"):
+            raise CompileError(f"composite second component of type {type2!r}")
+        comp1 = self._component(param, type1, expr1, element_type)
+        comp2 = self._component(param, type2, expr2, element_type)
+        code = param.code
+
+        def make_tail(t: tuple[Any, ...]) -> tuple[Any, ...]:
+            # (system2, code2, folded_str2, num_low2, num_high2, date_low2, date_high2)
+            if type2 == "token":
+                return (t[0], t[1], t[2], None, None, None, None)
+            if type2 == "string":
+                return (None, None, t[0], None, None, None, None)
+            if type2 == "quantity":
+                return (t[0], t[1], t[2], t[3], t[4], None, None)
+            if type2 == "number":
+                return (None, None, None, t[0], t[1], None, None)
+            return (None, None, None, None, None, t[0], t[1])  # date
+
+        def leaf(items: list[Any], resource: dict[str, Any], rows: IndexRows) -> None:
+            append = rows.composite.append
+            for element in items:
+                firsts = [t for t in comp1(element, resource) if t[1] is not None]
+                if not firsts:
+                    continue
+                seconds = [make_tail(t) for t in comp2(element, resource)]
+                for s1, c1, _ in firsts:
+                    for tail in seconds:
+                        append((code, s1, c1, *tail))
+
+        return leaf
+
+    def _component(
+        self, param: SearchParam, ptype: str, expr: str, element_type: str
+    ) -> Callable[[Any, dict[str, Any]], list[tuple[Any, ...]]]:
+        """Compile a composite component relative to the composite's element type."""
+        converters = self._converters[ptype]
+        rt = param.resource_type
+        parts: list[tuple[list[_Branch], ValueFn]] = []
+        for b in self._compiler.compile(_parse(expr), [_Branch((), element_type)], rt):
+            conv = converters.get(b.type)
+            if conv is not None:
+                parts.append(([_Branch(b.steps, b.type)], conv))
+        if not parts:
+            raise CompileError(f"component {expr!r} yields no {ptype} values")
+
+        def evaluate(element: Any, resource: dict[str, Any]) -> list[tuple[Any, ...]]:
+            out: list[tuple[Any, ...]] = []
+            for branches, conv in parts:
+                for v in _eval_branches(branches, element, resource):
+                    out.extend(conv(v))
+            return out
+
+        return evaluate
+
+
+def compile_report(registry: SearchParamRegistry | None = None) -> list[tuple[str, str, str]]:
+    """Compile every parameter of every type; return (type, code, reason) failures."""
+    extractor = IndexExtractor(registry)
+    out: list[tuple[str, str, str]] = []
+    for rt in extractor.registry.resource_types():
+        for code, reason in extractor.failures(rt):
+            out.append((rt, code, reason))
+    return out

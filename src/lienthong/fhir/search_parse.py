@@ -1,0 +1,362 @@
+"""Parse FHIR search parameters into a :class:`SearchQuery`.
+
+Follows https://hl7.org/fhir/R4/search.html: modifiers (``:exact``,
+``:contains``, ``:missing``, ``:not``, ``:text``, ``:[type]``, ``:below``,
+``:above``), prefixes, escaping (``\\,`` ``\\|`` ``\\$``), chaining one level
+(``subject:Patient.identifier=...``), reverse chaining (``_has``), and the
+result parameters (``_count``, ``_sort``, ``_include``, ``_revinclude``,
+``_summary``, ``_elements``, ``_total``). Unknown parameters raise 400 under
+``Prefer: handling=strict`` and come back as warnings under ``lenient``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from lienthong.fhir.errors import FhirError, Issue, bad_request
+from lienthong.fhir.search_index import date_range, number_range
+from lienthong.fhir.search_params import SearchParam, SearchParamRegistry
+from lienthong.fhir.text import fold
+from lienthong.storage.query import (
+    PREFIXES,
+    CompositeValue,
+    Criterion,
+    RangeValue,
+    ReferenceValue,
+    SearchQuery,
+    SortKey,
+    TokenValue,
+    Value,
+)
+
+RESULT_PARAMS = {
+    "_count", "_offset", "_sort", "_include", "_revinclude", "_summary", "_elements",
+    "_total", "_format", "_pretty",
+}
+MODIFIERS = {
+    "string": {"exact", "contains", "missing"},
+    "token": {"not", "text", "missing"},
+    "date": {"missing"},
+    "number": {"missing"},
+    "quantity": {"missing"},
+    "reference": {"missing"},
+    "uri": {"below", "above", "missing"},
+    "composite": {"missing"},
+}
+SUMMARY_MODES = {"true", "false", "text", "data", "count"}
+_PREFIX_RE = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)(?=[-+0-9.])")
+
+
+@dataclass(frozen=True)
+class Include:
+    source_type: str
+    param: str | None  # None for *
+    target_type: str | None
+
+
+@dataclass
+class SearchRequest:
+    """A parsed search: the query the store runs plus how to shape the result."""
+
+    query: SearchQuery
+    includes: list[Include] = field(default_factory=list)
+    revincludes: list[Include] = field(default_factory=list)
+    summary: str | None = None
+    elements: list[str] | None = None
+    warnings: list[Issue] = field(default_factory=list)
+    # the parameters that were understood, to build self/next links
+    echo: list[tuple[str, str]] = field(default_factory=list)
+
+
+def split_unescaped(text: str, sep: str) -> list[str]:
+    """Split on ``sep`` not preceded by a backslash, then unescape ``\\,``, ``\\|``, ``\\$``."""
+    parts, cur, i = [], [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            cur.append(text[i : i + 2])
+            i += 2
+            continue
+        if ch == sep:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    parts.append("".join(cur))
+    return parts
+
+
+def unescape(text: str) -> str:
+    return re.sub(r"\\([,|$\\])", r"\1", text)
+
+
+class SearchParser:
+    def __init__(self, registry: SearchParamRegistry, base_url: str = "") -> None:
+        self.registry = registry
+        self.base_url = base_url.rstrip("/")
+
+    def parse(
+        self,
+        resource_type: str | None,
+        params: list[tuple[str, str]],
+        *,
+        strict: bool = False,
+        default_count: int = 50,
+        max_count: int = 1000,
+    ) -> SearchRequest:
+        query = SearchQuery(resource_type, count=default_count)
+        req = SearchRequest(query)
+        for name, raw in params:
+            try:
+                self._one(req, resource_type, name, raw, default_count, max_count)
+            except UnknownParameter as exc:
+                if strict:
+                    raise bad_request(str(exc), name) from None
+                req.warnings.append(Issue("not-supported", str(exc), "warning", (name,)))
+        if req.summary == "count":
+            query.count = 0
+        return req
+
+    # -- one parameter --------------------------------------------------
+
+    def _one(
+        self, req: SearchRequest, rtype: str | None, name: str, raw: str, default_count: int,
+        max_count: int,
+    ) -> None:
+        q = req.query
+        if name in RESULT_PARAMS:
+            self._result_param(req, rtype, name, raw, max_count)
+            if name not in ("_format", "_pretty", "_offset"):
+                req.echo.append((name, raw))
+            return
+        if rtype is None and name not in ("_id", "_lastUpdated"):
+            raise UnknownParameter(f"search parameter {name!r} needs a resource type")
+        q.criteria.append(self.criterion(rtype or "Resource", name, raw))
+        req.echo.append((name, raw))
+
+    def _result_param(
+        self, req: SearchRequest, rtype: str | None, name: str, raw: str, max_count: int
+    ) -> None:
+        q = req.query
+        if name in ("_count", "_offset"):
+            if not raw.isdigit():
+                raise bad_request(f"{name} must be a non-negative integer, got {raw!r}", name)
+            if name == "_count":
+                q.count = min(int(raw), max_count)
+            else:
+                q.offset = int(raw)
+        elif name == "_sort":
+            for item in raw.split(","):
+                desc = item.startswith("-")
+                code = item[1:] if desc else item
+                if code in ("_id", "_lastUpdated"):
+                    q.sort.append(SortKey(code, "special", desc))
+                    continue
+                sp = self.registry.get(rtype, code) if rtype else None
+                if sp is None or sp.type in ("special",):
+                    raise bad_request(f"cannot sort by unknown parameter {code!r}", "_sort")
+                q.sort.append(SortKey(code, sp.type, desc))
+        elif name in ("_include", "_revinclude"):
+            (req.includes if name == "_include" else req.revincludes).append(
+                self._include(rtype, name, raw)
+            )
+        elif name == "_summary":
+            if raw not in SUMMARY_MODES:
+                raise bad_request(f"_summary must be one of {sorted(SUMMARY_MODES)}", "_summary")
+            req.summary = raw
+        elif name == "_elements":
+            req.elements = [e.strip() for e in raw.split(",") if e.strip()]
+        elif name == "_total":
+            if raw not in ("none", "estimate", "accurate"):
+                raise bad_request("_total must be none, estimate or accurate", "_total")
+            q.with_total = raw != "none"
+
+    def _include(self, rtype: str | None, name: str, raw: str) -> Include:
+        parts = raw.split(":")
+        if parts and parts[-1] == "iterate":
+            parts = parts[:-1]
+        if raw == "*":
+            if rtype is None:
+                raise bad_request(f"{name}=* needs a resource type", name)
+            return Include(rtype, None, None)
+        if len(parts) not in (2, 3):
+            raise bad_request(f"{name} must be Type:param[:TargetType], got {raw!r}", name)
+        source, code = parts[0], parts[1]
+        target = parts[2] if len(parts) == 3 else None
+        if code == "*":
+            return Include(source, None, target)
+        sp = self.registry.get(source, code)
+        if sp is None or sp.type != "reference":
+            raise bad_request(f"{name}: {source} has no reference parameter {code!r}", name)
+        if name == "_include" and rtype is not None and source != rtype:
+            raise bad_request(f"_include source type {source} is not the searched type {rtype}", name)
+        return Include(source, code, target)
+
+    # -- criteria -------------------------------------------------------
+
+    def criterion(self, rtype: str, name: str, raw: str) -> Criterion:
+        if name.startswith("_has:"):
+            return self._has(rtype, name, raw)
+        base, _, modifier = name.partition(":")
+        chain_rest = None
+        if "." in base:
+            base, chain_rest = base.split(".", 1)
+        elif modifier and "." in modifier:
+            modifier, chain_rest = modifier.split(".", 1)
+        sp = self._param(rtype, base)
+        if chain_rest is not None:
+            return self._chain(rtype, sp, modifier or None, chain_rest, raw)
+        mod = modifier or None
+        ptype = "token" if base == "_id" else ("date" if base == "_lastUpdated" else sp.type)
+        if mod is not None:
+            allowed = MODIFIERS.get(ptype, set())
+            if ptype == "reference" and self.registry_type(mod):
+                if sp.targets and mod not in sp.targets:
+                    raise bad_request(f"{base} cannot refer to {mod}", name)
+            elif mod not in allowed:
+                raise bad_request(f"modifier :{mod} is not supported on {ptype} parameter {base}", name)
+        crit = Criterion(rtype, base, ptype, mod)
+        if mod == "missing":
+            if raw not in ("true", "false"):
+                raise bad_request(f"{name} must be true or false", name)
+            crit.values = [raw == "true"]
+            return crit
+        values = [v for v in split_unescaped(raw, ",") if v != ""]
+        if not values:
+            raise bad_request(f"parameter {name} has no value", name)
+        crit.values = [self._value(sp, ptype, mod, v, name) for v in values]
+        return crit
+
+    def registry_type(self, name: str) -> bool:
+        return bool(self.registry.for_type(name)) if name[:1].isupper() else False
+
+    def _param(self, rtype: str, code: str) -> SearchParam:
+        sp = self.registry.get(rtype, code)
+        if sp is None or sp.type == "special":
+            raise UnknownParameter(f"unknown search parameter {code!r} for {rtype}")
+        return sp
+
+    def _chain(
+        self, rtype: str, sp: SearchParam, target: str | None, rest: str, raw: str
+    ) -> Criterion:
+        if sp.type != "reference":
+            raise bad_request(f"{sp.code} is not a reference parameter, so it cannot be chained", sp.code)
+        if "." in rest.split(":")[0]:
+            raise bad_request("only one level of chaining is supported", f"{sp.code}.{rest}")
+        targets = [target] if target else list(sp.targets)
+        chain = []
+        for t in targets:
+            sub_name = rest.split(":")[0]
+            if self.registry.get(t, sub_name) is None and sub_name not in ("_id", "_lastUpdated"):
+                continue
+            chain.append(self.criterion(t, rest, raw))
+        if not chain:
+            raise UnknownParameter(f"no target of {rtype}.{sp.code} has a parameter {rest!r}")
+        return Criterion(rtype, sp.code, "reference", None, chain=chain)
+
+    def _has(self, rtype: str, name: str, raw: str) -> Criterion:
+        parts = name.split(":", 3)
+        if len(parts) != 4 or not all(parts[1:]):
+            raise bad_request("_has must be _has:Type:reference:parameter", name)
+        _, source, ref, rest = parts
+        if rest.startswith("_has:"):
+            raise bad_request("only one level of _has is supported", name)
+        ref_sp = self.registry.get(source, ref)
+        if ref_sp is None or ref_sp.type != "reference":
+            raise bad_request(f"{source} has no reference parameter {ref!r}", name)
+        if ref_sp.targets and rtype not in ref_sp.targets:
+            raise bad_request(f"{source}.{ref} does not refer to {rtype}", name)
+        inner = self.criterion(source, rest, raw)
+        return Criterion(rtype, ref, "reference", has=inner, has_ref_param=ref, has_source_type=source)
+
+    # -- values ---------------------------------------------------------
+
+    def _value(self, sp: SearchParam, ptype: str, mod: str | None, raw: str, name: str) -> Value:
+        try:
+            if ptype == "token":
+                return _token(raw, mod)
+            if ptype == "string":
+                text = unescape(raw)
+                return text if mod == "exact" else fold(text)
+            if ptype in ("date", "number", "quantity"):
+                return _ranged(ptype, raw)
+            if ptype == "reference":
+                return self._reference(unescape(raw), sp, mod)
+            if ptype == "uri":
+                return unescape(raw)
+            if ptype == "composite":
+                return self._composite(sp, raw)
+        except ValueError as exc:
+            raise bad_request(f"invalid value {raw!r} for {name}: {exc}", name) from None
+        raise bad_request(f"search parameter type {ptype} is not supported", name)
+
+    def _reference(self, raw: str, sp: SearchParam, mod: str | None) -> ReferenceValue:
+        if self.base_url and raw.startswith(self.base_url + "/"):
+            raw = raw[len(self.base_url) + 1 :]
+        if "://" in raw or raw.startswith("urn:"):
+            m = re.match(r"^.*/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/.*)?$", raw)
+            if m and "://" in raw:
+                return ReferenceValue(None, None, raw)
+            return ReferenceValue(None, None, raw)
+        parts = raw.split("/")
+        if len(parts) >= 2 and parts[0][:1].isupper():
+            return ReferenceValue(parts[0], parts[1])
+        if mod and mod != "missing":
+            return ReferenceValue(mod, raw)
+        return ReferenceValue(None, raw)
+
+    def _composite(self, sp: SearchParam, raw: str) -> CompositeValue:
+        pieces = split_unescaped(raw, "$")
+        if len(pieces) != 2 or len(sp.components) != 2:
+            raise ValueError("a composite value is code$value")
+        first = _token(pieces[0], None)
+        kind = sp.components[1][0]
+        second: TokenValue | RangeValue | str
+        if kind == "token":
+            second = _token(pieces[1], None)
+        elif kind in ("quantity", "date", "number"):
+            second = _ranged(kind, pieces[1])
+        else:
+            second = fold(unescape(pieces[1]))
+        return CompositeValue(first, second)
+
+
+def _token(raw: str, mod: str | None) -> TokenValue:
+    if mod == "text":
+        return TokenValue(None, fold(unescape(raw)))
+    parts = split_unescaped(raw, "|")
+    if len(parts) == 1:
+        return TokenValue(None, unescape(parts[0]))
+    if len(parts) == 2:
+        system, code = unescape(parts[0]), unescape(parts[1])
+        return TokenValue(system, code or None)
+    raise ValueError("a token is [system|]code")
+
+
+def _ranged(ptype: str, raw: str) -> RangeValue:
+    m = _PREFIX_RE.match(raw)
+    prefix = m.group(1) if m else "eq"
+    rest = raw[2:] if m else raw
+    if ptype == "date":
+        low, high = date_range(rest)
+        return RangeValue(prefix, low, high)
+    system = code = None
+    if ptype == "quantity":
+        parts = split_unescaped(rest, "|")
+        if len(parts) not in (1, 3):
+            raise ValueError("a quantity is [prefix]number|system|code")
+        rest = parts[0]
+        if len(parts) == 3:
+            system = unescape(parts[1]) or None
+            code = unescape(parts[2]) or None
+    low, high = number_range(rest)
+    return RangeValue(prefix, low, high, system, code, float(rest))
+
+
+class UnknownParameter(Exception):
+    pass
+
+
+__all__ = ["SearchParser", "SearchRequest", "Include", "FhirError", "PREFIXES"]

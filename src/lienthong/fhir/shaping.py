@@ -1,0 +1,86 @@
+"""Shaping returned resources: ``_summary`` and ``_elements``
+(https://hl7.org/fhir/R4/search.html#summary, #elements), and bundle assembly.
+
+Stored resources are passed through as pre-serialised JSON fragments, so a
+search page is never parsed and re-serialised unless the client asked for a
+subset.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from lienthong.fhir.validate import model_class
+
+SUBSETTED = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "code": "SUBSETTED",
+    "display": "subsetted",
+}
+ALWAYS = ("resourceType", "id", "meta")
+
+
+@lru_cache(maxsize=None)
+def summary_elements(resource_type: str) -> frozenset[str]:
+    """Top-level elements marked isSummary, plus mandatory ones (JSON names, choice
+    types expanded)."""
+    cls = model_class(resource_type)
+    names: set[str] = set(ALWAYS)
+    if cls is None:
+        return frozenset(names)
+    for name, info in cls.model_fields.items():
+        extra = info.json_schema_extra or {}
+        if isinstance(extra, dict) and (
+            extra.get("summary_element_property") or extra.get("element_required")
+        ):
+            names.add(info.alias or name)
+    return frozenset(names)
+
+
+@lru_cache(maxsize=None)
+def mandatory_elements(resource_type: str) -> frozenset[str]:
+    cls = model_class(resource_type)
+    names: set[str] = set(ALWAYS)
+    if cls is not None:
+        for name, info in cls.model_fields.items():
+            extra = info.json_schema_extra or {}
+            if isinstance(extra, dict) and extra.get("element_required"):
+                names.add(info.alias or name)
+    return frozenset(names)
+
+
+def _tag_subsetted(resource: dict[str, Any]) -> dict[str, Any]:
+    meta = dict(resource.get("meta") or {})
+    meta["tag"] = [*meta.get("tag", []), SUBSETTED]
+    resource["meta"] = meta
+    return resource
+
+
+def shape(content: bytes, summary: str | None, elements: list[str] | None) -> Any:
+    """The resource as the client asked to see it: bytes fragment or a reduced dict."""
+    if summary in (None, "false") and not elements:
+        return orjson.Fragment(content)
+    resource: dict[str, Any] = orjson.loads(content)
+    rtype = resource["resourceType"]
+    if elements:
+        keep = set(elements) | mandatory_elements(rtype)
+        out = {k: v for k, v in resource.items() if _element_name(k) in keep}
+        return _tag_subsetted(out)
+    if summary == "true":
+        keep = summary_elements(rtype)
+        return _tag_subsetted({k: v for k, v in resource.items() if _element_name(k) in keep})
+    if summary == "text":
+        keep = {"text"} | mandatory_elements(rtype)
+        return _tag_subsetted({k: v for k, v in resource.items() if _element_name(k) in keep})
+    if summary == "data":
+        resource.pop("text", None)
+        return _tag_subsetted(resource)
+    return resource
+
+
+def _element_name(key: str) -> str:
+    """``_birthDate`` (primitive extension) belongs with ``birthDate``."""
+    return key[1:] if key.startswith("_") else key

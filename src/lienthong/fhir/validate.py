@@ -1,0 +1,95 @@
+"""Structural validation of resources against the FHIR R4 models.
+
+Uses the ``fhir.resources`` R4B pydantic models (R4B shares R4's resource
+structures for everything lienthong stores) and turns their errors into
+OperationOutcome issues whose ``expression`` is the FHIRPath of the element
+at fault, e.g. ``Patient.name[0].family``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from lienthong.fhir.errors import FhirError, Issue
+
+ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+@lru_cache(maxsize=None)
+def model_class(resource_type: str) -> Any:
+    """The model of a resource type, or None when the type does not exist."""
+    try:
+        cls = get_fhir_model_class(resource_type)
+    except (KeyError, ValueError, AttributeError, ImportError):
+        return None
+    fields = getattr(cls, "model_fields", {})
+    # data types share the lookup; only resources have these elements
+    if "meta" not in fields or "implicitRules" not in fields:
+        return None
+    return cls
+
+
+def is_resource_type(name: str) -> bool:
+    return bool(name) and name[0].isupper() and model_class(name) is not None
+
+
+def valid_id(value: str) -> bool:
+    """FHIR id: 1-64 characters of A-Z a-z 0-9 - . (https://hl7.org/fhir/R4/datatypes.html#id)."""
+    return 0 < len(value) <= 64 and all(c in ID_CHARS for c in value)
+
+
+def _path(resource_type: str, loc: tuple[Any, ...]) -> str:
+    out = resource_type
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part != "__root__":
+            out += f".{part}"
+    return out
+
+
+def validate_resource(resource: Any, expected_type: str | None = None) -> str:
+    """Check ``resource`` is a valid FHIR R4 resource; return its type or raise 400/422."""
+    if not isinstance(resource, dict):
+        raise FhirError(400, [Issue("structure", "the body is not a JSON object")])
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str) or not rtype:
+        raise FhirError(400, [Issue("required", "resourceType is missing", expression=("resourceType",))])
+    cls = model_class(rtype)
+    if cls is None:
+        raise FhirError(
+            400, [Issue("not-supported", f"unknown resource type {rtype!r}", expression=("resourceType",))]
+        )
+    if expected_type is not None and rtype != expected_type:
+        raise FhirError(
+            400,
+            [Issue("invalid", f"resourceType {rtype} does not match the URL's {expected_type}",
+                   expression=("resourceType",))],
+        )
+    rid = resource.get("id")
+    if rid is not None and not (isinstance(rid, str) and valid_id(rid)):
+        raise FhirError(400, [Issue("value", f"invalid id {rid!r}", expression=(f"{rtype}.id",))])
+    try:
+        cls.model_validate(resource)
+    except ValidationError as exc:
+        issues = [
+            Issue(
+                "structure" if err["type"] == "extra_forbidden" else "value",
+                f"{_path(rtype, tuple(err['loc']))}: {err['msg']}"
+                + (f" (got {err['input']!r})" if _short(err.get("input")) else ""),
+                expression=(_path(rtype, tuple(err["loc"])),),
+            )
+            for err in exc.errors()
+        ]
+        raise FhirError(422, issues) from None
+    except (ValueError, TypeError) as exc:
+        raise FhirError(422, [Issue("value", f"{rtype}: {exc}", expression=(rtype,))]) from None
+    return rtype
+
+
+def _short(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool) and len(repr(value)) <= 80

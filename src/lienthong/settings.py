@@ -1,0 +1,53 @@
+"""One typed settings object for the whole platform (environment prefix ``LIENTHONG_``).
+
+Settings take the environment as a parameter so tests can pass a plain dict
+instead of mutating ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./lienthong-data/lienthong.db"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration; every field can be set as ``LIENTHONG_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="LIENTHONG_", extra="ignore")
+
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="sqlite:///PATH (embedded default) or postgresql://USER@HOST:PORT/DB",
+    )
+    host: str = Field("127.0.0.1", description="address the HTTP server binds to")
+    port: int = Field(8080, description="port the HTTP server listens on")
+    base_url: str | None = Field(
+        None, description="public base URL of the FHIR API; derived from the request when unset"
+    )
+    default_page_size: int = Field(50, description="search page size when _count is not given")
+    max_page_size: int = Field(1000, description="largest _count honoured")
+    import_batch_size: int = Field(1000, description="resources per all-or-nothing import batch")
+    pg_pool_size: int = Field(8, description="PostgreSQL connection pool size")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``env`` (defaults to the process environment)."""
+        source = os.environ if env is None else env
+        values = {
+            name: source[f"LIENTHONG_{name.upper()}"]
+            for name in cls.model_fields
+            if f"LIENTHONG_{name.upper()}" in source
+        }
+        return cls.model_validate(values)
+
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file path when the database URL is a ``sqlite://`` one."""
+        if self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url[len("sqlite:///") :])
+        return None

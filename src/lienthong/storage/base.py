@@ -1,0 +1,146 @@
+"""The storage interface every adapter implements.
+
+A store hands out sessions: :meth:`ResourceStore.reader` for reads and
+:meth:`ResourceStore.writer` for one atomic unit of writes (a transaction
+bundle, an import batch, a single update). Sessions speak in stored JSON
+bytes plus the search index rows computed by the FHIR engine; they know
+nothing of HTTP, validation or policy.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+from lienthong.fhir.search_index import IndexRows
+from lienthong.storage.query import SearchQuery
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One version of one resource as kept in the store."""
+
+    pk: int
+    res_type: str
+    res_id: str
+    version: int
+    last_updated: str  # FHIR instant, e.g. 2026-11-22T01:02:03.456789+00:00
+    deleted: bool
+    content: bytes | None  # the resource JSON with id and meta; None when deleted
+    method: str = "PUT"
+
+
+@dataclass(slots=True)
+class WriteOp:
+    """A new version to write. ``pk`` is the existing resource's key, None when new."""
+
+    res_type: str
+    res_id: str
+    version: int
+    last_updated: str
+    method: str  # POST, PUT or DELETE
+    content: bytes | None
+    index: IndexRows | None
+    pk: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    entries: list[Stored]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    matches: list[Stored]
+    total: int | None
+
+
+class Session(ABC):
+    """Reads, consistent within the session."""
+
+    @abstractmethod
+    def read(self, res_type: str, res_id: str) -> Stored | None:
+        """The current version (possibly a deletion marker), or None if never existed."""
+
+    @abstractmethod
+    def vread(self, res_type: str, res_id: str, version: int) -> Stored | None: ...
+
+    @abstractmethod
+    def history(
+        self,
+        res_type: str | None,
+        res_id: str | None,
+        since: str | None,
+        at: str | None,
+        count: int,
+        offset: int,
+    ) -> HistoryPage:
+        """Versions newest first; ``since``/``at`` are UTC index timestamps."""
+
+    @abstractmethod
+    def search(self, query: SearchQuery) -> SearchPage: ...
+
+    @abstractmethod
+    def read_many(
+        self, keys: list[tuple[str, str]], include_deleted: bool = False
+    ) -> list[Stored]:
+        """Current versions of the given (type, id) pairs that exist (deleted ones only
+        when asked)."""
+
+    @abstractmethod
+    def referenced(self, pks: list[int], ref_params: list[tuple[str, str]] | None) -> list[Stored]:
+        """Resources that the resources ``pks`` point to through ``ref_params``
+        ((type, code) pairs; None for every reference parameter) — for ``_include``."""
+
+    @abstractmethod
+    def referencing(
+        self, targets: list[tuple[str, str]], ref_params: list[tuple[str, str]] | None
+    ) -> list[Stored]:
+        """Resources pointing at ``targets`` through ``ref_params`` — for ``_revinclude``."""
+
+
+class WriteSession(Session):
+    """A session inside one atomic write transaction."""
+
+    @abstractmethod
+    def write(self, ops: list[WriteOp]) -> list[int]:
+        """Write new versions and replace their index rows; returns the resource keys."""
+
+
+class ResourceStore(ABC):
+    """One database holding every version of every resource and its search index."""
+
+    url: str
+
+    @abstractmethod
+    def reader(self) -> AbstractContextManager[Session]: ...
+
+    @abstractmethod
+    def writer(self) -> AbstractContextManager[WriteSession]:
+        """An atomic unit of work: committed when the block ends normally, rolled
+        back entirely when it raises."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Current (non-deleted) resources per type."""
+
+    def optimize(self) -> None:
+        """Refresh planner statistics after a large load (adapters may do nothing)."""
+
+
+def open_store(url: str, pool_size: int = 8) -> ResourceStore:
+    """Open the store a database URL names (``sqlite:///PATH`` or ``postgresql://...``)."""
+    if url.startswith("sqlite:"):
+        from lienthong.storage.sqlite import SqliteStore
+
+        return SqliteStore(url)
+    if url.startswith(("postgresql:", "postgres:")):
+        from lienthong.storage.postgres import PostgresStore
+
+        return PostgresStore(url, pool_size=pool_size)
+    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")

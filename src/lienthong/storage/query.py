@@ -1,0 +1,93 @@
+"""The parsed form of a FHIR search, as the store executes it.
+
+The FHIR layer turns ``GET [type]?params`` into a :class:`SearchQuery`
+(https://hl7.org/fhir/R4/search.html); each storage adapter turns it into SQL.
+Values here are already normalised: strings folded, dates as UTC ranges,
+numbers as implied ranges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Prefixes https://hl7.org/fhir/R4/search.html#prefix
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+
+
+@dataclass(frozen=True)
+class TokenValue:
+    """``[system]|[code]``; ``system`` is None for any system, "" for no system."""
+
+    system: str | None
+    code: str | None
+
+
+@dataclass(frozen=True)
+class RangeValue:
+    """A date, number or quantity search value with its prefix and implied range."""
+
+    prefix: str
+    low: float | str
+    high: float | str
+    system: str | None = None  # quantity only
+    code: str | None = None  # quantity only
+    exact: float | None = None  # number/quantity: the value as written
+
+
+@dataclass(frozen=True)
+class ReferenceValue:
+    """A reference search value: a type and id, or an absolute URL."""
+
+    target_type: str | None
+    target_id: str | None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class CompositeValue:
+    first: TokenValue
+    second: TokenValue | RangeValue | str
+
+
+Value = TokenValue | RangeValue | ReferenceValue | CompositeValue | str | bool
+
+
+@dataclass
+class Criterion:
+    """One search parameter occurrence: its values are OR'ed, criteria are AND'ed.
+
+    ``param_type`` is the SearchParameter type; ``code`` the parameter code
+    (``_id`` and ``_lastUpdated`` are answered from the resource table).
+    ``chain`` narrows references to targets matching a criterion of the
+    target type (one criterion per candidate target type, OR'ed); ``has`` is a
+    reverse chain (``_has``): resources that a ``has_source_type`` resource
+    points at through ``has_ref_param`` and that matches ``has``.
+    """
+
+    resource_type: str
+    code: str
+    param_type: str
+    modifier: str | None = None
+    values: list[Value] = field(default_factory=list)
+    chain: list[Criterion] = field(default_factory=list)
+    has: Criterion | None = None
+    has_ref_param: str | None = None
+    has_source_type: str | None = None
+
+
+@dataclass(frozen=True)
+class SortKey:
+    code: str
+    param_type: str
+    descending: bool = False
+
+
+@dataclass
+class SearchQuery:
+    resource_type: str | None
+    criteria: list[Criterion] = field(default_factory=list)
+    sort: list[SortKey] = field(default_factory=list)
+    count: int = 50
+    offset: int = 0
+    with_total: bool = True
+    include_deleted: bool = False

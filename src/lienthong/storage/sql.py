@@ -1,0 +1,306 @@
+"""The SQL session both adapters share.
+
+Each adapter supplies a :class:`Dialect` (placeholders, how JSON content goes
+in and out, how new keys are allocated) and a DB-API connection; everything
+else — writing versions and index rows, reads, history, search execution — is
+written once here, in the spirit of a base class that owns the shared steps
+and backends that implement a few primitives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import fields
+from typing import Any
+
+from lienthong.fhir.search_index import IndexRows
+from lienthong.storage.base import HistoryPage, SearchPage, Stored, WriteOp, WriteSession
+from lienthong.storage.query import SearchQuery
+from lienthong.storage.schema import INDEX_TABLES, ROW_TABLES
+from lienthong.storage.sql_search import ParamIds, compile_search
+
+
+class Dialect:
+    """What differs between SQL engines; the base is SQLite's."""
+
+    name = "sqlite"
+    content_param = "?"
+    content_column = "v.content"
+
+    def sql(self, text: str) -> str:
+        return text
+
+    def content_in(self, content: bytes | None) -> Any:
+        return content
+
+    def content_out(self, value: Any) -> bytes | None:
+        return value
+
+    def allocate_pks(self, cur: Any, n: int) -> list[int]:
+        raise NotImplementedError
+
+
+_STORED_COLS = "r.pk, r.res_type, r.res_id, r.version, r.last_updated, r.deleted"
+_INDEX_ROW_FIELDS = [f.name for f in fields(IndexRows)]
+
+
+class SqlSession(WriteSession):
+    """A session on one DB-API connection; writable when ``writable`` is set."""
+
+    def __init__(self, conn: Any, dialect: Dialect, params: ParamIds, writable: bool) -> None:
+        self.conn = conn
+        self.dialect = dialect
+        self.params = params
+        self.writable = writable
+        self._insert_sql = {
+            table: dialect.sql(
+                f"INSERT INTO {table} (pk, sp, {', '.join(c for c, _ in cols)}) "
+                f"VALUES (?, ?, {', '.join('?' for _ in cols)})"
+            )
+            for table, cols in INDEX_TABLES.items()
+        }
+
+    # -- primitives -----------------------------------------------------
+
+    def _all(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cur = self.conn.cursor()
+        try:
+            cur.execute(self.dialect.sql(sql), args)
+            return list(cur.fetchall())
+        finally:
+            cur.close()
+
+    def _stored(self, row: tuple[Any, ...]) -> Stored:
+        pk, res_type, res_id, version, updated, deleted, content, method = row
+        return Stored(
+            pk=pk,
+            res_type=res_type,
+            res_id=res_id,
+            version=version,
+            last_updated=updated + "Z",
+            deleted=bool(deleted),
+            content=self.dialect.content_out(content),
+            method=method,
+        )
+
+    def _current(self, where: str, args: Sequence[Any]) -> list[Stored]:
+        rows = self._all(
+            f"SELECT {_STORED_COLS}, {self.dialect.content_column}, v.method FROM resource r "
+            f"JOIN resource_version v ON v.pk = r.pk AND v.version = r.version WHERE {where}",
+            args,
+        )
+        return [self._stored(r) for r in rows]
+
+    # -- reads ----------------------------------------------------------
+
+    def read(self, res_type: str, res_id: str) -> Stored | None:
+        found = self._current("r.res_type = ? AND r.res_id = ?", (res_type, res_id))
+        return found[0] if found else None
+
+    def vread(self, res_type: str, res_id: str, version: int) -> Stored | None:
+        rows = self._all(
+            f"SELECT v.pk, v.res_type, v.res_id, v.version, v.last_updated, "
+            f"CASE WHEN v.content IS NULL THEN 1 ELSE 0 END, {self.dialect.content_column}, "
+            "v.method FROM resource r JOIN resource_version v ON v.pk = r.pk "
+            "WHERE r.res_type = ? AND r.res_id = ? AND v.version = ?",
+            (res_type, res_id, version),
+        )
+        return self._stored(rows[0]) if rows else None
+
+    def read_many(
+        self, keys: list[tuple[str, str]], include_deleted: bool = False
+    ) -> list[Stored]:
+        out: list[Stored] = []
+        live = "" if include_deleted else "r.deleted = 0 AND "
+        for chunk in _chunks(sorted(set(keys)), 200):
+            cond = " OR ".join("(r.res_type = ? AND r.res_id = ?)" for _ in chunk)
+            args = [x for key in chunk for x in key]
+            out.extend(self._current(f"{live}({cond})", args))
+        return out
+
+    def _by_pks(self, pks: Sequence[int]) -> list[Stored]:
+        """Current versions of ``pks``, in the order given."""
+        found: dict[int, Stored] = {}
+        for chunk in _chunks(list(pks), 500):
+            marks = ", ".join("?" for _ in chunk)
+            for s in self._current(f"r.pk IN ({marks})", chunk):
+                found[s.pk] = s
+        return [found[pk] for pk in pks if pk in found]
+
+    def history(
+        self,
+        res_type: str | None,
+        res_id: str | None,
+        since: str | None,
+        at: str | None,
+        count: int,
+        offset: int,
+    ) -> HistoryPage:
+        conds: list[str] = []
+        args: list[Any] = []
+        if res_id is not None:
+            conds.append("v.pk = (SELECT pk FROM resource WHERE res_type = ? AND res_id = ?)")
+            args += [res_type, res_id]
+        elif res_type is not None:
+            conds.append("v.res_type = ?")
+            args.append(res_type)
+        if since is not None:
+            conds.append("v.last_updated >= ?")
+            args.append(since)
+        if at is not None:
+            # the versions current at that instant: the newest of each resource not after it
+            conds.append("v.last_updated <= ?")
+            conds.append(
+                "NOT EXISTS (SELECT 1 FROM resource_version w WHERE w.pk = v.pk "
+                "AND w.version > v.version AND w.last_updated <= ?)"
+            )
+            args += [at, at]
+        where = " AND ".join(conds) or "1 = 1"
+        total = self._all(f"SELECT COUNT(*) FROM resource_version v WHERE {where}", args)[0][0]
+        rows = self._all(
+            "SELECT v.pk, v.res_type, v.res_id, v.version, v.last_updated, "
+            f"CASE WHEN v.content IS NULL THEN 1 ELSE 0 END, {self.dialect.content_column}, "
+            f"v.method FROM resource_version v WHERE {where} "
+            "ORDER BY v.last_updated DESC, v.pk DESC, v.version DESC LIMIT ? OFFSET ?",
+            [*args, count, offset],
+        )
+        return HistoryPage([self._stored(r) for r in rows], int(total))
+
+    def search(self, query: SearchQuery) -> SearchPage:
+        compiled = compile_search(query, self.params)
+        pks = [row[0] for row in self._all(compiled.page_sql, compiled.page_args)]
+        total = None
+        if query.with_total:
+            if query.offset == 0 and len(pks) < query.count:
+                total = len(pks)
+            else:
+                total = int(self._all(compiled.count_sql, compiled.count_args)[0][0])
+        return SearchPage(self._by_pks(pks), total)
+
+    def referenced(self, pks: list[int], ref_params: list[tuple[str, str]] | None) -> list[Stored]:
+        if not pks:
+            return []
+        keys: list[tuple[str, str]] = []
+        for chunk in _chunks(pks, 500):
+            cond = f"pk IN ({', '.join('?' for _ in chunk)})"
+            args: list[Any] = list(chunk)
+            if ref_params is not None:
+                sps = [self.params.id(t, c) for t, c in ref_params]
+                cond += f" AND sp IN ({', '.join('?' for _ in sps)})"
+                args += sps
+            rows = self._all(
+                "SELECT DISTINCT target_type, target_id FROM idx_reference "
+                f"WHERE {cond} AND target_id IS NOT NULL",
+                args,
+            )
+            keys.extend((t, i) for t, i in rows if t)
+        return self.read_many(keys)
+
+    def referencing(
+        self, targets: list[tuple[str, str]], ref_params: list[tuple[str, str]] | None
+    ) -> list[Stored]:
+        if not targets:
+            return []
+        found: list[int] = []
+        for chunk in _chunks(targets, 200):
+            cond = " OR ".join("(target_id = ? AND target_type = ?)" for _ in chunk)
+            args: list[Any] = [x for t, i in chunk for x in (i, t)]
+            sp_cond = ""
+            if ref_params is not None:
+                sps = [self.params.id(t, c) for t, c in ref_params]
+                sp_cond = f" AND sp IN ({', '.join('?' for _ in sps)})"
+                args += sps
+            rows = self._all(f"SELECT DISTINCT pk FROM idx_reference WHERE ({cond}){sp_cond}", args)
+            found.extend(r[0] for r in rows)
+        return self._by_pks(sorted(set(found)))
+
+    # -- writes ---------------------------------------------------------
+
+    def write(self, ops: list[WriteOp]) -> list[int]:
+        if not self.writable:
+            raise RuntimeError("write on a read-only session")
+        cur = self.conn.cursor()
+        try:
+            new = [op for op in ops if op.pk is None]
+            existing = [op for op in ops if op.pk is not None]
+            if new:
+                for op, pk in zip(new, self.dialect.allocate_pks(cur, len(new)), strict=True):
+                    op.pk = pk
+                cur.executemany(
+                    self.dialect.sql(
+                        "INSERT INTO resource (pk, res_type, res_id, version, last_updated, deleted) "
+                        "VALUES (?, ?, ?, ?, ?, ?)"
+                    ),
+                    [
+                        (op.pk, op.res_type, op.res_id, op.version, _index_time(op.last_updated),
+                         0 if op.content is not None else 1)
+                        for op in new
+                    ],
+                )
+            for op in existing:
+                cur.execute(
+                    self.dialect.sql(
+                        "UPDATE resource SET version = ?, last_updated = ?, deleted = ? "
+                        "WHERE pk = ? AND version = ?"
+                    ),
+                    (op.version, _index_time(op.last_updated), 0 if op.content is not None else 1,
+                     op.pk, op.version - 1),
+                )
+                if cur.rowcount != 1:
+                    raise ConcurrentUpdate(op.res_type, op.res_id)
+            if existing:
+                pk_args = [(op.pk,) for op in existing]
+                for table in INDEX_TABLES:
+                    cur.executemany(self.dialect.sql(f"DELETE FROM {table} WHERE pk = ?"), pk_args)
+            cur.executemany(
+                self.dialect.sql(
+                    "INSERT INTO resource_version (pk, version, res_type, res_id, last_updated, "
+                    f"method, content) VALUES (?, ?, ?, ?, ?, ?, {self.dialect.content_param})"
+                ),
+                [
+                    (op.pk, op.version, op.res_type, op.res_id, _index_time(op.last_updated),
+                     op.method, self.dialect.content_in(op.content))
+                    for op in ops
+                ],
+            )
+            self._write_index(cur, ops)
+        finally:
+            cur.close()
+        return [op.pk for op in ops if op.pk is not None]
+
+    def _write_index(self, cur: Any, ops: Iterable[WriteOp]) -> None:
+        rows: dict[str, list[tuple[Any, ...]]] = {t: [] for t in INDEX_TABLES}
+        sp_id = self.params.id
+        for op in ops:
+            if op.index is None or op.content is None:
+                continue
+            pk = op.pk
+            for attr in _INDEX_ROW_FIELDS:
+                entries = getattr(op.index, attr)
+                if entries:
+                    target = rows[ROW_TABLES[attr]]
+                    rt = op.res_type
+                    for entry in entries:
+                        target.append((pk, sp_id(rt, entry[0]), *entry[1:]))
+        for table, table_rows in rows.items():
+            if table_rows:
+                cur.executemany(self._insert_sql[table], table_rows)
+
+
+class ConcurrentUpdate(Exception):
+    """Another writer changed the resource between our read and our write."""
+
+    def __init__(self, res_type: str, res_id: str) -> None:
+        super().__init__(f"{res_type}/{res_id} was changed by another request; retry")
+        self.res_type = res_type
+        self.res_id = res_id
+
+
+def _index_time(instant: str) -> str:
+    """``2026-01-02T03:04:05.123456Z`` -> the 26-character UTC form the index compares."""
+    return instant[:26]
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,380 @@
+"""Compile a :class:`SearchQuery` into SQL over the index tables.
+
+Matching follows https://hl7.org/fhir/R4/search.html: values of one parameter
+are OR'ed, parameters AND'ed. The most selective positive criterion drives the
+query (``r.pk IN (...)``) and the others are checked per candidate with
+correlated ``EXISTS`` probes on the ``(pk, sp)`` index, so a patient
+compartment search touches only that patient's rows however common the code.
+
+Stored ranges are ``[low, high]``; a search value carries its own implied
+range ``[L, H]`` (``2020`` is the whole year, ``100`` is ``[99.5, 100.5)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lienthong.storage.query import (
+    CompositeValue,
+    Criterion,
+    RangeValue,
+    ReferenceValue,
+    SearchQuery,
+    SortKey,
+    TokenValue,
+)
+
+MAX_STRING = "\U0010ffff"
+
+TABLE_OF_TYPE = {
+    "string": "idx_string",
+    "token": "idx_token",
+    "date": "idx_date",
+    "number": "idx_number",
+    "quantity": "idx_quantity",
+    "reference": "idx_reference",
+    "uri": "idx_uri",
+    "composite": "idx_composite",
+}
+
+# Which criteria narrow a search most, to pick the one that drives the query.
+_SELECTIVITY = {"reference": 0, "_id": 0, "uri": 1, "token": 2, "string": 3, "composite": 3,
+                "quantity": 4, "number": 4, "date": 5}
+
+
+class ParamIds:
+    """Maps (resource type, parameter code) to the integer ``sp`` index rows carry."""
+
+    def __init__(self, mapping: dict[tuple[str, str], int]) -> None:
+        self._ids = mapping
+
+    def id(self, res_type: str, code: str) -> int:
+        try:
+            return self._ids[(res_type, code)]
+        except KeyError:
+            raise KeyError(f"search parameter {res_type}.{code} is not indexed") from None
+
+    def get(self, res_type: str, code: str) -> int | None:
+        return self._ids.get((res_type, code))
+
+
+@dataclass
+class CompiledSearch:
+    page_sql: str
+    page_args: list[Any]
+    count_sql: str
+    count_args: list[Any]
+
+
+def like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class _Builder:
+    def __init__(self, params: ParamIds) -> None:
+        self.params = params
+        self.n = 0
+
+    def alias(self) -> str:
+        self.n += 1
+        return f"x{self.n}"
+
+    # -- one value of one parameter, as a condition on index alias ``x`` --------
+
+    def value_cond(self, ptype: str, modifier: str | None, value: Any, x: str) -> tuple[str, list[Any]]:
+        if ptype == "token":
+            return _token_cond(value, modifier, x, "system", "code", "text")
+        if ptype == "string":
+            return _string_cond(value, modifier, f"{x}.value", f"{x}.exact")
+        if ptype == "date":
+            return _range_cond(value, f"{x}.low", f"{x}.high")
+        if ptype == "number":
+            return _range_cond(value, f"{x}.low", f"{x}.high")
+        if ptype == "quantity":
+            sql, args = _range_cond(value, f"{x}.low", f"{x}.high")
+            if value.code:
+                if value.system:
+                    sql += f" AND {x}.code = ? AND {x}.system = ?"
+                    args += [value.code, value.system]
+                else:
+                    sql += f" AND ({x}.code = ? OR {x}.unit = ?)"
+                    args += [value.code, value.code.lower()]
+            return sql, args
+        if ptype == "reference":
+            return _reference_cond(value, modifier, x)
+        if ptype == "uri":
+            return _uri_cond(value, modifier, x)
+        if ptype == "composite":
+            return self._composite_cond(value, x)
+        raise ValueError(f"unsupported search parameter type {ptype}")
+
+    def _composite_cond(self, value: CompositeValue, x: str) -> tuple[str, list[Any]]:
+        sql, args = _token_cond(value.first, None, x, "system1", "code1", None)
+        second = value.second
+        if isinstance(second, TokenValue):
+            s2, a2 = _token_cond(second, None, x, "system2", "code2", None)
+        elif isinstance(second, RangeValue) and isinstance(second.low, str):
+            s2, a2 = _range_cond(second, f"{x}.date_low2", f"{x}.date_high2")
+        elif isinstance(second, RangeValue):
+            s2, a2 = _range_cond(second, f"{x}.num_low2", f"{x}.num_high2")
+            if second.code:
+                s2 += f" AND {x}.code2 = ?"
+                a2.append(second.code)
+                if second.system:
+                    s2 += f" AND {x}.system2 = ?"
+                    a2.append(second.system)
+        else:
+            s2, a2 = _string_cond(str(second), None, f"{x}.str2", f"{x}.str2")
+        return f"{sql} AND {s2}", args + a2
+
+    # -- a whole criterion about resource alias ``r`` -------------------------
+
+    def positive(self, crit: Criterion) -> tuple[str, str, list[Any]]:
+        """(table, where over alias, args) matching index rows of the criterion."""
+        x = self.alias()
+        if crit.has is not None:
+            return self._has(crit, x)
+        table = TABLE_OF_TYPE[crit.param_type]
+        sp = self.params.id(crit.resource_type, crit.code)
+        if crit.chain:
+            return self._chain(crit, x, sp)
+        ors: list[str] = []
+        args: list[Any] = [sp]
+        modifier = None if crit.modifier == "not" else crit.modifier
+        for value in crit.values:
+            sql, a = self.value_cond(crit.param_type, modifier, value, x)
+            ors.append(f"({sql})")
+            args += a
+        return f"{table} {x}", f"{x}.sp = ? AND ({' OR '.join(ors)})", args
+
+    def _chain(self, crit: Criterion, x: str, sp: int) -> tuple[str, str, list[Any]]:
+        t = self.alias()
+        ors: list[str] = []
+        args: list[Any] = [sp]
+        for sub in crit.chain:
+            sql, a = self.condition(sub, t)
+            ors.append(f"({t}.res_type = ? AND {sql})")
+            args += [sub.resource_type, *a]
+        return (
+            f"idx_reference {x} JOIN resource {t} ON {t}.res_type = {x}.target_type "
+            f"AND {t}.res_id = {x}.target_id",
+            f"{x}.sp = ? AND {t}.deleted = 0 AND ({' OR '.join(ors)})",
+            args,
+        )
+
+    def _has(self, crit: Criterion, x: str) -> tuple[str, str, list[Any]]:
+        """``_has:Source:ref:param=v``: rows whose pk is the *target* of a matching source."""
+        assert crit.has is not None and crit.has_source_type and crit.has_ref_param
+        t = self.alias()
+        sp = self.params.id(crit.has_source_type, crit.has_ref_param)
+        sql, args = self.condition(crit.has, x)
+        # a derived table of target pks, so callers can treat it like an index table
+        return (
+            f"(SELECT {t}.pk AS pk FROM idx_reference {x} JOIN resource {t} "
+            f"ON {t}.res_type = {x}.target_type AND {t}.res_id = {x}.target_id "
+            f"WHERE {x}.sp = ? AND {x}.target_type = ? AND {t}.deleted = 0 AND {sql}) "
+            f"{self.alias()}",
+            "1 = 1",
+            [sp, crit.resource_type, *args],
+        )
+
+    def condition(self, crit: Criterion, r: str) -> tuple[str, list[Any]]:
+        """A boolean SQL expression: resource alias ``r`` satisfies ``crit``."""
+        if crit.code == "_id":
+            ids = [v.code if isinstance(v, TokenValue) else str(v) for v in crit.values]
+            op = "NOT IN" if crit.modifier == "not" else "IN"
+            return f"{r}.res_id {op} ({', '.join('?' for _ in ids)})", list(ids)
+        if crit.code == "_lastUpdated":
+            ors, args = [], []
+            for v in crit.values:
+                sql, a = _range_cond(v, f"{r}.last_updated", f"{r}.last_updated")
+                ors.append(f"({sql})")
+                args += a
+            return f"({' OR '.join(ors)})", args
+        if crit.modifier == "missing":
+            table = TABLE_OF_TYPE[crit.param_type]
+            sp = self.params.id(crit.resource_type, crit.code)
+            x = self.alias()
+            missing = bool(crit.values and crit.values[0] is True)
+            probe = f"EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.pk = {r}.pk AND {x}.sp = ?)"
+            return (f"NOT {probe}" if missing else probe), [sp]
+        source, where, args = self.positive(crit)
+        alias = source.rsplit(" ", 1)[1]
+        probe = f"EXISTS (SELECT 1 FROM {source} WHERE {alias}.pk = {r}.pk AND {where})"
+        if crit.modifier == "not":
+            return f"NOT {probe}", args
+        return probe, args
+
+    def driver(self, crit: Criterion) -> tuple[str, list[Any]]:
+        """A subquery selecting the pks matching ``crit``, to drive the search."""
+        if crit.code == "_id":
+            raise AssertionError("_id drives through the resource table")
+        source, where, args = self.positive(crit)
+        alias = source.rsplit(" ", 1)[1]
+        return f"SELECT {alias}.pk FROM {source} WHERE {where}", args
+
+    def sort_expr(self, key: SortKey, sp: int | None, r: str) -> tuple[str, list[Any]]:
+        if key.code == "_id":
+            return f"{r}.res_id", []
+        if key.code == "_lastUpdated":
+            return f"{r}.last_updated", []
+        table = TABLE_OF_TYPE[key.param_type]
+        column = {
+            "idx_string": "value",
+            "idx_token": "code",
+            "idx_date": "high" if key.descending else "low",
+            "idx_number": "high" if key.descending else "low",
+            "idx_quantity": "high" if key.descending else "low",
+            "idx_reference": "target_id",
+            "idx_uri": "uri",
+            "idx_composite": "code1",
+        }[table]
+        agg = "MAX" if key.descending else "MIN"
+        x = self.alias()
+        return (
+            f"(SELECT {agg}({x}.{column}) FROM {table} {x} WHERE {x}.pk = {r}.pk AND {x}.sp = ?)",
+            [sp],
+        )
+
+
+def _token_cond(
+    value: TokenValue, modifier: str | None, x: str, system: str, code: str, text: str | None
+) -> tuple[str, list[Any]]:
+    if modifier == "text" and text is not None:
+        return f"{x}.{text} LIKE ? ESCAPE '\\'", [f"%{like_escape(value.code or '')}%"]
+    conds: list[str] = []
+    args: list[Any] = []
+    if value.code is not None:
+        conds.append(f"{x}.{code} = ?")
+        args.append(value.code)
+    if value.system == "":
+        conds.append(f"{x}.{system} IS NULL")
+    elif value.system is not None:
+        conds.append(f"{x}.{system} = ?")
+        args.append(value.system)
+    return " AND ".join(conds) or "1 = 1", args
+
+
+def _string_cond(value: str, modifier: str | None, folded: str, exact: str) -> tuple[str, list[Any]]:
+    if modifier == "exact":
+        return f"{exact} = ?", [value]
+    if modifier == "contains":
+        return f"{folded} LIKE ? ESCAPE '\\'", [f"%{like_escape(value)}%"]
+    # default: starts-with on the folded form, as an index range scan
+    return f"{folded} >= ? AND {folded} < ?", [value, value + MAX_STRING]
+
+
+def _range_cond(v: RangeValue, low: str, high: str) -> tuple[str, list[Any]]:
+    """Compare a stored range [low, high] with a search value (search.html#prefix)."""
+    p = v.prefix
+    exact = v.exact if v.exact is not None else None
+    lo, hi = v.low, v.high
+    if p == "eq":
+        return f"{low} >= ? AND {high} <= ?", [lo, hi]
+    if p == "ne":
+        return f"NOT ({low} >= ? AND {high} <= ?)", [lo, hi]
+    if p == "ap":
+        if exact is not None:
+            margin = abs(exact) * 0.1
+            return f"{low} <= ? AND {high} >= ?", [exact + margin, exact - margin]
+        return f"{low} <= ? AND {high} >= ?", [hi, lo]
+    # numbers compare with the exact value; dates with the bounds of their precision
+    gt_bound = exact if exact is not None else hi
+    lt_bound = exact if exact is not None else lo
+    if p == "gt":
+        return f"{high} > ?", [gt_bound]
+    if p == "lt":
+        return f"{low} < ?", [lt_bound]
+    if p == "ge":
+        return f"{high} >= ?", [lt_bound]
+    if p == "le":
+        return f"{low} <= ?", [gt_bound]
+    if p == "sa":
+        return f"{low} > ?", [gt_bound]
+    if p == "eb":
+        return f"{high} < ?", [lt_bound]
+    raise ValueError(f"unknown prefix {p}")
+
+
+def _reference_cond(v: ReferenceValue, modifier: str | None, x: str) -> tuple[str, list[Any]]:
+    if v.url is not None and v.target_id is None:
+        return f"{x}.url = ?", [v.url]
+    conds = [f"{x}.target_id = ?"]
+    args: list[Any] = [v.target_id]
+    if v.target_type:
+        conds.append(f"{x}.target_type = ?")
+        args.append(v.target_type)
+    return " AND ".join(conds), args
+
+
+def _uri_cond(v: Any, modifier: str | None, x: str) -> tuple[str, list[Any]]:
+    uri = str(v)
+    if modifier == "below":
+        return f"{x}.uri >= ? AND {x}.uri < ?", [uri, uri + MAX_STRING]
+    if modifier == "above":
+        prefixes = [uri[: i + 1] for i, ch in enumerate(uri) if ch == "/"] + [uri]
+        return f"{x}.uri IN ({', '.join('?' for _ in prefixes)})", prefixes
+    return f"{x}.uri = ?", [uri]
+
+
+def _driver_rank(crit: Criterion) -> int:
+    if crit.modifier in ("not", "missing") or crit.code == "_lastUpdated":
+        return 99
+    if crit.has is not None or crit.chain:
+        return 1
+    if crit.code == "_id":
+        return 0
+    if crit.param_type == "string" and crit.modifier == "contains":
+        return 8
+    if crit.modifier == "text":
+        return 9
+    if crit.param_type in ("date", "number", "quantity") and any(
+        isinstance(v, RangeValue) and v.prefix in ("ne", "ap") for v in crit.values
+    ):
+        return 10
+    return _SELECTIVITY.get(crit.param_type, 7)
+
+
+def compile_search(query: SearchQuery, params: ParamIds) -> CompiledSearch:
+    b = _Builder(params)
+    where: list[str] = []
+    args: list[Any] = []
+    source = "resource r"
+    criteria = sorted(query.criteria, key=_driver_rank)
+    if criteria and _driver_rank(criteria[0]) < 99 and criteria[0].code != "_id":
+        sub, sub_args = b.driver(criteria[0])
+        where.append(f"r.pk IN ({sub})")
+        args += sub_args
+        criteria = criteria[1:]
+    if query.resource_type is not None:
+        where.append("r.res_type = ?")
+        args.append(query.resource_type)
+    if not query.include_deleted:
+        where.append("r.deleted = 0")
+    for crit in criteria:
+        sql, a = b.condition(crit, "r")
+        where.append(sql)
+        args += a
+    where_sql = " AND ".join(where) or "1 = 1"
+    order: list[str] = []
+    order_args: list[Any] = []
+    for key in query.sort:
+        sp = None
+        if key.code not in ("_id", "_lastUpdated"):
+            assert query.resource_type is not None
+            sp = params.id(query.resource_type, key.code)
+        expr, a = b.sort_expr(key, sp, "r")
+        direction = "DESC" if key.descending else "ASC"
+        order.append(f"CASE WHEN {expr} IS NULL THEN 1 ELSE 0 END, {expr} {direction}")
+        order_args += a + a
+    order.append("r.pk ASC")
+    page_sql = (
+        f"SELECT r.pk FROM {source} WHERE {where_sql} ORDER BY {', '.join(order)} LIMIT ? OFFSET ?"
+    )
+    return CompiledSearch(
+        page_sql=page_sql,
+        page_args=[*args, *order_args, query.count, query.offset],
+        count_sql=f"SELECT COUNT(*) FROM {source} WHERE {where_sql}",
+        count_args=list(args),
+    )

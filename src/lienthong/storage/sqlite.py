@@ -1,0 +1,120 @@
+"""The embedded default store: one SQLite file in WAL mode.
+
+Writes are serialised through one writer connection (``BEGIN IMMEDIATE``,
+guarded by a lock so threads queue instead of spinning on SQLITE_BUSY);
+readers each use their own connection, per thread, and run in parallel with
+the writer thanks to WAL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from lienthong.storage.base import ResourceStore, Session, WriteSession
+from lienthong.storage.registry_sync import load_param_ids
+from lienthong.storage.schema import SQLITE_TYPES, ddl
+from lienthong.storage.sql import Dialect, SqlSession
+from lienthong.storage.sql_search import ParamIds
+
+
+class SqliteDialect(Dialect):
+    name = "sqlite"
+
+    def allocate_pks(self, cur: Any, n: int) -> list[int]:
+        # Safe: called inside BEGIN IMMEDIATE, so no other writer can interleave.
+        cur.execute("SELECT COALESCE(MAX(pk), 0) FROM resource")
+        start = int(cur.fetchone()[0])
+        return list(range(start + 1, start + n + 1))
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA busy_timeout = 60000")
+    conn.execute("PRAGMA cache_size = -65536")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    conn.execute("PRAGMA mmap_size = 1073741824")
+    return conn
+
+
+class SqliteStore(ResourceStore):
+    def __init__(self, url: str) -> None:
+        if not url.startswith("sqlite:///"):
+            raise ValueError(f"expected sqlite:///PATH, got {url!r}")
+        self.url = url
+        self.path = Path(url[len("sqlite:///") :])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.dialect = SqliteDialect()
+        self._write_lock = threading.Lock()
+        self._writer = _connect(self.path)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        with self._write_lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in ddl(SQLITE_TYPES):
+                    self._writer.execute(stmt)
+                self.params: ParamIds = load_param_ids(self._writer.cursor(), self.dialect)
+                self._writer.execute("COMMIT")
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    @contextmanager
+    def reader(self) -> Iterator[Session]:
+        conn = self._reader_conn()
+        conn.execute("BEGIN")  # one snapshot for the whole session
+        try:
+            yield SqlSession(conn, self.dialect, self.params, writable=False)
+        finally:
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def writer(self) -> Iterator[WriteSession]:
+        with self._write_lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield SqlSession(self._writer, self.dialect, self.params, writable=True)
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+            else:
+                self._writer.execute("COMMIT")
+
+    def counts(self) -> dict[str, int]:
+        with self.reader() as s:
+            assert isinstance(s, SqlSession)
+            rows = s._all(
+                "SELECT res_type, COUNT(*) FROM resource WHERE deleted = 0 GROUP BY res_type"
+            )
+        return {t: int(n) for t, n in rows}
+
+    def optimize(self) -> None:
+        """Refresh the planner's statistics after a large load."""
+        with self._write_lock:
+            self._writer.execute("PRAGMA optimize")
+            self._writer.execute("ANALYZE")
+
+    def close(self) -> None:
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        with self._write_lock:
+            self._writer.close()
