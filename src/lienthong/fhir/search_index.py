@@ -523,17 +523,33 @@ class _Branch:
     type: str
 
 
+# Composite component: (element, resource) -> row tails of the component's type.
+ComponentFn = Callable[[Any, dict[str, Any]], list[tuple[Any, ...]]]
+# Second component of a composite: (code, evaluator, tail builder).
+_CompositeMember = tuple[str, ComponentFn, Callable[[tuple[Any, ...]], tuple[Any, ...]]]
+
+
 class _TreeNode:
-    __slots__ = ("gets", "leaves", "ops")
+    """A node of the compiled tree: the values reached by one sequence of steps.
+
+    While building, leaves are recorded as specs and grouped so that work is shared
+    at run time: parameters converting the same values the same way (``code`` and
+    ``combo-code`` on ``Observation.code``) convert once and append one row each, and
+    composites sharing their first component evaluate it once per element.
+    """
+
+    __slots__ = ("_composites", "_values", "gets", "leaves", "ops")
 
     def __init__(self) -> None:
-        self.leaves: list[LeafFn] = []
+        self.leaves: list[LeafFn] | tuple[LeafFn, ...] = []
         self.gets: dict[str, _TreeNode] | tuple[tuple[str, _TreeNode], ...] = {}
         self.ops: dict[Any, tuple[StepFn, _TreeNode]] | tuple[
             tuple[StepFn, _TreeNode], ...
         ] = {}
+        self._values: dict[tuple[str, ValueFn], list[str]] = {}
+        self._composites: dict[Any, tuple[ComponentFn, list[_CompositeMember]]] = {}
 
-    def add(self, steps: tuple[_Step, ...], leaf: LeafFn) -> None:
+    def node(self, steps: tuple[_Step, ...]) -> _TreeNode:
         node = self
         for step in steps:
             if step.fn is None:
@@ -544,10 +560,25 @@ class _TreeNode:
                 ops = node.ops
                 assert isinstance(ops, dict)
                 node = ops.setdefault(step.key, (step.fn, _TreeNode()))[1]
-        node.leaves.append(leaf)
+        return node
+
+    def add_values(self, steps: tuple[_Step, ...], code: str, kind: str, conv: ValueFn) -> None:
+        codes = self.node(steps)._values.setdefault((kind, conv), [])
+        if code not in codes:
+            codes.append(code)
+
+    def add_composite(
+        self, steps: tuple[_Step, ...], key: Any, first: ComponentFn, member: _CompositeMember
+    ) -> None:
+        self.node(steps)._composites.setdefault(key, (first, []))[1].append(member)
 
     def freeze(self) -> None:
-        """Turn dicts into tuples: iteration over tuples is the cheapest at run time."""
+        """Build the leaves; turn dicts into tuples (cheapest to iterate at run time)."""
+        leaves = [_values_leaf(kind, conv, codes) for (kind, conv), codes in self._values.items()]
+        leaves += [_composite_leaf(first, members) for first, members in self._composites.values()]
+        self.leaves = tuple(leaves)
+        self._values = {}
+        self._composites = {}
         if isinstance(self.gets, dict):
             self.gets = tuple(self.gets.items())
         if isinstance(self.ops, dict):
@@ -556,6 +587,69 @@ class _TreeNode:
             child.freeze()
         for _, child in self.ops:  # type: ignore[misc]
             child.freeze()
+
+
+def _values_leaf(kind: str, conv: ValueFn, codes: list[str]) -> LeafFn:
+    """Convert the node's values once, append one row per value and parameter."""
+    if len(codes) == 1:
+        code = codes[0]
+
+        def leaf1(items: list[Any], _resource: dict[str, Any], rows: IndexRows) -> None:
+            append = getattr(rows, kind).append
+            for it in items:
+                for tail in conv(it):
+                    append((code, *tail))
+
+        return leaf1
+
+    codes_t = tuple(codes)
+
+    def leaf(items: list[Any], _resource: dict[str, Any], rows: IndexRows) -> None:
+        tails = [tail for it in items for tail in conv(it)]
+        if tails:
+            append = getattr(rows, kind).append
+            for code in codes_t:
+                for tail in tails:
+                    append((code, *tail))
+
+    return leaf
+
+
+def _composite_leaf(first: ComponentFn, members: list[_CompositeMember]) -> LeafFn:
+    """Composite rows (https://hl7.org/fhir/R4/search.html#composite) for one element set.
+
+    Component 2 is evaluated first: it is usually absent (an Observation has one
+    value[x], so three of its four code-value-* composites have nothing to pair), and
+    component 1 is then computed at most once per element for all the composites.
+    """
+    members_t = tuple(members)
+
+    def leaf(items: list[Any], resource: dict[str, Any], rows: IndexRows) -> None:
+        append = rows.composite.append
+        for element in items:
+            firsts: list[tuple[Any, Any]] | None = None
+            for code, second, make_tail in members_t:
+                seconds = second(element, resource)
+                if not seconds:
+                    continue
+                if firsts is None:
+                    firsts = [(t[0], t[1]) for t in first(element, resource) if t[1] is not None]
+                for s1, c1 in firsts:
+                    for t in seconds:
+                        append((code, s1, c1, *make_tail(t)))
+
+    return leaf
+
+
+# Composite tails by the second component's type:
+# (system2, code2, folded_str2, num_low2, num_high2, date_low2, date_high2).
+_COMPOSITE_TAILS: dict[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]] = {
+    "token": lambda t: (t[0], t[1], t[2], None, None, None, None),
+    "string": lambda t: (None, None, t[0], None, None, None, None),
+    "quantity": lambda t: (t[0], t[1], t[2], t[3], t[4], None, None),
+    "number": lambda t: (None, None, None, t[0], t[1], None, None),
+    "date": lambda t: (None, None, None, None, None, t[0], t[1]),
+}
 
 
 def _run(node: _TreeNode, items: list[Any], resource: dict[str, Any], rows: IndexRows) -> None:
@@ -1271,18 +1365,6 @@ def _reference_converter(refs: _RefParser) -> dict[str, ValueFn]:
     }
 
 
-def _make_leaf(code: str, kind: str, conv: ValueFn) -> LeafFn:
-    """Bind a converter to a parameter and the IndexRows list it appends to."""
-
-    def leaf(items: list[Any], _resource: dict[str, Any], rows: IndexRows) -> None:
-        append = getattr(rows, kind).append
-        for it in items:
-            for tail in conv(it):
-                append((code, *tail))
-
-    return leaf
-
-
 class _Plan:
     __slots__ = ("failures", "notes", "tree")
 
@@ -1309,6 +1391,7 @@ class IndexExtractor:
             "reference": _reference_converter(self._refs),
         }
         self._plans: dict[str, _Plan] = {}
+        self._components: dict[tuple[str, str, str, str], ComponentFn] = {}
 
     # -- public -----------------------------------------------------------------------
 
@@ -1359,12 +1442,10 @@ class IndexExtractor:
                 plan.failures.append((code, "type special is not indexed"))
                 continue
             try:
-                leaves, partial, notes = self.compile_param(param)
+                partial, notes = self._compile_param(param, plan.tree)
             except CompileError as exc:
                 plan.failures.append((code, str(exc)))
                 continue
-            for steps, leaf in leaves:
-                plan.tree.add(steps, leaf)
             if partial:
                 plan.failures.append((code, "partially compiled: " + "; ".join(partial)))
             if notes:
@@ -1372,10 +1453,8 @@ class IndexExtractor:
         plan.tree.freeze()
         return plan
 
-    def compile_param(
-        self, param: SearchParam
-    ) -> tuple[list[tuple[tuple[_Step, ...], LeafFn]], list[str], list[str]]:
-        """Compile one parameter to (steps, leaf) pairs, problems and notes.
+    def _compile_param(self, param: SearchParam, tree: _TreeNode) -> tuple[list[str], list[str]]:
+        """Compile one parameter into ``tree``; return (problems, notes).
 
         Each union term is compiled separately so one term using an element missing
         from the R4B models does not lose the others (those are *problems*). Branches
@@ -1399,73 +1478,58 @@ class IndexExtractor:
         if not branches:
             raise CompileError("; ".join(problems) or "empty expression")
 
-        leaves: list[tuple[tuple[_Step, ...], LeafFn]] = []
         if param.type == "composite":
-            for b in branches:
-                leaves.append((b.steps, self._composite_leaf(param, b.type)))
-            return leaves, problems, []
+            self._check_composite(param)
+            (type1, expr1), (type2, expr2) = param.components
+            compiled = [
+                (
+                    b,
+                    self._component(param.resource_type, type1, expr1, b.type),
+                    self._component(param.resource_type, type2, expr2, b.type),
+                )
+                for b in branches
+            ]  # all or nothing: compile every branch before touching the tree
+            for b, first, second in compiled:
+                member = (param.code, second, _COMPOSITE_TAILS[type2])
+                tree.add_composite(b.steps, (expr1, b.type), first, member)
+            return problems, []
 
         converters = self._converters.get(param.type)
         if converters is None:
             raise CompileError(f"unsupported parameter type {param.type}")
-        unconvertible = []
-        for b in branches:
-            conv = converters.get(b.type)
-            if conv is None:
-                unconvertible.append(b.type)
-                continue
-            leaves.append((b.steps, _make_leaf(param.code, param.type, conv)))
-        if not leaves:
+        convertible = [(b, converters.get(b.type)) for b in branches]
+        unconvertible = sorted({b.type for b, conv in convertible if conv is None})
+        if len(unconvertible) == len({b.type for b in branches}):
             raise CompileError(f"no {param.type} conversion for datatypes {unconvertible}")
+        for b, conv in convertible:
+            if conv is not None:
+                tree.add_values(b.steps, param.code, param.type, conv)
         notes = []
         if unconvertible:
-            notes.append(f"no {param.type} rows for datatypes {sorted(set(unconvertible))}")
-        return leaves, problems, notes
+            notes.append(f"no {param.type} rows for datatypes {unconvertible}")
+        return problems, notes
 
-    def _composite_leaf(self, param: SearchParam, element_type: str) -> LeafFn:
-        """Leaf for a composite (https://hl7.org/fhir/R4/search.html#composite)."""
+    @staticmethod
+    def _check_composite(param: SearchParam) -> None:
         if len(param.components) != 2:
             raise CompileError(f"composites with {len(param.components)} components")
-        (type1, expr1), (type2, expr2) = param.components
+        (type1, _), (type2, _) = param.components
         if type1 != "token":
             raise CompileError(f"composite first component must be token, not {type1}")
-        if type2 not in ("token", "string", "quantity", "number", "date"):
+        if type2 not in _COMPOSITE_TAILS:
             raise CompileError(f"composite second component of type {type2!r}")
-        comp1 = self._component(param, type1, expr1, element_type)
-        comp2 = self._component(param, type2, expr2, element_type)
-        code = param.code
 
-        def make_tail(t: tuple[Any, ...]) -> tuple[Any, ...]:
-            # (system2, code2, folded_str2, num_low2, num_high2, date_low2, date_high2)
-            if type2 == "token":
-                return (t[0], t[1], t[2], None, None, None, None)
-            if type2 == "string":
-                return (None, None, t[0], None, None, None, None)
-            if type2 == "quantity":
-                return (t[0], t[1], t[2], t[3], t[4], None, None)
-            if type2 == "number":
-                return (None, None, None, t[0], t[1], None, None)
-            return (None, None, None, None, None, t[0], t[1])  # date
+    def _component(self, rt: str, ptype: str, expr: str, element_type: str) -> ComponentFn:
+        """Compile a composite component relative to the composite's element type.
 
-        def leaf(items: list[Any], resource: dict[str, Any], rows: IndexRows) -> None:
-            append = rows.composite.append
-            for element in items:
-                firsts = [t for t in comp1(element, resource) if t[1] is not None]
-                if not firsts:
-                    continue
-                seconds = [make_tail(t) for t in comp2(element, resource)]
-                for s1, c1, _ in firsts:
-                    for tail in seconds:
-                        append((code, s1, c1, *tail))
-
-        return leaf
-
-    def _component(
-        self, param: SearchParam, ptype: str, expr: str, element_type: str
-    ) -> Callable[[Any, dict[str, Any]], list[tuple[Any, ...]]]:
-        """Compile a composite component relative to the composite's element type."""
+        Memoised, so composites sharing a first component share its evaluator (and the
+        tree can group them, see :func:`_composite_leaf`).
+        """
+        key = (rt, ptype, expr, element_type)
+        cached = self._components.get(key)
+        if cached is not None:
+            return cached
         converters = self._converters[ptype]
-        rt = param.resource_type
         parts: list[tuple[list[_Branch], ValueFn]] = []
         for b in self._compiler.compile(_parse(expr), [_Branch((), element_type)], rt):
             conv = converters.get(b.type)
@@ -1481,6 +1545,7 @@ class IndexExtractor:
                     out.extend(conv(v))
             return out
 
+        self._components[key] = evaluate
         return evaluate
 
 

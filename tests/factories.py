@@ -1,0 +1,60 @@
+"""Builders of test resources (Vietnamese people, their visits and results)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+CCCD = "http://fhir.ehealth.gov.vn/core/sid/citizen_id"
+LOINC = "http://loinc.org"
+
+
+def patient(
+    family: str = "Nguyễn",
+    given: list[str] | None = None,
+    cccd: str | None = "001090012345",
+    birth: str = "1990-05-17",
+    gender: str = "male",
+    **extra: Any,
+) -> dict[str, Any]:
+    p: dict[str, Any] = {
+        "resourceType": "Patient",
+        "name": [{"family": family, "given": given if given is not None else ["Văn", "An"]}],
+        "gender": gender,
+        "birthDate": birth,
+    }
+    if cccd:
+        p["identifier"] = [{"system": CCCD, "value": cccd}]
+    p.update(extra)
+    return p
+
+
+def observation(
+    subject: str,
+    code: str = "8867-4",
+    value: float = 72,
+    unit: str = "/min",
+    when: str = "2025-03-01T08:30:00+07:00",
+    **extra: Any,
+) -> dict[str, Any]:
+    o: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": code, "display": "Heart rate"}],
+                 "text": "Nhịp tim"},
+        "subject": {"reference": subject},
+        "effectiveDateTime": when,
+        "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org",
+                          "code": unit},
+    }
+    o.update(extra)
+    return o
+
+
+def organization(name: str = "Bệnh viện Bạch Mai", code: str = "01929") -> dict[str, Any]:
+    return {
+        "resourceType": "Organization",
+        "identifier": [{"system": "http://fhir.ehealth.gov.vn/core/sid/provider-code",
+                        "value": code}],
+        "name": name,
+        "active": True,
+    }
