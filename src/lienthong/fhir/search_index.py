@@ -538,11 +538,12 @@ class _TreeNode:
     composites sharing their first component evaluate it once per element.
     """
 
-    __slots__ = ("_composites", "_values", "gets", "leaves", "ops")
+    __slots__ = ("_composites", "_values", "gets", "gets_map", "leaves", "ops")
 
     def __init__(self) -> None:
         self.leaves: list[LeafFn] | tuple[LeafFn, ...] = []
         self.gets: dict[str, _TreeNode] | tuple[tuple[str, _TreeNode], ...] = {}
+        self.gets_map: dict[str, _TreeNode] = {}
         self.ops: dict[Any, tuple[StepFn, _TreeNode]] | tuple[
             tuple[StepFn, _TreeNode], ...
         ] = {}
@@ -580,6 +581,7 @@ class _TreeNode:
         self._values = {}
         self._composites = {}
         if isinstance(self.gets, dict):
+            self.gets_map = self.gets
             self.gets = tuple(self.gets.items())
         if isinstance(self.ops, dict):
             self.ops = tuple(self.ops.values())
@@ -656,31 +658,45 @@ def _run(node: _TreeNode, items: list[Any], resource: dict[str, Any], rows: Inde
     """Walk the compiled tree. ``items`` is never empty."""
     for leaf in node.leaves:
         leaf(items, resource, rows)
-    for key, child in node.gets:  # type: ignore[misc]
+    if node.gets:
         if len(items) == 1:
-            # Singleton context (the resource itself, most 0..1 elements): no list build.
+            # Singleton context (the resource itself, 0..1 elements): no list building,
+            # and probe from whichever side is smaller - a resource root has ~30
+            # indexed child keys but usually far fewer present.
             it = items[0]
-            if type(it) is not dict:
-                continue
-            v = it.get(key)
-            if v is None:
-                continue
-            out = v if type(v) is list else [v]
-            if not out:
-                continue
+            if type(it) is dict:
+                if len(it) < len(node.gets):
+                    gets_map = node.gets_map
+                    for key, v in it.items():
+                        child = gets_map.get(key)
+                        if child is not None and v is not None:
+                            if type(v) is list:
+                                if v:
+                                    _run(child, v, resource, rows)
+                            else:
+                                _run(child, [v], resource, rows)
+                else:
+                    for key, child in node.gets:  # type: ignore[misc]
+                        v = it.get(key)
+                        if v is not None:
+                            if type(v) is list:
+                                if v:
+                                    _run(child, v, resource, rows)
+                            else:
+                                _run(child, [v], resource, rows)
         else:
-            out = []
-            for it in items:
-                if type(it) is dict:
-                    v = it.get(key)
-                    if v is not None:
-                        if type(v) is list:
-                            out.extend(v)
-                        else:
-                            out.append(v)
-            if not out:
-                continue
-        _run(child, out, resource, rows)
+            for key, child in node.gets:  # type: ignore[misc]
+                out: list[Any] = []
+                for it in items:
+                    if type(it) is dict:
+                        v = it.get(key)
+                        if v is not None:
+                            if type(v) is list:
+                                out.extend(v)
+                            else:
+                                out.append(v)
+                if out:
+                    _run(child, out, resource, rows)
     for fn, child in node.ops:  # type: ignore[misc]
         out = fn(items, resource)
         if out:
@@ -1538,12 +1554,32 @@ class IndexExtractor:
         if not parts:
             raise CompileError(f"component {expr!r} yields no {ptype} values")
 
-        def evaluate(element: Any, resource: dict[str, Any]) -> list[tuple[Any, ...]]:
-            out: list[tuple[Any, ...]] = []
-            for branches, conv in parts:
-                for v in _eval_branches(branches, element, resource):
-                    out.extend(conv(v))
-            return out
+        evaluate: ComponentFn
+        if all(len(bs[0].steps) == 1 and bs[0].steps[0].fn is None for bs, _ in parts):
+            # Fast path for the usual one-key components (``code``, ``value.as(X)``).
+            keyed = tuple((bs[0].steps[0].key[1], conv) for bs, conv in parts)
+
+            def evaluate(element: Any, resource: dict[str, Any]) -> list[tuple[Any, ...]]:
+                out: list[tuple[Any, ...]] = []
+                if type(element) is dict:
+                    for k, conv in keyed:
+                        v = element.get(k)
+                        if v is not None:
+                            if type(v) is list:
+                                for x in v:
+                                    out.extend(conv(x))
+                            else:
+                                out.extend(conv(v))
+                return out
+
+        else:
+
+            def evaluate(element: Any, resource: dict[str, Any]) -> list[tuple[Any, ...]]:
+                out: list[tuple[Any, ...]] = []
+                for branches, conv in parts:
+                    for v in _eval_branches(branches, element, resource):
+                        out.extend(conv(v))
+                return out
 
         self._components[key] = evaluate
         return evaluate

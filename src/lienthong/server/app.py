@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import FastAPI, Request
@@ -176,8 +177,8 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
         ctype = request.headers.get("content-type", "").split(";")[0].strip()
         if ctype != "application/x-www-form-urlencoded":
             raise error(415, "not-supported", "POST _search takes application/x-www-form-urlencoded")
-        form = await request.form()
-        params = _params(request) + [(k, str(v)) for k, v in form.multi_items()]
+        form = parse_qsl((await request.body()).decode(), keep_blank_values=True)
+        params = _params(request) + form
         strict = _prefer(request).get("handling") == "strict"
         return render(await run_in_threadpool(search, engine(), res_type, params, strict))
 

@@ -130,8 +130,8 @@ class _Builder:
 
     # -- a whole criterion about resource alias ``r`` -------------------------
 
-    def positive(self, crit: Criterion) -> tuple[str, str, list[Any]]:
-        """(table, where over alias, args) matching index rows of the criterion."""
+    def positive(self, crit: Criterion) -> tuple[str, str, str, list[Any]]:
+        """(source, alias whose pk column matches, where, args) for the criterion's rows."""
         x = self.alias()
         if crit.has is not None:
             return self._has(crit, x)
@@ -146,9 +146,9 @@ class _Builder:
             sql, a = self.value_cond(crit.param_type, modifier, value, x)
             ors.append(f"({sql})")
             args += a
-        return f"{table} {x}", f"{x}.sp = ? AND ({' OR '.join(ors)})", args
+        return f"{table} {x}", x, f"{x}.sp = ? AND ({' OR '.join(ors)})", args
 
-    def _chain(self, crit: Criterion, x: str, sp: int) -> tuple[str, str, list[Any]]:
+    def _chain(self, crit: Criterion, x: str, sp: int) -> tuple[str, str, str, list[Any]]:
         t = self.alias()
         ors: list[str] = []
         args: list[Any] = [sp]
@@ -159,22 +159,24 @@ class _Builder:
         return (
             f"idx_reference {x} JOIN resource {t} ON {t}.res_type = {x}.target_type "
             f"AND {t}.res_id = {x}.target_id",
+            x,
             f"{x}.sp = ? AND {t}.deleted = 0 AND ({' OR '.join(ors)})",
             args,
         )
 
-    def _has(self, crit: Criterion, x: str) -> tuple[str, str, list[Any]]:
+    def _has(self, crit: Criterion, x: str) -> tuple[str, str, str, list[Any]]:
         """``_has:Source:ref:param=v``: rows whose pk is the *target* of a matching source."""
         assert crit.has is not None and crit.has_source_type and crit.has_ref_param
         t = self.alias()
         sp = self.params.id(crit.has_source_type, crit.has_ref_param)
         sql, args = self.condition(crit.has, x)
         # a derived table of target pks, so callers can treat it like an index table
+        outer = self.alias()
         return (
             f"(SELECT {t}.pk AS pk FROM idx_reference {x} JOIN resource {t} "
             f"ON {t}.res_type = {x}.target_type AND {t}.res_id = {x}.target_id "
-            f"WHERE {x}.sp = ? AND {x}.target_type = ? AND {t}.deleted = 0 AND {sql}) "
-            f"{self.alias()}",
+            f"WHERE {x}.sp = ? AND {x}.target_type = ? AND {t}.deleted = 0 AND {sql}) {outer}",
+            outer,
             "1 = 1",
             [sp, crit.resource_type, *args],
         )
@@ -199,8 +201,7 @@ class _Builder:
             missing = bool(crit.values and crit.values[0] is True)
             probe = f"EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.pk = {r}.pk AND {x}.sp = ?)"
             return (f"NOT {probe}" if missing else probe), [sp]
-        source, where, args = self.positive(crit)
-        alias = source.rsplit(" ", 1)[1]
+        source, alias, where, args = self.positive(crit)
         probe = f"EXISTS (SELECT 1 FROM {source} WHERE {alias}.pk = {r}.pk AND {where})"
         if crit.modifier == "not":
             return f"NOT {probe}", args
@@ -210,8 +211,7 @@ class _Builder:
         """A subquery selecting the pks matching ``crit``, to drive the search."""
         if crit.code == "_id":
             raise AssertionError("_id drives through the resource table")
-        source, where, args = self.positive(crit)
-        alias = source.rsplit(" ", 1)[1]
+        source, alias, where, args = self.positive(crit)
         return f"SELECT {alias}.pk FROM {source} WHERE {where}", args
 
     def sort_expr(self, key: SortKey, sp: int | None, r: str) -> tuple[str, list[Any]]:
