@@ -194,6 +194,24 @@ def date_range(value: str) -> tuple[str, str]:
             f"invalid FHIR date {value!r}: expected YYYY, YYYY-MM, YYYY-MM-DD or "
             "YYYY-MM-DDThh:mm[:ss[.fff]][Z|+hh:mm|-hh:mm]"
         )
+    y, mo, d, hh, mi, ss, frac, tz = m.groups()
+    if ss is not None and "1" < y < "9999":
+        # Fast path for the common second-precision dateTime/instant (every stored
+        # value in practice): validate with one datetime() call, build strings
+        # directly, and only do datetime arithmetic when there is an offset.
+        try:
+            dt = datetime(int(y), int(mo), int(d), int(hh), int(mi), min(int(ss), 59))
+        except ValueError as exc:
+            raise ValueError(f"invalid FHIR date {value!r}: {exc}") from None
+        if tz is None or tz in _UTC_OFFSETS:
+            base = f"{y}-{mo}-{d}T{hh}:{mi}:{min(ss, '59')}."
+        else:
+            offset = _TZ_OFFSETS.get(tz)
+            if offset is None:
+                offset = _parse_offset(value, tz)
+            base = (dt - offset).isoformat() + "."
+        digits = frac[:6] if frac else ""
+        return base + digits.ljust(6, "0"), base + digits.ljust(6, "9")
     g = m.groupdict()
     try:
         year = int(g["y"])
@@ -229,18 +247,29 @@ def date_range(value: str) -> tuple[str, str]:
                     lo_us, hi_us = 0, 999999
                 low = datetime(year, month, day, hour, minute, second, lo_us)
                 high = low.replace(microsecond=hi_us)
-            tz = g["tz"]
-            if tz and tz != "Z" and tz not in ("+00:00", "-00:00"):
-                sign = 1 if tz[0] == "+" else -1
-                hours, minutes = int(tz[1:3]), int(tz[4:6])
-                if hours > 14 or minutes > 59:
-                    raise ValueError(f"time-zone offset {tz} out of range")
-                offset = timedelta(hours=hours, minutes=minutes) * sign
+            if tz and tz not in _UTC_OFFSETS:
+                offset = _parse_offset(value, tz)
                 low = _shift(low, -offset)
                 high = _shift(high, -offset)
     except ValueError as exc:
+        if str(exc).startswith("invalid FHIR date"):
+            raise
         raise ValueError(f"invalid FHIR date {value!r}: {exc}") from None
     return low.isoformat(timespec="microseconds"), high.isoformat(timespec="microseconds")
+
+
+_UTC_OFFSETS = frozenset({"Z", "+00:00", "-00:00"})
+_TZ_OFFSETS: dict[str, timedelta] = {}
+
+
+def _parse_offset(value: str, tz: str) -> timedelta:
+    """The timedelta of a ``+hh:mm``/``-hh:mm`` offset (memoised; there are few)."""
+    hours, minutes = int(tz[1:3]), int(tz[4:6])
+    if hours > 14 or minutes > 59:
+        raise ValueError(f"invalid FHIR date {value!r}: time-zone offset {tz} out of range")
+    offset = timedelta(hours=hours, minutes=minutes) * (1 if tz[0] == "+" else -1)
+    _TZ_OFFSETS[tz] = offset
+    return offset
 
 
 def _shift(dt: datetime, delta: timedelta) -> datetime:
@@ -457,8 +486,8 @@ def _parse(expr: str) -> Node:
 _fold = functools.lru_cache(maxsize=1 << 16)(fold)
 
 _REF_RE = re.compile(
-    r"(?:(?P<base>[A-Za-z][A-Za-z0-9+.\-]*://.*?)/)?"
-    r"(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})"
+    r"(?P<url>(?:(?P<base>[A-Za-z][A-Za-z0-9+.\-]*://.*?)/)?"
+    r"(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64}))"
     r"(?:/_history/[A-Za-z0-9\-.]{1,64})?"
 )
 
@@ -477,7 +506,9 @@ class _RefParser:
             return None
         m = _REF_RE.fullmatch(ref)
         if m is not None and m.group("type") in self.types:
-            return m.group("type"), m.group("id"), (ref if m.group("base") else None)
+            # Absolute: keep the URL (without /_history/n) so the query side can tell
+            # local from external targets.
+            return m.group("type"), m.group("id"), (m.group("url") if m.group("base") else None)
         if ":" in ref:
             return None, None, ref  # absolute URI we cannot split: urn:uuid:, canonical
         return None, None, ref  # relative but not Type/id: keep the text for :missing etc.
@@ -527,98 +558,179 @@ class _Branch:
 ComponentFn = Callable[[Any, dict[str, Any]], list[tuple[Any, ...]]]
 # Second component of a composite: (code, evaluator, tail builder).
 _CompositeMember = tuple[str, ComponentFn, Callable[[tuple[Any, ...]], tuple[Any, ...]]]
+# Same, when the second component is one element of the composite's element:
+# (code, converter of that element's value, tail builder).
+_PairMember = tuple[str, ValueFn, Callable[[tuple[Any, ...]], tuple[Any, ...]]]
 
 
 class _TreeNode:
-    """A node of the compiled tree: the values reached by one sequence of steps.
+    """A node of the compile-time tree: the values reached by one sequence of steps.
 
-    While building, leaves are recorded as specs and grouped so that work is shared
-    at run time: parameters converting the same values the same way (``code`` and
-    ``combo-code`` on ``Observation.code``) convert once and append one row each, and
-    composites sharing their first component evaluate it once per element.
+    Leaves are grouped so that work is shared at run time: parameters converting the
+    same values the same way (``code`` and ``combo-code`` on ``Observation.code``)
+    convert once and append one row each, and composites sharing their first
+    component evaluate it once per element. :func:`_codegen` turns the finished tree
+    into one Python function per resource type.
     """
 
-    __slots__ = ("_composites", "_values", "gets", "gets_map", "leaves", "ops")
+    __slots__ = ("composites", "gets", "ops", "pairs", "values")
 
     def __init__(self) -> None:
-        self.leaves: list[LeafFn] | tuple[LeafFn, ...] = []
-        self.gets: dict[str, _TreeNode] | tuple[tuple[str, _TreeNode], ...] = {}
-        self.gets_map: dict[str, _TreeNode] = {}
-        self.ops: dict[Any, tuple[StepFn, _TreeNode]] | tuple[
-            tuple[StepFn, _TreeNode], ...
-        ] = {}
-        self._values: dict[tuple[str, ValueFn], list[str]] = {}
-        self._composites: dict[Any, tuple[ComponentFn, list[_CompositeMember]]] = {}
+        self.values: dict[tuple[str, ValueFn], list[str]] = {}
+        self.composites: dict[Any, tuple[ComponentFn, list[_CompositeMember]]] = {}
+        # Composites whose second component is a direct child of the element: stored
+        # at that child, keyed by the first component (evaluated on the parent).
+        self.pairs: dict[ComponentFn, list[_PairMember]] = {}
+        self.gets: dict[str, _TreeNode] = {}
+        self.ops: dict[Any, tuple[StepFn, _TreeNode]] = {}
 
     def node(self, steps: tuple[_Step, ...]) -> _TreeNode:
         node = self
         for step in steps:
             if step.fn is None:
-                gets = node.gets
-                assert isinstance(gets, dict)
-                node = gets.setdefault(step.key[1], _TreeNode())
+                node = node.gets.setdefault(step.key[1], _TreeNode())
             else:
-                ops = node.ops
-                assert isinstance(ops, dict)
-                node = ops.setdefault(step.key, (step.fn, _TreeNode()))[1]
+                node = node.ops.setdefault(step.key, (step.fn, _TreeNode()))[1]
         return node
 
     def add_values(self, steps: tuple[_Step, ...], code: str, kind: str, conv: ValueFn) -> None:
-        codes = self.node(steps)._values.setdefault((kind, conv), [])
+        codes = self.node(steps).values.setdefault((kind, conv), [])
         if code not in codes:
             codes.append(code)
 
     def add_composite(
         self, steps: tuple[_Step, ...], key: Any, first: ComponentFn, member: _CompositeMember
     ) -> None:
-        self.node(steps)._composites.setdefault(key, (first, []))[1].append(member)
+        self.node(steps).composites.setdefault(key, (first, []))[1].append(member)
 
-    def freeze(self) -> None:
-        """Build the leaves; turn dicts into tuples (cheapest to iterate at run time)."""
-        leaves = [_values_leaf(kind, conv, codes) for (kind, conv), codes in self._values.items()]
-        leaves += [_composite_leaf(first, members) for first, members in self._composites.values()]
-        self.leaves = tuple(leaves)
-        self._values = {}
-        self._composites = {}
-        if isinstance(self.gets, dict):
-            self.gets_map = self.gets
-            self.gets = tuple(self.gets.items())
-        if isinstance(self.ops, dict):
-            self.ops = tuple(self.ops.values())
-        for _, child in self.gets:  # type: ignore[misc]
-            child.freeze()
-        for _, child in self.ops:  # type: ignore[misc]
-            child.freeze()
+    def add_pair(self, steps: tuple[_Step, ...], first: ComponentFn, member: _PairMember) -> None:
+        self.node(steps).pairs.setdefault(first, []).append(member)
 
 
-def _values_leaf(kind: str, conv: ValueFn, codes: list[str]) -> LeafFn:
-    """Convert the node's values once, append one row per value and parameter."""
-    if len(codes) == 1:
-        code = codes[0]
+ExtractFn = Callable[[dict[str, Any]], IndexRows]
 
-        def leaf1(items: list[Any], _resource: dict[str, Any], rows: IndexRows) -> None:
-            append = getattr(rows, kind).append
-            for it in items:
-                for tail in conv(it):
-                    append((code, *tail))
 
-        return leaf1
+def _codegen(tree: _TreeNode, name: str) -> ExtractFn:
+    """Generate the extraction function of one resource type from its tree.
 
-    codes_t = tuple(codes)
+    The tree is unrolled into nested loops over the JSON, one loop per path step, with
+    converters and predicates bound as constants; nothing is interpreted per resource.
+    ``Observation.code`` with the ``code``/``combo-code`` parameters becomes::
 
-    def leaf(items: list[Any], _resource: dict[str, Any], rows: IndexRows) -> None:
-        tails = [tail for it in items for tail in conv(it)]
-        if tails:
-            append = getattr(rows, kind).append
-            for code in codes_t:
-                for tail in tails:
-                    append((code, *tail))
+        v1 = x0.get('code')
+        for x1 in (v1 if type(v1) is list else () if v1 is None else (v1,)):
+            for t in conv3(x1):
+                A_token(('code', *t))
+                A_token(('combo-code', *t))
+
+    (``D_token`` is a dict used as an ordered set: rows are de-duplicated as they are
+    produced.) ``where()`` and other per-item steps loop over ``fn([x], resource)``; an
+    indexer
+    (``Bundle.entry[0]``) slices the list of the path step it follows.
+    """
+    consts: dict[str, Any] = {}
+    body: list[str] = []
+    kinds: set[str] = set()
+
+    def const(obj: Any, prefix: str) -> str:
+        ref = f"{prefix}{len(consts)}"
+        consts[ref] = obj
+        return ref
+
+    def emit(node: _TreeNode, var: str, depth: int, ind: int, parent: str = "None") -> None:
+        pad = "    " * ind
+        for first, pair_members in node.pairs.items():
+            kinds.add("composite")
+            leaf = const(_pair_leaf(first, pair_members), "pair")
+            body.append(f"{pad}{leaf}({parent}, {var}, x0, D_composite)")
+        for (kind, conv), codes in node.values.items():
+            kinds.add(kind)
+            body.append(f"{pad}for t in {const(conv, 'conv')}({var}):")
+            body.extend(f"{pad}    D_{kind}[({code!r}, *t)] = None" for code in codes)
+        for first, members in node.composites.values():
+            kinds.add("composite")
+            leaf = const(_composite_leaf(first, members), "comp")
+            body.append(f"{pad}{leaf}({var}, x0, D_composite)")
+        if node.gets:
+            body.append(f"{pad}if type({var}) is dict:")
+            for key, child in node.gets.items():
+                v, x = f"v{depth + 1}", f"x{depth + 1}"
+                body.append(f"{pad}    {v} = {var}.get({key!r})")
+                if child.values or child.composites or child.gets or any(
+                    op_key[0] != "index" for op_key in child.ops
+                ):
+                    body.append(
+                        f"{pad}    for {x} in ({v} if type({v}) is list "
+                        f"else () if {v} is None else ({v},)):"
+                    )
+                    emit_steps(child, x, depth + 1, ind + 2, var)
+                for op_key, (_fn, grandchild) in child.ops.items():
+                    if op_key[0] == "index":
+                        n = op_key[1]
+                        body.append(f"{pad}    if type({v}) is list:")
+                        body.append(f"{pad}        for {x} in {v}[{n}:{n + 1}]:")
+                        emit_steps(grandchild, x, depth + 1, ind + 3, var)
+                        body.append(f"{pad}    elif {v} is not None and {n} == 0:")
+                        body.append(f"{pad}        {x} = {v}")
+                        emit(grandchild, x, depth + 1, ind + 2, var)
+        for op_key, (fn, child) in node.ops.items():
+            if op_key[0] == "index":
+                continue  # emitted by the parent's get, which owns the list
+            x = f"x{depth + 1}"
+            body.append(f"{pad}for {x} in {const(fn, 'op')}([{var}], x0):")
+            emit_steps(child, x, depth + 1, ind + 1, parent)
+
+    def emit_steps(node: _TreeNode, var: str, depth: int, ind: int, parent: str) -> None:
+        before = len(body)
+        emit(node, var, depth, ind, parent)
+        if len(body) == before:
+            body.append("    " * ind + "pass")
+
+    emit(tree, "x0", 0, 1)
+    # Rows are collected as keys of dicts, which de-duplicates them (keeping first-seen
+    # order) at the cost of a plain store; the lists are built once at the end.
+    head = [f"def {name}(x0):"]
+    head += [f"    D_{kind} = {{}}" for kind in sorted(kinds)]
+    tail = "    return IndexRows(" + ", ".join(f"{k}=[*D_{k}]" for k in sorted(kinds)) + ")"
+    source = "\n".join(head + body + [tail]) + "\n"
+    namespace: dict[str, Any] = dict(consts, IndexRows=IndexRows)
+    exec(compile(source, f"<search-index {name}>", "exec"), namespace)  # noqa: S102
+    fn: ExtractFn = namespace[name]
+    fn.__doc__ = source  # keep the generated code inspectable (debugging, tests)
+    return fn
+
+
+def _pair_leaf(
+    first: ComponentFn, members: list[_PairMember]
+) -> Callable[[Any, Any, dict[str, Any], dict[Any, None]], None]:
+    """Composite rows for one (element, second-component value) pair.
+
+    Used when component 2 is a direct child of the element (``value.as(Quantity)`` is
+    ``valueQuantity``): the leaf sits in the tree at that child, so composites whose
+    value is absent cost nothing, and component 1 (``code``, on the parent element) is
+    evaluated once for all composites of the pair.
+    """
+    members_t = tuple(members)
+
+    def leaf(element: Any, value: Any, resource: dict[str, Any], out: dict[Any, None]) -> None:
+        firsts: list[tuple[Any, Any]] | None = None
+        for code, conv, make_tail in members_t:
+            seconds = conv(value)
+            if not seconds:
+                continue
+            if firsts is None:
+                firsts = [(t[0], t[1]) for t in first(element, resource) if t[1] is not None]
+            for s1, c1 in firsts:
+                for t in seconds:
+                    out[(code, s1, c1, *make_tail(t))] = None
 
     return leaf
 
 
-def _composite_leaf(first: ComponentFn, members: list[_CompositeMember]) -> LeafFn:
-    """Composite rows (https://hl7.org/fhir/R4/search.html#composite) for one element set.
+def _composite_leaf(
+    first: ComponentFn, members: list[_CompositeMember]
+) -> Callable[[Any, dict[str, Any], dict[Any, None]], None]:
+    """Composite rows (https://hl7.org/fhir/R4/search.html#composite) for one element.
 
     Component 2 is evaluated first: it is usually absent (an Observation has one
     value[x], so three of its four code-value-* composites have nothing to pair), and
@@ -626,19 +738,17 @@ def _composite_leaf(first: ComponentFn, members: list[_CompositeMember]) -> Leaf
     """
     members_t = tuple(members)
 
-    def leaf(items: list[Any], resource: dict[str, Any], rows: IndexRows) -> None:
-        append = rows.composite.append
-        for element in items:
-            firsts: list[tuple[Any, Any]] | None = None
-            for code, second, make_tail in members_t:
-                seconds = second(element, resource)
-                if not seconds:
-                    continue
-                if firsts is None:
-                    firsts = [(t[0], t[1]) for t in first(element, resource) if t[1] is not None]
-                for s1, c1 in firsts:
-                    for t in seconds:
-                        append((code, s1, c1, *make_tail(t)))
+    def leaf(element: Any, resource: dict[str, Any], out: dict[Any, None]) -> None:
+        firsts: list[tuple[Any, Any]] | None = None
+        for code, second, make_tail in members_t:
+            seconds = second(element, resource)
+            if not seconds:
+                continue
+            if firsts is None:
+                firsts = [(t[0], t[1]) for t in first(element, resource) if t[1] is not None]
+            for s1, c1 in firsts:
+                for t in seconds:
+                    out[(code, s1, c1, *make_tail(t))] = None
 
     return leaf
 
@@ -652,55 +762,6 @@ _COMPOSITE_TAILS: dict[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]] = {
     "number": lambda t: (None, None, None, t[0], t[1], None, None),
     "date": lambda t: (None, None, None, None, None, t[0], t[1]),
 }
-
-
-def _run(node: _TreeNode, items: list[Any], resource: dict[str, Any], rows: IndexRows) -> None:
-    """Walk the compiled tree. ``items`` is never empty."""
-    for leaf in node.leaves:
-        leaf(items, resource, rows)
-    if node.gets:
-        if len(items) == 1:
-            # Singleton context (the resource itself, 0..1 elements): no list building,
-            # and probe from whichever side is smaller - a resource root has ~30
-            # indexed child keys but usually far fewer present.
-            it = items[0]
-            if type(it) is dict:
-                if len(it) < len(node.gets):
-                    gets_map = node.gets_map
-                    for key, v in it.items():
-                        child = gets_map.get(key)
-                        if child is not None and v is not None:
-                            if type(v) is list:
-                                if v:
-                                    _run(child, v, resource, rows)
-                            else:
-                                _run(child, [v], resource, rows)
-                else:
-                    for key, child in node.gets:  # type: ignore[misc]
-                        v = it.get(key)
-                        if v is not None:
-                            if type(v) is list:
-                                if v:
-                                    _run(child, v, resource, rows)
-                            else:
-                                _run(child, [v], resource, rows)
-        else:
-            for key, child in node.gets:  # type: ignore[misc]
-                out: list[Any] = []
-                for it in items:
-                    if type(it) is dict:
-                        v = it.get(key)
-                        if v is not None:
-                            if type(v) is list:
-                                out.extend(v)
-                            else:
-                                out.append(v)
-                if out:
-                    _run(child, out, resource, rows)
-    for fn, child in node.ops:  # type: ignore[misc]
-        out = fn(items, resource)
-        if out:
-            _run(child, out, resource, rows)
 
 
 def _eval_branches(branches: list[_Branch], item: Any, resource: dict[str, Any]) -> list[Any]:
@@ -1088,9 +1149,13 @@ class _Compiler:
         if kind == "index":
             n = node[2]
             step = _Step(("index", n), lambda items, _r, n=n: items[n : n + 1])
-            return [
-                _Branch((*b.steps, step), b.type) for b in self.compile(node[1], ctx, root_type)
-            ]
+            base = self.compile(node[1], ctx, root_type)
+            if any(not b.steps or b.steps[-1].fn is not None for b in base):
+                # The generated code slices the list of the path step the indexer
+                # follows; FHIRPath indexes the whole collection, which is the same
+                # only when that step is a plain element access.
+                raise CompileError("indexers are only supported right after an element")
+            return [_Branch((*b.steps, step), b.type) for b in base]
         if kind == "var":
             if node[1] in ("resource", "rootResource"):
                 step = _Step(("root",), lambda _items, r: [r])
@@ -1349,6 +1414,13 @@ class _Compiler:
 # ---------------------------------------------------------------------------------------
 
 
+def _only_targets(conv: ValueFn, targets: frozenset[str]) -> ValueFn:
+    def filtered(v: Any) -> list[tuple[Any, ...]]:
+        return [t for t in conv(v) if t[0] in targets]
+
+    return filtered
+
+
 def _reference_converter(refs: _RefParser) -> dict[str, ValueFn]:
     parse = refs.parse
 
@@ -1382,10 +1454,11 @@ def _reference_converter(refs: _RefParser) -> dict[str, ValueFn]:
 
 
 class _Plan:
-    __slots__ = ("failures", "notes", "tree")
+    __slots__ = ("failures", "notes", "run", "tree")
 
     def __init__(self) -> None:
         self.tree = _TreeNode()
+        self.run: ExtractFn = lambda _resource: IndexRows()
         self.failures: list[tuple[str, str]] = []  # (code, reason): not (fully) indexed
         self.notes: list[tuple[str, str]] = []  # (code, note): datatypes without rows
 
@@ -1421,10 +1494,7 @@ class IndexExtractor:
         plan = self._plans.get(rt) if isinstance(rt, str) else None
         if plan is None:
             plan = self._plan(rt)
-        rows = IndexRows()
-        _run(plan.tree, [resource], resource, rows)
-        rows.dedupe()
-        return rows
+        return plan.run(resource)
 
     def failures(self, resource_type: str) -> list[tuple[str, str]]:
         """(code, reason) of the parameters of ``resource_type`` not (fully) indexed."""
@@ -1466,7 +1536,8 @@ class IndexExtractor:
                 plan.failures.append((code, "partially compiled: " + "; ".join(partial)))
             if notes:
                 plan.notes.append((code, "; ".join(notes)))
-        plan.tree.freeze()
+        plan.run = _codegen(plan.tree, "extract_" + rt)
+        plan.tree = _TreeNode()  # only the generated function is needed from now on
         return plan
 
     def _compile_param(self, param: SearchParam, tree: _TreeNode) -> tuple[list[str], list[str]]:
@@ -1497,17 +1568,23 @@ class IndexExtractor:
         if param.type == "composite":
             self._check_composite(param)
             (type1, expr1), (type2, expr2) = param.components
+            rt = param.resource_type
             compiled = [
                 (
                     b,
-                    self._component(param.resource_type, type1, expr1, b.type),
-                    self._component(param.resource_type, type2, expr2, b.type),
+                    self._component(rt, type1, expr1, b.type),
+                    self._component_parts(rt, type2, expr2, b.type),
                 )
                 for b in branches
             ]  # all or nothing: compile every branch before touching the tree
-            for b, first, second in compiled:
-                member = (param.code, second, _COMPOSITE_TAILS[type2])
-                tree.add_composite(b.steps, (expr1, b.type), first, member)
+            tail = _COMPOSITE_TAILS[type2]
+            for b, first, parts in compiled:
+                if all(len(br.steps) == 1 and br.steps[0].fn is None for br, _ in parts):
+                    for br, conv in parts:
+                        tree.add_pair((*b.steps, *br.steps), first, (param.code, conv, tail))
+                else:
+                    second = self._component(rt, type2, expr2, b.type)
+                    tree.add_composite(b.steps, (expr1, b.type), first, (param.code, second, tail))
             return problems, []
 
         converters = self._converters.get(param.type)
@@ -1519,6 +1596,11 @@ class IndexExtractor:
             raise CompileError(f"no {param.type} conversion for datatypes {unconvertible}")
         for b, conv in convertible:
             if conv is not None:
+                if param.type == "reference" and b.type == "Resource" and param.targets:
+                    # Bundle.entry[0].resource: FHIRPath gives whatever resource comes
+                    # first; only one of the parameter's target types is meaningful
+                    # (a document's Composition is not a "message").
+                    conv = _only_targets(conv, frozenset(param.targets))
                 tree.add_values(b.steps, param.code, param.type, conv)
         notes = []
         if unconvertible:
@@ -1535,6 +1617,20 @@ class IndexExtractor:
         if type2 not in _COMPOSITE_TAILS:
             raise CompileError(f"composite second component of type {type2!r}")
 
+    def _component_parts(
+        self, rt: str, ptype: str, expr: str, element_type: str
+    ) -> list[tuple[_Branch, ValueFn]]:
+        """Typed branches of a composite component, with their converters."""
+        converters = self._converters[ptype]
+        parts = []
+        for b in self._compiler.compile(_parse(expr), [_Branch((), element_type)], rt):
+            conv = converters.get(b.type)
+            if conv is not None:
+                parts.append((b, conv))
+        if not parts:
+            raise CompileError(f"component {expr!r} yields no {ptype} values")
+        return parts
+
     def _component(self, rt: str, ptype: str, expr: str, element_type: str) -> ComponentFn:
         """Compile a composite component relative to the composite's element type.
 
@@ -1545,14 +1641,7 @@ class IndexExtractor:
         cached = self._components.get(key)
         if cached is not None:
             return cached
-        converters = self._converters[ptype]
-        parts: list[tuple[list[_Branch], ValueFn]] = []
-        for b in self._compiler.compile(_parse(expr), [_Branch((), element_type)], rt):
-            conv = converters.get(b.type)
-            if conv is not None:
-                parts.append(([_Branch(b.steps, b.type)], conv))
-        if not parts:
-            raise CompileError(f"component {expr!r} yields no {ptype} values")
+        parts = [([b], conv) for b, conv in self._component_parts(*key)]
 
         evaluate: ComponentFn
         if all(len(bs[0].steps) == 1 and bs[0].steps[0].fn is None for bs, _ in parts):
