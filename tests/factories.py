@@ -39,12 +39,18 @@ def observation(
     o: dict[str, Any] = {
         "resourceType": "Observation",
         "status": "final",
-        "code": {"coding": [{"system": LOINC, "code": code, "display": "Heart rate"}],
-                 "text": "Nhịp tim"},
+        "code": {
+            "coding": [{"system": LOINC, "code": code, "display": "Heart rate"}],
+            "text": "Nhịp tim",
+        },
         "subject": {"reference": subject},
         "effectiveDateTime": when,
-        "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org",
-                          "code": unit},
+        "valueQuantity": {
+            "value": value,
+            "unit": unit,
+            "system": "http://unitsofmeasure.org",
+            "code": unit,
+        },
     }
     o.update(extra)
     return o
@@ -53,8 +59,9 @@ def observation(
 def organization(name: str = "Bệnh viện Bạch Mai", code: str = "01929") -> dict[str, Any]:
     return {
         "resourceType": "Organization",
-        "identifier": [{"system": "http://fhir.ehealth.gov.vn/core/sid/provider-code",
-                        "value": code}],
+        "identifier": [
+            {"system": "http://fhir.ehealth.gov.vn/core/sid/provider-code", "value": code}
+        ],
         "name": name,
         "active": True,
     }

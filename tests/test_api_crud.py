@@ -140,7 +140,9 @@ def test_malformed_json_and_type_mismatch_are_400(client: TestClient) -> None:
 
 
 def test_unsupported_content_type_is_415(client: TestClient) -> None:
-    r = client.post("/fhir/Patient", content=b"<Patient/>", headers={"Content-Type": "application/xml"})
+    r = client.post(
+        "/fhir/Patient", content=b"<Patient/>", headers={"Content-Type": "application/xml"}
+    )
     assert r.status_code == 415
 
 
@@ -151,8 +153,9 @@ def test_conditional_create(client: TestClient) -> None:
     again = client.post("/fhir/Patient", json=patient(), headers={**FHIR, "If-None-Exist": cond})
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
     create(client, patient(cccd="001090099999", family="Nguyễn"))
-    many = client.post("/fhir/Patient", json=patient(),
-                       headers={**FHIR, "If-None-Exist": "family=nguyen"})
+    many = client.post(
+        "/fhir/Patient", json=patient(), headers={**FHIR, "If-None-Exist": "family=nguyen"}
+    )
     assert many.status_code == 412
 
 
@@ -173,8 +176,9 @@ def test_conditional_update_and_delete(client: TestClient) -> None:
 def test_prefer_return_minimal_and_outcome(client: TestClient) -> None:
     r = client.post("/fhir/Patient", json=patient(), headers={**FHIR, "Prefer": "return=minimal"})
     assert r.status_code == 201 and r.content == b"" and "location" in r.headers
-    r = client.post("/fhir/Patient", json=patient(),
-                    headers={**FHIR, "Prefer": "return=OperationOutcome"})
+    r = client.post(
+        "/fhir/Patient", json=patient(), headers={**FHIR, "Prefer": "return=OperationOutcome"}
+    )
     assert r.json()["resourceType"] == "OperationOutcome"
 
 

@@ -21,20 +21,33 @@ def create(client: TestClient, resource: dict[str, Any]) -> str:
 def ids(client: TestClient, path: str, **params: Any) -> set[str]:
     r = client.get(path, params=params)
     assert r.status_code == 200, r.text
-    return {e["resource"]["id"] for e in r.json().get("entry", [])
-            if e.get("search", {}).get("mode") == "match"}
+    return {
+        e["resource"]["id"]
+        for e in r.json().get("entry", [])
+        if e.get("search", {}).get("mode") == "match"
+    }
 
 
 @pytest.fixture
 def people(client: TestClient) -> dict[str, str]:
     return {
-        "an": create(client, patient("Nguyễn", ["Văn", "An"], "001090012345", "1990-05-17",
-                                     telecom=[{"system": "phone", "value": "+84912345678"}],
-                                     address=[{"city": "Hà Nội", "line": ["12 Phố Huế"]}])),
-        "hoa": create(client, patient("Trần", ["Thị", "Hoà"], "079301000222", "2001-11-02",
-                                      gender="female")),
-        "duc": create(client, patient("Đặng", ["Minh", "Đức"], "048085000333", "1985-01-30",
-                                      active=False)),
+        "an": create(
+            client,
+            patient(
+                "Nguyễn",
+                ["Văn", "An"],
+                "001090012345",
+                "1990-05-17",
+                telecom=[{"system": "phone", "value": "+84912345678"}],
+                address=[{"city": "Hà Nội", "line": ["12 Phố Huế"]}],
+            ),
+        ),
+        "hoa": create(
+            client, patient("Trần", ["Thị", "Hoà"], "079301000222", "2001-11-02", gender="female")
+        ),
+        "duc": create(
+            client, patient("Đặng", ["Minh", "Đức"], "048085000333", "1985-01-30", active=False)
+        ),
         "nguyet": create(client, patient("Nguyễn Thị", ["Nguyệt"], None, "1975", gender="female")),
     }
 
@@ -69,7 +82,10 @@ def test_token_system_code_forms(client: TestClient, people: dict) -> None:
     assert ids(client, "/fhir/Patient", identifier="http://other|001090012345") == set()
     assert ids(client, "/fhir/Patient", identifier="|001090012345") == set()  # has a system
     assert ids(client, "/fhir/Patient", identifier=f"{CCCD}|") == {
-        people["an"], people["hoa"], people["duc"]}
+        people["an"],
+        people["hoa"],
+        people["duc"],
+    }
     assert ids(client, "/fhir/Patient", gender="female") == {people["hoa"], people["nguyet"]}
     assert ids(client, "/fhir/Patient", active="false") == {people["duc"]}
     assert ids(client, "/fhir/Patient", phone="+84912345678") == {people["an"]}
@@ -87,19 +103,23 @@ def test_token_not_text_missing(client: TestClient, people: dict) -> None:
 
 
 def test_date_prefixes_and_precision(client: TestClient, people: dict) -> None:
-    P = "/fhir/Patient"
-    assert ids(client, P, birthdate="1990-05-17") == {people["an"]}
-    assert ids(client, P, birthdate="1990-05") == {people["an"]}
-    assert ids(client, P, birthdate="1990") == {people["an"]}
-    assert ids(client, P, birthdate="1975-06-01") == set()  # stored year-only is wider
-    assert ids(client, P, birthdate="1975") == {people["nguyet"]}
-    assert ids(client, P, birthdate="gt1990") == {people["hoa"]}
-    assert ids(client, P, birthdate="ge1990") == {people["an"], people["hoa"]}
-    assert ids(client, P, birthdate="lt1985-01-30") == {people["nguyet"]}
-    assert ids(client, P, birthdate="le1985-01-30") == {people["nguyet"], people["duc"]}
-    assert ids(client, P, birthdate="ne1990-05-17") == {people["hoa"], people["duc"], people["nguyet"]}
-    assert ids(client, P, birthdate="sa1990-05-17") == {people["hoa"]}
-    assert ids(client, P, birthdate="eb1985-01-30") == {people["nguyet"]}
+    pat = "/fhir/Patient"
+    assert ids(client, pat, birthdate="1990-05-17") == {people["an"]}
+    assert ids(client, pat, birthdate="1990-05") == {people["an"]}
+    assert ids(client, pat, birthdate="1990") == {people["an"]}
+    assert ids(client, pat, birthdate="1975-06-01") == set()  # stored year-only is wider
+    assert ids(client, pat, birthdate="1975") == {people["nguyet"]}
+    assert ids(client, pat, birthdate="gt1990") == {people["hoa"]}
+    assert ids(client, pat, birthdate="ge1990") == {people["an"], people["hoa"]}
+    assert ids(client, pat, birthdate="lt1985-01-30") == {people["nguyet"]}
+    assert ids(client, pat, birthdate="le1985-01-30") == {people["nguyet"], people["duc"]}
+    assert ids(client, pat, birthdate="ne1990-05-17") == {
+        people["hoa"],
+        people["duc"],
+        people["nguyet"],
+    }
+    assert ids(client, pat, birthdate="sa1990-05-17") == {people["hoa"]}
+    assert ids(client, pat, birthdate="eb1985-01-30") == {people["nguyet"]}
     r = client.get("/fhir/Patient", params=[("birthdate", "ge1980"), ("birthdate", "lt1995")])
     assert {e["resource"]["id"] for e in r.json()["entry"]} == {people["an"], people["duc"]}
 
@@ -107,28 +127,32 @@ def test_date_prefixes_and_precision(client: TestClient, people: dict) -> None:
 def test_date_with_time_zone(client: TestClient, people: dict) -> None:
     # 08:30 in Hanoi is 01:30 UTC
     oid = create(client, observation(f"Patient/{people['an']}", when="2025-03-01T08:30:00+07:00"))
-    O = "/fhir/Observation"
-    assert ids(client, O, date="2025-03-01") == {oid}
-    assert ids(client, O, date="gt2025-03-01T01:00:00Z") == {oid}
-    assert ids(client, O, date="lt2025-03-01T01:00:00Z") == set()
-    assert ids(client, O, date="ap2025-03-01") == {oid}
+    obs_url = "/fhir/Observation"
+    assert ids(client, obs_url, date="2025-03-01") == {oid}
+    assert ids(client, obs_url, date="gt2025-03-01T01:00:00Z") == {oid}
+    assert ids(client, obs_url, date="lt2025-03-01T01:00:00Z") == set()
+    assert ids(client, obs_url, date="ap2025-03-01") == {oid}
 
 
 def test_quantity_and_number(client: TestClient, people: dict) -> None:
     s = f"Patient/{people['an']}"
     lo = create(client, observation(s, value=60))
     hi = create(client, observation(s, value=101.5))
-    O = "/fhir/Observation"
-    assert ids(client, O, **{"value-quantity": "60"}) == {lo}
-    assert ids(client, O, **{"value-quantity": "gt100"}) == {hi}
-    assert ids(client, O, **{"value-quantity": "le60|http://unitsofmeasure.org|/min"}) == {lo}
-    assert ids(client, O, **{"value-quantity": "60|http://unitsofmeasure.org|mg"}) == set()
-    assert ids(client, O, **{"value-quantity": "60||/min"}) == {lo}
-    assert ids(client, O, **{"value-quantity": "ap100"}) == {hi}
-    assert ids(client, O, **{"value-quantity": "ne60"}) == {hi}
+    obs_url = "/fhir/Observation"
+    assert ids(client, obs_url, **{"value-quantity": "60"}) == {lo}
+    assert ids(client, obs_url, **{"value-quantity": "gt100"}) == {hi}
+    assert ids(client, obs_url, **{"value-quantity": "le60|http://unitsofmeasure.org|/min"}) == {lo}
+    assert ids(client, obs_url, **{"value-quantity": "60|http://unitsofmeasure.org|mg"}) == set()
+    assert ids(client, obs_url, **{"value-quantity": "60||/min"}) == {lo}
+    assert ids(client, obs_url, **{"value-quantity": "ap100"}) == {hi}
+    assert ids(client, obs_url, **{"value-quantity": "ne60"}) == {hi}
     # number: RiskAssessment.prediction.probability
-    ra = {"resourceType": "RiskAssessment", "status": "final", "subject": {"reference": s},
-          "prediction": [{"probabilityDecimal": 0.25}]}
+    ra = {
+        "resourceType": "RiskAssessment",
+        "status": "final",
+        "subject": {"reference": s},
+        "prediction": [{"probabilityDecimal": 0.25}],
+    }
     rid = create(client, ra)
     assert ids(client, "/fhir/RiskAssessment", probability="0.25") == {rid}
     assert ids(client, "/fhir/RiskAssessment", probability="gt0.2") == {rid}
@@ -142,22 +166,27 @@ def test_reference_forms(client: TestClient, people: dict) -> None:
     pid = people["an"]
     oid = create(client, observation(f"Patient/{pid}"))
     other = create(client, observation(f"Patient/{people['hoa']}"))
-    O = "/fhir/Observation"
-    assert ids(client, O, subject=f"Patient/{pid}") == {oid}
-    assert ids(client, O, subject=pid) == {oid}
-    assert ids(client, O, **{"subject:Patient": pid}) == {oid}
-    assert ids(client, O, patient=f"Patient/{pid}") == {oid}
-    assert ids(client, O, subject=f"http://testserver/fhir/Patient/{pid}") == {oid}
-    assert ids(client, O, subject=f"Patient/{pid},Patient/{people['hoa']}") == {oid, other}
-    assert ids(client, O, **{"subject:missing": "true"}) == set()
+    obs_url = "/fhir/Observation"
+    assert ids(client, obs_url, subject=f"Patient/{pid}") == {oid}
+    assert ids(client, obs_url, subject=pid) == {oid}
+    assert ids(client, obs_url, **{"subject:Patient": pid}) == {oid}
+    assert ids(client, obs_url, patient=f"Patient/{pid}") == {oid}
+    assert ids(client, obs_url, subject=f"http://testserver/fhir/Patient/{pid}") == {oid}
+    assert ids(client, obs_url, subject=f"Patient/{pid},Patient/{people['hoa']}") == {oid, other}
+    assert ids(client, obs_url, **{"subject:missing": "true"}) == set()
 
 
 def test_uri_and_below(client: TestClient) -> None:
-    vs = {"resourceType": "ValueSet", "status": "active",
-          "url": "http://fhir.ehealth.gov.vn/core/ValueSet/vn-core-sex"}
+    vs = {
+        "resourceType": "ValueSet",
+        "status": "active",
+        "url": "http://fhir.ehealth.gov.vn/core/ValueSet/vn-core-sex",
+    }
     vid = create(client, vs)
     assert ids(client, "/fhir/ValueSet", url=vs["url"]) == {vid}
-    assert ids(client, "/fhir/ValueSet", **{"url:below": "http://fhir.ehealth.gov.vn/core"}) == {vid}
+    assert ids(client, "/fhir/ValueSet", **{"url:below": "http://fhir.ehealth.gov.vn/core"}) == {
+        vid
+    }
     assert ids(client, "/fhir/ValueSet", url="http://fhir.ehealth.gov.vn/core") == set()
 
 
@@ -165,28 +194,34 @@ def test_composite_code_value_quantity(client: TestClient, people: dict) -> None
     s = f"Patient/{people['an']}"
     hr = create(client, observation(s, code="8867-4", value=72))
     create(client, observation(s, code="9279-1", value=72))
-    O = "/fhir/Observation"
-    assert ids(client, O, **{"code-value-quantity": f"{LOINC}|8867-4$72"}) == {hr}
-    assert ids(client, O, **{"code-value-quantity": "8867-4$gt70"}) == {hr}
-    assert ids(client, O, **{"code-value-quantity": "8867-4$lt70"}) == set()
+    obs_url = "/fhir/Observation"
+    assert ids(client, obs_url, **{"code-value-quantity": f"{LOINC}|8867-4$72"}) == {hr}
+    assert ids(client, obs_url, **{"code-value-quantity": "8867-4$gt70"}) == {hr}
+    assert ids(client, obs_url, **{"code-value-quantity": "8867-4$lt70"}) == set()
     bp = observation(s, code="85354-9")
     del bp["valueQuantity"]
     bp["component"] = [
-        {"code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
-         "valueQuantity": {"value": 140, "unit": "mm[Hg]"}},
-        {"code": {"coding": [{"system": LOINC, "code": "8462-4"}]},
-         "valueQuantity": {"value": 90, "unit": "mm[Hg]"}},
+        {
+            "code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
+            "valueQuantity": {"value": 140, "unit": "mm[Hg]"},
+        },
+        {
+            "code": {"coding": [{"system": LOINC, "code": "8462-4"}]},
+            "valueQuantity": {"value": 90, "unit": "mm[Hg]"},
+        },
     ]
     bid = create(client, bp)
-    assert ids(client, O, **{"component-code-value-quantity": "8480-6$gt130"}) == {bid}
+    assert ids(client, obs_url, **{"component-code-value-quantity": "8480-6$gt130"}) == {bid}
     # the components are matched pairwise: systolic is not 90
-    assert ids(client, O, **{"component-code-value-quantity": "8480-6$90"}) == set()
+    assert ids(client, obs_url, **{"component-code-value-quantity": "8480-6$90"}) == set()
 
 
 def test_id_and_last_updated(client: TestClient, people: dict) -> None:
     assert ids(client, "/fhir/Patient", _id=people["an"]) == {people["an"]}
     assert ids(client, "/fhir/Patient", _id=f"{people['an']},{people['duc']}") == {
-        people["an"], people["duc"]}
+        people["an"],
+        people["duc"],
+    }
     assert len(ids(client, "/fhir/Patient", _lastUpdated="gt2000-01-01")) == 4
     assert ids(client, "/fhir/Patient", _lastUpdated="lt2000-01-01") == set()
 
@@ -194,15 +229,17 @@ def test_id_and_last_updated(client: TestClient, people: dict) -> None:
 def test_chain_and_has(client: TestClient, people: dict) -> None:
     oid = create(client, observation(f"Patient/{people['an']}"))
     create(client, observation(f"Patient/{people['hoa']}", code="2339-0"))
-    O = "/fhir/Observation"
-    assert ids(client, O, **{"subject:Patient.identifier": "001090012345"}) == {oid}
-    assert ids(client, O, **{"subject.family": "nguyen"}) == {oid}
-    assert ids(client, O, **{"patient.birthdate": "lt1980"}) == set()
+    obs_url = "/fhir/Observation"
+    assert ids(client, obs_url, **{"subject:Patient.identifier": "001090012345"}) == {oid}
+    assert ids(client, obs_url, **{"subject.family": "nguyen"}) == {oid}
+    assert ids(client, obs_url, **{"patient.birthdate": "lt1980"}) == set()
     assert ids(client, "/fhir/Patient", **{"_has:Observation:patient:code": "8867-4"}) == {
-        people["an"]}
+        people["an"]
+    }
     assert ids(client, "/fhir/Patient", **{"_has:Observation:subject:code": "2339-0"}) == {
-        people["hoa"]}
-    r = client.get(O, params={"subject.x.y": "1"})
+        people["hoa"]
+    }
+    r = client.get(obs_url, params={"subject.x.y": "1"})
     assert r.status_code == 400
 
 
@@ -211,12 +248,20 @@ def test_include_and_revinclude(client: TestClient, people: dict) -> None:
     p = patient(cccd="001099000001", managingOrganization={"reference": f"Organization/{org}"})
     pid = create(client, p)
     oid = create(client, observation(f"Patient/{pid}"))
-    r = client.get("/fhir/Observation", params={"_id": oid, "_include": "Observation:subject"}).json()
+    r = client.get(
+        "/fhir/Observation", params={"_id": oid, "_include": "Observation:subject"}
+    ).json()
     modes = {(e["resource"]["resourceType"], e["search"]["mode"]) for e in r["entry"]}
     assert modes == {("Observation", "match"), ("Patient", "include")}
     assert r["total"] == 1
-    r = client.get("/fhir/Patient", params={"_id": pid, "_revinclude": "Observation:subject",
-                                            "_include": "Patient:organization"}).json()
+    r = client.get(
+        "/fhir/Patient",
+        params={
+            "_id": pid,
+            "_revinclude": "Observation:subject",
+            "_include": "Patient:organization",
+        },
+    ).json()
     got = {(e["resource"]["resourceType"], e["search"]["mode"]) for e in r["entry"]}
     assert got == {("Patient", "match"), ("Observation", "include"), ("Organization", "include")}
     r = client.get("/fhir/Observation", params={"_id": oid, "_include": "*"}).json()
@@ -267,8 +312,13 @@ def test_unknown_parameter_strict_and_lenient(client: TestClient, people: dict) 
 
 
 def test_bad_values_are_400_naming_parameter(client: TestClient) -> None:
-    for params in ({"birthdate": "17/05/1990"}, {"_count": "x"}, {"family:fuzzy": "a"},
-                   {"identifier:missing": "maybe"}, {"_sort": "nonsense"}):
+    for params in (
+        {"birthdate": "17/05/1990"},
+        {"_count": "x"},
+        {"family:fuzzy": "a"},
+        {"identifier:missing": "maybe"},
+        {"_sort": "nonsense"},
+    ):
         r = client.get("/fhir/Patient", params=params)
         assert r.status_code == 400, params
         assert r.json()["issue"][0]["expression"], params
@@ -283,7 +333,9 @@ def test_post_search_equals_get(client: TestClient, people: dict) -> None:
 def test_everything_returns_compartment_and_referenced(client: TestClient) -> None:
     org = create(client, organization())
     pid = create(client, patient(managingOrganization={"reference": f"Organization/{org}"}))
-    oid = create(client, observation(f"Patient/{pid}", performer=[{"reference": f"Organization/{org}"}]))
+    oid = create(
+        client, observation(f"Patient/{pid}", performer=[{"reference": f"Organization/{org}"}])
+    )
     other = create(client, patient(cccd="001090000777"))
     create(client, observation(f"Patient/{other}"))
     r = client.get(f"/fhir/Patient/{pid}/$everything")

@@ -52,7 +52,8 @@ def test_synthea_loads_completely_and_reads_back(engine: FhirEngine) -> None:
     files = synthea_files()
     loaded: list[tuple[dict[str, Any], str]] = []  # (original, "Type/id")
     for path in files:
-        doc = orjson.loads(bz2.open(path).read())
+        with bz2.open(path) as fh:
+            doc = orjson.loads(fh.read())
         original = copy.deepcopy(doc)
         resp = process_bundle(engine, doc)
         assert resp.status == 200, path

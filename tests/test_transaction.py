@@ -17,8 +17,10 @@ def bundle(kind: str, *entries: dict[str, Any]) -> dict[str, Any]:
 
 
 def post(resource: dict[str, Any], full_url: str | None = None, **request: Any) -> dict[str, Any]:
-    e: dict[str, Any] = {"resource": resource,
-                         "request": {"method": "POST", "url": resource["resourceType"], **request}}
+    e: dict[str, Any] = {
+        "resource": resource,
+        "request": {"method": "POST", "url": resource["resourceType"], **request},
+    }
     if full_url:
         e["fullUrl"] = full_url
     return e
@@ -30,9 +32,11 @@ def total(client: TestClient, rtype: str) -> int:
 
 def test_transaction_resolves_urn_uuid_references(client: TestClient) -> None:
     p_url = "urn:uuid:5d1e4a3c-0000-4000-8000-000000000001"
-    b = bundle("transaction",
-               post(observation(p_url), "urn:uuid:5d1e4a3c-0000-4000-8000-000000000002"),
-               post(patient(), p_url))
+    b = bundle(
+        "transaction",
+        post(observation(p_url), "urn:uuid:5d1e4a3c-0000-4000-8000-000000000002"),
+        post(patient(), p_url),
+    )
     r = client.post("/fhir", json=b, headers=FHIR)
     assert r.status_code == 200, r.text
     out = r.json()
@@ -63,8 +67,10 @@ def test_transaction_failing_late_rolls_back_earlier_writes(client: TestClient) 
         "transaction",
         {"request": {"method": "DELETE", "url": f"Patient/{existing}"}},
         post(organization()),
-        {"resource": {**patient(family="Vũ"), "id": "p2"},
-         "request": {"method": "PUT", "url": "Patient/p2", "ifMatch": 'W/"7"'}},
+        {
+            "resource": {**patient(family="Vũ"), "id": "p2"},
+            "request": {"method": "PUT", "url": "Patient/p2", "ifMatch": 'W/"7"'},
+        },
     )
     r = client.post("/fhir", json=b, headers=FHIR)
     assert r.status_code == 412
@@ -75,8 +81,9 @@ def test_transaction_failing_late_rolls_back_earlier_writes(client: TestClient) 
 def test_transaction_if_none_exist_and_conditional_reference(client: TestClient) -> None:
     org = organization()
     cond = f"identifier={ORG_SYSTEM}|01929"
-    first = client.post("/fhir", json=bundle("transaction", post(org, ifNoneExist=cond)),
-                        headers=FHIR).json()
+    first = client.post(
+        "/fhir", json=bundle("transaction", post(org, ifNoneExist=cond)), headers=FHIR
+    ).json()
     org_id = first["entry"][0]["response"]["location"].split("/")[1]
     p = patient(managingOrganization={"reference": f"Organization?identifier={ORG_SYSTEM}|01929"})
     b = bundle("transaction", post(organization(), ifNoneExist=cond), post(p))
@@ -85,7 +92,8 @@ def test_transaction_if_none_exist_and_conditional_reference(client: TestClient)
     assert r["entry"][0]["response"]["location"].split("/")[1] == org_id
     pid = r["entry"][1]["response"]["location"].split("/")[1]
     assert client.get(f"/fhir/Patient/{pid}").json()["managingOrganization"]["reference"] == (
-        f"Organization/{org_id}")
+        f"Organization/{org_id}"
+    )
     assert total(client, "Organization") == 1
     missing = patient(managingOrganization={"reference": f"Organization?identifier={ORG_SYSTEM}|x"})
     r = client.post("/fhir", json=bundle("transaction", post(missing)), headers=FHIR)
@@ -95,21 +103,28 @@ def test_transaction_if_none_exist_and_conditional_reference(client: TestClient)
 def test_transaction_processing_order(client: TestClient) -> None:
     """DELETE before POST before PUT before GET, whatever the entry order."""
     client.put("/fhir/Patient/keep", json={**patient(), "id": "keep"}, headers=FHIR)
-    client.put("/fhir/Patient/old", json={**patient(cccd="001090000002"), "id": "old"},
-               headers=FHIR)
+    client.put(
+        "/fhir/Patient/old", json={**patient(cccd="001090000002"), "id": "old"}, headers=FHIR
+    )
     b = bundle(
         "transaction",
         {"request": {"method": "GET", "url": "Patient?family=nguyen"}},
-        {"resource": {**patient(family="Hồ"), "id": "keep"},
-         "request": {"method": "PUT", "url": "Patient/keep"}},
+        {
+            "resource": {**patient(family="Hồ"), "id": "keep"},
+            "request": {"method": "PUT", "url": "Patient/keep"},
+        },
         post(patient(cccd="001090000003")),
         {"request": {"method": "DELETE", "url": "Patient/old"}},
     )
     r = client.post("/fhir", json=b, headers=FHIR)
     assert r.status_code == 200, r.text
     out = r.json()["entry"]
-    assert [e["response"]["status"] for e in out] == ["200 OK", "200 OK", "201 Created",
-                                                      "204 No Content"]
+    assert [e["response"]["status"] for e in out] == [
+        "200 OK",
+        "200 OK",
+        "201 Created",
+        "204 No Content",
+    ]
     found = {e["resource"]["id"] for e in out[0]["resource"].get("entry", [])}
     # the GET ran last: it sees the new patient, not the deleted one nor the renamed one
     assert "old" not in found and "keep" not in found and len(found) == 1
@@ -117,23 +132,35 @@ def test_transaction_processing_order(client: TestClient) -> None:
 
 def test_transaction_conditional_put_by_identifier(client: TestClient) -> None:
     url = f"Patient?identifier={CCCD}|001090012345"
-    b = bundle("transaction", {"resource": patient(), "request": {"method": "PUT", "url": url},
-                               "fullUrl": "urn:uuid:aaaaaaaa-0000-4000-8000-000000000001"},
-               post(observation("urn:uuid:aaaaaaaa-0000-4000-8000-000000000001")))
+    b = bundle(
+        "transaction",
+        {
+            "resource": patient(),
+            "request": {"method": "PUT", "url": url},
+            "fullUrl": "urn:uuid:aaaaaaaa-0000-4000-8000-000000000001",
+        },
+        post(observation("urn:uuid:aaaaaaaa-0000-4000-8000-000000000001")),
+    )
     first = client.post("/fhir", json=b, headers=FHIR).json()
     second = client.post("/fhir", json=b, headers=FHIR).json()
     assert second["entry"][0]["response"]["status"] == "200 OK"
-    assert (first["entry"][0]["response"]["location"].split("/")[1]
-            == second["entry"][0]["response"]["location"].split("/")[1])
+    assert (
+        first["entry"][0]["response"]["location"].split("/")[1]
+        == second["entry"][0]["response"]["location"].split("/")[1]
+    )
     assert total(client, "Patient") == 1 and total(client, "Observation") == 2
 
 
 def test_batch_entries_succeed_or_fail_alone(client: TestClient) -> None:
     bad = patient()
     bad["birthDate"] = "1990-02-30x"
-    b = bundle("batch", post(patient()), post(bad),
-               {"request": {"method": "GET", "url": "Patient/missing"}},
-               {"request": {"method": "PATCH", "url": "Patient/x"}})
+    b = bundle(
+        "batch",
+        post(patient()),
+        post(bad),
+        {"request": {"method": "GET", "url": "Patient/missing"}},
+        {"request": {"method": "PATCH", "url": "Patient/x"}},
+    )
     r = client.post("/fhir", json=b, headers=FHIR)
     assert r.status_code == 200
     out = r.json()

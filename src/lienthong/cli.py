@@ -21,12 +21,16 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 DatabaseOpt = Annotated[
     str | None,
-    typer.Option("--database", "-d", help="sqlite:///PATH or postgresql://... "
-                 "(default: LIENTHONG_DATABASE_URL or sqlite:///./lienthong-data/lienthong.db)"),
+    typer.Option(
+        "--database",
+        "-d",
+        help="sqlite:///PATH or postgresql://... "
+        "(default: LIENTHONG_DATABASE_URL or sqlite:///./lienthong-data/lienthong.db)",
+    ),
 ]
 
 
@@ -66,10 +70,14 @@ def serve(
 
 @app.command("import")
 def import_(
-    paths: Annotated[list[Path], typer.Argument(help="NDJSON or Bundle JSON files or folders "
-                                                "(plain, .gz or .bz2)")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="NDJSON or Bundle JSON files or folders (plain, .gz or .bz2)"),
+    ],
     database: DatabaseOpt = None,
-    batch_size: Annotated[int | None, typer.Option(help="resources per all-or-nothing batch")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="resources per all-or-nothing batch")
+    ] = None,
 ) -> None:
     """Load FHIR data files through the FHIR engine (validated and indexed)."""
     from lienthong.fhir.engine import FhirEngine
@@ -129,7 +137,7 @@ def import_(
         f"in {elapsed:.1f} s ({rate:,.0f} resources/s)"
     )
     for problem in report.problems:
-        err_console.print(str(problem), markup=False, highlight=False)
+        typer.echo(str(problem), err=True)
     if report.rejected:
         raise typer.Exit(1)
 

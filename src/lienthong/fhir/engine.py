@@ -10,10 +10,10 @@ index extraction — so no door can skip them.
 from __future__ import annotations
 
 import uuid
-from urllib.parse import parse_qsl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 

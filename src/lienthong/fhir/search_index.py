@@ -1,16 +1,19 @@
 """Write-time search index extraction, compiled from the FHIR R4 SearchParameters.
 
 Each search parameter's FHIRPath expression (https://hl7.org/fhir/R4/fhirpath.html) is
-compiled once per resource type into a tree of small Python steps; extracting a
-resource is then a walk of that tree over the resource's JSON dict, with no FHIRPath
-parsing or type inference per resource. Compilation is *typed*: the generated
+compiled once per resource type: all parameters of the type are merged into one tree
+of path steps, which is then generated as the Python source of a single function of
+nested loops over the resource's JSON dict (see :func:`_codegen`). Extracting a
+resource runs that function: no FHIRPath parsing, interpretation or type inference
+per resource. Compilation is *typed*: the generated
 ``element_types.json`` (from the ``fhir.resources.R4B`` models) tells the compiler the
 datatype of every element, and expands choice elements (``Observation.value`` ->
 ``valueQuantity | valueString | ...``) to the exact JSON keys the schema defines. Each
 leaf of the tree therefore knows the FHIR datatype of the values reaching it and
 converts them with a datatype-specific function (Coding, CodeableConcept, Period, ...),
-never by sniffing the JSON shape. Branches shared between parameters (``subject`` for
-``subject`` and ``patient``, ``meta`` for ``_tag``/``_profile``/...) are walked once.
+never by sniffing the JSON shape. Paths shared between parameters (``subject`` for
+``subject`` and ``patient``, ``meta`` for ``_tag``/``_profile``/...) are walked once,
+and parameters converting the same element the same way convert it once.
 
 Supported FHIRPath subset (everything the R4 bundle uses): paths, unions ``|``,
 ``where(<criteria>)`` with ``=``/``!=``/``and``/``or``/``exists()``/``empty()``/
@@ -50,24 +53,37 @@ Row semantics follow https://hl7.org/fhir/R4/search.html:
   (system2, code2, folded_str2 = fold(unit), num_low2, num_high2) for quantity,
   (num_low2, num_high2) for number and (date_low2, date_high2) for date.
 
-Not indexed (``compile_report()`` / the generator list them; none is in the 15
-clinical-core types Patient, Encounter, Observation, Condition, Procedure,
-Immunization, MedicationRequest, MedicationDispense, DiagnosticReport,
-AllergyIntolerance, Organization, Location, Practitioner, PractitionerRole, Claim):
+Not indexed (``compile_report()`` and ``scripts/gen_search_parameters.py`` print the
+list; none is in the clinical core: every non-special parameter of Patient,
+Encounter, Observation, Condition, Procedure, Immunization, MedicationRequest,
+MedicationDispense, DiagnosticReport, AllergyIntolerance, Organization, Location,
+Practitioner, PractitionerRole and Claim compiles):
 
-* every parameter of the R4-only resource types absent from the R4B models:
-  EffectEvidenceSynthesis, MedicinalProduct, MedicinalProductAuthorization,
-  MedicinalProductContraindication, MedicinalProductIndication,
-  MedicinalProductInteraction, MedicinalProductPackaged,
-  MedicinalProductPharmaceutical, MedicinalProductUndesirableEffect,
-  RiskEvidenceSynthesis, SubstanceSpecification;
-* parameters whose R4 elements were renamed or removed in R4B (see the generator's
-  output for the exact list; e.g. Evidence/EvidenceVariable/ResearchDefinition
-  context and relatedArtifact parameters, Device.udiCarrier..., DeviceDefinition,
-  MedicationKnowledge...);
-* the 3-component composites of MolecularSequence (``*-coordinate``) and the
-  reference-valued composite ``DocumentReference-relationship``;
-* type ``special`` (``Location-near``).
+* the type-specific parameters of the R4-only resource types that have no R4B model,
+  hence no element types (their ``_tag``/``_profile``/``_security``/``_source`` are
+  indexed): EffectEvidenceSynthesis (context, context-quantity, context-type,
+  context-type-quantity, context-type-value, date, description, effective,
+  identifier, jurisdiction, name, publisher, status, title, url, version),
+  RiskEvidenceSynthesis (same 16), MedicinalProduct (identifier, name,
+  name-language), MedicinalProductAuthorization (country, holder, identifier, status,
+  subject), MedicinalProductContraindication, -Indication, -Interaction and
+  -UndesirableEffect (subject), MedicinalProductPackaged (identifier, subject),
+  MedicinalProductPharmaceutical (identifier, route, target-species),
+  SubstanceSpecification (code);
+* R4 elements that R4B removed: Evidence effective/jurisdiction/name/topic,
+  EvidenceVariable effective/jurisdiction/topic;
+* the 3-component composites MolecularSequence chromosome-variant-coordinate,
+  chromosome-window-coordinate, referenceseqid-variant-coordinate,
+  referenceseqid-window-coordinate, and DocumentReference relationship (in R4 its
+  component definitions are swapped with their expressions: the reference-typed
+  ``relatesto`` is given ``code``, and composite rows have no reference columns);
+* ``Location-near`` (type special).
+
+By design, choice branches whose datatype has no meaning for the parameter type give
+no rows: ``occurrenceString`` for Immunization ``date``, ``performedString``/
+``performedAge``/``performedRange`` for Procedure ``date``,
+``activity.detail.scheduledString`` for CarePlan ``activity-date`` and
+``sourceAttachment`` for Consent ``source-reference``.
 """
 
 from __future__ import annotations
@@ -125,12 +141,10 @@ class IndexRows:
     token: list[tuple[str, str | None, str | None, str | None]] = field(default_factory=list)
     date: list[tuple[str, str, str]] = field(default_factory=list)
     number: list[tuple[str, float, float]] = field(default_factory=list)
-    quantity: list[
-        tuple[str, str | None, str | None, str | None, float | None, float | None]
-    ] = field(default_factory=list)
-    reference: list[tuple[str, str | None, str | None, str | None]] = field(
-        default_factory=list
+    quantity: list[tuple[str, str | None, str | None, str | None, float | None, float | None]] = (
+        field(default_factory=list)
     )
+    reference: list[tuple[str, str | None, str | None, str | None]] = field(default_factory=list)
     uri: list[tuple[str, str]] = field(default_factory=list)
     composite: list[
         tuple[
@@ -146,13 +160,6 @@ class IndexRows:
             str | None,
         ]
     ] = field(default_factory=list)
-
-    def dedupe(self) -> None:
-        """Drop repeated rows, keeping first-seen order."""
-        for name in _ROW_KINDS:
-            rows = getattr(self, name)
-            if len(rows) > 1:
-                setattr(self, name, list(dict.fromkeys(rows)))
 
     def __len__(self) -> int:
         return sum(len(getattr(self, name)) for name in _ROW_KINDS)
@@ -536,8 +543,6 @@ class _RefParser:
 
 # Runtime step: (items, resource) -> items.
 StepFn = Callable[[list[Any], dict[str, Any]], list[Any]]
-# Leaf: (items, resource, rows) -> None; items all have the leaf's static datatype.
-LeafFn = Callable[[list[Any], dict[str, Any], IndexRows], None]
 # Value converter: item -> iterable of row tails.
 ValueFn = Callable[[Any], Iterable[tuple[Any, ...]]]
 
@@ -656,8 +661,11 @@ def _codegen(tree: _TreeNode, name: str) -> ExtractFn:
             for key, child in node.gets.items():
                 v, x = f"v{depth + 1}", f"x{depth + 1}"
                 body.append(f"{pad}    {v} = {var}.get({key!r})")
-                if child.values or child.composites or child.gets or any(
-                    op_key[0] != "index" for op_key in child.ops
+                if (
+                    child.values
+                    or child.composites
+                    or child.gets
+                    or any(op_key[0] != "index" for op_key in child.ops)
                 ):
                     body.append(
                         f"{pad}    for {x} in ({v} if type({v}) is list "
@@ -762,6 +770,13 @@ _COMPOSITE_TAILS: dict[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]] = {
     "number": lambda t: (None, None, None, t[0], t[1], None, None),
     "date": lambda t: (None, None, None, None, None, t[0], t[1]),
 }
+
+
+def _index_step(n: int) -> StepFn:
+    def index_step(items: list[Any], _resource: dict[str, Any]) -> list[Any]:
+        return items[n : n + 1]
+
+    return index_step
 
 
 def _eval_branches(branches: list[_Branch], item: Any, resource: dict[str, Any]) -> list[Any]:
@@ -1148,7 +1163,7 @@ class _Compiler:
             return self.filter_type(self.compile(node[1], ctx, root_type), node[2])
         if kind == "index":
             n = node[2]
-            step = _Step(("index", n), lambda items, _r, n=n: items[n : n + 1])
+            step = _Step(("index", n), _index_step(n))
             base = self.compile(node[1], ctx, root_type)
             if any(not b.steps or b.steps[-1].fn is not None for b in base):
                 # The generated code slices the list of the path step the indexer
@@ -1172,9 +1187,7 @@ class _Compiler:
             steps: list[_Branch] = []
             for b in ctx:
 
-                def bool_step(
-                    items: list[Any], r: dict[str, Any], pred: Any = pred
-                ) -> list[Any]:
+                def bool_step(items: list[Any], r: dict[str, Any], pred: Any = pred) -> list[Any]:
                     out = []
                     for it in items:
                         v = pred(it, r)
@@ -1200,9 +1213,7 @@ class _Compiler:
             for b in base:
                 pred = self.predicate(args[0], [_Branch((), b.type)], root_type)
 
-                def where_step(
-                    items: list[Any], r: dict[str, Any], pred: Any = pred
-                ) -> list[Any]:
+                def where_step(items: list[Any], r: dict[str, Any], pred: Any = pred) -> list[Any]:
                     return [it for it in items if pred(it, r) is True]
 
                 step = _Step(("where", args[0], b.type), where_step)
@@ -1363,11 +1374,12 @@ class _Compiler:
             base = node[1]
             if node[3]:  # exists(criteria) == where(criteria).exists()
                 base = ("call", base, "where", node[3])
-            values = self.values(base, ctx, root_type) if base is not None else None
+            # exists() on the context item itself is simply "there is an item".
+            values = self.values(base, ctx, root_type) if base is not None else lambda it, _r: [it]
             want = node[2] == "exists"
 
             def p_exists(it: Any, r: dict[str, Any]) -> bool:
-                found = bool(values(it, r)) if values is not None else it is not None
+                found = bool(values(it, r))
                 return found if want else not found
 
             return p_exists
@@ -1594,14 +1606,16 @@ class IndexExtractor:
         unconvertible = sorted({b.type for b, conv in convertible if conv is None})
         if len(unconvertible) == len({b.type for b in branches}):
             raise CompileError(f"no {param.type} conversion for datatypes {unconvertible}")
-        for b, conv in convertible:
-            if conv is not None:
-                if param.type == "reference" and b.type == "Resource" and param.targets:
-                    # Bundle.entry[0].resource: FHIRPath gives whatever resource comes
-                    # first; only one of the parameter's target types is meaningful
-                    # (a document's Composition is not a "message").
-                    conv = _only_targets(conv, frozenset(param.targets))
-                tree.add_values(b.steps, param.code, param.type, conv)
+        for b, maybe_conv in convertible:
+            if maybe_conv is None:
+                continue
+            conv = maybe_conv
+            if param.type == "reference" and b.type == "Resource" and param.targets:
+                # Bundle.entry[0].resource: FHIRPath gives whatever resource comes
+                # first; only one of the parameter's target types is meaningful
+                # (a document's Composition is not a "message").
+                conv = _only_targets(conv, frozenset(param.targets))
+            tree.add_values(b.steps, param.code, param.type, conv)
         notes = []
         if unconvertible:
             notes.append(f"no {param.type} rows for datatypes {unconvertible}")

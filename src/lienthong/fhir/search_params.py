@@ -197,9 +197,7 @@ class SearchParamRegistry:
             with cls._default_lock:
                 if cls._default is None:
                     data = resources.files("lienthong.fhir") / "data"
-                    defs = json.loads(
-                        (data / "search_parameters.json").read_text(encoding="utf-8")
-                    )
+                    defs = json.loads((data / "search_parameters.json").read_text(encoding="utf-8"))
                     types = json.loads((data / "element_types.json").read_text(encoding="utf-8"))
                     cls._default = cls(defs, types)
         return cls._default

@@ -31,8 +31,16 @@ from lienthong.storage.query import (
 )
 
 RESULT_PARAMS = {
-    "_count", "_offset", "_sort", "_include", "_revinclude", "_summary", "_elements",
-    "_total", "_format", "_pretty",
+    "_count",
+    "_offset",
+    "_sort",
+    "_include",
+    "_revinclude",
+    "_summary",
+    "_elements",
+    "_total",
+    "_format",
+    "_pretty",
 }
 MODIFIERS = {
     "string": {"exact", "contains", "missing"},
@@ -122,7 +130,12 @@ class SearchParser:
     # -- one parameter --------------------------------------------------
 
     def _one(
-        self, req: SearchRequest, rtype: str | None, name: str, raw: str, default_count: int,
+        self,
+        req: SearchRequest,
+        rtype: str | None,
+        name: str,
+        raw: str,
+        default_count: int,
         max_count: int,
     ) -> None:
         q = req.query
@@ -191,7 +204,9 @@ class SearchParser:
         if sp is None or sp.type != "reference":
             raise bad_request(f"{name}: {source} has no reference parameter {code!r}", name)
         if name == "_include" and rtype is not None and source != rtype:
-            raise bad_request(f"_include source type {source} is not the searched type {rtype}", name)
+            raise bad_request(
+                f"_include source type {source} is not the searched type {rtype}", name
+            )
         return Include(source, code, target)
 
     # -- criteria -------------------------------------------------------
@@ -216,7 +231,9 @@ class SearchParser:
                 if sp.targets and mod not in sp.targets:
                     raise bad_request(f"{base} cannot refer to {mod}", name)
             elif mod not in allowed:
-                raise bad_request(f"modifier :{mod} is not supported on {ptype} parameter {base}", name)
+                raise bad_request(
+                    f"modifier :{mod} is not supported on {ptype} parameter {base}", name
+                )
         crit = Criterion(rtype, base, ptype, mod)
         if mod == "missing":
             if raw not in ("true", "false"):
@@ -242,7 +259,9 @@ class SearchParser:
         self, rtype: str, sp: SearchParam, target: str | None, rest: str, raw: str
     ) -> Criterion:
         if sp.type != "reference":
-            raise bad_request(f"{sp.code} is not a reference parameter, so it cannot be chained", sp.code)
+            raise bad_request(
+                f"{sp.code} is not a reference parameter, so it cannot be chained", sp.code
+            )
         if "." in rest.split(":")[0]:
             raise bad_request("only one level of chaining is supported", f"{sp.code}.{rest}")
         targets = [target] if target else list(sp.targets)
@@ -269,7 +288,9 @@ class SearchParser:
         if ref_sp.targets and rtype not in ref_sp.targets:
             raise bad_request(f"{source}.{ref} does not refer to {rtype}", name)
         inner = self.criterion(source, rest, raw)
-        return Criterion(rtype, ref, "reference", has=inner, has_ref_param=ref, has_source_type=source)
+        return Criterion(
+            rtype, ref, "reference", has=inner, has_ref_param=ref, has_source_type=source
+        )
 
     # -- values ---------------------------------------------------------
 

@@ -8,7 +8,7 @@ subset.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import orjson
@@ -23,7 +23,7 @@ SUBSETTED = {
 ALWAYS = ("resourceType", "id", "meta")
 
 
-@lru_cache(maxsize=None)
+@cache
 def summary_elements(resource_type: str) -> frozenset[str]:
     """Top-level elements marked isSummary, plus mandatory ones (JSON names, choice
     types expanded)."""
@@ -40,7 +40,7 @@ def summary_elements(resource_type: str) -> frozenset[str]:
     return frozenset(names)
 
 
-@lru_cache(maxsize=None)
+@cache
 def mandatory_elements(resource_type: str) -> frozenset[str]:
     cls = model_class(resource_type)
     names: set[str] = set(ALWAYS)

@@ -8,7 +8,7 @@ at fault, e.g. ``Patient.name[0].family``.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -19,7 +19,7 @@ from lienthong.fhir.errors import FhirError, Issue
 ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 
 
-@lru_cache(maxsize=None)
+@cache
 def model_class(resource_type: str) -> Any:
     """The model of a resource type, or None when the type does not exist."""
     try:
@@ -58,17 +58,31 @@ def validate_resource(resource: Any, expected_type: str | None = None) -> str:
         raise FhirError(400, [Issue("structure", "the body is not a JSON object")])
     rtype = resource.get("resourceType")
     if not isinstance(rtype, str) or not rtype:
-        raise FhirError(400, [Issue("required", "resourceType is missing", expression=("resourceType",))])
+        raise FhirError(
+            400, [Issue("required", "resourceType is missing", expression=("resourceType",))]
+        )
     cls = model_class(rtype)
     if cls is None:
         raise FhirError(
-            400, [Issue("not-supported", f"unknown resource type {rtype!r}", expression=("resourceType",))]
+            400,
+            [
+                Issue(
+                    "not-supported",
+                    f"unknown resource type {rtype!r}",
+                    expression=("resourceType",),
+                )
+            ],
         )
     if expected_type is not None and rtype != expected_type:
         raise FhirError(
             400,
-            [Issue("invalid", f"resourceType {rtype} does not match the URL's {expected_type}",
-                   expression=("resourceType",))],
+            [
+                Issue(
+                    "invalid",
+                    f"resourceType {rtype} does not match the URL's {expected_type}",
+                    expression=("resourceType",),
+                )
+            ],
         )
     rid = resource.get("id")
     if rid is not None and not (isinstance(rid, str) and valid_id(rid)):

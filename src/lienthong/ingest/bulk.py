@@ -85,13 +85,7 @@ def expand_paths(paths: list[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            out.extend(
-                sorted(
-                    f
-                    for f in p.rglob("*")
-                    if f.is_file() and _is_data_file(f)
-                )
-            )
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and _is_data_file(f)))
         else:
             out.append(p)
     return out
@@ -165,9 +159,13 @@ class BulkImporter:
             report.problems.extend(problems)
             report.rejected += len(batch)
             report.problems.append(
-                Problem(str(path), batch[0][0], None,
-                        f"batch of lines {batch[0][0]}-{batch[-1][0]} not loaded "
-                        f"({len(batch)} resources) because of the problems above")
+                Problem(
+                    str(path),
+                    batch[0][0],
+                    None,
+                    f"batch of lines {batch[0][0]}-{batch[-1][0]} not loaded "
+                    f"({len(batch)} resources) because of the problems above",
+                )
             )
             self.on_progress(len(batch))
             return
@@ -202,8 +200,13 @@ class BulkImporter:
                     prev = existing.get(key) if key else None
                 version = prev.version + 1 if prev is not None else 1
                 op = engine.prepare(
-                    resource, rid or engine.new_id(), version, now, "PUT" if rid else "POST",
-                    prev, validate=False,
+                    resource,
+                    rid or engine.new_id(),
+                    version,
+                    now,
+                    "PUT" if rid else "POST",
+                    prev,
+                    validate=False,
                 )
                 ops.append(op)
                 if key is not None:
@@ -221,13 +224,25 @@ class BulkImporter:
             report.problems.append(Problem(str(path), None, None, f"not valid JSON: {exc}"))
             report.rejected += 1
             return
-        if isinstance(doc, dict) and doc.get("resourceType") == "Bundle" and doc.get("type") in (
-            "transaction", "batch",
+        if (
+            isinstance(doc, dict)
+            and doc.get("resourceType") == "Bundle"
+            and doc.get("type")
+            in (
+                "transaction",
+                "batch",
+            )
         ):
             self._bundle(path, doc, report)
             return
-        if isinstance(doc, dict) and doc.get("resourceType") == "Bundle" and doc.get("type") == "collection":
-            lines = [(i, orjson.dumps(e.get("resource"))) for i, e in enumerate(doc.get("entry", []))]
+        if (
+            isinstance(doc, dict)
+            and doc.get("resourceType") == "Bundle"
+            and doc.get("type") == "collection"
+        ):
+            lines = [
+                (i, orjson.dumps(e.get("resource"))) for i, e in enumerate(doc.get("entry", []))
+            ]
             self._load_batch(path, lines, report)
             return
         self._load_batch(path, [(1, raw)], report)

@@ -56,7 +56,9 @@ def render(resp: FhirResponse) -> Response:
 
 def render_error(err: FhirError) -> Response:
     return Response(
-        orjson.dumps(err.outcome()), status_code=err.status, headers=err.headers,
+        orjson.dumps(err.outcome()),
+        status_code=err.status,
+        headers=err.headers,
         media_type=FHIR_JSON,
     )
 
@@ -77,8 +79,11 @@ def _params(request: Request) -> list[tuple[str, str]]:
 async def _body(request: Request) -> Any:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype and ctype not in ACCEPTED_BODY_TYPES:
-        raise error(415, "not-supported", f"content type {ctype!r} is not supported; send "
-                    "application/fhir+json")
+        raise error(
+            415,
+            "not-supported",
+            f"content type {ctype!r} is not supported; send application/fhir+json",
+        )
     raw = await request.body()
     if not raw.strip():
         raise bad_request("the request has no body")
@@ -109,8 +114,13 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
             if own:
                 the_store.close()
 
-    app = FastAPI(title="lienthong", version=__version__, lifespan=lifespan,
-                  docs_url="/docs", openapi_url="/openapi.json")
+    app = FastAPI(
+        title="lienthong",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
 
     def engine() -> FhirEngine:
         return holder["engine"]
@@ -146,8 +156,10 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
 
     @app.get("/", include_in_schema=False)
     def root() -> Response:
-        return Response(orjson.dumps({"name": "lienthong", "version": __version__,
-                                      "fhir": settings.base_url}), media_type="application/json")
+        return Response(
+            orjson.dumps({"name": "lienthong", "version": __version__, "fhir": settings.base_url}),
+            media_type="application/json",
+        )
 
     @app.get("/fhir/metadata")
     def metadata() -> Response:
@@ -176,7 +188,9 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
         _check_type(res_type)
         ctype = request.headers.get("content-type", "").split(";")[0].strip()
         if ctype != "application/x-www-form-urlencoded":
-            raise error(415, "not-supported", "POST _search takes application/x-www-form-urlencoded")
+            raise error(
+                415, "not-supported", "POST _search takes application/x-www-form-urlencoded"
+            )
         form = parse_qsl((await request.body()).decode(), keep_blank_values=True)
         params = _params(request) + form
         strict = _prefer(request).get("handling") == "strict"
@@ -186,19 +200,33 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
     async def create(res_type: str, request: Request) -> Response:
         _check_type(res_type)
         body = await _body(request)
-        return render(await run_in_threadpool(
-            create_mod.create, engine(), res_type, body,
-            request.headers.get("if-none-exist"), _prefer(request).get("return"),
-        ))
+        return render(
+            await run_in_threadpool(
+                create_mod.create,
+                engine(),
+                res_type,
+                body,
+                request.headers.get("if-none-exist"),
+                _prefer(request).get("return"),
+            )
+        )
 
     @app.put("/fhir/{res_type}")
     async def conditional_update(res_type: str, request: Request) -> Response:
         _check_type(res_type)
         body = await _body(request)
-        return render(await run_in_threadpool(
-            update_mod.update, engine(), res_type, None, body, request.url.query,
-            request.headers.get("if-match"), _prefer(request).get("return"),
-        ))
+        return render(
+            await run_in_threadpool(
+                update_mod.update,
+                engine(),
+                res_type,
+                None,
+                body,
+                request.url.query,
+                request.headers.get("if-match"),
+                _prefer(request).get("return"),
+            )
+        )
 
     @app.delete("/fhir/{res_type}")
     def conditional_delete(res_type: str, request: Request) -> Response:
@@ -223,10 +251,18 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
     async def update(res_type: str, res_id: str, request: Request) -> Response:
         _check_type(res_type)
         body = await _body(request)
-        return render(await run_in_threadpool(
-            update_mod.update, engine(), res_type, res_id, body, None,
-            request.headers.get("if-match"), _prefer(request).get("return"),
-        ))
+        return render(
+            await run_in_threadpool(
+                update_mod.update,
+                engine(),
+                res_type,
+                res_id,
+                body,
+                None,
+                request.headers.get("if-match"),
+                _prefer(request).get("return"),
+            )
+        )
 
     @app.delete("/fhir/{res_type}/{res_id}")
     def delete(res_type: str, res_id: str) -> Response:

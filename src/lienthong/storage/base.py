@@ -83,9 +83,7 @@ class Session(ABC):
     def search(self, query: SearchQuery) -> SearchPage: ...
 
     @abstractmethod
-    def read_many(
-        self, keys: list[tuple[str, str]], include_deleted: bool = False
-    ) -> list[Stored]:
+    def read_many(self, keys: list[tuple[str, str]], include_deleted: bool = False) -> list[Stored]:
         """Current versions of the given (type, id) pairs that exist (deleted ones only
         when asked)."""
 
@@ -129,8 +127,9 @@ class ResourceStore(ABC):
     def counts(self) -> dict[str, int]:
         """Current (non-deleted) resources per type."""
 
+    @abstractmethod
     def optimize(self) -> None:
-        """Refresh planner statistics after a large load (adapters may do nothing)."""
+        """Refresh planner statistics after a large load."""
 
 
 def open_store(url: str, pool_size: int = 8) -> ResourceStore:

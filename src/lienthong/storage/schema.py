@@ -82,7 +82,9 @@ class Types:
 
 SQLITE_TYPES = Types("INTEGER", "TEXT", "REAL", "BLOB", "pk INTEGER PRIMARY KEY")
 # COLLATE "C": byte order, so prefix searches can run as index range scans
-POSTGRES_TYPES = Types("BIGINT", 'TEXT COLLATE "C"', "DOUBLE PRECISION", "JSONB", "pk BIGINT PRIMARY KEY")
+POSTGRES_TYPES = Types(
+    "BIGINT", 'TEXT COLLATE "C"', "DOUBLE PRECISION", "JSONB", "pk BIGINT PRIMARY KEY"
+)
 
 
 def ddl(t: Types) -> list[str]:
@@ -119,7 +121,6 @@ def ddl(t: Types) -> list[str]:
             f"{coldefs})"
         )
         stmts.append(f"CREATE INDEX IF NOT EXISTS {table}_pk ON {table} (pk, sp)")
-        stmts.append(
-            f"CREATE INDEX IF NOT EXISTS {table}_lookup ON {table} ({', '.join(LOOKUP_INDEXES[table])})"
-        )
+        lookup = ", ".join(LOOKUP_INDEXES[table])
+        stmts.append(f"CREATE INDEX IF NOT EXISTS {table}_lookup ON {table} ({lookup})")
     return stmts

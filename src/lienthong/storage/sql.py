@@ -107,9 +107,7 @@ class SqlSession(WriteSession):
         )
         return self._stored(rows[0]) if rows else None
 
-    def read_many(
-        self, keys: list[tuple[str, str]], include_deleted: bool = False
-    ) -> list[Stored]:
+    def read_many(self, keys: list[tuple[str, str]], include_deleted: bool = False) -> list[Stored]:
         out: list[Stored] = []
         live = "" if include_deleted else "r.deleted = 0 AND "
         for chunk in _chunks(sorted(set(keys)), 200):
@@ -228,12 +226,18 @@ class SqlSession(WriteSession):
                     op.pk = pk
                 cur.executemany(
                     self.dialect.sql(
-                        "INSERT INTO resource (pk, res_type, res_id, version, last_updated, deleted) "
-                        "VALUES (?, ?, ?, ?, ?, ?)"
+                        "INSERT INTO resource (pk, res_type, res_id, version, last_updated, "
+                        "deleted) VALUES (?, ?, ?, ?, ?, ?)"
                     ),
                     [
-                        (op.pk, op.res_type, op.res_id, op.version, _index_time(op.last_updated),
-                         0 if op.content is not None else 1)
+                        (
+                            op.pk,
+                            op.res_type,
+                            op.res_id,
+                            op.version,
+                            _index_time(op.last_updated),
+                            0 if op.content is not None else 1,
+                        )
                         for op in new
                     ],
                 )
@@ -243,8 +247,13 @@ class SqlSession(WriteSession):
                         "UPDATE resource SET version = ?, last_updated = ?, deleted = ? "
                         "WHERE pk = ? AND version = ?"
                     ),
-                    (op.version, _index_time(op.last_updated), 0 if op.content is not None else 1,
-                     op.pk, op.version - 1),
+                    (
+                        op.version,
+                        _index_time(op.last_updated),
+                        0 if op.content is not None else 1,
+                        op.pk,
+                        op.version - 1,
+                    ),
                 )
                 if cur.rowcount != 1:
                     raise ConcurrentUpdate(op.res_type, op.res_id)
@@ -258,8 +267,15 @@ class SqlSession(WriteSession):
                     f"method, content) VALUES (?, ?, ?, ?, ?, ?, {self.dialect.content_param})"
                 ),
                 [
-                    (op.pk, op.version, op.res_type, op.res_id, _index_time(op.last_updated),
-                     op.method, self.dialect.content_in(op.content))
+                    (
+                        op.pk,
+                        op.version,
+                        op.res_type,
+                        op.res_id,
+                        _index_time(op.last_updated),
+                        op.method,
+                        self.dialect.content_in(op.content),
+                    )
                     for op in ops
                 ],
             )

@@ -39,8 +39,17 @@ TABLE_OF_TYPE = {
 }
 
 # Which criteria narrow a search most, to pick the one that drives the query.
-_SELECTIVITY = {"reference": 0, "_id": 0, "uri": 1, "token": 2, "string": 3, "composite": 3,
-                "quantity": 4, "number": 4, "date": 5}
+_SELECTIVITY = {
+    "reference": 0,
+    "_id": 0,
+    "uri": 1,
+    "token": 2,
+    "string": 3,
+    "composite": 3,
+    "quantity": 4,
+    "number": 4,
+    "date": 5,
+}
 
 
 class ParamIds:
@@ -82,7 +91,9 @@ class _Builder:
 
     # -- one value of one parameter, as a condition on index alias ``x`` --------
 
-    def value_cond(self, ptype: str, modifier: str | None, value: Any, x: str) -> tuple[str, list[Any]]:
+    def value_cond(
+        self, ptype: str, modifier: str | None, value: Any, x: str
+    ) -> tuple[str, list[Any]]:
         if ptype == "token":
             return _token_cond(value, modifier, x, "system", "code", "text")
         if ptype == "string":
@@ -256,7 +267,9 @@ def _token_cond(
     return " AND ".join(conds) or "1 = 1", args
 
 
-def _string_cond(value: str, modifier: str | None, folded: str, exact: str) -> tuple[str, list[Any]]:
+def _string_cond(
+    value: str, modifier: str | None, folded: str, exact: str
+) -> tuple[str, list[Any]]:
     if modifier == "exact":
         return f"{exact} = ?", [value]
     if modifier == "contains":

@@ -14,11 +14,25 @@ from lienthong.fhir.search_params import SearchParamRegistry
 from lienthong.fhir.validate import is_resource_type
 
 TYPE_INTERACTIONS = [
-    "read", "vread", "update", "delete", "history-instance", "history-type", "create",
+    "read",
+    "vread",
+    "update",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
     "search-type",
 ]
-SUPPORTED_PARAM_TYPES = {"string", "token", "date", "reference", "number", "quantity", "uri",
-                         "composite"}
+SUPPORTED_PARAM_TYPES = {
+    "string",
+    "token",
+    "date",
+    "reference",
+    "number",
+    "quantity",
+    "uri",
+    "composite",
+}
 
 
 @lru_cache(maxsize=4)

@@ -50,4 +50,6 @@ def create(
     validate_resource(resource, res_type)
     with engine.store.writer() as session:
         status, stored = create_in(engine, session, resource, if_none_exist)
-    return write_response(engine, status, stored, prefer_return, f"created {res_type}/{stored.res_id}")
+    return write_response(
+        engine, status, stored, prefer_return, f"created {res_type}/{stored.res_id}"
+    )

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from lienthong.fhir.engine import FhirEngine, FhirResponse
 from lienthong.fhir.errors import gone, not_found
+from lienthong.fhir.interactions.search import searchset
 from lienthong.fhir.search_index import date_range
 from lienthong.fhir.search_parse import SearchRequest
-from lienthong.fhir.interactions.search import searchset
 from lienthong.storage.query import SearchQuery
 
 
-def everything(
-    engine: FhirEngine, patient_id: str, params: list[tuple[str, str]]
-) -> FhirResponse:
+def everything(engine: FhirEngine, patient_id: str, params: list[tuple[str, str]]) -> FhirResponse:
     args = dict(params)
     types = set(args["_type"].split(",")) if args.get("_type") else None
     since = date_range(args["_since"])[0] if args.get("_since") else None

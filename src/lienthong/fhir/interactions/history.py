@@ -34,7 +34,9 @@ def history(
     if offset + count < page.total:
         links.append({"relation": "next", "url": _url(path, echo, count, offset + count)})
     if offset > 0:
-        links.append({"relation": "previous", "url": _url(path, echo, count, max(0, offset - count))})
+        links.append(
+            {"relation": "previous", "url": _url(path, echo, count, max(0, offset - count))}
+        )
     entries: list[dict[str, Any]] = []
     for s in page.entries:
         entry: dict[str, Any] = {"fullUrl": engine.full_url(s)}

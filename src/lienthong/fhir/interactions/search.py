@@ -70,9 +70,9 @@ def searchset(
     if total is not None:
         bundle["total"] = total
     links = [{"relation": "self", "url": _page_url(path, req, q.offset)}]
-    has_next = (
-        total is not None and q.offset + q.count < total
-    ) or (total is None and q.count > 0 and len(matches) == q.count)
+    has_next = (total is not None and q.offset + q.count < total) or (
+        total is None and q.count > 0 and len(matches) == q.count
+    )
     if has_next:
         links.append({"relation": "next", "url": _page_url(path, req, q.offset + q.count)})
     if q.offset > 0:
@@ -91,9 +91,7 @@ def searchset(
             }
         )
     if req.warnings:
-        entries.append(
-            {"resource": operation_outcome(req.warnings), "search": {"mode": "outcome"}}
-        )
+        entries.append({"resource": operation_outcome(req.warnings), "search": {"mode": "outcome"}})
     if entries:
         bundle["entry"] = entries
     return bundle

@@ -81,8 +81,13 @@ def _parse_entry(engine: FhirEngine, i: int, raw: Any) -> Entry:
     if method not in ORDER:
         raise FhirError(
             405 if method == "PATCH" else 400,
-            [Issue("not-supported", f"{where}.request.method {method!r} is not supported",
-                   expression=(f"{where}.request.method",))],
+            [
+                Issue(
+                    "not-supported",
+                    f"{where}.request.method {method!r} is not supported",
+                    expression=(f"{where}.request.method",),
+                )
+            ],
         )
     url = request.get("url")
     if not isinstance(url, str) or not url:
@@ -92,7 +97,9 @@ def _parse_entry(engine: FhirEngine, i: int, raw: Any) -> Entry:
     path, _, query = url.partition("?")
     parts = [p for p in path.split("/") if p]
     if not parts or not is_resource_type(parts[0]):
-        raise bad_request(f"{where}.request.url {url!r} names no resource type", f"{where}.request.url")
+        raise bad_request(
+            f"{where}.request.url {url!r} names no resource type", f"{where}.request.url"
+        )
     resource = raw.get("resource")
     if method in ("POST", "PUT"):
         if not isinstance(resource, dict):
@@ -122,7 +129,7 @@ def _in_entry(err: FhirError, index: int, res_type: str) -> FhirError:
     issues = []
     for issue in err.issues:
         exprs = tuple(
-            f"{where}.resource{e[len(res_type):]}" if e.startswith(res_type) else f"{where} {e}"
+            f"{where}.resource{e[len(res_type) :]}" if e.startswith(res_type) else f"{where} {e}"
             for e in issue.expression
         ) or (where,)
         issues.append(Issue(issue.code, f"{where}: {issue.diagnostics}", issue.severity, exprs))
@@ -158,7 +165,9 @@ def _assign_id(engine: FhirEngine, session: WriteSession, e: Entry, ids: dict[st
     """Decide which resource each POST/PUT entry will be, before any reference is rewritten."""
     if e.method == "POST":
         if e.res_id is not None:
-            raise bad_request("POST goes to [type], not to an id", f"Bundle.entry[{e.index}].request.url")
+            raise bad_request(
+                "POST goes to [type], not to an id", f"Bundle.entry[{e.index}].request.url"
+            )
         if e.if_none_exist:
             matches = engine.match_conditional(session, e.res_type, e.if_none_exist, "ifNoneExist")
             if len(matches) > 1:
@@ -175,8 +184,8 @@ def _assign_id(engine: FhirEngine, session: WriteSession, e: Entry, ids: dict[st
             matches = engine.match_conditional(session, e.res_type, e.query, "conditional update")
             if len(matches) > 1:
                 raise precondition_failed(f"conditional update {e.query!r} matches several")
-            e.res_id = matches[0].res_id if matches else (
-                (e.resource or {}).get("id") or engine.new_id()
+            e.res_id = (
+                matches[0].res_id if matches else ((e.resource or {}).get("id") or engine.new_id())
             )
             if e.resource is not None:
                 e.resource["id"] = e.res_id
@@ -246,7 +255,9 @@ def _execute(
         return _written(status, stored, prefer_return)
     if e.method == "PUT":
         assert e.resource is not None and e.res_id is not None
-        status, stored = update_in(engine, session, e.res_type, e.res_id, e.resource, e.if_match, now)
+        status, stored = update_in(
+            engine, session, e.res_type, e.res_id, e.resource, e.if_match, now
+        )
         return _written(status, stored, prefer_return)
     return _get(engine, session, e)
 
@@ -269,22 +280,29 @@ def _get(engine: FhirEngine, session: Session, e: Entry) -> dict[str, Any]:
     if e.res_id is None:
         req = engine.parse_search(e.res_type, parse_qsl(e.query or "", keep_blank_values=True))
         page = session.search(req.query)
-        bundle = searchset(engine, req, f"{engine.base_url}/{e.res_type}", page.matches, [], page.total)
+        bundle = searchset(
+            engine, req, f"{engine.base_url}/{e.res_type}", page.matches, [], page.total
+        )
         return {"resource": bundle, "response": {"status": STATUS_TEXT[200]}}
     if e.tail[:1] == ["_history"] and len(e.tail) == 2 and e.tail[1].isdigit():
         stored = session.vread(e.res_type, e.res_id, int(e.tail[1]))
     elif not e.tail:
         stored = session.read(e.res_type, e.res_id)
     else:
-        raise bad_request(f"unsupported GET {'/'.join([e.res_type, e.res_id, *e.tail])} in a bundle")
+        raise bad_request(
+            f"unsupported GET {'/'.join([e.res_type, e.res_id, *e.tail])} in a bundle"
+        )
     if stored is None:
         raise not_found(f"{e.res_type}/{e.res_id} is not known")
     if stored.deleted or stored.content is None:
         raise FhirError(410, [Issue("deleted", f"{e.res_type}/{e.res_id} was deleted")])
     return {
         "resource": orjson.Fragment(stored.content),
-        "response": {"status": STATUS_TEXT[200], "etag": etag(stored.version),
-                     "lastModified": stored.last_updated},
+        "response": {
+            "status": STATUS_TEXT[200],
+            "etag": etag(stored.version),
+            "lastModified": stored.last_updated,
+        },
     }
 
 
@@ -310,9 +328,7 @@ def run_batch(
                 responses.append(_execute(engine, session, e, now_instant(), prefer_return))
         except FhirError as err:
             err = _in_entry(err, i, _resource_type_of(raw))
-            responses.append(
-                {"response": {"status": f"{err.status}", "outcome": err.outcome()}}
-            )
+            responses.append({"response": {"status": f"{err.status}", "outcome": err.outcome()}})
     return responses
 
 

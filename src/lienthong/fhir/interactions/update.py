@@ -35,9 +35,12 @@ def update_in(
     if if_match is not None:
         expected = parse_etag(if_match)
         if previous is None or previous.deleted or previous.version != expected:
-            current = "absent" if previous is None or previous.deleted else f'W/"{previous.version}"'
+            current = (
+                "absent" if previous is None or previous.deleted else f'W/"{previous.version}"'
+            )
             raise precondition_failed(
-                f"If-Match {if_match} does not match {res_type}/{res_id} (current version {current})"
+                f"If-Match {if_match} does not match {res_type}/{res_id} "
+                f"(current version {current})"
             )
     version = previous.version + 1 if previous is not None else 1
     op = engine.prepare(
@@ -93,4 +96,6 @@ def update(
         else:
             status, stored = update_in(engine, session, res_type, res_id, resource, if_match)
     verb = "created" if status == 201 else "updated"
-    return write_response(engine, status, stored, prefer_return, f"{verb} {res_type}/{stored.res_id}")
+    return write_response(
+        engine, status, stored, prefer_return, f"{verb} {res_type}/{stored.res_id}"
+    )
