@@ -39,7 +39,7 @@ class PostgresDialect(Dialect):
     def content_out(self, value: Any) -> bytes | None:
         return None if value is None else value.encode()
 
-    def allocate_pks(self, cur: Any, n: int) -> list[int]:
+    def allocate_pks(self, cur: Any, n: int, last: int) -> list[int]:
         cur.execute("SELECT nextval('resource_pk_seq') FROM generate_series(1, %s)", (n,))
         return [int(r[0]) for r in cur.fetchall()]
 
@@ -64,7 +64,9 @@ class PostgresStore(ResourceStore):
     @contextmanager
     def writer(self) -> Iterator[WriteSession]:
         with self.pool.connection() as conn, conn.transaction():
-            yield SqlSession(conn, self.dialect, self.params, writable=True)
+            session = SqlSession(conn, self.dialect, self.params, writable=True)
+            yield session
+            session.flush()
 
     def counts(self) -> dict[str, int]:
         with self.pool.connection() as conn, conn.cursor() as cur:

@@ -36,7 +36,8 @@ class Dialect:
     def content_out(self, value: Any) -> bytes | None:
         return value
 
-    def allocate_pks(self, cur: Any, n: int) -> list[int]:
+    def allocate_pks(self, cur: Any, n: int, last: int) -> list[int]:
+        """``n`` fresh resource keys above ``last``, the highest this session holds."""
         raise NotImplementedError
 
 
@@ -52,6 +53,9 @@ class SqlSession(WriteSession):
         self.dialect = dialect
         self.params = params
         self.writable = writable
+        self._pending: list[WriteOp] = []
+        self._pk_pool: list[int] = []
+        self._last_pk = 0  # the highest key this session has allocated
         self._insert_sql = {
             table: dialect.sql(
                 f"INSERT INTO {table} (pk, sp, {', '.join(c for c, _ in cols)}) "
@@ -63,6 +67,8 @@ class SqlSession(WriteSession):
     # -- primitives -----------------------------------------------------
 
     def _all(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if self._pending:
+            self.flush()  # reads in a write session see its own writes
         cur = self.conn.cursor()
         try:
             cur.execute(self.dialect.sql(sql), args)
@@ -215,15 +221,47 @@ class SqlSession(WriteSession):
     # -- writes ---------------------------------------------------------
 
     def write(self, ops: list[WriteOp]) -> list[int]:
+        """Write versions. New resources are buffered and written in bulk at the next read
+        or at commit (one ``executemany`` per table for a whole transaction); a new
+        version of an existing resource is written at once, after the buffer."""
         if not self.writable:
             raise RuntimeError("write on a read-only session")
+        new = [op for op in ops if op.pk is None]
+        existing = [op for op in ops if op.pk is not None]
+        for op, pk in zip(new, self._allocate(len(new)), strict=True):
+            op.pk = pk
+        self._pending.extend(new)
+        if existing or len(self._pending) >= 5000:
+            self.flush()
+        if existing:
+            self._execute_writes([], existing)
+        return [op.pk for op in ops if op.pk is not None]
+
+    def flush(self) -> None:
+        """Write the buffered new resources."""
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self._execute_writes(pending, [])
+
+    def _allocate(self, n: int) -> list[int]:
+        if n == 0:
+            return []
+        if len(self._pk_pool) < n:
+            cur = self.conn.cursor()
+            try:
+                fresh = self.dialect.allocate_pks(cur, max(n, 256), self._last_pk)
+            finally:
+                cur.close()
+            self._pk_pool.extend(fresh)
+            self._last_pk = max(fresh)
+        taken, self._pk_pool = self._pk_pool[:n], self._pk_pool[n:]
+        return taken
+
+    def _execute_writes(self, new: list[WriteOp], existing: list[WriteOp]) -> None:
         cur = self.conn.cursor()
+        ops = new + existing
         try:
-            new = [op for op in ops if op.pk is None]
-            existing = [op for op in ops if op.pk is not None]
             if new:
-                for op, pk in zip(new, self.dialect.allocate_pks(cur, len(new)), strict=True):
-                    op.pk = pk
                 cur.executemany(
                     self.dialect.sql(
                         "INSERT INTO resource (pk, res_type, res_id, version, last_updated, "
@@ -282,7 +320,6 @@ class SqlSession(WriteSession):
             self._write_index(cur, ops)
         finally:
             cur.close()
-        return [op.pk for op in ops if op.pk is not None]
 
     def _write_index(self, cur: Any, ops: Iterable[WriteOp]) -> None:
         rows: dict[str, list[tuple[Any, ...]]] = {t: [] for t in INDEX_TABLES}

@@ -25,10 +25,11 @@ from lienthong.storage.sql_search import ParamIds
 class SqliteDialect(Dialect):
     name = "sqlite"
 
-    def allocate_pks(self, cur: Any, n: int) -> list[int]:
-        # Safe: called inside BEGIN IMMEDIATE, so no other writer can interleave.
+    def allocate_pks(self, cur: Any, n: int, last: int) -> list[int]:
+        # Safe: called inside BEGIN IMMEDIATE, so no other writer can interleave; keys
+        # handed out but not yet written are above MAX(pk) and are skipped.
         cur.execute("SELECT COALESCE(MAX(pk), 0) FROM resource")
-        start = int(cur.fetchone()[0])
+        start = max(int(cur.fetchone()[0]), last)
         return list(range(start + 1, start + n + 1))
 
 
@@ -90,7 +91,9 @@ class SqliteStore(ResourceStore):
         with self._write_lock:
             self._writer.execute("BEGIN IMMEDIATE")
             try:
-                yield SqlSession(self._writer, self.dialect, self.params, writable=True)
+                session = SqlSession(self._writer, self.dialect, self.params, writable=True)
+                yield session
+                session.flush()
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 raise
