@@ -135,7 +135,12 @@ _INF = math.inf
 
 @dataclass(slots=True)
 class IndexRows:
-    """Index rows for one resource, one list per search-parameter type."""
+    """Index rows for one resource, one list per search-parameter type.
+
+    Rows from :meth:`IndexExtractor.extract` are de-duplicated and start with the
+    parameter code. Unbounded ends are :data:`DATE_MIN`/:data:`DATE_MAX` for dates and
+    ``-inf``/``inf`` for number and quantity ranges.
+    """
 
     string: list[tuple[str, str, str]] = field(default_factory=list)
     token: list[tuple[str, str | None, str | None, str | None]] = field(default_factory=list)
@@ -161,7 +166,8 @@ class IndexRows:
         ]
     ] = field(default_factory=list)
 
-    def __len__(self) -> int:
+    def count(self) -> int:
+        """Total number of rows. (Not ``__len__``: an empty IndexRows stays truthy.)"""
         return sum(len(getattr(self, name)) for name in _ROW_KINDS)
 
 
@@ -516,9 +522,9 @@ class _RefParser:
             # Absolute: keep the URL (without /_history/n) so the query side can tell
             # local from external targets.
             return m.group("type"), m.group("id"), (m.group("url") if m.group("base") else None)
-        if ":" in ref:
-            return None, None, ref  # absolute URI we cannot split: urn:uuid:, canonical
-        return None, None, ref  # relative but not Type/id: keep the text for :missing etc.
+        # Absolute URIs that are not RESTful FHIR URLs (urn:uuid:, urn:oid:, other
+        # servers' odd paths) and unparseable text are kept whole, matchable by URL.
+        return None, None, ref
 
     def target_type(self, reference: Any, resource: dict[str, Any]) -> str | None:
         """What ``resolve()`` would return the type of, without resolving anything."""
@@ -624,14 +630,14 @@ def _codegen(tree: _TreeNode, name: str) -> ExtractFn:
 
         v1 = x0.get('code')
         for x1 in (v1 if type(v1) is list else () if v1 is None else (v1,)):
-            for t in conv3(x1):
-                A_token(('code', *t))
-                A_token(('combo-code', *t))
+            for t in conv7(x1):
+                D_token[('code', *t)] = None
+                D_token[('combo-code', *t)] = None
 
-    (``D_token`` is a dict used as an ordered set: rows are de-duplicated as they are
-    produced.) ``where()`` and other per-item steps loop over ``fn([x], resource)``; an
-    indexer
-    (``Bundle.entry[0]``) slices the list of the path step it follows.
+    ``D_token`` is a dict used as an ordered set, so rows are de-duplicated as they are
+    produced. ``where()`` and other per-item steps loop over ``fn([x], resource)``; an
+    indexer (``Bundle.entry[0]``) slices the list of the path step it follows.
+    :meth:`IndexExtractor.source` shows the generated code of a resource type.
     """
     consts: dict[str, Any] = {}
     body: list[str] = []
@@ -678,9 +684,10 @@ def _codegen(tree: _TreeNode, name: str) -> ExtractFn:
                         body.append(f"{pad}    if type({v}) is list:")
                         body.append(f"{pad}        for {x} in {v}[{n}:{n + 1}]:")
                         emit_steps(grandchild, x, depth + 1, ind + 3, var)
-                        body.append(f"{pad}    elif {v} is not None and {n} == 0:")
-                        body.append(f"{pad}        {x} = {v}")
-                        emit(grandchild, x, depth + 1, ind + 2, var)
+                        if n == 0:  # a 0..1 element is its own first item
+                            body.append(f"{pad}    elif {v} is not None:")
+                            body.append(f"{pad}        {x} = {v}")
+                            emit_steps(grandchild, x, depth + 1, ind + 2, var)
         for op_key, (fn, child) in node.ops.items():
             if op_key[0] == "index":
                 continue  # emitted by the parent's get, which owns the list
@@ -923,14 +930,21 @@ def _token_cc(cc: Any) -> list[tuple[str | None, str | None, str | None]]:
     out: list[tuple[str | None, str | None, str | None]] = []
     if type(cc) is not dict:
         return out
+    # Hot path (every clinical resource has several CodeableConcepts): the _s() checks
+    # are inlined.
     for c in cc.get("coding") or ():
         if type(c) is dict:
-            system, code = _s(c.get("system")), _s(c.get("code"))
+            system = c.get("system")
+            if type(system) is not str or not system:
+                system = None
+            code = c.get("code")
+            if type(code) is not str or not code:
+                code = None
             if system is not None or code is not None:
-                d = _s(c.get("display"))
-                out.append((system, code, _fold(d) if d else None))
-    t = _s(cc.get("text"))
-    if t:
+                d = c.get("display")
+                out.append((system, code, _fold(d) if type(d) is str and d else None))
+    t = cc.get("text")
+    if type(t) is str and t:
         out.append((None, None, _fold(t)))
     return out
 
@@ -1055,11 +1069,21 @@ QuantityTail = tuple[str | None, str | None, str | None, float, float]
 def _quantity(q: Any) -> Iterable[QuantityTail]:
     if type(q) is not dict:
         return ()
-    v = _num(q.get("value"))
-    if v is None:
-        return ()
-    unit = _s(q.get("unit"))
-    return ((_s(q.get("system")), _s(q.get("code")), _fold(unit) if unit else None, v, v),)
+    v = q.get("value")
+    if type(v) is not float:
+        v = _num(v)
+        if v is None:
+            return ()
+    unit = q.get("unit")
+    return (
+        (
+            _s(q.get("system")),
+            _s(q.get("code")),
+            _fold(unit) if type(unit) is str and unit else None,
+            v,
+            v,
+        ),
+    )
 
 
 def _quantity_money(m: Any) -> Iterable[QuantityTail]:
@@ -1140,7 +1164,6 @@ class _Compiler:
 
     def __init__(self, element_types: dict[str, Any], refs: _RefParser) -> None:
         self.types: dict[str, dict[str, list[Any]]] = element_types["types"]
-        self.primitives = frozenset(element_types.get("primitives", ()))
         self.refs = refs
 
     # -- value expressions --------------------------------------------------------------
@@ -1466,10 +1489,9 @@ def _reference_converter(refs: _RefParser) -> dict[str, ValueFn]:
 
 
 class _Plan:
-    __slots__ = ("failures", "notes", "run", "tree")
+    __slots__ = ("failures", "notes", "run")
 
     def __init__(self) -> None:
-        self.tree = _TreeNode()
         self.run: ExtractFn = lambda _resource: IndexRows()
         self.failures: list[tuple[str, str]] = []  # (code, reason): not (fully) indexed
         self.notes: list[tuple[str, str]] = []  # (code, note): datatypes without rows
@@ -1479,8 +1501,9 @@ class IndexExtractor:
     """Extracts :class:`IndexRows` from resources (https://hl7.org/fhir/R4/search.html).
 
     Every search parameter of a resource type is compiled the first time a resource of
-    that type is extracted; later calls only walk the compiled tree. Instances are
-    safe to share between threads (compilation races only do redundant work).
+    that type is extracted, into one generated function; later calls just run it.
+    Instances are safe to share between threads (compilation races only do redundant
+    work).
     """
 
     def __init__(self, registry: SearchParamRegistry | None = None) -> None:
@@ -1491,6 +1514,7 @@ class IndexExtractor:
             **_CONVERTERS,
             "reference": _reference_converter(self._refs),
         }
+        self._types = frozenset(self.registry.resource_types())
         self._plans: dict[str, _Plan] = {}
         self._components: dict[tuple[str, str, str, str], ComponentFn] = {}
 
@@ -1520,10 +1544,14 @@ class IndexExtractor:
         """
         return list(self._plan(resource_type).notes)
 
+    def source(self, resource_type: str) -> str:
+        """The generated Python source of ``resource_type``'s extractor (debugging)."""
+        return self._plan(resource_type).run.__doc__ or ""
+
     # -- compilation --------------------------------------------------------------------
 
     def _plan(self, rt: Any) -> _Plan:
-        if not isinstance(rt, str) or rt not in self.registry.resource_types():
+        if not isinstance(rt, str) or rt not in self._types:
             raise ValueError(f"unknown resourceType {rt!r}")
         plan = self._plans.get(rt)
         if plan is None:
@@ -1533,6 +1561,7 @@ class IndexExtractor:
 
     def _compile_type(self, rt: str) -> _Plan:
         plan = _Plan()
+        tree = _TreeNode()
         for code, param in sorted(self.registry.for_type(rt).items()):
             if code in COLUMN_PARAMS:
                 continue
@@ -1540,7 +1569,7 @@ class IndexExtractor:
                 plan.failures.append((code, "type special is not indexed"))
                 continue
             try:
-                partial, notes = self._compile_param(param, plan.tree)
+                partial, notes = self._compile_param(param, tree)
             except CompileError as exc:
                 plan.failures.append((code, str(exc)))
                 continue
@@ -1548,8 +1577,7 @@ class IndexExtractor:
                 plan.failures.append((code, "partially compiled: " + "; ".join(partial)))
             if notes:
                 plan.notes.append((code, "; ".join(notes)))
-        plan.run = _codegen(plan.tree, "extract_" + rt)
-        plan.tree = _TreeNode()  # only the generated function is needed from now on
+        plan.run = _codegen(tree, "extract_" + rt)
         return plan
 
     def _compile_param(self, param: SearchParam, tree: _TreeNode) -> tuple[list[str], list[str]]:

@@ -52,8 +52,15 @@ def _path(resource_type: str, loc: tuple[Any, ...]) -> str:
     return out
 
 
-def validate_resource(resource: Any, expected_type: str | None = None) -> str:
-    """Check ``resource`` is a valid FHIR R4 resource; return its type or raise 400/422."""
+def validate_resource(
+    resource: Any, expected_type: str | None = None, structure: bool = True
+) -> str:
+    """Check ``resource`` is a valid FHIR R4 resource; return its type or raise 400/422.
+
+    With ``structure=False`` only the resource type and id are checked: for
+    callers that validated the structure already (bulk import validates in
+    worker processes before the writer sees a resource).
+    """
     if not isinstance(resource, dict):
         raise FhirError(400, [Issue("structure", "the body is not a JSON object")])
     rtype = resource.get("resourceType")
@@ -87,6 +94,8 @@ def validate_resource(resource: Any, expected_type: str | None = None) -> str:
     rid = resource.get("id")
     if rid is not None and not (isinstance(rid, str) and valid_id(rid)):
         raise FhirError(400, [Issue("value", f"invalid id {rid!r}", expression=(f"{rtype}.id",))])
+    if not structure:
+        return rtype
     try:
         cls.model_validate(resource)
     except ValidationError as exc:

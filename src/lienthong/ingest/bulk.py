@@ -7,14 +7,20 @@ invalid line is rejected entirely and every problem is reported with its file
 and line. A resource with an id is loaded as an update (create-on-update), so
 re-running an import gives new versions, not duplicates. A transaction
 Bundle is one atomic unit; a batch Bundle is processed entry by entry.
+
+Structural validation is the costliest step, so it runs in worker processes
+(``workers``), a few files or batches ahead of the single writer, which then
+only rewrites references, indexes and writes.
 """
 
 from __future__ import annotations
 
 import bz2
+import gc
 import gzip
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -24,7 +30,7 @@ import orjson
 from lienthong.fhir.engine import FhirEngine, now_instant
 from lienthong.fhir.errors import FhirError
 from lienthong.fhir.interactions.transaction import process_bundle
-from lienthong.fhir.validate import valid_id, validate_resource
+from lienthong.fhir.validate import validate_resource
 from lienthong.storage.base import WriteOp
 
 
@@ -49,6 +55,7 @@ class Problem:
 @dataclass
 class ImportReport:
     loaded: Counter[str] = field(default_factory=Counter)
+    unchanged: int = 0  # ifNoneExist found the resource already there
     rejected: int = 0
     problems: list[Problem] = field(default_factory=list)
     files: int = 0
@@ -58,7 +65,7 @@ class ImportReport:
         return sum(self.loaded.values())
 
 
-def open_text(path: Path) -> IO[bytes]:
+def open_data(path: Path) -> IO[bytes]:
     """Open a possibly compressed file for binary reading."""
     name = path.name.lower()
     if name.endswith(".gz"):
@@ -73,7 +80,7 @@ def file_kind(path: Path) -> str:
     for suffix in (".gz", ".bz2"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
-    if name.endswith(".ndjson") or name.endswith(".jsonl"):
+    if name.endswith((".ndjson", ".jsonl")):
         return "ndjson"
     if name.endswith(".json"):
         return "json"
@@ -99,64 +106,168 @@ def _is_data_file(path: Path) -> bool:
     return True
 
 
+# -- work done in the worker processes (pure functions of their input) -----------
+
+
+def _problem_text(exc: Exception) -> str:
+    if isinstance(exc, orjson.JSONDecodeError):
+        return f"not valid JSON: {exc}"
+    return str(exc)
+
+
+def check_lines(lines: list[bytes]) -> list[str | None]:
+    """Parse and validate NDJSON lines: the problem of each line, or None."""
+    out: list[str | None] = []
+    for line in lines:
+        try:
+            validate_resource(orjson.loads(line))
+            out.append(None)
+        except (orjson.JSONDecodeError, FhirError) as exc:
+            out.append(_problem_text(exc))
+    return out
+
+
+def read_and_check_json(path: Path) -> tuple[bytes, str | None, list[tuple[int, str]]]:
+    """Read a JSON file and validate what it holds.
+
+    Returns the raw bytes, a whole-file problem (unreadable, not JSON) and the
+    problems of single bundle entries (index, message).
+    """
+    try:
+        with open_data(path) as fh:
+            raw = fh.read()
+        doc = orjson.loads(raw)
+    except (OSError, EOFError, ValueError) as exc:
+        return b"", f"cannot read: {_problem_text(exc)}", []
+    entries: list[tuple[int, str]] = []
+    if isinstance(doc, dict) and doc.get("resourceType") == "Bundle":
+        for i, entry in enumerate(doc.get("entry") or []):
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if resource is None:
+                continue
+            try:
+                validate_resource(resource)
+            except FhirError as exc:
+                entries.append((i, str(exc)))
+    else:
+        try:
+            validate_resource(doc)
+        except FhirError as exc:
+            entries.append((0, str(exc)))
+    return raw, None, entries
+
+
+def _worker_init() -> None:
+    gc.set_threshold(100_000, 50, 100)
+
+
+class _Inline(Executor):
+    """Runs submitted work at once, for ``workers=0``."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        fut: Future[Any] = Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the caller through the future
+            fut.set_exception(exc)
+        return fut
+
+
+@dataclass
+class _Job:
+    path: Path
+    kind: str  # "lines" or "json"
+    lines: list[tuple[int, bytes]] = field(default_factory=list)
+
+
 class BulkImporter:
     def __init__(
         self,
         engine: FhirEngine,
         batch_size: int = 1000,
-        on_progress: Callable[[int], None] | None = None,
+        workers: int = 0,
+        on_progress: Callable[[Path, int], None] | None = None,
     ) -> None:
         self.engine = engine
         self.batch_size = batch_size
-        self.on_progress = on_progress or (lambda n: None)
+        self.workers = workers
+        self.on_progress = on_progress or (lambda path, n: None)
 
     def run(self, paths: list[Path]) -> ImportReport:
         report = ImportReport()
+        executor: Executor = (
+            ProcessPoolExecutor(self.workers, initializer=_worker_init)
+            if self.workers > 0
+            else _Inline()
+        )
+        window: deque[tuple[_Job, Future[Any]]] = deque()
+        ahead = max(2, self.workers * 3)
+        try:
+            for job in self._jobs(paths, report):
+                if job.kind == "json":
+                    fut = executor.submit(read_and_check_json, job.path)
+                else:
+                    fut = executor.submit(check_lines, [line for _, line in job.lines])
+                window.append((job, fut))
+                if len(window) >= ahead:
+                    self._finish(*window.popleft(), report)
+            while window:
+                self._finish(*window.popleft(), report)
+        finally:
+            executor.shutdown(cancel_futures=True)
+        return report
+
+    def _jobs(self, paths: list[Path], report: ImportReport) -> Iterator[_Job]:
         for path in paths:
             report.files += 1
             try:
                 kind = file_kind(path)
-                if kind == "ndjson":
-                    self._ndjson(path, report)
-                else:
-                    self._json(path, report)
-            except (OSError, EOFError, ValueError) as exc:
+            except ValueError as exc:
+                report.problems.append(Problem(str(path), None, None, str(exc)))
+                report.rejected += 1
+                continue
+            if kind == "json":
+                yield _Job(path, "json")
+                continue
+            try:
+                with open_data(path) as fh:
+                    batch: list[tuple[int, bytes]] = []
+                    for lineno, line in enumerate(fh, start=1):
+                        if not line.strip():
+                            continue
+                        batch.append((lineno, line))
+                        if len(batch) >= self.batch_size:
+                            yield _Job(path, "lines", batch)
+                            batch = []
+                    if batch:
+                        yield _Job(path, "lines", batch)
+            except (OSError, EOFError) as exc:
                 report.problems.append(Problem(str(path), None, None, f"cannot read: {exc}"))
                 report.rejected += 1
-        return report
+
+    def _finish(self, job: _Job, fut: Future[Any], report: ImportReport) -> None:
+        if job.kind == "json":
+            raw, whole, entries = fut.result()
+            self._json(job.path, raw, whole, entries, report)
+        else:
+            self._lines(job.path, job.lines, fut.result(), report)
 
     # -- NDJSON ---------------------------------------------------------------
 
-    def _ndjson(self, path: Path, report: ImportReport) -> None:
-        batch: list[tuple[int, Any]] = []
-        with open_text(path) as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                batch.append((lineno, line))
-                if len(batch) >= self.batch_size:
-                    self._load_batch(path, batch, report)
-                    batch = []
-        if batch:
-            self._load_batch(path, batch, report)
-
-    def _load_batch(self, path: Path, batch: list[tuple[int, bytes]], report: ImportReport) -> None:
-        parsed: list[tuple[int, dict[str, Any]]] = []
-        problems: list[Problem] = []
-        for lineno, line in batch:
-            try:
-                resource = orjson.loads(line)
-                validate_resource(resource)
-                rid = resource.get("id")
-                if rid is not None and not valid_id(rid):
-                    raise ValueError(f"invalid id {rid!r}")
-                parsed.append((lineno, resource))
-            except orjson.JSONDecodeError as exc:
-                problems.append(Problem(str(path), lineno, None, f"not valid JSON: {exc}"))
-            except FhirError as exc:
-                problems.append(Problem(str(path), lineno, None, str(exc)))
-        if problems:
-            report.problems.extend(problems)
+    def _lines(
+        self,
+        path: Path,
+        batch: list[tuple[int, bytes]],
+        problems: list[str | None],
+        report: ImportReport,
+    ) -> None:
+        found = [
+            Problem(str(path), lineno, None, message)
+            for (lineno, _), message in zip(batch, problems, strict=True)
+            if message is not None
+        ]
+        if found:
+            report.problems.extend(found)
             report.rejected += len(batch)
             report.problems.append(
                 Problem(
@@ -167,112 +278,129 @@ class BulkImporter:
                     f"({len(batch)} resources) because of the problems above",
                 )
             )
-            self.on_progress(len(batch))
-            return
-        try:
-            self._write(parsed)
-        except FhirError as exc:
-            report.problems.append(Problem(str(path), batch[0][0], None, f"batch rejected: {exc}"))
-            report.rejected += len(batch)
         else:
-            report.loaded.update(r["resourceType"] for _, r in parsed)
-        self.on_progress(len(batch))
+            resources = [orjson.loads(line) for _, line in batch]
+            try:
+                self._write(resources)
+            except FhirError as exc:
+                report.problems.append(
+                    Problem(str(path), batch[0][0], None, f"batch rejected: {exc}")
+                )
+                report.rejected += len(batch)
+            else:
+                report.loaded.update(r["resourceType"] for r in resources)
+        self.on_progress(path, len(batch))
 
-    def _write(self, parsed: list[tuple[int, dict[str, Any]]]) -> None:
+    def _write(self, resources: list[dict[str, Any]]) -> None:
         engine = self.engine
         now = now_instant()
         with engine.store.writer() as session:
-            keys = [(r["resourceType"], r["id"]) for _, r in parsed if r.get("id")]
-            existing = {(s.res_type, s.res_id): s for s in _current(session, keys)}
+            keys = [(r["resourceType"], r["id"]) for r in resources if r.get("id")]
+            current = {
+                (s.res_type, s.res_id): s
+                for s in (session.read_many(keys, include_deleted=True) if keys else [])
+            }
             ops: list[WriteOp] = []
-            seen: dict[tuple[str, str], WriteOp] = {}
-            for _, resource in parsed:
+            for resource in resources:
+                validate_resource(resource, structure=False)
                 rid = resource.get("id")
                 key = (resource["resourceType"], rid) if rid else None
-                if key is not None and key in seen:
-                    # the same resource twice in one batch: later line wins, one version each
-                    prev_op = seen[key]
+                prev = current.get(key) if key else None
+                if key is not None and any(op.res_type == key[0] and op.res_id == key[1]
+                                           for op in ops):
+                    # the same resource twice in one batch: each line a version of its own
                     session.write(ops)
                     ops = []
                     prev = session.read(*key)
-                    assert prev is not None and prev_op.pk is not None
-                else:
-                    prev = existing.get(key) if key else None
-                version = prev.version + 1 if prev is not None else 1
                 op = engine.prepare(
                     resource,
                     rid or engine.new_id(),
-                    version,
+                    prev.version + 1 if prev is not None else 1,
                     now,
                     "PUT" if rid else "POST",
                     prev,
                     validate=False,
                 )
                 ops.append(op)
-                if key is not None:
-                    seen[key] = op
             session.write(ops)
 
     # -- Bundle / single resource JSON -----------------------------------------
 
-    def _json(self, path: Path, report: ImportReport) -> None:
-        with open_text(path) as fh:
-            raw = fh.read()
-        try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            report.problems.append(Problem(str(path), None, None, f"not valid JSON: {exc}"))
+    def _json(
+        self,
+        path: Path,
+        raw: bytes,
+        whole: str | None,
+        entry_problems: list[tuple[int, str]],
+        report: ImportReport,
+    ) -> None:
+        if whole is not None:
+            report.problems.append(Problem(str(path), None, None, whole))
             report.rejected += 1
+            self.on_progress(path, 1)
             return
-        if (
-            isinstance(doc, dict)
-            and doc.get("resourceType") == "Bundle"
-            and doc.get("type")
-            in (
-                "transaction",
-                "batch",
-            )
-        ):
-            self._bundle(path, doc, report)
+        doc = orjson.loads(raw)
+        if isinstance(doc, dict) and doc.get("resourceType") == "Bundle":
+            kind = doc.get("type")
+            if kind == "transaction" and entry_problems:
+                self._reject_bundle(path, doc, entry_problems, report)
+            elif kind in ("transaction", "batch"):
+                self._bundle(path, doc, report, validated=kind == "transaction")
+            else:
+                entries = [e.get("resource") for e in doc.get("entry") or []]
+                lines = [(i, orjson.dumps(r)) for i, r in enumerate(entries, start=1)]
+                self._lines(path, lines, self._entry_messages(len(lines), entry_problems), report)
             return
-        if (
-            isinstance(doc, dict)
-            and doc.get("resourceType") == "Bundle"
-            and doc.get("type") == "collection"
-        ):
-            lines = [
-                (i, orjson.dumps(e.get("resource"))) for i, e in enumerate(doc.get("entry", []))
-            ]
-            self._load_batch(path, lines, report)
-            return
-        self._load_batch(path, [(1, raw)], report)
+        self._lines(path, [(1, raw)], self._entry_messages(1, entry_problems), report)
 
-    def _bundle(self, path: Path, doc: dict[str, Any], report: ImportReport) -> None:
+    @staticmethod
+    def _entry_messages(n: int, problems: list[tuple[int, str]]) -> list[str | None]:
+        messages: list[str | None] = [None] * n
+        for i, message in problems:
+            messages[i] = message
+        return messages
+
+    def _reject_bundle(
+        self, path: Path, doc: dict[str, Any], problems: list[tuple[int, str]], report: ImportReport
+    ) -> None:
+        n = len(doc.get("entry") or [])
+        for i, message in problems:
+            report.problems.append(
+                Problem(str(path), None, i, f"transaction rejected: Bundle.entry[{i}]: {message}")
+            )
+        report.rejected += n
+        self.on_progress(path, n)
+
+    def _bundle(
+        self, path: Path, doc: dict[str, Any], report: ImportReport, validated: bool
+    ) -> None:
         entries = doc.get("entry") or []
         types = [
             (e.get("resource") or {}).get("resourceType", "?") if isinstance(e, dict) else "?"
             for e in entries
         ]
+        methods = [
+            str((e.get("request") or {}).get("method", "")).upper() if isinstance(e, dict) else ""
+            for e in entries
+        ]
         try:
-            resp = process_bundle(self.engine, doc, None)
+            resp = process_bundle(self.engine, doc, None, validated=validated)
         except FhirError as exc:
             report.problems.append(Problem(str(path), None, None, f"transaction rejected: {exc}"))
             report.rejected += len(entries)
-            self.on_progress(len(entries))
+            self.on_progress(path, len(entries))
             return
         body = resp.json() or {}
-        for i, (rtype, out) in enumerate(zip(types, body.get("entry", []), strict=False)):
+        outs = body.get("entry", [])
+        for i, (rtype, method, out) in enumerate(zip(types, methods, outs, strict=False)):
             status = str(out.get("response", {}).get("status", ""))
-            if status.startswith("2"):
+            if status.startswith("200") and method == "POST":
+                report.unchanged += 1  # ifNoneExist found it already there
+            elif status.startswith("2"):
                 report.loaded[rtype] += 1
             else:
                 report.rejected += 1
                 outcome = out.get("response", {}).get("outcome", {})
-                message = "; ".join(i.get("diagnostics", "") for i in outcome.get("issue", []))
+                message = "; ".join(x.get("diagnostics", "") for x in outcome.get("issue", []))
                 report.problems.append(Problem(str(path), None, i, f"{status} {message}"))
-        self.on_progress(len(entries))
-
-
-def _current(session: Any, keys: list[tuple[str, str]]) -> list[Any]:
-    """Current versions, deleted ones included, so a re-import continues their history."""
-    return session.read_many(keys, include_deleted=True) if keys else []
+        self.on_progress(path, len(entries))

@@ -18,13 +18,14 @@ def create_in(
     if_none_exist: str | None = None,
     res_id: str | None = None,
     now: str | None = None,
+    validated: bool = False,
 ) -> tuple[int, Stored]:
     """Create ``resource`` with a server id (or ``res_id`` chosen by a transaction).
 
     With ``If-None-Exist`` an existing single match is returned (200) instead,
     and several matches are a 412.
     """
-    rtype = validate_resource(resource)
+    rtype = validate_resource(resource, structure=not validated)
     if if_none_exist:
         matches = engine.match_conditional(session, rtype, if_none_exist, "If-None-Exist")
         if len(matches) > 1:
@@ -47,7 +48,7 @@ def create(
     if_none_exist: str | None = None,
     prefer_return: str | None = None,
 ) -> FhirResponse:
-    validate_resource(resource, res_type)
+    validate_resource(resource, res_type, structure=False)
     with engine.store.writer() as session:
         status, stored = create_in(engine, session, resource, if_none_exist)
     return write_response(

@@ -51,8 +51,10 @@ class Entry:
 
 
 def process_bundle(
-    engine: FhirEngine, bundle: Any, prefer_return: str | None = None
+    engine: FhirEngine, bundle: Any, prefer_return: str | None = None, validated: bool = False
 ) -> FhirResponse:
+    """Process a batch or transaction. ``validated`` says the entries' resources were
+    structurally validated already (bulk import does that in worker processes)."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise bad_request("expected a Bundle", "Bundle")
     kind = bundle.get("type")
@@ -65,7 +67,7 @@ def process_bundle(
         raise bad_request("Bundle.entry must be a list", "Bundle.entry")
     if kind == "transaction":
         entries = [_parse_entry(engine, i, e) for i, e in enumerate(raw_entries)]
-        responses = run_transaction(engine, entries, prefer_return)
+        responses = run_transaction(engine, entries, prefer_return, validated)
     else:
         responses = run_batch(engine, raw_entries, prefer_return)
     return FhirResponse(
@@ -140,7 +142,7 @@ def _in_entry(err: FhirError, index: int, res_type: str) -> FhirError:
 
 
 def run_transaction(
-    engine: FhirEngine, entries: list[Entry], prefer_return: str | None
+    engine: FhirEngine, entries: list[Entry], prefer_return: str | None, validated: bool = False
 ) -> list[dict[str, Any]]:
     now = now_instant()
     responses: dict[int, dict[str, Any]] = {}
@@ -156,7 +158,9 @@ def run_transaction(
                 if current.resource is not None:
                     current.resource = _rewrite(engine, session, current.resource, ids, cache)
             for current in sorted(entries, key=lambda e: (ORDER[e.method], e.index)):
-                responses[current.index] = _execute(engine, session, current, now, prefer_return)
+                responses[current.index] = _execute(
+                    engine, session, current, now, prefer_return, validated
+                )
     except FhirError as err:
         if current is None:
             raise
@@ -250,7 +254,12 @@ def _conditional(engine: FhirEngine, session: Session, ref: str, cache: dict[str
 
 
 def _execute(
-    engine: FhirEngine, session: WriteSession, e: Entry, now: str, prefer_return: str | None
+    engine: FhirEngine,
+    session: WriteSession,
+    e: Entry,
+    now: str,
+    prefer_return: str | None,
+    validated: bool = False,
 ) -> dict[str, Any]:
     if e.method == "DELETE":
         if e.res_id is not None:
@@ -265,12 +274,12 @@ def _execute(
         if e.existing is not None:
             return _written(200, e.existing, prefer_return)
         assert e.resource is not None
-        status, stored = create_in(engine, session, e.resource, None, e.res_id, now)
+        status, stored = create_in(engine, session, e.resource, None, e.res_id, now, validated)
         return _written(status, stored, prefer_return)
     if e.method == "PUT":
         assert e.resource is not None and e.res_id is not None
         status, stored = update_in(
-            engine, session, e.res_type, e.res_id, e.resource, e.if_match, now
+            engine, session, e.res_type, e.res_id, e.resource, e.if_match, now, validated
         )
         return _written(status, stored, prefer_return)
     return _get(engine, session, e)

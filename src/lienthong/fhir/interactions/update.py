@@ -19,9 +19,10 @@ def update_in(
     resource: dict[str, Any],
     if_match: str | None = None,
     now: str | None = None,
+    validated: bool = False,
 ) -> tuple[int, Stored]:
     """Write a new version of ``res_type/res_id``; creates it (201) when absent."""
-    validate_resource(resource, res_type)
+    validate_resource(resource, res_type, structure=not validated)
     if not valid_id(res_id):
         raise bad_request(f"invalid resource id {res_id!r}", f"{res_type}.id")
     body_id = resource.get("id")
@@ -61,7 +62,7 @@ def conditional_update_in(
     now: str | None = None,
 ) -> tuple[int, Stored]:
     """``PUT [type]?criteria``: update the one match, create when none, 412 when several."""
-    validate_resource(resource, res_type)
+    validate_resource(resource, res_type, structure=False)
     matches = engine.match_conditional(session, res_type, query_string, "conditional update")
     if len(matches) > 1:
         raise precondition_failed(f"conditional update {query_string!r} matches several {res_type}")
