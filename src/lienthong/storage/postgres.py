@@ -7,7 +7,7 @@ in ``SqlSession.write`` turn a lost race into a clear conflict.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -38,6 +38,17 @@ class PostgresDialect(Dialect):
 
     def content_out(self, value: Any) -> bytes | None:
         return None if value is None else value.encode()
+
+    def insert_rows(
+        self, cur: Any, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> None:
+        # COPY: one stream per table instead of a protocol round of messages per row
+        if len(rows) < 4:
+            super().insert_rows(cur, table, columns, rows)
+            return
+        with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def allocate_pks(self, cur: Any, n: int, last: int) -> list[int]:
         cur.execute("SELECT nextval('resource_pk_seq') FROM generate_series(1, %s)", (n,))

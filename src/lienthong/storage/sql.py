@@ -36,6 +36,15 @@ class Dialect:
     def content_out(self, value: Any) -> bytes | None:
         return value
 
+    def insert_rows(
+        self, cur: Any, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> None:
+        """Insert many rows (``content`` already in the form ``content_in`` gives)."""
+        marks = ", ".join(self.content_param if c == "content" else "?" for c in columns)
+        cur.executemany(
+            self.sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"), rows
+        )
+
     def allocate_pks(self, cur: Any, n: int, last: int) -> list[int]:
         """``n`` fresh resource keys above ``last``, the highest this session holds."""
         raise NotImplementedError
@@ -43,6 +52,11 @@ class Dialect:
 
 _STORED_COLS = "r.pk, r.res_type, r.res_id, r.version, r.last_updated, r.deleted"
 _INDEX_ROW_FIELDS = [f.name for f in fields(IndexRows)]
+_RESOURCE_COLS = ("pk", "res_type", "res_id", "version", "last_updated", "deleted")
+_VERSION_COLS = ("pk", "version", "res_type", "res_id", "last_updated", "method", "content")
+_INDEX_COLS = {
+    table: ("pk", "sp", *(c for c, _ in cols)) for table, cols in INDEX_TABLES.items()
+}
 
 
 class SqlSession(WriteSession):
@@ -56,13 +70,6 @@ class SqlSession(WriteSession):
         self._pending: list[WriteOp] = []
         self._pk_pool: list[int] = []
         self._last_pk = 0  # the highest key this session has allocated
-        self._insert_sql = {
-            table: dialect.sql(
-                f"INSERT INTO {table} (pk, sp, {', '.join(c for c, _ in cols)}) "
-                f"VALUES (?, ?, {', '.join('?' for _ in cols)})"
-            )
-            for table, cols in INDEX_TABLES.items()
-        }
 
     # -- primitives -----------------------------------------------------
 
@@ -262,11 +269,10 @@ class SqlSession(WriteSession):
         ops = new + existing
         try:
             if new:
-                cur.executemany(
-                    self.dialect.sql(
-                        "INSERT INTO resource (pk, res_type, res_id, version, last_updated, "
-                        "deleted) VALUES (?, ?, ?, ?, ?, ?)"
-                    ),
+                self.dialect.insert_rows(
+                    cur,
+                    "resource",
+                    _RESOURCE_COLS,
                     [
                         (
                             op.pk,
@@ -299,11 +305,10 @@ class SqlSession(WriteSession):
                 pk_args = [(op.pk,) for op in existing]
                 for table in INDEX_TABLES:
                     cur.executemany(self.dialect.sql(f"DELETE FROM {table} WHERE pk = ?"), pk_args)
-            cur.executemany(
-                self.dialect.sql(
-                    "INSERT INTO resource_version (pk, version, res_type, res_id, last_updated, "
-                    f"method, content) VALUES (?, ?, ?, ?, ?, ?, {self.dialect.content_param})"
-                ),
+            self.dialect.insert_rows(
+                cur,
+                "resource_version",
+                _VERSION_COLS,
                 [
                     (
                         op.pk,
@@ -337,7 +342,7 @@ class SqlSession(WriteSession):
                         target.append((pk, sp_id(rt, entry[0]), *entry[1:]))
         for table, table_rows in rows.items():
             if table_rows:
-                cur.executemany(self._insert_sql[table], table_rows)
+                self.dialect.insert_rows(cur, table, _INDEX_COLS[table], table_rows)
 
 
 class ConcurrentUpdate(Exception):
