@@ -49,7 +49,8 @@ class PostgresServer:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         return subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=self.dir)
 
-    def start(self) -> None:
+    def start(self, durable: bool = False) -> None:
+        """Start the server; ``durable`` keeps fsync on (benchmarks), tests turn it off."""
         if self.as_root:
             shutil.chown(self.dir, "postgres", "postgres")
         self._run(
@@ -66,8 +67,8 @@ class PostgresServer:
         )
         opts = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories="
-            f"{self.dir} -c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=200"
+            f"{self.dir} -c max_connections=200 -c synchronous_commit=off "
+            + ("-c shared_buffers=1GB" if durable else "-c fsync=off -c full_page_writes=off")
         )
         self._run(
             str(self.bindir / "pg_ctl"),

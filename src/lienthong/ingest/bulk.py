@@ -306,8 +306,9 @@ class BulkImporter:
                 rid = resource.get("id")
                 key = (resource["resourceType"], rid) if rid else None
                 prev = current.get(key) if key else None
-                if key is not None and any(op.res_type == key[0] and op.res_id == key[1]
-                                           for op in ops):
+                if key is not None and any(
+                    op.res_type == key[0] and op.res_id == key[1] for op in ops
+                ):
                     # the same resource twice in one batch: each line a version of its own
                     session.write(ops)
                     ops = []

@@ -54,9 +54,7 @@ _STORED_COLS = "r.pk, r.res_type, r.res_id, r.version, r.last_updated, r.deleted
 _INDEX_ROW_FIELDS = [f.name for f in fields(IndexRows)]
 _RESOURCE_COLS = ("pk", "res_type", "res_id", "version", "last_updated", "deleted")
 _VERSION_COLS = ("pk", "version", "res_type", "res_id", "last_updated", "method", "content")
-_INDEX_COLS = {
-    table: ("pk", "sp", *(c for c, _ in cols)) for table, cols in INDEX_TABLES.items()
-}
+_INDEX_COLS = {table: ("pk", "sp", *(c for c, _ in cols)) for table, cols in INDEX_TABLES.items()}
 
 
 class SqlSession(WriteSession):

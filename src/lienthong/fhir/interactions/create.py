@@ -48,9 +48,10 @@ def create(
     if_none_exist: str | None = None,
     prefer_return: str | None = None,
 ) -> FhirResponse:
-    validate_resource(resource, res_type, structure=False)
+    # validate before taking the writer, so writes queue only for the write itself
+    validate_resource(resource, res_type)
     with engine.store.writer() as session:
-        status, stored = create_in(engine, session, resource, if_none_exist)
+        status, stored = create_in(engine, session, resource, if_none_exist, validated=True)
     return write_response(
         engine, status, stored, prefer_return, f"created {res_type}/{stored.res_id}"
     )

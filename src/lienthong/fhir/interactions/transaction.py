@@ -24,7 +24,7 @@ from lienthong.fhir.interactions.create import create_in
 from lienthong.fhir.interactions.delete import conditional_delete_in, delete_in
 from lienthong.fhir.interactions.search import searchset
 from lienthong.fhir.interactions.update import update_in
-from lienthong.fhir.validate import is_resource_type
+from lienthong.fhir.validate import is_resource_type, validate_resource
 from lienthong.storage.base import Session, Stored, WriteSession
 
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3, "HEAD": 3}
@@ -67,7 +67,15 @@ def process_bundle(
         raise bad_request("Bundle.entry must be a list", "Bundle.entry")
     if kind == "transaction":
         entries = [_parse_entry(engine, i, e) for i, e in enumerate(raw_entries)]
-        responses = run_transaction(engine, entries, prefer_return, validated)
+        if not validated:
+            # validate before taking the writer, so writes queue only for the write itself
+            for e in entries:
+                if e.resource is not None:
+                    try:
+                        validate_resource(e.resource)
+                    except FhirError as err:
+                        raise _in_entry(err, e.index, e.res_type) from None
+        responses = run_transaction(engine, entries, prefer_return, validated=True)
     else:
         responses = run_batch(engine, raw_entries, prefer_return)
     return FhirResponse(

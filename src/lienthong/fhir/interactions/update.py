@@ -60,6 +60,7 @@ def conditional_update_in(
     resource: dict[str, Any],
     if_match: str | None = None,
     now: str | None = None,
+    validated: bool = False,
 ) -> tuple[int, Stored]:
     """``PUT [type]?criteria``: update the one match, create when none, 412 when several."""
     validate_resource(resource, res_type, structure=False)
@@ -77,7 +78,7 @@ def conditional_update_in(
     else:
         target = resource.get("id") or engine.new_id()
     resource["id"] = target
-    return update_in(engine, session, res_type, target, resource, if_match, now)
+    return update_in(engine, session, res_type, target, resource, if_match, now, validated)
 
 
 def update(
@@ -89,13 +90,16 @@ def update(
     if_match: str | None = None,
     prefer_return: str | None = None,
 ) -> FhirResponse:
+    validate_resource(resource, res_type)  # before taking the writer
     with engine.store.writer() as session:
         if res_id is None:
             status, stored = conditional_update_in(
-                engine, session, res_type, query_string or "", resource, if_match
+                engine, session, res_type, query_string or "", resource, if_match, validated=True
             )
         else:
-            status, stored = update_in(engine, session, res_type, res_id, resource, if_match)
+            status, stored = update_in(
+                engine, session, res_type, res_id, resource, if_match, validated=True
+            )
     verb = "created" if status == 201 else "updated"
     return write_response(
         engine, status, stored, prefer_return, f"{verb} {res_type}/{stored.res_id}"

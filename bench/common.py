@@ -1,0 +1,43 @@
+"""Shared pieces of the benchmarks: where the test data is, timing, percentiles."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SYNTHEA = ROOT.parent / "shared" / "testdata" / "synthea"
+sys.path.insert(0, str(ROOT))  # tests.pg_server
+
+
+def synthea_files(directory: Path = SYNTHEA) -> list[Path]:
+    """The Synthea bundles in load order: hospitals, practitioners, then patients."""
+    if not directory.exists():
+        raise SystemExit(f"{directory} is absent: pass --data DIR with the Synthea bundles")
+    files = sorted(directory.glob("*.json.bz2"))
+    first = sorted(
+        (f for f in files if f.name.startswith("0-")), key=lambda f: "hospital" not in f.name
+    )
+    return first + [f for f in files if not f.name.startswith("0-")]
+
+
+def machine() -> str:
+    import os
+
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def summary_ms(values: list[float]) -> str:
+    ms = [v * 1000 for v in values]
+    return (
+        f"p50 {percentile(ms, 50):.2f} ms, p99 {percentile(ms, 99):.2f} ms, "
+        f"mean {statistics.fmean(ms):.2f} ms, n={len(ms)}"
+    )
