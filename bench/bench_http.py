@@ -100,7 +100,14 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "LIENTHONG_DATABASE_URL": f"sqlite:///{tmp}/http.db"}
         server = subprocess.Popen(
-            [sys.executable, "-m", "lienthong.cli", "serve", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "lienthong.cli",
+                "serve",
+                "--port",
+                str(port),
+            ],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -121,7 +128,7 @@ def main() -> None:
                 'wrk.headers["Content-Type"] = "application/fhir+json"\n',
                 encoding="utf-8",
             )
-            print(f"machine: {machine()}; server: lienthong serve (uvicorn, 1 process), SQLite")
+            print(f"machine: {machine()}; server: lienthong serve (uvicorn, one process), SQLite")
             for clients in (1, 8, 32):
                 tps, p99 = wrk(f"{base}/fhir", clients, args.seconds, script)
                 base_rps, _ = wrk(f"{base}/", clients, args.seconds, None)

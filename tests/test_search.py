@@ -324,6 +324,25 @@ def test_bad_values_are_400_naming_parameter(client: TestClient) -> None:
         assert r.json()["issue"][0]["expression"], params
 
 
+def test_elements_keeps_choice_elements_by_base_name(client: TestClient, people: dict) -> None:
+    oid = create(client, observation(f"Patient/{people['an']}"))
+    r = client.get("/fhir/Observation", params={"_id": oid, "_elements": "value,subject"}).json()
+    res = r["entry"][0]["resource"]
+    assert "valueQuantity" in res and "subject" in res and "effectiveDateTime" not in res
+    assert res["status"] == "final"  # mandatory elements stay
+
+
+def test_parameters_the_index_cannot_answer_are_reported(client: TestClient) -> None:
+    name = "chromosome-variant-coordinate"
+    r = client.get("/fhir/MolecularSequence", params={name: "1$lt5"},
+                   headers={"Prefer": "handling=strict"})
+    assert r.status_code == 400 and "not supported" in r.json()["issue"][0]["diagnostics"]
+    cs = client.get("/fhir/metadata").json()
+    ms = next(x for x in cs["rest"][0]["resource"] if x["type"] == "MolecularSequence")
+    names = {p["name"] for p in ms["searchParam"]}
+    assert name not in names and "chromosome" in names
+
+
 def test_post_search_equals_get(client: TestClient, people: dict) -> None:
     r = client.post("/fhir/Patient/_search", data={"family": "nguyen"})
     assert r.status_code == 200

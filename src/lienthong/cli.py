@@ -55,17 +55,27 @@ def serve(
     database: DatabaseOpt = None,
 ) -> None:
     """Start the FHIR API (embedded SQLite database by default)."""
+    import os
+
     import uvicorn
 
-    from lienthong.server.app import create_app
-
     settings = _settings(database, host=host, port=port)
-    fastapi_app = create_app(settings)
+    # the app factory reads its settings from the environment: hand the options over there
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            os.environ[f"LIENTHONG_{name.upper()}"] = str(value)
     console.print(
-        f"lienthong {__version__}: FHIR R4 API at [bold]http://{settings.host}:{settings.port}/fhir[/]"
-        f" (database {settings.database_url})"
+        f"lienthong {__version__}: FHIR R4 API at "
+        f"[bold]http://{settings.host}:{settings.port}/fhir[/] "
+        f"(database {settings.database_url})"
     )
-    uvicorn.run(fastapi_app, host=settings.host, port=settings.port, log_level="warning")
+    uvicorn.run(
+        "lienthong.server.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+    )
 
 
 @app.command("import")
@@ -123,7 +133,7 @@ def import_(
             importer = BulkImporter(
                 engine,
                 settings.import_batch_size,
-                workers=os.cpu_count() or 1 if workers is None else workers,
+                workers=(os.cpu_count() or 1) if workers is None else workers,
                 on_progress=advance,
             )
             report = importer.run(files)

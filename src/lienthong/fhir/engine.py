@@ -142,7 +142,7 @@ class FhirEngine:
     def parse_search(
         self, res_type: str | None, params: list[tuple[str, str]], strict: bool = False
     ) -> SearchRequest:
-        parser = SearchParser(self.registry, self.base_url)
+        parser = SearchParser(self.registry, self.base_url, self.unindexed)
         return parser.parse(
             res_type,
             params,
@@ -165,6 +165,10 @@ class FhirEngine:
         req.query.count = 2
         req.query.with_total = False
         return session.search(req.query).matches
+
+    def unindexed(self, res_type: str) -> dict[str, str]:
+        """Parameters of ``res_type`` the index cannot answer, with the reason."""
+        return dict(self.extractor.failures(res_type))
 
     def full_url(self, stored: Stored) -> str:
         return f"{self.base_url}/{stored.res_type}/{stored.res_id}"

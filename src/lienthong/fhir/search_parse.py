@@ -12,6 +12,7 @@ result parameters (``_count``, ``_sort``, ``_include``, ``_revinclude``,
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lienthong.fhir.errors import FhirError, Issue, bad_request
@@ -101,9 +102,16 @@ def unescape(text: str) -> str:
 
 
 class SearchParser:
-    def __init__(self, registry: SearchParamRegistry, base_url: str = "") -> None:
+    def __init__(
+        self,
+        registry: SearchParamRegistry,
+        base_url: str = "",
+        unindexed: Callable[[str], dict[str, str]] | None = None,
+    ) -> None:
+        """``unindexed(type)`` maps the codes the index cannot answer to the reason."""
         self.registry = registry
         self.base_url = base_url.rstrip("/")
+        self.unindexed = unindexed or (lambda rtype: {})
 
     def parse(
         self,
@@ -253,6 +261,11 @@ class SearchParser:
         sp = self.registry.get(rtype, code)
         if sp is None or sp.type == "special":
             raise UnknownParameter(f"unknown search parameter {code!r} for {rtype}")
+        reason = self.unindexed(rtype).get(code)
+        if reason is not None:
+            raise UnknownParameter(
+                f"search parameter {code!r} of {rtype} is not supported: {reason}"
+            )
         return sp
 
     def _chain(
@@ -317,9 +330,7 @@ class SearchParser:
         if self.base_url and raw.startswith(self.base_url + "/"):
             raw = raw[len(self.base_url) + 1 :]
         if "://" in raw or raw.startswith("urn:"):
-            m = re.match(r"^.*/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/.*)?$", raw)
-            if m and "://" in raw:
-                return ReferenceValue(None, None, raw)
+            # another server's resource or a canonical: stored rows keep the full URL
             return ReferenceValue(None, None, raw)
         parts = raw.split("/")
         if len(parts) >= 2 and parts[0][:1].isupper():

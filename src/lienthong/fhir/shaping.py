@@ -52,6 +52,19 @@ def mandatory_elements(resource_type: str) -> frozenset[str]:
     return frozenset(names)
 
 
+@cache
+def choice_bases(resource_type: str) -> dict[str, str]:
+    """JSON names of choice elements to their base name: ``valueQuantity`` -> ``value``."""
+    cls = model_class(resource_type)
+    out: dict[str, str] = {}
+    if cls is not None:
+        for name, info in cls.model_fields.items():
+            extra = info.json_schema_extra or {}
+            if isinstance(extra, dict) and extra.get("one_of_many"):
+                out[info.alias or name] = str(extra["one_of_many"])
+    return out
+
+
 def _tag_subsetted(resource: dict[str, Any]) -> dict[str, Any]:
     meta = dict(resource.get("meta") or {})
     meta["tag"] = [*meta.get("tag", []), SUBSETTED]
@@ -67,7 +80,12 @@ def shape(content: bytes, summary: str | None, elements: list[str] | None) -> An
     rtype = resource["resourceType"]
     if elements:
         keep = set(elements) | mandatory_elements(rtype)
-        out = {k: v for k, v in resource.items() if _element_name(k) in keep}
+        choices = choice_bases(rtype)
+        out = {
+            k: v
+            for k, v in resource.items()
+            if _element_name(k) in keep or choices.get(_element_name(k)) in keep
+        }
         return _tag_subsetted(out)
     if summary == "true":
         keep = summary_elements(rtype)

@@ -164,7 +164,7 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
     @app.get("/fhir/metadata")
     def metadata() -> Response:
         e = engine()
-        return render(FhirResponse(200, capability_statement(e.base_url, e.registry)))
+        return render(FhirResponse(200, capability_statement(e.base_url, e.registry, e.extractor)))
 
     @app.post("/fhir")
     async def bundle(request: Request) -> Response:

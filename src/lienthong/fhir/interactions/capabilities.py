@@ -10,6 +10,7 @@ from functools import lru_cache
 from typing import Any
 
 from lienthong import __version__
+from lienthong.fhir.search_index import IndexExtractor
 from lienthong.fhir.search_params import SearchParamRegistry
 from lienthong.fhir.validate import is_resource_type
 
@@ -36,12 +37,15 @@ SUPPORTED_PARAM_TYPES = {
 
 
 @lru_cache(maxsize=4)
-def capability_statement(base_url: str, registry: SearchParamRegistry) -> dict[str, Any]:
+def capability_statement(
+    base_url: str, registry: SearchParamRegistry, extractor: IndexExtractor
+) -> dict[str, Any]:
     resources = []
     for rtype in registry.resource_types():
         if not is_resource_type(rtype):
             continue
-        params = registry.for_type(rtype)
+        unindexed = {code for code, _ in extractor.failures(rtype)}
+        params = {c: sp for c, sp in registry.for_type(rtype).items() if c not in unindexed}
         search_params = [
             {
                 "name": code,
