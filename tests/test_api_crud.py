@@ -131,6 +131,17 @@ def test_invalid_resource_is_422_naming_element(client: TestClient) -> None:
     assert client.get("/fhir/Patient").json()["total"] == 0
 
 
+def test_code_outside_required_binding_is_422(client: TestClient) -> None:
+    bad = patient(gender="nam")
+    bad["identifier"][0]["use"] = "chinh"
+    r = client.post("/fhir/Patient", json=bad, headers=FHIR)
+    assert r.status_code == 422
+    issues = r.json()["issue"]
+    assert [i["expression"] for i in issues] == [["Patient.gender"], ["Patient.identifier[0].use"]]
+    assert all(i["code"] == "code-invalid" for i in issues)
+    assert "'nam' is not one of female, male, other, unknown" in issues[0]["diagnostics"]
+
+
 def test_malformed_json_and_type_mismatch_are_400(client: TestClient) -> None:
     r = client.post("/fhir/Patient", content=b"{not json", headers=FHIR)
     assert r.status_code == 400 and "JSON" in r.json()["issue"][0]["diagnostics"]

@@ -41,13 +41,17 @@ class FhirError(Exception):
     headers: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        return "; ".join(
-            (f"{', '.join(i.expression)}: " if i.expression else "") + i.diagnostics
-            for i in self.issues
-        )
+        return "; ".join(_located(i) for i in self.issues)
 
     def outcome(self) -> dict[str, Any]:
         return operation_outcome(self.issues)
+
+
+def _located(issue: Issue) -> str:
+    where = ", ".join(issue.expression)
+    if not where or issue.diagnostics.startswith(where):
+        return issue.diagnostics
+    return f"{where}: {issue.diagnostics}"
 
 
 def operation_outcome(issues: list[Issue]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from lienthong.fhir.bindings import check_codes
 from lienthong.fhir.errors import FhirError, Issue
 
 ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
@@ -111,6 +112,9 @@ def validate_resource(
         raise FhirError(422, issues) from None
     except (ValueError, TypeError) as exc:
         raise FhirError(422, [Issue("value", f"{rtype}: {exc}", expression=(rtype,))]) from None
+    code_issues = check_codes(resource, cls)
+    if code_issues:
+        raise FhirError(422, code_issues)
     return rtype
 
 
