@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Throughput of the search index extractor over the Synthea test bundles.
 
-Usage: ``.venv/bin/python bench/bench_index.py [synthea_dir] [--repeat N]``
+Usage: ``.venv/bin/python -m bench.bench_index [synthea_dir] [--repeat N]``
 
 Prints two lines: the ``IndexExtractor.extract`` rate, then ``orjson.dumps`` of the
 same resources as a baseline (serialising a resource is work ingest does anyway).
@@ -13,50 +13,17 @@ conditional ``Type?identifier=`` references -> ``Type/id``) before timing, so th
 from __future__ import annotations
 
 import argparse
-import bz2
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
+from tests.synthea_data import load_synthea
 
 from lienthong.fhir import search_index
 from lienthong.fhir.search_index import IndexExtractor
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "synthea"
-
-
-def load_resources(directory: Path) -> list[dict[str, Any]]:
-    """All resources of the Synthea bundles, with references resolved to Type/id."""
-    resources: list[dict[str, Any]] = []
-    by_url: dict[str, str] = {}
-    for path in sorted(directory.glob("*.json.bz2")):
-        bundle = orjson.loads(bz2.decompress(path.read_bytes()))
-        for entry in bundle.get("entry", ()):
-            res = entry["resource"]
-            local = f"{res['resourceType']}/{res['id']}"
-            if "fullUrl" in entry:
-                by_url[entry["fullUrl"]] = local
-            for ident in res.get("identifier", ()):
-                if "system" in ident and "value" in ident:
-                    key = f"{res['resourceType']}?identifier={ident['system']}|{ident['value']}"
-                    by_url[key] = local
-            resources.append(res)
-
-    def fix(node: Any) -> None:
-        if isinstance(node, dict):
-            ref = node.get("reference")
-            if isinstance(ref, str) and ref in by_url:
-                node["reference"] = by_url[ref]
-            for v in node.values():
-                fix(v)
-        elif isinstance(node, list):
-            for v in node:
-                fix(v)
-
-    for res in resources:
-        fix(res)
-    return resources
 
 
 def main() -> None:
@@ -65,7 +32,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="best of N passes")
     args = parser.parse_args()
 
-    resources = load_resources(args.directory)
+    resources = load_synthea(args.directory)
     extractor = IndexExtractor()
     for res in resources:  # compile every type and warm the caches outside the timing
         extractor.extract(res)

@@ -8,19 +8,17 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SYNTHEA = ROOT.parent / "shared" / "testdata" / "synthea"
-sys.path.insert(0, str(ROOT))  # tests.pg_server
+sys.path.insert(0, str(ROOT))  # tests.pg_server, tests.synthea_data
+
+from tests.synthea_data import SYNTHEA  # noqa: E402
+from tests.synthea_data import synthea_files as load_order  # noqa: E402
 
 
 def synthea_files(directory: Path = SYNTHEA) -> list[Path]:
-    """The Synthea bundles in load order: hospitals, practitioners, then patients."""
+    """The Synthea bundles in load order; stops with a message when they are absent."""
     if not directory.exists():
-        raise SystemExit(f"{directory} is absent: pass --data DIR with the Synthea bundles")
-    files = sorted(directory.glob("*.json.bz2"))
-    first = sorted(
-        (f for f in files if f.name.startswith("0-")), key=lambda f: "hospital" not in f.name
-    )
-    return first + [f for f in files if not f.name.startswith("0-")]
+        raise SystemExit(f"{directory} is absent: the Synthea bundles sit in ../shared")
+    return load_order(directory)
 
 
 def machine() -> str:

@@ -18,7 +18,6 @@ from lienthong.storage.base import ResourceStore, open_store
 from tests.pg_server import PostgresServer, find_bindir
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-SYNTHEA = SHARED / "testdata" / "synthea"
 BASE_URL = "http://testserver/fhir"
 _counter = itertools.count()
 

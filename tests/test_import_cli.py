@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 from lienthong.cli import app
 from lienthong.fhir.engine import FhirEngine
 from lienthong.storage.base import open_store
-from tests.conftest import SYNTHEA, need_shared
+from tests.conftest import need_shared
 from tests.factories import observation, patient
+from tests.synthea_data import SYNTHEA, synthea_files
 
 runner = CliRunner()
 
@@ -120,9 +121,7 @@ def test_missing_file_and_unknown_kind(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_cli_imports_synthea_subset_as_a_process(tmp_path: Path) -> None:
-    need_shared(SYNTHEA)
-    files = sorted(SYNTHEA.glob("0-*.json.bz2"), key=lambda f: "hospital" not in f.name)
-    files += sorted(f for f in SYNTHEA.glob("*.json.bz2") if not f.name.startswith("0-"))[:3]
+    files = synthea_files(need_shared(SYNTHEA))[:5]  # hospitals, practitioners, 3 patients
     db = tmp_path / "synthea.db"
     proc = subprocess.run(
         [

@@ -334,8 +334,9 @@ def test_elements_keeps_choice_elements_by_base_name(client: TestClient, people:
 
 def test_parameters_the_index_cannot_answer_are_reported(client: TestClient) -> None:
     name = "chromosome-variant-coordinate"
-    r = client.get("/fhir/MolecularSequence", params={name: "1$lt5"},
-                   headers={"Prefer": "handling=strict"})
+    r = client.get(
+        "/fhir/MolecularSequence", params={name: "1$lt5"}, headers={"Prefer": "handling=strict"}
+    )
     assert r.status_code == 400 and "not supported" in r.json()["issue"][0]["diagnostics"]
     cs = client.get("/fhir/metadata").json()
     ms = next(x for x in cs["rest"][0]["resource"] if x["type"] == "MolecularSequence")

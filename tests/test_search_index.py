@@ -7,16 +7,13 @@ number, quantity, reference, uri and composite sections).
 
 from __future__ import annotations
 
-import bz2
 import json
 import math
 import unicodedata
 from datetime import datetime, timedelta
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -32,8 +29,7 @@ from lienthong.fhir.search_index import (
 )
 from lienthong.fhir.search_params import SearchParamRegistry, split_union
 from lienthong.fhir.text import fold
-
-SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "synthea"
+from tests.synthea_data import SYNTHEA, load_synthea
 
 CORE_TYPES = [
     "Patient",
@@ -894,38 +890,6 @@ def test_uncompilable_expression_is_reported_not_raised() -> None:
 # ---------------------------------------------------------------------------------------
 # Synthea: every resource of the shared test bundles
 # ---------------------------------------------------------------------------------------
-
-
-def load_synthea(directory: Path) -> list[dict[str, Any]]:
-    """Resources of all bundles, references rewritten as a transaction would."""
-    resources_: list[dict[str, Any]] = []
-    local: dict[str, str] = {}
-    for path in sorted(directory.glob("*.json.bz2")):
-        bundle = orjson.loads(bz2.decompress(path.read_bytes()))
-        for entry in bundle.get("entry", ()):
-            res = entry["resource"]
-            target = f"{res['resourceType']}/{res['id']}"
-            local[entry.get("fullUrl", target)] = target
-            for ident in res.get("identifier", ()):
-                if "system" in ident and "value" in ident:
-                    key = f"{res['resourceType']}?identifier={ident['system']}|{ident['value']}"
-                    local[key] = target
-            resources_.append(res)
-
-    def fix(node: Any) -> None:
-        if isinstance(node, dict):
-            ref = node.get("reference")
-            if isinstance(ref, str) and ref in local:
-                node["reference"] = local[ref]
-            for v in node.values():
-                fix(v)
-        elif isinstance(node, list):
-            for v in node:
-                fix(v)
-
-    for res in resources_:
-        fix(res)
-    return resources_
 
 
 @pytest.mark.slow

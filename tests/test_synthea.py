@@ -10,7 +10,6 @@ from __future__ import annotations
 import bz2
 import copy
 import re
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,17 +17,10 @@ import pytest
 
 from lienthong.fhir.engine import FhirEngine
 from lienthong.fhir.interactions.transaction import process_bundle
-from tests.conftest import SYNTHEA, need_shared
+from tests.conftest import need_shared
+from tests.synthea_data import SYNTHEA, synthea_files
 
 COND = re.compile(r"^[A-Z][A-Za-z]+\?")
-
-
-def synthea_files() -> list[Path]:
-    need_shared(SYNTHEA)
-    files = sorted(SYNTHEA.glob("*.json.bz2"))
-    batches = [f for f in files if f.name.startswith("0-")]
-    hospital_first = sorted(batches, key=lambda f: "hospital" not in f.name)
-    return hospital_first + [f for f in files if f not in batches]
 
 
 def expected_form(node: Any, ids: dict[str, str], resolve: Any) -> Any:
@@ -49,7 +41,7 @@ def expected_form(node: Any, ids: dict[str, str], resolve: Any) -> Any:
 
 @pytest.mark.slow
 def test_synthea_loads_completely_and_reads_back(engine: FhirEngine) -> None:
-    files = synthea_files()
+    files = synthea_files(need_shared(SYNTHEA))
     loaded: list[tuple[dict[str, Any], str]] = []  # (original, "Type/id")
     for path in files:
         with bz2.open(path) as fh:
