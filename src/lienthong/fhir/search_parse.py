@@ -383,8 +383,8 @@ def _ranged(ptype: str, raw: str) -> RangeValue:
         if len(parts) == 3:
             system = unescape(parts[1]) or None
             code = unescape(parts[2]) or None
-    low, high = number_range(rest)
-    return RangeValue(prefix, low, high, system, code, float(rest))
+    number_low, number_high = number_range(rest)
+    return RangeValue(prefix, number_low, number_high, system, code, float(rest))
 
 
 class UnknownParameter(Exception):

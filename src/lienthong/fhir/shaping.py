@@ -78,6 +78,7 @@ def shape(content: bytes, summary: str | None, elements: list[str] | None) -> An
         return orjson.Fragment(content)
     resource: dict[str, Any] = orjson.loads(content)
     rtype = resource["resourceType"]
+    keep: frozenset[str] | set[str]
     if elements:
         keep = set(elements) | mandatory_elements(rtype)
         choices = choice_bases(rtype)

@@ -69,7 +69,7 @@ def open_data(path: Path) -> IO[bytes]:
     """Open a possibly compressed file for binary reading."""
     name = path.name.lower()
     if name.endswith(".gz"):
-        return gzip.open(path, "rb")
+        return gzip.open(path, "rb")  # type: ignore[return-value]
     if name.endswith(".bz2"):
         return bz2.open(path, "rb")
     return open(path, "rb")
@@ -204,6 +204,7 @@ class BulkImporter:
         ahead = max(2, self.workers * 3)
         try:
             for job in self._jobs(paths, report):
+                fut: Future[Any]
                 if job.kind == "json":
                     fut = executor.submit(read_and_check_json, job.path)
                 else:

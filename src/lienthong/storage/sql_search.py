@@ -201,6 +201,7 @@ class _Builder:
         if crit.code == "_lastUpdated":
             ors, args = [], []
             for v in crit.values:
+                assert isinstance(v, RangeValue)
                 sql, a = _range_cond(v, f"{r}.last_updated", f"{r}.last_updated")
                 ors.append(f"({sql})")
                 args += a
