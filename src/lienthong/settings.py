@@ -35,6 +35,32 @@ class Settings(BaseSettings):
     import_batch_size: int = Field(1000, description="resources per all-or-nothing import batch")
     pg_pool_size: int = Field(8, description="PostgreSQL connection pool size")
 
+    auth: str = Field(
+        "on", description="on: every request needs a bearer token; off: only on loopback"
+    )
+    token_issuer: str = Field("lienthong", description="iss of the tokens lienthong issues")
+    token_audience: str = Field("lienthong", description="aud lienthong issues and expects")
+    token_ttl: int = Field(3600, description="default lifetime of issued tokens, seconds")
+    oidc_issuer: str | None = Field(None, description="external OpenID Connect issuer to trust")
+    oidc_audience: str | None = Field(None, description="aud expected in external tokens")
+    oidc_jwks_url: str | None = Field(
+        None, description="JWKS of the external issuer (default: from its discovery document)"
+    )
+    treatment_window_days: int = Field(
+        30, description="days after an encounter ends during which its clinicians may read"
+    )
+    alert_window_seconds: int = Field(600, description="sliding window of the alert rules")
+    alert_max_patients: int = Field(
+        50, description="distinct patients one user may read in the window before an alert"
+    )
+    alert_max_denials: int = Field(
+        5, description="denials of one user in the window before an alert"
+    )
+    alert_quiet_hours: str = Field(
+        "22-06", description="local hours (start-end) when any access raises an alert"
+    )
+    timezone: str = Field("Asia/Ho_Chi_Minh", description="time zone of quiet hours")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``env`` (defaults to the process environment)."""

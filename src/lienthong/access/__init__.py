@@ -1,0 +1,1 @@
+"""Lawful access: authentication, the policy decision, consent, audit and alerts."""
