@@ -20,7 +20,11 @@ from tests.pg_server import free_port
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    env = {**os.environ, "LIENTHONG_DATABASE_URL": f"sqlite:///{tmp_path / 'e2e.db'}"}
+    env = {
+        **os.environ,
+        "LIENTHONG_DATABASE_URL": f"sqlite:///{tmp_path / 'e2e.db'}",
+        "LIENTHONG_AUTH": "off",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "lienthong.cli", "serve", "--port", str(port)],
         env=env,

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from lienthong import __version__
+from lienthong.access.cli_users import token_command, user_app
 from lienthong.settings import Settings
 
 app = typer.Typer(
@@ -19,6 +20,10 @@ app = typer.Typer(
     help="lienthong: Vietnam's health-data interoperability platform (FHIR R4).",
     no_args_is_help=True,
     add_completion=False,
+)
+app.add_typer(user_app, name="user", help="Users of the embedded token issuer.")
+app.command("token", help="Print an access token for a user (the token alone on stdout).")(
+    token_command
 )
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -64,6 +69,18 @@ def serve(
     for name, value in settings.model_dump().items():
         if value is not None:
             os.environ[f"LIENTHONG_{name.upper()}"] = str(value)
+    from lienthong.access.gate import auth_is_off
+
+    try:
+        auth_is_off(settings)
+    except ValueError as exc:
+        err_console.print(f"cannot start: {exc}")
+        raise typer.Exit(2) from None
+    if settings.auth == "off":
+        err_console.print(
+            "[bold red]WARNING: authentication is OFF[/] — every request acts as the local "
+            "operator with full access. Allowed only on a loopback address."
+        )
     console.print(
         f"lienthong {__version__}: FHIR R4 API at "
         f"[bold]http://{settings.host}:{settings.port}/fhir[/] "

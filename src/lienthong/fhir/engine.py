@@ -9,6 +9,7 @@ index extraction — so no door can skip them.
 
 from __future__ import annotations
 
+import copy
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -165,6 +166,13 @@ class FhirEngine:
         req.query.count = 2
         req.query.with_total = False
         return session.search(req.query).matches
+
+    def with_store(self, store: ResourceStore) -> FhirEngine:
+        """The same engine over another view of the store (e.g. one user's guarded view);
+        registry, compiled extractors and settings are shared."""
+        clone = copy.copy(self)
+        clone.store = store
+        return clone
 
     def unindexed(self, res_type: str) -> dict[str, str]:
         """Parameters of ``res_type`` the index cannot answer, with the reason."""

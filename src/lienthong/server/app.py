@@ -22,6 +22,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lienthong import __version__
+from lienthong.access import audit_views
+from lienthong.access.auth import AuthError
+from lienthong.access.gate import AccessGate, auth_is_off, run_audited
+from lienthong.access.policy import AccessContext
 from lienthong.fhir.engine import FHIR_JSON, FhirEngine, FhirResponse, load_json
 from lienthong.fhir.errors import FhirError, Issue, bad_request, error, not_found
 from lienthong.fhir.interactions import create as create_mod
@@ -101,16 +105,25 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
         settings = settings.model_copy(
             update={"base_url": f"http://{settings.host}:{settings.port}/fhir"}
         )
-    holder: dict[str, FhirEngine] = {}
+    if auth_is_off(settings):
+        log.warning(
+            "AUTHENTICATION IS OFF: every request acts as the local operator with full "
+            "access (allowed only because the server is bound to %s)",
+            settings.host,
+        )
+    holder: dict[str, Any] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = store is None
         the_store = store or open_store(settings.database_url, settings.pg_pool_size)
-        holder["engine"] = FhirEngine(the_store, settings)
+        engine = FhirEngine(the_store, settings)
+        holder["engine"] = engine
+        holder["gate"] = AccessGate(settings, engine)
         try:
             yield
         finally:
+            holder["gate"].close()
             if own:
                 the_store.close()
 
@@ -122,12 +135,19 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
         openapi_url="/openapi.json",
     )
 
-    def engine() -> FhirEngine:
-        return holder["engine"]
+    def gate() -> AccessGate:
+        gate_: AccessGate = holder["gate"]
+        return gate_
 
     @app.exception_handler(FhirError)
     async def on_fhir_error(request: Request, exc: FhirError) -> Response:
         return render_error(exc)
+
+    @app.exception_handler(AuthError)
+    async def on_auth_error(request: Request, exc: AuthError) -> Response:
+        err = FhirError(exc.status, [Issue("login", str(exc))])
+        err.headers["WWW-Authenticate"] = exc.www_authenticate()
+        return render_error(err)
 
     @app.exception_handler(ConcurrentUpdate)
     async def on_conflict(request: Request, exc: ConcurrentUpdate) -> Response:
@@ -151,8 +171,28 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return render_error(error(500, "exception", f"internal error: {type(exc).__name__}"))
 
-    def run(fn: Callable[[], FhirResponse]) -> Response:
-        return render(fn())
+    async def audited(
+        request: Request,
+        action: str,
+        res_type: str | None,
+        res_id: str | None,
+        fn: Callable[[FhirEngine, AccessContext], Any],
+    ) -> Response:
+        """Run an interaction for the request's user through the gate, off the event loop."""
+        source_ip = request.client.host if request.client else None
+        result = await run_in_threadpool(
+            run_audited,
+            gate(),
+            request.headers,
+            source_ip,
+            action,
+            res_type,
+            res_id,
+            request.url.query,
+            fn,
+        )
+        assert isinstance(result, FhirResponse)
+        return render(result)
 
     @app.get("/", include_in_schema=False)
     def root() -> Response:
@@ -161,27 +201,85 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
             media_type="application/json",
         )
 
+    @app.get("/.well-known/jwks.json", include_in_schema=False)
+    def jwks() -> Response:
+        authenticator = gate().authenticator
+        keys = authenticator.issuer.jwks() if authenticator is not None else {"keys": []}
+        return Response(orjson.dumps(keys), media_type="application/json")
+
     @app.get("/fhir/metadata")
     def metadata() -> Response:
-        e = engine()
+        e: FhirEngine = holder["engine"]
         return render(FhirResponse(200, capability_statement(e.base_url, e.registry, e.extractor)))
 
     @app.post("/fhir")
     async def bundle(request: Request) -> Response:
         body = await _body(request)
         prefer = _prefer(request).get("return")
-        e = engine()
-        return render(await run_in_threadpool(process_bundle, e, body, prefer))
+        kind = body.get("type") if isinstance(body, dict) else None
+        return await audited(
+            request,
+            str(kind or "batch"),
+            None,
+            None,
+            lambda eng, ctx: process_bundle(eng, body, prefer),
+        )
 
     @app.get("/fhir/_history")
-    def system_history(request: Request) -> Response:
-        return run(lambda: history(engine(), None, None, _params(request)))
+    async def system_history(request: Request) -> Response:
+        params = _params(request)
+        return await audited(
+            request,
+            "history-system",
+            None,
+            None,
+            lambda eng, ctx: history(eng, None, None, params),
+        )
+
+    @app.get("/fhir/AuditEvent")
+    async def audit_search(request: Request) -> Response:
+        params = _params(request)
+        return await audited(
+            request,
+            "search-type",
+            "AuditEvent",
+            None,
+            lambda eng, ctx: audit_views.search(gate(), eng, ctx, params),
+        )
+
+    @app.get("/fhir/AuditEvent/{res_id}")
+    async def audit_read(res_id: str, request: Request) -> Response:
+        return await audited(
+            request,
+            "read",
+            "AuditEvent",
+            res_id,
+            lambda eng, ctx: audit_views.read(gate(), eng, ctx, res_id),
+        )
+
+    @app.get("/api/alerts")
+    async def alerts(request: Request) -> Response:
+        params = dict(_params(request))
+        return await audited(
+            request,
+            "operation:alerts",
+            None,
+            None,
+            lambda eng, ctx: audit_views.alerts(gate(), ctx, params),
+        )
 
     @app.get("/fhir/{res_type}")
-    def search_type(res_type: str, request: Request) -> Response:
+    async def search_type(res_type: str, request: Request) -> Response:
         _check_type(res_type)
         strict = _prefer(request).get("handling") == "strict"
-        return run(lambda: search(engine(), res_type, _params(request), strict))
+        params = _params(request)
+        return await audited(
+            request,
+            "search-type",
+            res_type,
+            None,
+            lambda eng, ctx: search(eng, res_type, params, strict),
+        )
 
     @app.post("/fhir/{res_type}/_search")
     async def search_post(res_type: str, request: Request) -> Response:
@@ -194,89 +292,135 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
         form = parse_qsl((await request.body()).decode(), keep_blank_values=True)
         params = _params(request) + form
         strict = _prefer(request).get("handling") == "strict"
-        return render(await run_in_threadpool(search, engine(), res_type, params, strict))
+        return await audited(
+            request,
+            "search-type",
+            res_type,
+            None,
+            lambda eng, ctx: search(eng, res_type, params, strict),
+        )
 
     @app.post("/fhir/{res_type}")
     async def create(res_type: str, request: Request) -> Response:
         _check_type(res_type)
         body = await _body(request)
-        return render(
-            await run_in_threadpool(
-                create_mod.create,
-                engine(),
-                res_type,
-                body,
-                request.headers.get("if-none-exist"),
-                _prefer(request).get("return"),
-            )
+        if_none_exist = request.headers.get("if-none-exist")
+        prefer = _prefer(request).get("return")
+        return await audited(
+            request,
+            "create",
+            res_type,
+            None,
+            lambda eng, ctx: create_mod.create(eng, res_type, body, if_none_exist, prefer),
         )
 
     @app.put("/fhir/{res_type}")
     async def conditional_update(res_type: str, request: Request) -> Response:
         _check_type(res_type)
         body = await _body(request)
-        return render(
-            await run_in_threadpool(
-                update_mod.update,
-                engine(),
-                res_type,
-                None,
-                body,
-                request.url.query,
-                request.headers.get("if-match"),
-                _prefer(request).get("return"),
-            )
+        query, if_match = request.url.query, request.headers.get("if-match")
+        prefer = _prefer(request).get("return")
+        return await audited(
+            request,
+            "update",
+            res_type,
+            None,
+            lambda eng, ctx: update_mod.update(eng, res_type, None, body, query, if_match, prefer),
         )
 
     @app.delete("/fhir/{res_type}")
-    def conditional_delete(res_type: str, request: Request) -> Response:
+    async def conditional_delete(res_type: str, request: Request) -> Response:
         _check_type(res_type)
-        return run(lambda: delete_mod.delete(engine(), res_type, None, request.url.query))
+        query = request.url.query
+        return await audited(
+            request,
+            "delete",
+            res_type,
+            None,
+            lambda eng, ctx: delete_mod.delete(eng, res_type, None, query),
+        )
 
     @app.get("/fhir/{res_type}/_history")
-    def type_history(res_type: str, request: Request) -> Response:
+    async def type_history(res_type: str, request: Request) -> Response:
         _check_type(res_type)
-        return run(lambda: history(engine(), res_type, None, _params(request)))
+        params = _params(request)
+        return await audited(
+            request,
+            "history-type",
+            res_type,
+            None,
+            lambda eng, ctx: history(eng, res_type, None, params),
+        )
 
     @app.get("/fhir/Patient/{res_id}/$everything")
-    def patient_everything(res_id: str, request: Request) -> Response:
-        return run(lambda: everything(engine(), res_id, _params(request)))
+    async def patient_everything(res_id: str, request: Request) -> Response:
+        params = _params(request)
+        return await audited(
+            request,
+            "operation:$everything",
+            "Patient",
+            res_id,
+            lambda eng, ctx: everything(eng, res_id, params),
+        )
 
     @app.get("/fhir/{res_type}/{res_id}")
-    def read_route(res_type: str, res_id: str, request: Request) -> Response:
+    async def read_route(res_type: str, res_id: str, request: Request) -> Response:
         _check_type(res_type)
-        return run(lambda: read(engine(), res_type, res_id, request.headers.get("if-none-match")))
+        if_none_match = request.headers.get("if-none-match")
+        return await audited(
+            request,
+            "read",
+            res_type,
+            res_id,
+            lambda eng, ctx: read(eng, res_type, res_id, if_none_match),
+        )
 
     @app.put("/fhir/{res_type}/{res_id}")
     async def update(res_type: str, res_id: str, request: Request) -> Response:
         _check_type(res_type)
         body = await _body(request)
-        return render(
-            await run_in_threadpool(
-                update_mod.update,
-                engine(),
-                res_type,
-                res_id,
-                body,
-                None,
-                request.headers.get("if-match"),
-                _prefer(request).get("return"),
-            )
+        if_match = request.headers.get("if-match")
+        prefer = _prefer(request).get("return")
+        return await audited(
+            request,
+            "update",
+            res_type,
+            res_id,
+            lambda eng, ctx: update_mod.update(eng, res_type, res_id, body, None, if_match, prefer),
         )
 
     @app.delete("/fhir/{res_type}/{res_id}")
-    def delete(res_type: str, res_id: str) -> Response:
+    async def delete(res_type: str, res_id: str, request: Request) -> Response:
         _check_type(res_type)
-        return run(lambda: delete_mod.delete(engine(), res_type, res_id))
+        return await audited(
+            request,
+            "delete",
+            res_type,
+            res_id,
+            lambda eng, ctx: delete_mod.delete(eng, res_type, res_id),
+        )
 
     @app.get("/fhir/{res_type}/{res_id}/_history")
-    def instance_history(res_type: str, res_id: str, request: Request) -> Response:
+    async def instance_history(res_type: str, res_id: str, request: Request) -> Response:
         _check_type(res_type)
-        return run(lambda: history(engine(), res_type, res_id, _params(request)))
+        params = _params(request)
+        return await audited(
+            request,
+            "history-instance",
+            res_type,
+            res_id,
+            lambda eng, ctx: history(eng, res_type, res_id, params),
+        )
 
     @app.get("/fhir/{res_type}/{res_id}/_history/{version}")
-    def vread_route(res_type: str, res_id: str, version: str) -> Response:
+    async def vread_route(res_type: str, res_id: str, version: str, request: Request) -> Response:
         _check_type(res_type)
-        return run(lambda: vread(engine(), res_type, res_id, version))
+        return await audited(
+            request,
+            "vread",
+            res_type,
+            res_id,
+            lambda eng, ctx: vread(eng, res_type, res_id, version),
+        )
 
     return app

@@ -99,6 +99,17 @@ class Session(ABC):
         """Resources pointing at ``targets`` through ``ref_params`` — for ``_revinclude``."""
 
 
+    @abstractmethod
+    def references_from(self, query: SearchQuery, ref_code: str, target_type: str) -> set[str]:
+        """Ids of the ``target_type`` resources that the resources matching ``query``
+        refer to through their ``ref_code`` parameter (all matches, no paging)."""
+
+    @abstractmethod
+    def compartments(self, stored: list[Stored]) -> dict[int, frozenset[str]]:
+        """The patient ids whose compartment each current resource is in (by pk), from
+        the reference index; a Patient is in its own."""
+
+
 class WriteSession(Session):
     """A session inside one atomic write transaction."""
 

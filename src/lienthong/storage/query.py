@@ -91,3 +91,7 @@ class SearchQuery:
     offset: int = 0
     with_total: bool = True
     include_deleted: bool = False
+    # When set, only resources whose patient compartment lies within these patient
+    # ids match — applied to the searched resources and to every resource a chain or
+    # _has looks at, so neither results, totals nor criteria reveal other patients.
+    visible_patients: frozenset[str] | None = None

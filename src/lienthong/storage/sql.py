@@ -223,6 +223,32 @@ class SqlSession(WriteSession):
             found.extend(r[0] for r in rows)
         return self._by_pks(sorted(set(found)))
 
+    def references_from(self, query: SearchQuery, ref_code: str, target_type: str) -> set[str]:
+        assert query.resource_type is not None
+        compiled = compile_search(query, self.params)
+        rows = self._all(
+            "SELECT DISTINCT x.target_id FROM idx_reference x WHERE x.sp = ? "
+            f"AND x.target_type = ? AND x.pk IN ({compiled.pk_sql})",
+            [self.params.id(query.resource_type, ref_code), target_type, *compiled.count_args],
+        )
+        return {r[0] for r in rows}
+
+    def compartments(self, stored: list[Stored]) -> dict[int, frozenset[str]]:
+        found: dict[int, set[str]] = {s.pk: set() for s in stored}
+        for s in stored:
+            if s.res_type == "Patient":
+                found[s.pk].add(s.res_id)
+        pks = list(found)
+        for chunk in _chunks(pks, 500):
+            marks = ", ".join("?" for _ in chunk)
+            for pk, patient in self._all(
+                f"SELECT pk, target_id FROM idx_reference WHERE pk IN ({marks}) "
+                "AND target_type = 'Patient'",
+                chunk,
+            ):
+                found[pk].add(patient)
+        return {pk: frozenset(p) for pk, p in found.items()}
+
     # -- writes ---------------------------------------------------------
 
     def write(self, ops: list[WriteOp]) -> list[int]:

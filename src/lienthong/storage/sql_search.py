@@ -74,6 +74,7 @@ class CompiledSearch:
     page_args: list[Any]
     count_sql: str
     count_args: list[Any]
+    pk_sql: str  # every matching pk, unordered (count_args apply)
 
 
 def like_escape(text: str) -> str:
@@ -81,9 +82,33 @@ def like_escape(text: str) -> str:
 
 
 class _Builder:
-    def __init__(self, params: ParamIds) -> None:
+    def __init__(self, params: ParamIds, visible: frozenset[str] | None = None) -> None:
         self.params = params
         self.n = 0
+        self.visible = sorted(visible) if visible is not None else None
+
+    def visible_cond(self, pk: str, resource_alias: str | None) -> tuple[str, list[Any]]:
+        """The resource is outside every patient compartment or inside visible ones only.
+
+        Compartment membership is read from the reference index: every reference to
+        a Patient puts the resource in that patient's compartment, and a Patient is
+        in its own.
+        """
+        if self.visible is None:
+            return "1 = 1", []
+        v = self.alias()
+        marks = ", ".join("?" for _ in self.visible)
+        outside = f" AND {v}.target_id NOT IN ({marks})" if self.visible else ""
+        sql = (
+            f"NOT EXISTS (SELECT 1 FROM idx_reference {v} WHERE {v}.pk = {pk} "
+            f"AND {v}.target_type = 'Patient'{outside})"
+        )
+        args: list[Any] = list(self.visible)
+        if resource_alias is not None:
+            own = f"{resource_alias}.res_id IN ({marks})" if self.visible else "1 = 0"
+            sql += f" AND ({resource_alias}.res_type <> 'Patient' OR {own})"
+            args += list(self.visible)
+        return sql, args
 
     def alias(self) -> str:
         self.n += 1
@@ -167,12 +192,13 @@ class _Builder:
             sql, a = self.condition(sub, t)
             ors.append(f"({t}.res_type = ? AND {sql})")
             args += [sub.resource_type, *a]
+        vis, vis_args = self.visible_cond(f"{t}.pk", t)
         return (
             f"idx_reference {x} JOIN resource {t} ON {t}.res_type = {x}.target_type "
             f"AND {t}.res_id = {x}.target_id",
             x,
-            f"{x}.sp = ? AND {t}.deleted = 0 AND ({' OR '.join(ors)})",
-            args,
+            f"{x}.sp = ? AND {t}.deleted = 0 AND ({' OR '.join(ors)}) AND {vis}",
+            args + vis_args,
         )
 
     def _has(self, crit: Criterion, x: str) -> tuple[str, str, str, list[Any]]:
@@ -181,15 +207,18 @@ class _Builder:
         t = self.alias()
         sp = self.params.id(crit.has_source_type, crit.has_ref_param)
         sql, args = self.condition(crit.has, x)
+        # the referring resources a _has looks at must be visible too
+        vis, vis_args = self.visible_cond(f"{x}.pk", None)
         # a derived table of target pks, so callers can treat it like an index table
         outer = self.alias()
         return (
             f"(SELECT {t}.pk AS pk FROM idx_reference {x} JOIN resource {t} "
             f"ON {t}.res_type = {x}.target_type AND {t}.res_id = {x}.target_id "
-            f"WHERE {x}.sp = ? AND {x}.target_type = ? AND {t}.deleted = 0 AND {sql}) {outer}",
+            f"WHERE {x}.sp = ? AND {x}.target_type = ? AND {t}.deleted = 0 AND {sql} "
+            f"AND {vis}) {outer}",
             outer,
             "1 = 1",
-            [sp, crit.resource_type, *args],
+            [sp, crit.resource_type, *args, *vis_args],
         )
 
     def condition(self, crit: Criterion, r: str) -> tuple[str, list[Any]]:
@@ -351,7 +380,7 @@ def _driver_rank(crit: Criterion) -> int:
 
 
 def compile_search(query: SearchQuery, params: ParamIds) -> CompiledSearch:
-    b = _Builder(params)
+    b = _Builder(params, query.visible_patients)
     where: list[str] = []
     args: list[Any] = []
     source = "resource r"
@@ -366,6 +395,10 @@ def compile_search(query: SearchQuery, params: ParamIds) -> CompiledSearch:
         args.append(query.resource_type)
     if not query.include_deleted:
         where.append("r.deleted = 0")
+    if query.visible_patients is not None:
+        vis, vis_args = b.visible_cond("r.pk", "r")
+        where.append(vis)
+        args += vis_args
     for crit in criteria:
         sql, a = b.condition(crit, "r")
         where.append(sql)
@@ -391,4 +424,5 @@ def compile_search(query: SearchQuery, params: ParamIds) -> CompiledSearch:
         page_args=[*args, *order_args, query.count, query.offset],
         count_sql=f"SELECT COUNT(*) FROM {source} WHERE {where_sql}",
         count_args=list(args),
+        pk_sql=f"SELECT r.pk FROM {source} WHERE {where_sql}",
     )

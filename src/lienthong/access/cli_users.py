@@ -1,0 +1,161 @@
+"""``lienthong user ...`` and ``lienthong token``: manage the embedded issuer's users and tokens.
+
+For a fresh install without an identity provider: add users with their role
+and organization / practitioner / patient ids, then mint a bearer token
+(RFC 6750) for scripts and tests::
+
+    lienthong user add bs-lan --role clinician --organization org-1 --practitioner pr-7
+    TOKEN=$(lienthong token bs-lan)
+    curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/fhir/Patient
+
+``lienthong token`` prints the token alone on stdout so it can be captured;
+every message goes to stderr. Scopes use SMART App Launch v2 syntax
+(https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from lienthong.access.auth import DEFAULT_SCOPES, ROLES, TokenIssuer, User, UserDirectory
+from lienthong.settings import Settings
+
+user_app = typer.Typer(
+    name="user",
+    help="Users of the embedded token issuer (add, list, remove).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        "-d",
+        help="sqlite:///PATH or postgresql://... "
+        "(default: LIENTHONG_DATABASE_URL or sqlite:///./lienthong-data/lienthong.db)",
+    ),
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _database_url(database: str | None) -> str:
+    return database or Settings.from_env().database_url
+
+
+def _open_directory(database: str | None) -> UserDirectory:
+    try:
+        return UserDirectory(_database_url(database))
+    except Exception as error:  # bad URL, unreachable server, unwritable file
+        raise _fail(f"cannot open the user directory: {error}") from None
+
+
+def _describe(user: User) -> str:
+    ids = [
+        f"{label}={value}"
+        for label, value in (
+            ("organization", user.organization),
+            ("practitioner", user.practitioner),
+            ("patient", user.patient),
+        )
+        if value is not None
+    ]
+    return "\t".join([user.name, user.role, *ids])
+
+
+@user_app.command("add")
+def add_user(
+    name: Annotated[str, typer.Argument(help="user name (the token's sub)")],
+    role: Annotated[str, typer.Option("--role", help=f"one of: {', '.join(ROLES)}")],
+    organization: Annotated[
+        str | None,
+        typer.Option(help="Organization id the user works for (clinician, commune_staff)"),
+    ] = None,
+    practitioner: Annotated[str | None, typer.Option(help="Practitioner id of the user")] = None,
+    patient: Annotated[
+        str | None, typer.Option(help="Patient id of the citizen's own record")
+    ] = None,
+    database: DatabaseOpt = None,
+) -> None:
+    """Add a user; refuses a name that already exists."""
+    users = _open_directory(database)
+    try:
+        user = users.add(name, role, organization, practitioner, patient)
+    except ValueError as error:
+        raise _fail(str(error)) from None
+    finally:
+        users.close()
+    typer.echo(f"added {_describe(user)}")
+
+
+@user_app.command("list")
+def list_users(database: DatabaseOpt = None) -> None:
+    """List users, one per line: name, role, ids (tab separated)."""
+    users = _open_directory(database)
+    try:
+        for user in users.list():
+            typer.echo(_describe(user))
+    finally:
+        users.close()
+
+
+@user_app.command("remove")
+def remove_user(
+    name: Annotated[str, typer.Argument(help="user name")],
+    database: DatabaseOpt = None,
+) -> None:
+    """Remove a user; every token already issued to them stops working."""
+    users = _open_directory(database)
+    try:
+        removed = users.remove(name)
+    finally:
+        users.close()
+    if not removed:
+        raise _fail(f"unknown user {name!r}")
+    typer.echo(f"removed {name}")
+
+
+def token_command(
+    name: Annotated[str, typer.Argument(help="user name")],
+    scope: Annotated[
+        str | None,
+        typer.Option(
+            "--scope",
+            help="space-separated SMART v2 scopes (default by role: "
+            + "; ".join(f"{role} '{scopes}'" for role, scopes in DEFAULT_SCOPES.items())
+            + ")",
+        ),
+    ] = None,
+    ttl: Annotated[
+        int | None,
+        typer.Option("--ttl", help="lifetime in seconds (default: LIENTHONG_TOKEN_TTL, 3600)"),
+    ] = None,
+    database: DatabaseOpt = None,
+) -> None:
+    """Print a bearer token for a user of the embedded issuer (the token alone, on stdout)."""
+    settings = Settings.from_env()
+    url = database or settings.database_url
+    users = _open_directory(url)
+    try:
+        user = users.get(name)
+    finally:
+        users.close()
+    if user is None:
+        raise _fail(f"unknown user {name!r} (add it with: lienthong user add)")
+    try:
+        issuer = TokenIssuer(url, settings.token_issuer, settings.token_audience)
+    except Exception as error:
+        raise _fail(f"cannot open the signing keys: {error}") from None
+    try:
+        token = issuer.issue(user, scope, settings.token_ttl if ttl is None else ttl)
+    except ValueError as error:
+        raise _fail(str(error)) from None
+    finally:
+        issuer.close()
+    typer.echo(token)
