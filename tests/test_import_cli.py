@@ -12,6 +12,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from lienthong.access.audit import AuditLog
 from lienthong.cli import app
 from lienthong.fhir.engine import FhirEngine
 from lienthong.storage.base import open_store
@@ -52,6 +53,15 @@ def test_ndjson_plain_gz_bz2_load_with_counts(tmp_path: Path, store_url: str) ->
         assert len(page.matches) == 1
     finally:
         s.close()
+    # the import door is audited like the API
+    log = AuditLog(store_url)
+    try:
+        records, total = log.search(count=10)
+        assert total == 1 and records[0].entry.action == "import"
+        assert records[0].entry.user.startswith("cli:")
+        assert records[0].entry.detail == "60 resources loaded, 0 rejected"
+    finally:
+        log.close()
     # importing again updates (new versions), never duplicates
     code, out, _ = run("import", str(tmp_path / "a.ndjson"), "--database", store_url)
     assert code == 0

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from lienthong import __version__
+from lienthong.access.cli_audit import alerts_command, audit_app
 from lienthong.access.cli_users import token_command, user_app
 from lienthong.settings import Settings
 
@@ -25,6 +26,8 @@ app.add_typer(user_app, name="user", help="Users of the embedded token issuer.")
 app.command("token", help="Print an access token for a user (the token alone on stdout).")(
     token_command
 )
+app.add_typer(audit_app, name="audit", help="The hash-chained audit trail: verify, list.")
+app.command("alerts", help="Alerts raised by the access rules.")(alerts_command)
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -157,6 +160,7 @@ def import_(
         store.optimize()
     finally:
         store.close()
+    _audit_import(settings.database_url, files, report)
     elapsed = time.perf_counter() - started
     table = Table(title=f"Imported into {settings.database_url}")
     table.add_column("resource type")
@@ -175,6 +179,38 @@ def import_(
         typer.echo(str(problem), err=True)
     if report.rejected:
         raise typer.Exit(1)
+
+
+def _audit_import(database_url: str, files: list[Path], report: object) -> None:
+    """The bulk-import door is audited like the API: one entry per run."""
+    import getpass
+
+    from lienthong.access.audit import AuditEntry, AuditLog
+
+    loaded = getattr(report, "total_loaded", 0)
+    rejected = getattr(report, "rejected", 0)
+    log = AuditLog(database_url, anchor_key=Settings.from_env().audit_key)
+    try:
+        log.append(
+            AuditEntry(
+                user=f"cli:{getpass.getuser()}",
+                role="data_admin",
+                on_behalf_of=None,
+                action="import",
+                resource_type=None,
+                resource_id=None,
+                query=" ".join(str(f) for f in files)[:2000],
+                patients=(),
+                outcome="error" if rejected else "success",
+                status=422 if rejected else 200,
+                purpose="HOPERAT",
+                break_glass=None,
+                source_ip=None,
+                detail=f"{loaded} resources loaded, {rejected} rejected",
+            )
+        )
+    finally:
+        log.close()
 
 
 if __name__ == "__main__":

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         "22-06", description="local hours (start-end) when any access raises an alert"
     )
     timezone: str = Field("Asia/Ho_Chi_Minh", description="time zone of quiet hours")
+    audit_key: str | None = Field(
+        None,
+        description="secret that signs the audit chain's head (kept outside the database)",
+        repr=False,
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

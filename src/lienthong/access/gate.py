@@ -64,7 +64,7 @@ class AccessGate:
         self.authenticator = (
             None if self.auth_off else Authenticator(settings, settings.database_url)
         )
-        self.audit = AuditLog(settings.database_url)
+        self.audit = AuditLog(settings.database_url, anchor_key=settings.audit_key)
         self.alerts = AlertEngine(settings, settings.database_url)
 
     def close(self) -> None:

@@ -98,7 +98,6 @@ class Session(ABC):
     ) -> list[Stored]:
         """Resources pointing at ``targets`` through ``ref_params`` — for ``_revinclude``."""
 
-
     @abstractmethod
     def references_from(self, query: SearchQuery, ref_code: str, target_type: str) -> set[str]:
         """Ids of the ``target_type`` resources that the resources matching ``query``
