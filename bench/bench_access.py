@@ -7,7 +7,7 @@ twice, one after the other, on the same database:
   of each request is still written, as it is whenever the server runs);
 - guarded: authentication on, requests with bearer tokens of a ``data_admin``
   and of a ``clinician`` whose organisation has visits with many patients
-  (the treatment window is widened so Synthea's old visits count).
+  (the treatment window is widened to 200 years so Synthea's old visits count).
 
 Each runs the same requests one after another: read by id of an Observation,
 and ``Observation?subject=Patient/X&code=C`` for (patient, code) pairs the
@@ -52,10 +52,12 @@ def build(url: str) -> None:
 def busiest_org(path: Path) -> tuple[str, list[str]]:
     conn = sqlite3.connect(path)
     sp = {(t, c): i for i, t, c in conn.execute("SELECT sp, res_type, code FROM search_param")}
+    # the organisation whose visits cover the most patients: the largest visible set
     org, _ = conn.execute(
-        "SELECT target_id, COUNT(*) n FROM idx_reference WHERE sp = ? GROUP BY target_id "
-        "ORDER BY n DESC LIMIT 1",
-        (sp[("Encounter", "service-provider")],),
+        "SELECT o.target_id, COUNT(DISTINCT p.target_id) n FROM idx_reference o "
+        "JOIN idx_reference p ON p.pk = o.pk AND p.sp = ? WHERE o.sp = ? "
+        "GROUP BY o.target_id ORDER BY n DESC LIMIT 1",
+        (sp[("Encounter", "patient")], sp[("Encounter", "service-provider")]),
     ).fetchone()
     patients = [
         r[0]
@@ -110,8 +112,9 @@ def measure(
 ) -> tuple[list[float], list[float]]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     with httpx.Client(timeout=30, headers=headers) as client:
-        for i in ids[:50]:
+        for i, (p, c) in zip(ids[:50], pairs[:50], strict=False):  # warm both paths
             client.get(f"{base}/Observation/{i}").raise_for_status()
+            client.get(f"{base}/Observation", params={"subject": f"Patient/{p}", "code": c})
         reads, searches = [], []
         for i in ids:
             t = time.perf_counter()
@@ -143,8 +146,8 @@ def main() -> None:
         ("bench-admin", "data_admin", None),
         ("bench-doc", "clinician", org),
     ):
-        if users.get(name) is None:
-            users.add(name, role, organization=organization)
+        users.remove(name)  # the busiest organisation may differ from an earlier run's
+        users.add(name, role, organization=organization)
     tokens = {n: issuer.issue(users.get(n), None, 3600) for n in ("bench-admin", "bench-doc")}  # type: ignore[arg-type]
     users.close()
     issuer.close()
@@ -153,18 +156,26 @@ def main() -> None:
         f"{len(patients)} patients; {len(ids)} reads, {len(pairs)} searches per run"
     )
 
-    results = {}
-    for label, env, token in (
+    # each configuration runs twice, alternating, and keeps its faster run: the machine's
+    # own drift between runs is larger than some of the differences being measured
+    configs = (
         ("auth off", {"LIENTHONG_AUTH": "off"}, None),
-        ("data_admin", {"LIENTHONG_TREATMENT_WINDOW_DAYS": "36500"}, tokens["bench-admin"]),
-        ("clinician", {"LIENTHONG_TREATMENT_WINDOW_DAYS": "36500"}, tokens["bench-doc"]),
-    ):
-        proc, base = run_server(url, env)
-        try:
-            results[label] = measure(base, token, ids, pairs)
-        finally:
-            proc.terminate()
-            proc.wait(10)
+        ("data_admin", {"LIENTHONG_TREATMENT_WINDOW_DAYS": "73000"}, tokens["bench-admin"]),
+        ("clinician", {"LIENTHONG_TREATMENT_WINDOW_DAYS": "73000"}, tokens["bench-doc"]),
+    )
+    results: dict[str, tuple[list[float], list[float]]] = {}
+    for _ in range(2):
+        for label, env, token in configs:
+            proc, base = run_server(url, env)
+            try:
+                run = measure(base, token, ids, pairs)
+            finally:
+                proc.terminate()
+                proc.wait(10)
+            best = results.get(label)
+            if best is None or sum(map(sum, run)) < sum(map(sum, best)):
+                results[label] = run
+    for label, _, _ in configs:
         reads, searches = results[label]
         print(f"{label} read by id: {summary_ms(reads)}")
         print(f"{label} Observation?subject&code: {summary_ms(searches)}")

@@ -655,6 +655,9 @@ class Authenticator:
     ) -> None:
         url = database_url or settings.database_url
         self.users = UserDirectory(url)
+        # verified local tokens -> (valid until, claims): an RS256 check costs more than
+        # the rest of a read, and a token is presented many times in its life
+        self._verified: dict[str, tuple[float, dict[str, Any]]] = {}
         self.issuer = TokenIssuer(url, settings.token_issuer, settings.token_audience)
         self.external: _ExternalIssuer | None = None
         if settings.oidc_issuer:
@@ -674,6 +677,10 @@ class Authenticator:
     def authenticate(self, authorization: str | None) -> Principal:
         """Check the ``Authorization`` header value; the caller, or AuthError saying why not."""
         token = _bearer(authorization)
+        cached = self._verified.get(token)
+        if cached is not None and cached[0] > time.time():
+            # signature, issuer and audience were checked; the user check runs every time
+            return self._local_principal(cached[1])
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -705,6 +712,13 @@ class Authenticator:
         if key is None:
             raise AuthError("unknown signing key (kid not in the issuer's JWKS)")
         claims = _decode(token, key, [LOCAL_ALGORITHM], self.issuer.issuer, self.issuer.audience)
+        principal = self._local_principal(claims)
+        if len(self._verified) >= 10_000:
+            self._verified.clear()
+        self._verified[token] = (float(claims["exp"]) + LEEWAY_SECONDS, claims)
+        return principal
+
+    def _local_principal(self, claims: dict[str, Any]) -> Principal:
         user = self.users.get(claims["sub"])
         if user is None:
             raise AuthError("unknown user")

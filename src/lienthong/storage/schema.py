@@ -120,7 +120,15 @@ def ddl(t: Types) -> list[str]:
             f"CREATE TABLE IF NOT EXISTS {table} (pk {t.bigint} NOT NULL, sp {t.bigint} NOT NULL, "
             f"{coldefs})"
         )
-        stmts.append(f"CREATE INDEX IF NOT EXISTS {table}_pk ON {table} (pk, sp)")
+        if table == "idx_reference":
+            # covering: the patient-compartment probes of access control and _include
+            # read only these columns, so they never touch the table itself
+            stmts.append(
+                "CREATE INDEX IF NOT EXISTS idx_reference_pk_cover "
+                "ON idx_reference (pk, target_type, target_id, sp)"
+            )
+        else:
+            stmts.append(f"CREATE INDEX IF NOT EXISTS {table}_pk ON {table} (pk, sp)")
         lookup = ", ".join(LOOKUP_INDEXES[table])
         stmts.append(f"CREATE INDEX IF NOT EXISTS {table}_lookup ON {table} ({lookup})")
     return stmts

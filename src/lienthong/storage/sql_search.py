@@ -395,14 +395,15 @@ def compile_search(query: SearchQuery, params: ParamIds) -> CompiledSearch:
         args.append(query.resource_type)
     if not query.include_deleted:
         where.append("r.deleted = 0")
-    if query.visible_patients is not None:
-        vis, vis_args = b.visible_cond("r.pk", "r")
-        where.append(vis)
-        args += vis_args
     for crit in criteria:
         sql, a = b.condition(crit, "r")
         where.append(sql)
         args += a
+    if query.visible_patients is not None:
+        # last: probed only for rows that meet every criterion
+        vis, vis_args = b.visible_cond("r.pk", "r")
+        where.append(vis)
+        args += vis_args
     where_sql = " AND ".join(where) or "1 = 1"
     order: list[str] = []
     order_args: list[Any] = []
