@@ -310,6 +310,13 @@ def test_clinician_writes_need_a_relationship(world: World) -> None:
     )
 
 
+def test_writing_an_unseen_resource_is_refused_not_created(world: World) -> None:
+    body = {**patient(family="Giả"), "id": "p5"}
+    r = world.client.put("/fhir/Patient/p5", json=body, headers=world.as_("doc-a"))
+    assert r.status_code == 403
+    assert world.get("adm", "/fhir/Patient/p5").json()["name"][0]["family"] == "Nguyễn5"
+
+
 def test_scopes_narrow_the_role(world: World) -> None:
     token = world.token("doc-a", scopes="user/Observation.rs")
     h = {"Authorization": f"Bearer {token}"}

@@ -253,6 +253,9 @@ class GuardedSession(WriteSession):
             flush()
 
     def _check_write(self, op: WriteOp) -> None:
+        if op.pk is None and self.inner.read(op.res_type, op.res_id) is not None:
+            # an update of a resource this user cannot see reached us as a create
+            self.policy_deny(f"not permitted to write {op.res_type}/{op.res_id}")
         perm = "c" if op.pk is None else ("d" if op.content is None else "u")
         self._require(op.res_type, perm)
         new = compartment_of(op.res_type, op.res_id, op.index) if op.index else frozenset()

@@ -9,12 +9,14 @@ parses bodies and renders :class:`FhirResponse` and :class:`FhirError` as
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -152,6 +154,11 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
     @app.exception_handler(ConcurrentUpdate)
     async def on_conflict(request: Request, exc: ConcurrentUpdate) -> Response:
         return render_error(error(409, "conflict", str(exc)))
+
+    @app.exception_handler(sqlite3.IntegrityError)
+    @app.exception_handler(psycopg.errors.UniqueViolation)
+    async def on_integrity(request: Request, exc: Exception) -> Response:
+        return render_error(error(409, "conflict", "the resource was created by another request"))
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -98,6 +98,26 @@ def capability_statement(
                     "of chaining and of _has. Result parameters: _count _offset _sort "
                     "_include _revinclude _summary _elements _total."
                 ),
+                "security": {
+                    "cors": False,
+                    "service": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/"
+                                    "restful-security-service",
+                                    "code": "SMART-on-FHIR",
+                                }
+                            ]
+                        }
+                    ],
+                    "description": (
+                        "OAuth 2 bearer tokens (JWT, RS256) from lienthong's issuer "
+                        "(keys at /.well-known/jwks.json) or a configured OpenID Connect "
+                        "provider; SMART on FHIR v2 scopes narrow each role. Every "
+                        "interaction is written to a hash-chained audit trail."
+                    ),
+                },
                 "resource": resources,
                 "interaction": [
                     {"code": "transaction"},
