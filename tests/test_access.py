@@ -317,6 +317,18 @@ def test_writing_an_unseen_resource_is_refused_not_created(world: World) -> None
     assert world.get("adm", "/fhir/Patient/p5").json()["name"][0]["family"] == "Nguyễn5"
 
 
+def test_nobody_writes_audit_events_through_the_api(world: World) -> None:
+    forged = {
+        "resourceType": "AuditEvent",
+        "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110110"},
+        "recorded": "2026-01-01T00:00:00Z",
+        "agent": [{"requestor": True, "who": {"display": "someone"}}],
+        "source": {"observer": {"display": "forger"}},
+    }
+    r = world.client.post("/fhir/AuditEvent", json=forged, headers=world.as_("adm"))
+    assert r.status_code == 403
+
+
 def test_scopes_narrow_the_role(world: World) -> None:
     token = world.token("doc-a", scopes="user/Observation.rs")
     h = {"Authorization": f"Bearer {token}"}

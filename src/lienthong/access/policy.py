@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -55,6 +56,9 @@ ROLE_PERMS: dict[str, tuple[str, str]] = {
     "auditor": ("", ""),
 }
 TREATMENT_PURPOSES = {"TREAT", "ETREAT", "CAREMGT", "CLINTRCH", "POPHLTH"}
+CACHE_SECONDS = 5
+# written only by the platform itself: the audit trail is not a door for clients
+SYSTEM_WRITTEN = {"AuditEvent"}
 _SCOPE = re.compile(r"^(patient|user|system)/([A-Za-z]+|\*)\.([cruds]+|read|write|\*)$")
 
 
@@ -129,6 +133,8 @@ class Policy:
         allowed = on_patient if patient_data else on_other
         if role == "citizen" and res_type == "Consent":
             allowed = "cruds"
+        if perm in "cud" and res_type in SYSTEM_WRITTEN:
+            self._deny(ctx, f"{res_type} is written by the platform only")
         if perm not in allowed:
             self._deny(ctx, f"role {role} may not {_VERB[perm]} {res_type or 'resources'}")
         granted = any(
@@ -165,7 +171,15 @@ class Policy:
         Cached per user until a write of an Encounter or a Consent, so a revoked
         consent takes effect with the next request.
         """
-        key = (principal.name, principal.organization, principal.practitioner, self._generation)
+        # writes through this process bump the generation at once; writes by other
+        # processes (another server, an import) are picked up within CACHE_SECONDS
+        epoch = int(time.monotonic() // CACHE_SECONDS)
+        key = (
+            principal.name,
+            principal.organization,
+            principal.practitioner,
+            self._generation * 1_000_000_007 + epoch,
+        )
         cached = self._cache.get(key)
         if cached is not None:
             return cached
