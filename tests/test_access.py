@@ -369,3 +369,113 @@ def test_audit_trail_for_citizen_and_auditor(world: World) -> None:
         assert log.verify().ok
     finally:
         log.close()
+
+
+def test_consent_with_a_reference_the_index_reads_differently_grants_nothing(world: World) -> None:
+    sly = consent("p5", "Organization/org-a")
+    sly["patient"]["reference"] = "Patient/p5/"
+    r = world.client.post("/fhir/Consent", json=sly, headers=world.as_("doc-a"))
+    assert r.status_code == 403
+    sly_citizen = consent("p2", "Organization/org-b")
+    sly_citizen["performer"] = [{"reference": "Patient/p1"}]
+    r = world.client.post("/fhir/Consent", json=sly_citizen, headers=world.as_("cit-1"))
+    assert r.status_code == 403
+    assert "p2" not in visible_obs(world, "doc-b")
+
+
+def test_patient_data_without_a_visible_patient_link_is_not_public(world: World) -> None:
+    doc = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": {**patient(family="Ẩn"), "id": "x"}}],
+    }
+    world.put(doc, "bundle-1")
+    by_identifier = observation("Patient/p5")
+    by_identifier["subject"] = {"identifier": {"system": "urn:x", "value": "048085000333"}}
+    world.put(by_identifier, "obs-ident")
+    for who in ("doc-a", "cit-1"):
+        assert world.get(who, "/fhir/Bundle/bundle-1").status_code == 404
+        assert world.get(who, "/fhir/Bundle").json()["total"] == 0
+        assert world.get(who, "/fhir/Observation/obs-ident").status_code == 404
+    assert world.get("adm", "/fhir/Bundle/bundle-1").status_code == 200
+
+
+def test_analysts_cannot_single_out_a_person(world: World) -> None:
+    for params in (
+        {"identifier": "001090012341"},
+        {"birthdate": "1990-05-17"},
+        {"family": "nguyen1"},
+    ):
+        assert world.get("ana", "/fhir/Patient", **params).status_code == 403, params
+    assert (
+        world.get("ana", "/fhir/Observation", **{"subject:Patient.family": "nguyen5"}).status_code
+        == 403
+    )
+    r = world.get("ana", "/fhir/Observation", **{"code": "8867-4"}).json()
+    assert r["total"] == 5
+    for e in r["entry"]:
+        assert "display" not in e["resource"]["subject"]
+
+
+def test_chained_and_has_types_need_their_own_scope(world: World) -> None:
+    token = world.token("doc-a", scopes="user/Observation.rs")
+    h = {"Authorization": f"Bearer {token}"}
+    r = world.client.get(
+        "/fhir/Observation", params={"subject:Patient.family": "nguyen1"}, headers=h
+    )
+    assert r.status_code == 403
+    token = world.token("doc-a", scopes="user/Patient.rs")
+    r = world.client.get(
+        "/fhir/Patient",
+        params={"_has:Observation:subject:code": "8867-4"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert r.status_code == 403
+
+
+def test_citizen_audit_view_names_only_the_citizen(world: World) -> None:
+    world.get("doc-a", "/fhir/Patient", family="nguyen")  # touches p1 and p3
+    events = world.get("cit-1", "/fhir/AuditEvent", patient="Patient/p1").json()["entry"]
+    text = str(events)
+    assert "p3" not in text and "family" not in text
+    assert "Patient/p1" in text
+
+
+def test_history_across_resources_records_whose_data_it_showed(world: World) -> None:
+    world.get("adm", "/fhir/Observation/_history")
+    log = AuditLog(world.settings.database_url)
+    try:
+        records, _ = log.search(user="adm", count=1)
+        assert set(records[0].entry.patients) == {"p1", "p2", "p3", "p4", "p5"}
+    finally:
+        log.close()
+
+
+def test_only_care_given_starts_a_relationship(world: World) -> None:
+    wrong = encounter("p5", "org-a", -3, None)
+    wrong["status"] = "entered-in-error"
+    world.put(wrong, "e-err")
+    assert "p5" not in visible_obs(world, "doc-a")
+
+
+def test_consent_must_be_privacy_scoped_and_nested_denials_win(world: World) -> None:
+    research = consent("p2", "Organization/org-b")
+    research["scope"]["coding"][0]["code"] = "research"
+    world.put(research, "c-research")
+    assert "p2" not in visible_obs(world, "doc-b")
+    denied = consent("p4", "Organization/org-b")
+    denied["provision"]["provision"] = [{"type": "deny", "actor": denied["provision"]["actor"]}]
+    world.put(denied, "c-deny")
+    assert "p4" not in visible_obs(world, "doc-b")
+
+
+def test_has_through_a_hidden_patient_reveals_nothing(world: World) -> None:
+    linked = {
+        **patient(family="Nguyễn5", cccd="001090012345"),
+        "link": [{"other": {"reference": "Patient/p1"}, "type": "seealso"}],
+    }
+    world.put(linked, "p5")
+    r = world.get(
+        "doc-a", "/fhir/Patient", **{"_has:Patient:link:identifier": "001090012345"}
+    ).json()
+    assert r["total"] == 0

@@ -7,9 +7,11 @@ else. Reading the audit trail is itself audited.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
+from lienthong.access.audit import AuditRecord
 from lienthong.access.gate import AccessGate
 from lienthong.access.policy import AccessContext, forbidden
 from lienthong.fhir.engine import FhirEngine, FhirResponse
@@ -17,6 +19,23 @@ from lienthong.fhir.errors import bad_request, not_found
 from lienthong.fhir.search_index import date_range
 
 READERS = {"auditor", "data_admin"}
+
+
+def _for(ctx: AccessContext, record: AuditRecord, base_url: str) -> dict[str, Any]:
+    """The AuditEvent as this reader may see it: a citizen learns who accessed their
+    record, when, why and with what outcome — not which other patients the same
+    request touched, what was searched for, or the chain's hashes."""
+    if ctx.role in READERS:
+        return record.to_fhir(base_url)
+    own = ctx.principal.patient or ""
+    entry = replace(record.entry, patients=(own,), query=None, detail=None, source_ip=None)
+    event = replace(record, entry=entry).to_fhir(base_url)
+    event["extension"] = [
+        x for x in event.get("extension", []) if "hash" not in str(x.get("url", ""))
+    ]
+    if not event["extension"]:
+        del event["extension"]
+    return event
 
 
 def _patient_filter(ctx: AccessContext, requested: str | None) -> str | None:
@@ -82,7 +101,7 @@ def search(
         bundle["entry"] = [
             {
                 "fullUrl": f"{path}/{r.seq}",
-                "resource": r.to_fhir(engine.base_url),
+                "resource": _for(ctx, r, engine.base_url),
                 "search": {"mode": "match"},
             }
             for r in records
@@ -97,7 +116,7 @@ def read(gate: AccessGate, engine: FhirEngine, ctx: AccessContext, res_id: str) 
         ctx.role not in READERS and ctx.principal.patient not in record.entry.patients
     ):
         raise not_found(f"AuditEvent/{res_id} is not known")
-    return FhirResponse(200, record.to_fhir(engine.base_url))
+    return FhirResponse(200, _for(ctx, record, engine.base_url))
 
 
 def alerts(gate: AccessGate, ctx: AccessContext, params: dict[str, str]) -> FhirResponse:

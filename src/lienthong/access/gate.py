@@ -17,7 +17,7 @@ from urllib.parse import unquote
 from lienthong.access.alerts import AlertEngine
 from lienthong.access.audit import AuditEntry, AuditLog
 from lienthong.access.auth import Authenticator, AuthError, Principal
-from lienthong.access.guard import GuardedStore, patient_data_types
+from lienthong.access.guard import GuardedStore
 from lienthong.access.policy import AccessContext, Policy
 from lienthong.fhir.engine import FhirEngine
 from lienthong.fhir.search_parse import SearchParser
@@ -60,7 +60,6 @@ class AccessGate:
         self.auth_off = auth_is_off(settings)
         parser = SearchParser(engine.registry, engine.base_url, engine.unindexed)
         self.policy = Policy(settings, parser)
-        self.patient_types = patient_data_types(engine.registry)
         self.authenticator = (
             None if self.auth_off else Authenticator(settings, settings.database_url)
         )
@@ -92,9 +91,7 @@ class AccessGate:
         return AccessContext(principal, break_glass=glass, purpose=purpose, source_ip=source_ip)
 
     def engine_for(self, ctx: AccessContext) -> FhirEngine:
-        store = GuardedStore(
-            self.engine.store, self.policy, ctx, self.engine.extractor, self.patient_types
-        )
+        store = GuardedStore(self.engine.store, self.policy, ctx, self.engine.extractor)
         return self.engine.with_store(store)
 
     def record(
@@ -135,7 +132,7 @@ class AccessGate:
             purpose=ctx.purpose if ctx else None,
             break_glass=ctx.break_glass if ctx else None,
             source_ip=(ctx.source_ip if ctx else None) or source_ip,
-            detail=outcome.detail or (ctx.denied if ctx else None),
+            detail=outcome.detail or (ctx.denied or ctx.note if ctx else None),
         )
         record = self.audit.append(entry)
         for alert in self.alerts.observe(record):

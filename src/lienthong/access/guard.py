@@ -18,9 +18,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
-from lienthong.access.policy import AccessContext, Policy, Visibility, deidentify, forbidden
+from lienthong.access.policy import (
+    IDENTIFYING_PARAMS,
+    PUBLIC_TYPES,
+    AccessContext,
+    Policy,
+    Visibility,
+    consent_patient,
+    deidentify,
+    forbidden,
+)
 from lienthong.fhir.search_index import IndexExtractor, IndexRows
-from lienthong.fhir.search_params import SearchParamRegistry
 from lienthong.storage.base import (
     HistoryPage,
     ResourceStore,
@@ -30,19 +38,9 @@ from lienthong.storage.base import (
     WriteOp,
     WriteSession,
 )
-from lienthong.storage.query import SearchQuery
+from lienthong.storage.query import Criterion, SearchQuery
 
 RELATIONSHIP_TYPES = {"Encounter", "Consent"}
-
-
-def patient_data_types(registry: SearchParamRegistry) -> frozenset[str]:
-    """Types that can sit in a patient's compartment: Patient and every type with a
-    reference parameter that may point at a Patient."""
-    out = {"Patient"}
-    for rtype in registry.resource_types():
-        if any("Patient" in sp.targets for sp in registry.for_type(rtype).values()):
-            out.add(rtype)
-    return frozenset(out)
 
 
 def compartment_of(res_type: str, res_id: str, rows: IndexRows) -> frozenset[str]:
@@ -59,14 +57,12 @@ class GuardedStore(ResourceStore):
         policy: Policy,
         ctx: AccessContext,
         extractor: IndexExtractor,
-        patient_types: frozenset[str],
     ) -> None:
         self.inner = inner
         self.url = inner.url
         self.policy = policy
         self.ctx = ctx
         self.extractor = extractor
-        self.patient_types = patient_types
         self._visibility: Visibility | None = None
 
     def visibility(self, session: Session) -> Visibility:
@@ -113,7 +109,7 @@ class GuardedSession(WriteSession):
         return self.store.visibility(self.inner)
 
     def _is_patient_data(self, res_type: str | None) -> bool:
-        return res_type is None or res_type in self.store.patient_types
+        return res_type not in PUBLIC_TYPES
 
     def _require(self, res_type: str | None, perm: str) -> None:
         self.policy.require(self.ctx, res_type, perm, self._is_patient_data(res_type))
@@ -144,7 +140,7 @@ class GuardedSession(WriteSession):
                 return False
             target = before
         compartment = self._compartment(target)
-        if not vis.sees(compartment):
+        if not vis.sees(compartment, target.res_type):
             return False
         self.ctx.touched.update(compartment)
         return True
@@ -163,7 +159,7 @@ class GuardedSession(WriteSession):
         vis = self._vis()
         out = []
         for s in found:
-            if vis.sees(comps[s.pk]):
+            if vis.sees(comps[s.pk], s.res_type):
                 self.ctx.touched.update(comps[s.pk])
                 out.append(self._shown(s))
         return out
@@ -198,6 +194,11 @@ class GuardedSession(WriteSession):
             if self._vis().patients is not None:
                 raise forbidden("history across resources needs access to every patient's data")
             page = self.inner.history(res_type, res_id, since, at, count, offset)
+            for s in page.entries:
+                before = s
+                if s.deleted:
+                    before = self.inner.vread(s.res_type, s.res_id, s.version - 1) or s
+                self.ctx.touched.update(self._compartment(before))
             return HistoryPage([self._shown(s) for s in page.entries], page.total)
         self._require(res_type, "r")
         page = self.inner.history(res_type, res_id, since, at, count, offset)
@@ -205,12 +206,31 @@ class GuardedSession(WriteSession):
             return HistoryPage([], 0)
         return HistoryPage([self._shown(s) for s in page.entries], page.total)
 
+    def _check_criteria(self, criteria: list[Criterion], vis: Visibility) -> None:
+        """Every type a search looks at needs the search permission, and analysts may
+        not single out a person by what identifies them."""
+        for crit in criteria:
+            if vis.deidentify and (
+                crit.code in IDENTIFYING_PARAMS or crit.chain or crit.has is not None
+            ):
+                self.policy_deny(
+                    f"de-identified access cannot search by {crit.code}"
+                    + (" through a chain or _has" if crit.chain or crit.has else "")
+                )
+            for sub in crit.chain:
+                self._require(sub.resource_type, "s")
+            if crit.has is not None and crit.has_source_type:
+                self._require(crit.has_source_type, "s")
+                self._check_criteria([crit.has], vis)
+            self._check_criteria(crit.chain, vis)
+
     def search(self, query: SearchQuery) -> SearchPage:
         self._require(query.resource_type, "s")
         vis = self._vis()
         if query.resource_type is None and vis.patients is not None:
             raise forbidden("searching across all types needs access to every patient's data")
-        guarded = replace(query, visible_patients=vis.patients)
+        self._check_criteria(query.criteria, vis)
+        guarded = replace(query, visible_patients=vis.patients, public_types=PUBLIC_TYPES)
         page = self.inner.search(guarded)
         comps = self.inner.compartments(page.matches)
         for c in comps.values():
@@ -231,7 +251,9 @@ class GuardedSession(WriteSession):
     def references_from(self, query: SearchQuery, ref_code: str, target_type: str) -> set[str]:
         self._require(query.resource_type, "s")
         return self.inner.references_from(
-            replace(query, visible_patients=self._vis().patients), ref_code, target_type
+            replace(query, visible_patients=self._vis().patients, public_types=PUBLIC_TYPES),
+            ref_code,
+            target_type,
         )
 
     def compartments(self, stored: list[Stored]) -> dict[int, frozenset[str]]:
@@ -253,11 +275,12 @@ class GuardedSession(WriteSession):
             flush()
 
     def _check_write(self, op: WriteOp) -> None:
-        if op.pk is None and self.inner.read(op.res_type, op.res_id) is not None:
-            # an update of a resource this user cannot see reached us as a create
-            self.policy_deny(f"not permitted to write {op.res_type}/{op.res_id}")
         perm = "c" if op.pk is None else ("d" if op.content is None else "u")
         self._require(op.res_type, perm)
+        if op.pk is None and self.inner.read(op.res_type, op.res_id) is not None:
+            # an update of a resource this user cannot see reached us as a create; the
+            # answer is the one any refused write gets, naming nothing new
+            self.policy_deny(f"not permitted to write {op.res_type}/{op.res_id}")
         new = compartment_of(op.res_type, op.res_id, op.index) if op.index else frozenset()
         old: frozenset[str] = frozenset()
         if op.pk is not None:
@@ -269,9 +292,21 @@ class GuardedSession(WriteSession):
         role = self.ctx.role
         if role in ("data_admin", "system"):
             return
+        consent_for = None
+        if op.res_type == "Consent" and op.content is not None:
+            import orjson
+
+            consent_for = consent_patient(orjson.loads(op.content))
+            if consent_for is None or consent_for not in new:
+                self.policy_deny("Consent.patient must be a reference of the form Patient/<id>")
         if role == "citizen":
             own = self.ctx.principal.patient
-            if op.res_type == "Consent" and own and (new | old) <= {own} and new:
+            if (
+                op.res_type == "Consent"
+                and own
+                and (new | old) <= {own}
+                and (consent_for == own or op.content is None)
+            ):
                 return
             self.policy_deny("a citizen may only write their own Consents")
         if role in ("clinician", "commune_staff"):
@@ -287,7 +322,12 @@ class GuardedSession(WriteSession):
                     (t, i) for code, t, i, _ in op.index.reference if code == "service-provider"
                 }
                 if org and ("Organization", org) in providers:
-                    return  # the visit that starts a treatment relationship
+                    # the visit that starts a treatment relationship: allowed, and said
+                    # in the audit entry so reviewers can tell it from break-the-glass
+                    self.ctx.note = (
+                        f"started a treatment relationship with {', '.join(sorted(new))}"
+                    )
+                    return
             self.policy_deny("no treatment relationship or consent covers this patient for writing")
         self.policy_deny(f"role {role} may not write {op.res_type}")
 

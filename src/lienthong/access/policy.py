@@ -39,6 +39,7 @@ import orjson
 
 from lienthong.access.auth import Principal
 from lienthong.fhir.errors import FhirError, Issue
+from lienthong.fhir.search_index import date_range
 from lienthong.fhir.search_parse import SearchParser
 from lienthong.settings import Settings
 from lienthong.storage.base import Session
@@ -57,6 +58,77 @@ ROLE_PERMS: dict[str, tuple[str, str]] = {
 }
 TREATMENT_PURPOSES = {"TREAT", "ETREAT", "CAREMGT", "CLINTRCH", "POPHLTH"}
 CACHE_SECONDS = 5
+# Reference data: visible to everyone who may read the type. Every other type is
+# patient data and is visible to a restricted user only when it names at least one
+# patient and every patient it names is visible to them (a Bundle, a Binary or an
+# Observation whose subject is given only by identifier is therefore not visible).
+PUBLIC_TYPES = frozenset(
+    {
+        "Organization",
+        "OrganizationAffiliation",
+        "Location",
+        "Practitioner",
+        "PractitionerRole",
+        "HealthcareService",
+        "Endpoint",
+        "Medication",
+        "MedicationKnowledge",
+        "Substance",
+        "Device",
+        "DeviceDefinition",
+        "CodeSystem",
+        "ValueSet",
+        "ConceptMap",
+        "NamingSystem",
+        "StructureDefinition",
+        "StructureMap",
+        "SearchParameter",
+        "OperationDefinition",
+        "CapabilityStatement",
+        "CompartmentDefinition",
+        "ImplementationGuide",
+        "Questionnaire",
+        "PlanDefinition",
+        "ActivityDefinition",
+        "Library",
+        "Measure",
+        "InsurancePlan",
+        "TerminologyCapabilities",
+        "GraphDefinition",
+        "MessageDefinition",
+        "EventDefinition",
+        "ObservationDefinition",
+        "SpecimenDefinition",
+        "ChargeItemDefinition",
+    }
+)
+# Encounter statuses that stand for care actually given (not planned, cancelled or
+# entered in error): only these start a treatment relationship
+CARE_STATUSES = "arrived,triaged,in-progress,onleave,finished"
+# search parameters that single out a person, refused to analysts (who see
+# de-identified data only); chains and _has are refused to them as well
+IDENTIFYING_PARAMS = frozenset(
+    {
+        "name",
+        "family",
+        "given",
+        "phonetic",
+        "identifier",
+        "telecom",
+        "phone",
+        "email",
+        "address",
+        "address-city",
+        "address-district",
+        "address-state",
+        "address-postalcode",
+        "address-country",
+        "address-use",
+        "birthdate",
+        "death-date",
+        "link",
+    }
+)
 # written only by the platform itself: the audit trail is not a door for clients
 SYSTEM_WRITTEN = {"AuditEvent"}
 _SCOPE = re.compile(r"^(patient|user|system)/([A-Za-z]+|\*)\.([cruds]+|read|write|\*)$")
@@ -97,6 +169,7 @@ class AccessContext:
     source_ip: str | None = None
     touched: set[str] = field(default_factory=set)
     denied: str | None = None
+    note: str | None = None  # what the audit entry should say beyond the outcome
 
     @property
     def role(self) -> str:
@@ -110,8 +183,12 @@ class Visibility:
     patients: frozenset[str] | None
     deidentify: bool = False
 
-    def sees(self, compartment: frozenset[str]) -> bool:
-        return self.patients is None or compartment <= self.patients
+    def sees(self, compartment: frozenset[str], res_type: str) -> bool:
+        if self.patients is None:
+            return True
+        if not compartment:
+            return res_type in PUBLIC_TYPES
+        return compartment <= self.patients
 
 
 class Policy:
@@ -201,6 +278,7 @@ class Policy:
             [
                 ("service-provider", f"Organization/{principal.organization}"),
                 ("date", "ge" + since.strftime("%Y-%m-%dT%H:%M:%SZ")),
+                ("status", CARE_STATUSES),
             ],
             strict=True,
         ).query
@@ -222,11 +300,13 @@ class Policy:
             default_count=100_000,
         ).query
         query.with_total = False
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
         out: set[str] = set()
         for stored in session.search(query).matches:
             patient = _consent_permits(orjson.loads(stored.content or b"{}"), actors, now)
-            if patient:
+            # the patient must be the one the index filed the Consent under, so a
+            # reference the index reads differently cannot grant anything
+            if patient and patient in session.compartments([stored])[stored.pk]:
                 out.add(patient)
         return frozenset(out)
 
@@ -239,31 +319,59 @@ class Policy:
 _VERB = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
 
+_PATIENT_REF = re.compile(r"^Patient/([A-Za-z0-9\-.]{1,64})$")
+
+
+def consent_patient(consent: dict[str, Any]) -> str | None:
+    """The patient id of a Consent when its reference is exactly ``Patient/<id>``."""
+    m = _PATIENT_REF.match(str((consent.get("patient") or {}).get("reference", "")))
+    return m.group(1) if m else None
+
+
 def _consent_permits(
     consent: dict[str, Any], actors: list[tuple[str, str | None]], now: str
 ) -> str | None:
-    """The patient id when this Consent permits one of ``actors`` to treat now."""
+    """The patient id when this Consent permits one of ``actors`` to treat now.
+
+    https://hl7.org/fhir/R4/consent.html: scope patient-privacy, status active, the
+    base provision a permit whose period covers now, naming the actor, for a
+    treatment purpose (or no purpose); a nested deny provision naming the actor
+    for treatment wins.
+    """
     if consent.get("status") != "active":
         return None
-    patient_ref = (consent.get("patient") or {}).get("reference", "")
-    if not patient_ref.startswith("Patient/"):
+    patient = consent_patient(consent)
+    if patient is None:
+        return None
+    scope_codes = {c.get("code") for c in (consent.get("scope") or {}).get("coding", [])}
+    if "patient-privacy" not in scope_codes:
         return None
     provision = consent.get("provision") or {}
-    if provision.get("type", "permit") != "permit":
-        return None
-    period = provision.get("period") or {}
-    if period.get("start") and period["start"][:19] > now:
-        return None
-    if period.get("end") and period["end"][:19] < now[: len(period["end"][:19])]:
-        return None
     wanted = {f"{t}/{i}" for t, i in actors}
+    if provision.get("type", "permit") != "permit" or not _applies(provision, wanted, now):
+        return None
+    for nested in provision.get("provision") or []:
+        if nested.get("type") == "deny" and _applies(nested, wanted, now):
+            return None
+    return patient
+
+
+def _applies(provision: dict[str, Any], wanted: set[str], now: str) -> bool:
+    period = provision.get("period") or {}
+    try:
+        if period.get("start") and date_range(period["start"])[0] > now:
+            return False
+        if period.get("end") and date_range(period["end"])[1] < now:
+            return False
+    except ValueError:
+        return False
     named = {(a.get("reference") or {}).get("reference") for a in provision.get("actor") or []}
-    if not wanted & named:
-        return None
+    if named and not wanted & named:
+        return False
+    if not named and provision.get("type", "permit") == "permit":
+        return False  # a permit must name who it permits
     purposes = {p.get("code") for p in provision.get("purpose") or []}
-    if purposes and not purposes & TREATMENT_PURPOSES:
-        return None
-    return patient_ref.split("/", 1)[1].split("/")[0]
+    return not purposes or bool(purposes & TREATMENT_PURPOSES)
 
 
 # -- de-identification for analysts ---------------------------------------------
@@ -288,14 +396,35 @@ REDACTED = {
 
 
 def deidentify(content: bytes) -> bytes:
-    """Drop direct identifiers; birth dates keep the year (a Safe-Harbor-like cut)."""
+    """Drop direct identifiers, everywhere in the resource: person names, identifiers,
+    contacts and addresses; narrative, contained resources and extensions (free text
+    and local data may identify); the display text and identifier of references.
+    Birth dates keep the year only."""
     resource: dict[str, Any] = orjson.loads(content)
     rtype = resource.get("resourceType")
     drop = IDENTIFYING if rtype in PERSON_TYPES else {"identifier", "text"}
-    out = {k: v for k, v in resource.items() if k.lstrip("_") not in drop}
+    out = {
+        k: _scrub(v)
+        for k, v in resource.items()
+        if k.lstrip("_") not in drop and k not in ("contained", "extension", "modifierExtension")
+    }
     if "birthDate" in out and isinstance(out["birthDate"], str):
         out["birthDate"] = out["birthDate"][:4]
     meta = dict(out.get("meta") or {})
     meta["security"] = [*meta.get("security", []), REDACTED]
     out["meta"] = meta
     return orjson.dumps(out)
+
+
+def _scrub(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_scrub(v) for v in node]
+    if isinstance(node, dict):
+        is_reference = "reference" in node
+        return {
+            k: _scrub(v)
+            for k, v in node.items()
+            if k not in ("extension", "modifierExtension", "text", "contained")
+            and not (is_reference and k in ("display", "identifier"))
+        }
+    return node

@@ -95,3 +95,6 @@ class SearchQuery:
     # ids match — applied to the searched resources and to every resource a chain or
     # _has looks at, so neither results, totals nor criteria reveal other patients.
     visible_patients: frozenset[str] | None = None
+    # With visible_patients: the types that are visible without any link to a patient
+    # (reference data such as Organization); anything else must name a visible patient.
+    public_types: frozenset[str] = frozenset()

@@ -82,32 +82,49 @@ def like_escape(text: str) -> str:
 
 
 class _Builder:
-    def __init__(self, params: ParamIds, visible: frozenset[str] | None = None) -> None:
+    def __init__(
+        self,
+        params: ParamIds,
+        visible: frozenset[str] | None = None,
+        public_types: frozenset[str] = frozenset(),
+    ) -> None:
         self.params = params
         self.n = 0
         self.visible = sorted(visible) if visible is not None else None
+        self.public_types = sorted(public_types)
 
-    def visible_cond(self, pk: str, resource_alias: str | None) -> tuple[str, list[Any]]:
-        """The resource is outside every patient compartment or inside visible ones only.
+    def visible_cond(self, r: str) -> tuple[str, list[Any]]:
+        """Resource alias ``r`` may be seen: every patient it names is visible, and it
+        names at least one — or it is reference data (``public_types``) — and a Patient
+        is visible itself.
 
         Compartment membership is read from the reference index: every reference to
-        a Patient puts the resource in that patient's compartment, and a Patient is
-        in its own.
+        a Patient puts the resource in that patient's compartment.
         """
         if self.visible is None:
             return "1 = 1", []
-        v = self.alias()
+        if not self.visible:
+            if not self.public_types:
+                return "1 = 0", []
+            marks = ", ".join("?" for _ in self.public_types)
+            v = self.alias()
+            return (
+                f"{r}.res_type IN ({marks}) AND NOT EXISTS (SELECT 1 FROM idx_reference {v} "
+                f"WHERE {v}.pk = {r}.pk AND {v}.target_type = 'Patient')",
+                list(self.public_types),
+            )
+        v, w = self.alias(), self.alias()
         marks = ", ".join("?" for _ in self.visible)
-        outside = f" AND {v}.target_id NOT IN ({marks})" if self.visible else ""
+        public = ", ".join("?" for _ in self.public_types) or "NULL"
         sql = (
-            f"NOT EXISTS (SELECT 1 FROM idx_reference {v} WHERE {v}.pk = {pk} "
-            f"AND {v}.target_type = 'Patient'{outside})"
+            f"NOT EXISTS (SELECT 1 FROM idx_reference {v} WHERE {v}.pk = {r}.pk "
+            f"AND {v}.target_type = 'Patient' AND {v}.target_id NOT IN ({marks})) "
+            f"AND ({r}.res_type <> 'Patient' OR {r}.res_id IN ({marks})) "
+            f"AND ({r}.res_type IN ({public}) OR {r}.res_type = 'Patient' "
+            f"OR EXISTS (SELECT 1 FROM idx_reference {w} WHERE {w}.pk = {r}.pk "
+            f"AND {w}.target_type = 'Patient' AND {w}.target_id IN ({marks})))"
         )
-        args: list[Any] = list(self.visible)
-        if resource_alias is not None:
-            own = f"{resource_alias}.res_id IN ({marks})" if self.visible else "1 = 0"
-            sql += f" AND ({resource_alias}.res_type <> 'Patient' OR {own})"
-            args += list(self.visible)
+        args: list[Any] = [*self.visible, *self.visible, *self.public_types, *self.visible]
         return sql, args
 
     def alias(self) -> str:
@@ -192,7 +209,7 @@ class _Builder:
             sql, a = self.condition(sub, t)
             ors.append(f"({t}.res_type = ? AND {sql})")
             args += [sub.resource_type, *a]
-        vis, vis_args = self.visible_cond(f"{t}.pk", t)
+        vis, vis_args = self.visible_cond(t)
         return (
             f"idx_reference {x} JOIN resource {t} ON {t}.res_type = {x}.target_type "
             f"AND {t}.res_id = {x}.target_id",
@@ -208,12 +225,14 @@ class _Builder:
         sp = self.params.id(crit.has_source_type, crit.has_ref_param)
         sql, args = self.condition(crit.has, x)
         # the referring resources a _has looks at must be visible too
-        vis, vis_args = self.visible_cond(f"{x}.pk", None)
+        src = self.alias()
+        vis, vis_args = self.visible_cond(src)
         # a derived table of target pks, so callers can treat it like an index table
         outer = self.alias()
         return (
             f"(SELECT {t}.pk AS pk FROM idx_reference {x} JOIN resource {t} "
             f"ON {t}.res_type = {x}.target_type AND {t}.res_id = {x}.target_id "
+            f"JOIN resource {src} ON {src}.pk = {x}.pk "
             f"WHERE {x}.sp = ? AND {x}.target_type = ? AND {t}.deleted = 0 AND {sql} "
             f"AND {vis}) {outer}",
             outer,
@@ -380,7 +399,7 @@ def _driver_rank(crit: Criterion) -> int:
 
 
 def compile_search(query: SearchQuery, params: ParamIds) -> CompiledSearch:
-    b = _Builder(params, query.visible_patients)
+    b = _Builder(params, query.visible_patients, query.public_types)
     where: list[str] = []
     args: list[Any] = []
     source = "resource r"
@@ -401,7 +420,7 @@ def compile_search(query: SearchQuery, params: ParamIds) -> CompiledSearch:
         args += a
     if query.visible_patients is not None:
         # last: probed only for rows that meet every criterion
-        vis, vis_args = b.visible_cond("r.pk", "r")
+        vis, vis_args = b.visible_cond("r")
         where.append(vis)
         args += vis_args
     where_sql = " AND ".join(where) or "1 = 1"
