@@ -1,0 +1,1 @@
+"""Vietnamese identity toolkit: identifier checks; name, date, sex, phone, address normalisation."""

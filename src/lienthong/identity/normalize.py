@@ -1,0 +1,499 @@
+"""Normalisation of the identity fields found in Vietnamese health records.
+
+Records reach the platform from hospital XML exports (QĐ 130/QĐ-BYT), insurance files and
+hand-typed forms, so the same person shows up with different tone-mark placement, name
+order, date formats, sex codes, phone prefixes and pre-2025 addresses. Every function here
+is pure (apart from reading the data bundled with `vietnamadminunits`) and either returns a
+canonical form or says plainly that it could not (None fields or ValueError), never a guess.
+"""
+
+from __future__ import annotations
+
+import calendar
+import functools
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import phonenumbers
+
+# --------------------------------------------------------------------------- names
+
+# Combining tone marks (NFD): grave (huyền), acute (sắc), hook above (hỏi), tilde (ngã),
+# dot below (nặng). The other combining marks (breve, circumflex, horn) change the vowel.
+_TONES = frozenset("\u0300\u0301\u0309\u0303\u0323")
+_VOWELS = frozenset("aăâeêioôơuưy")
+_MARKED_VOWELS = frozenset("ăâêôơư")
+
+
+def _split_tone(word: str) -> tuple[str, str | None]:
+    """Return the word without its tone mark (NFC) and the tone mark (None if absent).
+
+    Raises ValueError when the word carries more than one tone mark."""
+    tones = [c for c in unicodedata.normalize("NFD", word) if c in _TONES]
+    if len(tones) > 1:
+        raise ValueError(f"more than one tone mark in {word!r}")
+    base = "".join(c for c in unicodedata.normalize("NFD", word) if c not in _TONES)
+    return unicodedata.normalize("NFC", base), (tones[0] if tones else None)
+
+
+def _tone_index(base: str) -> int | None:
+    """Index in the lower-case, toneless syllable `base` of the vowel that carries the tone,
+    in the "new" placement (kiểu mới): in the open syllables oa, oe, uy the mark goes on
+    the second vowel (hoà, khoẻ, thuỷ), as in the closed ones (hoàng, khoét, huyết).
+    None when the syllable has no vowel (not a Vietnamese syllable)."""
+    start = 0
+    if base.startswith("qu") and len(base) > 2 and base[2] in _VOWELS:
+        start = 2  # "u" of "qu" belongs to the consonant: quý, quà
+    elif base.startswith("gi") and len(base) > 2 and base[2] in _VOWELS:
+        start = 2  # "i" of "gi" belongs to the consonant: giá, giường
+    i = start
+    while i < len(base) and base[i] not in _VOWELS:
+        i += 1
+    j = i
+    while j < len(base) and base[j] in _VOWELS:
+        j += 1
+    if i == j:
+        return None
+    nucleus = range(i, j)
+    marked = [k for k in nucleus if base[k] in _MARKED_VOWELS]
+    if marked:
+        return marked[-1]  # thuyền, người, muốn: the vowel with a quality mark
+    n = j - i
+    if n == 1:
+        return i
+    if n == 3:
+        return i + 1  # ngoài, khuỷu, ngoẹo
+    has_final = j < len(base)
+    if has_final or base[i : i + 2] in ("oa", "oe", "uy"):
+        return i + 1  # hoàng, hoà, khoẻ, thuỷ
+    return i  # mái, mùa, mía, tối
+
+
+def _place_tone(word: str) -> str:
+    """Re-place the tone mark of one lower-case syllable; unchanged if it cannot be parsed."""
+    try:
+        base, tone = _split_tone(word)
+    except ValueError:
+        return word
+    if tone is None:
+        return base
+    idx = _tone_index(base)
+    if idx is None:
+        return unicodedata.normalize("NFC", word)
+    decomposed = unicodedata.normalize("NFD", base[idx]) + tone
+    return unicodedata.normalize("NFC", base[:idx] + decomposed + base[idx + 1 :])
+
+
+def _capitalise(word: str) -> str:
+    # Capitalise after apostrophes and hyphens too: ethnic-minority names such as H'Hen.
+    return re.sub(r"(^|['\-])(\w)", lambda m: m.group(1) + m.group(2).upper(), word)
+
+
+def normalize_name(raw: str) -> str:
+    """Canonical display form of a person's name.
+
+    Unicode NFC; tone marks moved to the "new" placement (hoà, thuỷ, khoẻ rather than
+    hòa, thủy, khỏe: both are in use, and records must compare equal whichever a clerk
+    typed); runs of white space collapsed; each syllable title-cased with its Vietnamese
+    letters kept ("nguyễn THỊ hòa" -> "Nguyễn Thị Hoà").
+    """
+    words = unicodedata.normalize("NFC", raw).lower().split()
+    return " ".join(_capitalise(_place_tone(w)) for w in words)
+
+
+def _fold(text: str) -> str:
+    """Strip every diacritic and map đ to d (đ has no decomposition in Unicode)."""
+    decomposed = unicodedata.normalize("NFD", text.replace("đ", "d").replace("Đ", "D"))
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def name_key(raw: str) -> str:
+    """Accent-folded matching key: "Nguyễn Văn Đức" -> "nguyen van duc".
+
+    Lower case, no diacritics, đ -> d, apostrophes dropped, other punctuation treated as a
+    space, single spaces. Idempotent. Used for blocking and comparing candidate matches,
+    never for display."""
+    folded = _fold(unicodedata.normalize("NFC", raw)).lower().replace("'", "")
+    return " ".join(re.sub(r"[^0-9a-z]+", " ", folded).split())
+
+
+# Common Vietnamese family names (họ), by approximate frequency; Hoàng/Huỳnh and Vũ/Võ are
+# regional variants kept as separate entries. Names that are also frequent middle names
+# (Văn, Thị, Đức, ...) are deliberately absent so that they never trigger re-ordering.
+SURNAMES: tuple[str, ...] = (
+    "Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng",
+    "Bùi", "Đỗ", "Hồ", "Ngô", "Dương", "Lý", "Đào", "Đoàn", "Vương", "Trịnh",
+    "Trương", "Đinh", "Lâm", "Phùng", "Mai", "Tô", "Hà", "Tạ", "Lương", "Lưu",
+    "Cao", "Châu", "Chu", "Quách", "Tăng", "Triệu", "Thái", "Kiều", "Khúc", "Kim",
+    "La", "Lã", "Lại", "Lò", "Lục", "Mạc", "Nghiêm", "Nông", "Ông", "Phí",
+    "Phó", "Quan", "Tôn", "Từ", "Ung", "Vi", "Viên", "Âu", "Bạch", "Bế",
+    "Cù", "Cung", "Diệp", "Doãn", "Đàm", "Đồng", "Giang", "Giáp", "Hàn", "Hầu",
+    "Hứa", "Khổng", "Khương", "Lạc", "Lăng", "Liêu", "Lỗ", "Mẫn", "Ninh", "Nhan",
+    "Phương", "Quản", "Sầm", "Tiêu", "Tống", "Trình", "Thân", "Thạch", "Thiều", "Tiết",
+    "Cấn", "Cam", "Chung", "Chử", "Điền", "Đường", "Khuất", "Mã", "Nhữ", "Tào",
+    "Vy", "Xa", "Hạ", "Kha", "Lều", "Ôn", "Mông", "Lữ",
+)  # fmt: skip
+#: Folded keys of the single-word surnames, for order detection.
+SURNAME_KEYS: frozenset[str] = frozenset(name_key(s) for s in SURNAMES)
+
+
+@dataclass(frozen=True)
+class NameParts:
+    """A Vietnamese name in its three parts; empty strings for absent parts."""
+
+    family: str
+    middle: str
+    given: str
+
+
+def split_name(raw: str) -> NameParts:
+    """Split a name into family, middle and given names.
+
+    Vietnamese order is family-middle-given ("Nguyễn Văn An"). Forms filled in under a
+    Western "first name / last name" layout yield "Văn An Nguyễn" (family moved last) or
+    "An Nguyễn Văn" (given name first). The order is changed only when the first word is
+    not a known surname and the last (or the second) is; otherwise Vietnamese order is
+    assumed. Comparison uses folded keys, so "Nguyen" counts as "Nguyễn".
+    """
+    words = normalize_name(raw).split()
+    if not words:
+        return NameParts("", "", "")
+    if len(words) == 1:
+        return NameParts("", "", words[0])
+    keys = [name_key(w) for w in words]
+    if keys[0] not in SURNAME_KEYS:
+        if keys[-1] in SURNAME_KEYS:  # "Văn An Nguyễn"
+            return NameParts(words[-1], " ".join(words[:-2]), words[-2])
+        if keys[1] in SURNAME_KEYS:  # "An Nguyễn Văn"
+            return NameParts(words[1], " ".join(words[2:]), words[0])
+    return NameParts(words[0], " ".join(words[1:-1]), words[-1])
+
+
+# --------------------------------------------------------------------------- dates
+
+
+@dataclass(frozen=True)
+class PartialDate:
+    """A date known to the year, the month or the day (birth dates often are partial)."""
+
+    year: int
+    month: int | None = None
+    day: int | None = None
+
+    def iso(self) -> str:
+        """FHIR `date` at the known precision: YYYY, YYYY-MM or YYYY-MM-DD."""
+        if self.month is None:
+            return f"{self.year:04d}"
+        if self.day is None:
+            return f"{self.year:04d}-{self.month:02d}"
+        return f"{self.year:04d}-{self.month:02d}-{self.day:02d}"
+
+
+_MIN_YEAR, _MAX_YEAR = 1800, 2999
+
+
+def _make_date(raw: str, year: int, month: int | None, day: int | None) -> PartialDate:
+    if not _MIN_YEAR <= year <= _MAX_YEAR:
+        raise ValueError(f"{raw!r}: year {year} is outside {_MIN_YEAR}-{_MAX_YEAR}")
+    if month is None:
+        if day is not None:
+            raise ValueError(f"{raw!r}: a day is given without a month")
+        return PartialDate(year)
+    if not 1 <= month <= 12:
+        raise ValueError(f"{raw!r}: month {month} does not exist")
+    if day is not None:
+        last = calendar.monthrange(year, month)[1]
+        if not 1 <= day <= last:
+            raise ValueError(f"{raw!r}: day {day} does not exist in {month:02d}/{year}")
+    return PartialDate(year, month, day)
+
+
+def _unknown_zero(value: int) -> int | None:
+    return None if value == 0 else value
+
+
+_ISO = re.compile(r"(\d{4})-(\d{1,2})(?:-(\d{1,2}))?")
+_DMY = re.compile(r"(\d{1,2})([/.\-])(\d{1,2})\2(\d{4})")
+_MY = re.compile(r"(\d{1,2})[/.\-](\d{4})")
+
+
+def parse_date(raw: str) -> PartialDate:
+    """Parse the date forms found in Vietnamese records; raise ValueError otherwise.
+
+    Accepted: YYYY-MM-DD and YYYY-MM (ISO); DD/MM/YYYY, D/M/YYYY, DD-MM-YYYY, DD.MM.YYYY
+    (day first, as written in Vietnam); YYYYMMDD; the 12-character yyyymmddHHMM of the
+    hospital XML standard (QĐ 130/QĐ-BYT, e.g. NGAY_SINH), where 00 stands for an unknown
+    month or day and the time is checked but dropped; YYYY; MM/YYYY. Impossible dates
+    (31/02, month 13) are rejected rather than adjusted.
+    """
+    text = raw.strip()
+    if m := _ISO.fullmatch(text):
+        day = int(m.group(3)) if m.group(3) else None
+        return _make_date(raw, int(m.group(1)), int(m.group(2)), day)
+    if m := _DMY.fullmatch(text):
+        return _make_date(raw, int(m.group(4)), int(m.group(3)), int(m.group(1)))
+    if m := _MY.fullmatch(text):
+        return _make_date(raw, int(m.group(2)), int(m.group(1)), None)
+    if text.isascii() and text.isdigit():
+        if len(text) == 4:
+            return _make_date(raw, int(text), None, None)
+        if len(text) in (8, 12):
+            if len(text) == 12:
+                hh, mi = int(text[8:10]), int(text[10:12])
+                if hh > 23 or mi > 59:
+                    raise ValueError(f"{raw!r}: time {text[8:10]}:{text[10:12]} does not exist")
+            month, day = _unknown_zero(int(text[4:6])), _unknown_zero(int(text[6:8]))
+            return _make_date(raw, int(text[:4]), month, day)
+    raise ValueError(
+        f"{raw!r} is not a recognised date (expected YYYY-MM-DD, DD/MM/YYYY, YYYYMMDD, "
+        "yyyymmddHHMM, MM/YYYY or YYYY)"
+    )
+
+
+# --------------------------------------------------------------------------- sex
+
+Sex = Literal["M", "F", "O"]
+
+_SEX_CODES: dict[str, Sex] = {
+    "m": "M",
+    "male": "M",
+    "nam": "M",
+    "1": "M",
+    "f": "F",
+    "female": "F",
+    "nữ": "F",
+    "nu": "F",
+    "2": "F",
+    "o": "O",
+    "other": "O",
+    "khác": "O",
+    "3": "O",
+}
+
+
+def normalize_sex(raw: str | int | None) -> Sex | None:
+    """Map a sex code to "M", "F" or "O" (other / undetermined).
+
+    Accepts M/F, male/female, Nam/Nữ/Nu and the hospital XML codes 1 male, 2 female,
+    3 undetermined (QĐ 130/QĐ-BYT, GIOI_TINH), in any case. Returns None when the value
+    is absent or not recognised (including "unknown"): an unknown sex is not a sex."""
+    if raw is None:
+        return None
+    key = unicodedata.normalize("NFC", str(raw)).strip().lower()
+    return _SEX_CODES.get(key)
+
+
+# --------------------------------------------------------------------------- phones
+
+# Mobile prefixes moved from 11 to 10 digits between 15 September and 15 November 2018
+# (Ministry of Information and Communications, Circular 22/2014/TT-BTTTT as amended; the
+# operators' published conversion table). Key: old national prefix without the 0.
+OLD_MOBILE_PREFIXES: dict[str, str] = {
+    # Viettel
+    "162": "32", "163": "33", "164": "34", "165": "35",
+    "166": "36", "167": "37", "168": "38", "169": "39",
+    # MobiFone
+    "120": "70", "121": "79", "122": "77", "126": "76", "128": "78",
+    # VinaPhone
+    "123": "83", "124": "84", "125": "85", "127": "81", "129": "82",
+    # Vietnamobile
+    "186": "56", "188": "58",
+    # Gmobile
+    "199": "59",
+}  # fmt: skip
+
+
+def normalize_phone(raw: str) -> str | None:
+    """Normalise a phone number to E.164 ("+84912345678"); None if it is not a valid number.
+
+    Accepts national (0912 345 678), international (+84 912 345 678, 0084...) and bare
+    84912345678 forms with spaces, dots, dashes or parentheses; pre-2018 11-digit mobile
+    numbers (0166...) are converted to their current 10-digit form. Foreign numbers
+    written with "+" are returned in E.164 when valid. Validation is `phonenumbers`'.
+    """
+    text = raw.strip()
+    if not text:
+        return None
+    plus = text.startswith("+")
+    digits = re.sub(r"[\s.\-()/]", "", text.lstrip("+"))
+    if not digits.isascii() or not digits.isdigit():
+        return None
+    if digits.startswith("00"):
+        digits, plus = digits[2:], True
+    if plus and not digits.startswith("84"):
+        return _e164("+" + digits)
+    if digits.startswith("84") and (plus or len(digits) in (11, 12)):
+        national = digits[2:]
+    elif digits.startswith("0"):
+        national = digits[1:]
+    else:
+        national = digits
+    national = national.removeprefix("0")  # "+84 (0) 912..."
+    if len(national) == 10 and national[:3] in OLD_MOBILE_PREFIXES:
+        national = OLD_MOBILE_PREFIXES[national[:3]] + national[3:]
+    return _e164("+84" + national)
+
+
+def _e164(number: str) -> str | None:
+    try:
+        parsed = phonenumbers.parse(number, "VN")
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+# --------------------------------------------------------------------------- addresses
+
+
+@dataclass(frozen=True)
+class Address:
+    """An address resolved to the CURRENT units (34 provinces, 2 tiers, from 1 July 2025).
+
+    Fields the data cannot determine are None: `commune_code` is None when no commune was
+    recognised, or when the old ward was split between several new communes and nothing
+    in the address says which (their codes are then in `commune_candidates`, sorted).
+    `legacy` tells whether the input was recognised as a pre-2025 (3-tier) address.
+    """
+
+    province_code: str | None
+    province_name: str | None
+    commune_code: str | None
+    commune_name: str | None
+    street: str | None
+    legacy: bool = False
+    commune_candidates: tuple[str, ...] = ()
+
+
+_EMPTY = Address(None, None, None, None, None)
+
+
+@functools.cache
+def _lib() -> Any:
+    """Import the admin-unit library lazily: it loads several MB of data on import."""
+    import vietnamadminunits
+    from vietnamadminunits.converter import converter_2025
+
+    return vietnamadminunits, converter_2025
+
+
+def _current_ward(ward_key: str, province_key: str) -> Any:
+    lib, _ = _lib()
+    return lib.parse_address(f"{ward_key}, {province_key}", mode="FROM_2025", level=2)
+
+
+def _convert_legacy(
+    province_key: str, district_key: str | None, ward_key: str | None, street: str | None
+) -> Address:
+    """Map a legacy unit to the current ones with the library's conversion tables.
+
+    The library's own `convert_address` geocodes split wards over the network (ArcGIS); we
+    do not, and report the candidates instead."""
+    lib, conv = _lib()
+    new_province = next((k for k, v in conv.DICT_PROVINCE.items() if province_key in v), None)
+    if new_province is None:
+        return _EMPTY
+    prov = lib.parse_address(new_province, mode="FROM_2025", level=1)
+    base = Address(prov.province_code, prov.province, None, None, street, legacy=True)
+    if not (district_key and ward_key):
+        return base
+    old_key = f"{province_key}_{district_key}_{ward_key}"
+    wards: dict[str, list[str]] = conv.DICT_PROVINCE_WARD_NO_DIVIDED.get(new_province, {})
+    new_ward = next((k for k, v in wards.items() if old_key in v), None)
+    if new_ward is not None:
+        unit = _current_ward(new_ward, new_province)
+        if unit.ward_code:
+            return Address(
+                prov.province_code, prov.province, unit.ward_code, unit.ward, street, True
+            )
+        return base
+    parts = conv.DICT_PROVINCE_WARD_DIVIDED.get(new_province, {}).get(old_key, [])
+    codes = {_current_ward(p["newWardKey"], new_province).ward_code for p in parts}
+    return Address(
+        prov.province_code,
+        prov.province,
+        None,
+        None,
+        street,
+        legacy=True,
+        commune_candidates=tuple(sorted(c for c in codes if c)),
+    )
+
+
+# An explicit district-tier word: only pre-2025 addresses have one.
+_DISTRICT_WORD = re.compile(r"(?<!\w)(quận|huyện|thị xã)(?!\w)", re.IGNORECASE)
+
+
+def normalize_address(raw: str) -> Address:
+    """Resolve a free-text address, old or new, to the current province and commune codes.
+
+    A pre-1 July 2025 address (63 provinces; street, ward, district, province) is
+    recognised when it names a district and a ward of that district, an explicit district
+    ("Quận ...", "Huyện ...", "Thị xã ..."; the result then stops at the province), or an
+    abolished province; it is converted with the conversion tables of `vietnamadminunits`. Otherwise
+    the address is read as a current one (street, commune, province). Unrecognised parts
+    are None, never guessed; an address with no recognisable province gives an Address whose
+    fields are all None (the street too: without units, nothing says which part it is).
+    Accent-free legacy addresses without a ward ("Quan 3, TP HCM") may resolve to the
+    province only.
+    """
+    text = raw.strip()
+    if not text:
+        return _EMPTY
+    lib, conv = _lib()
+    old = lib.parse_address(text, mode="LEGACY", level=3)
+    if old.province_key and old.district_key and old.ward_key:
+        return _convert_legacy(old.province_key, old.district_key, old.ward_key, old.street)
+    if old.province_key and old.province_key not in conv.DICT_PROVINCE:
+        # An abolished province such as "Tỉnh Hải Dương": the current parser would read its
+        # name as a commune ("Phường Hải Dương"), so resolve the province only.
+        return _convert_legacy(old.province_key, None, None, old.street)
+    if old.province_key and old.district_key and _DISTRICT_WORD.search(text):
+        # "Quận Hoàn Kiếm, Hà Nội": a district (abolished tier) without a ward. The current
+        # parser would take the district's name for a commune of the same name: a guess.
+        return _convert_legacy(old.province_key, None, None, None)
+    new = lib.parse_address(text, mode="FROM_2025", level=2)
+    if not new.province_code:
+        return _EMPTY
+    return Address(new.province_code, new.province, new.ward_code, new.ward, new.street)
+
+
+@functools.cache
+def _legacy_units() -> dict[tuple[str, str | None], tuple[str, str | None, str | None]]:
+    _lib()
+    from vietnamadminunits.database.main import get_data
+
+    rows = get_data(
+        fields=["provinceCode", "wardCode", "provinceKey", "districtKey", "wardKey"],
+        table="admin_units_legacy",
+    )
+    table: dict[tuple[str, str | None], tuple[str, str | None, str | None]] = {}
+    for r in rows:
+        table[(r["provinceCode"], r["wardCode"])] = (
+            r["provinceKey"],
+            r["districtKey"],
+            r["wardKey"],
+        )
+        table[(r["provinceCode"], None)] = (r["provinceKey"], None, None)
+    return table
+
+
+def current_units(province_code: str, commune_code: str | None = None) -> Address:
+    """Map a legacy (pre-2025) province code and ward/commune code to the current units.
+
+    `province_code` is the 2-digit legacy code ("30" Hải Dương), `commune_code` the 5-digit
+    legacy ward code. Returns an Address with `legacy=True` and no street; all fields None
+    when the pair is unknown to the library; province only when the commune code is absent
+    or unknown for that province, or the ward was split (candidates then listed).
+    """
+    table = _legacy_units()
+    hit = table.get((province_code, commune_code)) if commune_code else None
+    if hit is None:
+        hit = table.get((province_code, None))
+        if hit is None:
+            return _EMPTY
+    province_key, district_key, ward_key = hit
+    return _convert_legacy(province_key, district_key, ward_key, None)

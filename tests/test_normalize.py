@@ -1,0 +1,370 @@
+"""Tests for the normalisation of names, dates, sex, phones and addresses."""
+
+from __future__ import annotations
+
+import datetime as dt
+import unicodedata
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lienthong.identity.normalize import (
+    OLD_MOBILE_PREFIXES,
+    SURNAME_KEYS,
+    SURNAMES,
+    Address,
+    NameParts,
+    PartialDate,
+    current_units,
+    name_key,
+    normalize_address,
+    normalize_name,
+    normalize_phone,
+    normalize_sex,
+    parse_date,
+    split_name,
+)
+
+# ----------------------------------------------------------------- names
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Nguyễn Thị Hòa", "Nguyễn Thị Hoà"),
+        ("Nguyễn Thị Hoà", "Nguyễn Thị Hoà"),
+        ("lê thị thủy", "Lê Thị Thuỷ"),
+        ("Trần Văn Khỏe", "Trần Văn Khoẻ"),
+        ("Phạm Thị Thúy", "Phạm Thị Thuý"),
+        ("Võ Hòa Bình", "Võ Hoà Bình"),
+        ("ĐẶNG VĂN HOÀNG", "Đặng Văn Hoàng"),  # closed syllable: same in both styles
+        ("Bùi  Quý   Thuyền", "Bùi Quý Thuyền"),  # qu, uyê
+        ("Ngô Thị Mùa", "Ngô Thị Mùa"),  # ua: tone on the first vowel
+        ("Hồ Thị Ngoãn", "Hồ Thị Ngoãn"),
+        ("trương khuỷu", "Trương Khuỷu"),
+        ("Giáp Văn Gìa", "Giáp Văn Già"),  # gi + a: tone on a
+        ("Lò Văn Người", "Lò Văn Người"),
+        ("h'hen niê", "H'Hen Niê"),
+        ("", ""),
+    ],
+)
+def test_normalize_name(raw: str, expected: str) -> None:
+    assert normalize_name(raw) == expected
+
+
+def test_normalize_name_composes_decomposed_input() -> None:
+    decomposed = unicodedata.normalize("NFD", "Nguyễn Thị Hòa")
+    assert decomposed != "Nguyễn Thị Hòa"
+    result = normalize_name(decomposed)
+    assert result == "Nguyễn Thị Hoà"
+    assert unicodedata.is_normalized("NFC", result)
+
+
+def test_old_and_new_placement_compare_equal() -> None:
+    for old, new in [("hòa", "hoà"), ("thủy", "thuỷ"), ("khỏe", "khoẻ"), ("lòe", "loè")]:
+        assert normalize_name(old) == normalize_name(new) == new.capitalize()
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ("Nguyễn Văn Đức", "nguyen van duc"),
+        ("  ĐỖ   thị  Hòa ", "do thi hoa"),
+        ("Trương Thị Thuỷ", "truong thi thuy"),
+        ("H'Hen Niê", "hhen nie"),
+        ("Lê-Văn Ân", "le van an"),
+        ("Phạm Thị Ư", "pham thi u"),
+    ],
+)
+def test_name_key(raw: str, key: str) -> None:
+    assert name_key(raw) == key
+
+
+VIET_TEXT = st.text(
+    alphabet=st.sampled_from(
+        list("aăâbcdđeêghiklmnoôơpqrstuưvxyAĂÂĐÊÔƠƯ '-.")
+        + list("àáảãạằắẳẵặầấẩẫậèéẻẽẹềếểễệìíỉĩịòóỏõọồốổỗộờớởỡợùúủũụừứửữựỳýỷỹỵ")
+        + ["\u0300", "\u0301", "\u0309", "\u0303", "\u0323", "\t"]
+    ),
+    max_size=40,
+)
+
+
+@given(VIET_TEXT)
+def test_name_key_is_idempotent_and_accent_free(raw: str) -> None:
+    key = name_key(raw)
+    assert name_key(key) == key
+    assert key.isascii()
+    assert key == key.lower()
+    assert "  " not in key and key == key.strip()
+    assert name_key(normalize_name(raw)) == key
+
+
+@given(VIET_TEXT)
+def test_normalize_name_is_idempotent(raw: str) -> None:
+    once = normalize_name(raw)
+    assert normalize_name(once) == once
+
+
+def test_surname_table() -> None:
+    assert len(SURNAMES) >= 100
+    for s in ("Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Vũ", "Võ", "Đặng", "Lý"):
+        assert s in SURNAMES
+    assert "nguyen" in SURNAME_KEYS and "dang" in SURNAME_KEYS
+    assert "van" not in SURNAME_KEYS and "thi" not in SURNAME_KEYS
+
+
+@pytest.mark.parametrize(
+    ("raw", "parts"),
+    [
+        ("Nguyễn Văn An", NameParts("Nguyễn", "Văn", "An")),
+        ("Nguyễn Thị Minh Khai", NameParts("Nguyễn", "Thị Minh", "Khai")),
+        ("Trần Hưng", NameParts("Trần", "", "Hưng")),
+        ("Văn An Nguyễn", NameParts("Nguyễn", "Văn", "An")),  # family moved last
+        ("Thị Minh Khai Nguyễn", NameParts("Nguyễn", "Thị Minh", "Khai")),
+        ("An Nguyễn Văn", NameParts("Nguyễn", "Văn", "An")),  # given name first
+        ("An Nguyen", NameParts("Nguyen", "", "An")),  # unaccented surname
+        ("Nguyễn Văn Hoàng", NameParts("Nguyễn", "Văn", "Hoàng")),  # given = surname word
+        ("Lê Hoàng", NameParts("Lê", "", "Hoàng")),
+        ("Hoàng Văn Lê", NameParts("Hoàng", "Văn", "Lê")),
+        ("Ksor H'Mai Niê", NameParts("Ksor", "H'Mai", "Niê")),  # unknown: keep order
+        ("An", NameParts("", "", "An")),
+        ("   ", NameParts("", "", "")),
+        ("nguyễn thị hòa", NameParts("Nguyễn", "Thị", "Hoà")),
+    ],
+)
+def test_split_name(raw: str, parts: NameParts) -> None:
+    assert split_name(raw) == parts
+
+
+# ----------------------------------------------------------------- dates
+
+
+@pytest.mark.parametrize(
+    ("raw", "iso"),
+    [
+        ("1985-03-07", "1985-03-07"),
+        ("1985-3-7", "1985-03-07"),
+        ("1985-03", "1985-03"),
+        ("07/03/1985", "1985-03-07"),
+        ("7/3/1985", "1985-03-07"),
+        ("07-03-1985", "1985-03-07"),
+        ("07.03.1985", "1985-03-07"),
+        ("19850307", "1985-03-07"),
+        ("198503071430", "1985-03-07"),
+        ("198503070000", "1985-03-07"),
+        ("198503000000", "1985-03"),
+        ("198500000000", "1985"),
+        ("19850300", "1985-03"),
+        ("1985", "1985"),
+        ("03/1985", "1985-03"),
+        ("3/1985", "1985-03"),
+        (" 29/02/2000 ", "2000-02-29"),
+    ],
+)
+def test_parse_date(raw: str, iso: str) -> None:
+    assert parse_date(raw).iso() == iso
+
+
+def test_partial_date_fields() -> None:
+    assert parse_date("198503000000") == PartialDate(1985, 3, None)
+    assert parse_date("1985") == PartialDate(1985)
+    assert PartialDate(2001, 1, 2).iso() == "2001-01-02"
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ("31/02/2020", "day 31 does not exist in 02/2020"),
+        ("29/02/1900", "day 29 does not exist"),
+        ("2020-13-01", "month 13 does not exist"),
+        ("00/2020", "month 0 does not exist"),
+        ("20200231", "day 31 does not exist"),
+        ("198500070000", "day is given without a month"),
+        ("198503072460", "time 24:60 does not exist"),
+        ("0000", "year 0 is outside"),
+        ("12/31/2020", "month 31 does not exist"),  # month-first is not accepted
+        ("", "not a recognised date"),
+        ("hôm qua", "not a recognised date"),
+        ("1985030", "not a recognised date"),
+        ("07/03-1985", "not a recognised date"),
+        ("2020-01-01T10:00", "not a recognised date"),
+    ],
+)
+def test_parse_date_rejects(raw: str, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        parse_date(raw)
+
+
+@given(st.dates(min_value=dt.date(1800, 1, 1), max_value=dt.date(2999, 12, 31)))
+def test_parse_date_round_trips_every_real_date(d: dt.date) -> None:
+    forms = (d.isoformat(), d.strftime("%d/%m/%Y"), f"{d:%Y%m%d}", f"{d:%Y%m%d}0000")
+    for text in forms:
+        assert parse_date(text).iso() == d.isoformat()
+
+
+def test_parse_date_year_bounds() -> None:
+    with pytest.raises(ValueError, match="year 1799 is outside"):
+        parse_date("1799")
+    with pytest.raises(ValueError, match="year 3000 is outside"):
+        parse_date("3000-01-01")
+
+
+# ----------------------------------------------------------------- sex
+
+
+@pytest.mark.parametrize(
+    ("raw", "sex"),
+    [
+        ("M", "M"),
+        ("m", "M"),
+        ("male", "M"),
+        ("MALE", "M"),
+        ("Nam", "M"),
+        ("1", "M"),
+        (1, "M"),
+        ("F", "F"),
+        ("female", "F"),
+        ("Nữ", "F"),
+        ("NỮ", "F"),
+        (unicodedata.normalize("NFD", "nữ"), "F"),
+        ("Nu", "F"),
+        ("2", "F"),
+        (2, "F"),
+        ("3", "O"),
+        ("other", "O"),
+        (" o ", "O"),
+        ("", None),
+        (None, None),
+        ("unknown", None),
+        ("4", None),
+        ("x", None),
+    ],
+)
+def test_normalize_sex(raw: str | int | None, sex: str | None) -> None:
+    assert normalize_sex(raw) == sex
+
+
+# ----------------------------------------------------------------- phones
+
+
+@pytest.mark.parametrize(
+    ("raw", "e164"),
+    [
+        ("0912345678", "+84912345678"),
+        ("0912 345 678", "+84912345678"),
+        ("0912.345.678", "+84912345678"),
+        ("84912345678", "+84912345678"),
+        ("+84 912 345 678", "+84912345678"),
+        ("+84 (0) 912 345 678", "+84912345678"),
+        ("0084912345678", "+84912345678"),
+        ("912345678", "+84912345678"),
+        ("01662345678", "+84362345678"),  # Viettel 0166 -> 036
+        ("0121 234 5678", "+84792345678"),  # MobiFone 0121 -> 079
+        ("0127-234-5678", "+84812345678"),  # VinaPhone 0127 -> 081
+        ("0188 234 5678", "+84582345678"),  # Vietnamobile 0188 -> 058
+        ("01992345678", "+84592345678"),  # Gmobile 0199 -> 059
+        ("+841662345678", "+84362345678"),
+        ("024 3825 1234", "+842438251234"),  # Hà Nội landline
+        ("028 3829 1234", "+842838291234"),  # TP HCM landline
+        ("+1 650 253 0000", "+16502530000"),
+    ],
+)
+def test_normalize_phone(raw: str, e164: str) -> None:
+    assert normalize_phone(raw) == e164
+
+
+@pytest.mark.parametrize(
+    "raw", ["", "   ", "12345", "091234567", "09123456789", "0912abc678", "+84 000 000 000", "++"]
+)
+def test_normalize_phone_rejects(raw: str) -> None:
+    assert normalize_phone(raw) is None
+
+
+def test_old_mobile_prefix_table() -> None:
+    assert len(OLD_MOBILE_PREFIXES) == 21
+    assert OLD_MOBILE_PREFIXES["162"] == "32"
+    assert OLD_MOBILE_PREFIXES["169"] == "39"
+    assert len(set(OLD_MOBILE_PREFIXES.values())) == 21
+    for old, new in OLD_MOBILE_PREFIXES.items():
+        assert normalize_phone(f"0{old}2345678") == f"+84{new}2345678"
+
+
+# ----------------------------------------------------------------- addresses
+
+
+def test_current_address_is_resolved() -> None:
+    assert normalize_address("12 Lê Lợi, Phường Hoàn Kiếm, Hà Nội") == Address(
+        province_code="01",
+        province_name="Thành phố Hà Nội",
+        commune_code="00070",
+        commune_name="Phường Hoàn Kiếm",
+        street="12 Lê Lợi",
+    )
+    a = normalize_address("Phường Bến Thành, TP Hồ Chí Minh")
+    assert (a.province_code, a.commune_code, a.legacy) == ("79", "26743", False)
+
+
+def test_legacy_address_is_converted_to_the_current_units() -> None:
+    a = normalize_address("Phường 1, Quận 3, TP HCM")
+    assert a.legacy is True
+    assert (a.province_code, a.commune_code, a.commune_name) == ("79", "27154", "Phường Bàn Cờ")
+
+
+def test_legacy_address_of_a_merged_province() -> None:
+    a = normalize_address("Xã Tân Hồng, Huyện Bình Giang, Tỉnh Hải Dương")
+    assert a.legacy is True
+    assert (a.province_code, a.province_name) == ("31", "Thành phố Hải Phòng")
+
+
+def test_split_ward_gives_candidates_not_a_guess() -> None:
+    a = normalize_address("Số 1 Tràng Tiền, Phường Tràng Tiền, Quận Hoàn Kiếm, Hà Nội")
+    assert a.province_code == "01"
+    assert a.commune_code is None and a.commune_name is None
+    assert a.commune_candidates == ("00070", "00082")
+    assert a.street == "Số 1 Tràng Tiền"
+
+
+def test_district_without_ward_stops_at_the_province() -> None:
+    a = normalize_address("Quận Hoàn Kiếm, Hà Nội")
+    assert (a.province_code, a.commune_code, a.legacy) == ("01", None, True)
+
+
+def test_abolished_province_alone() -> None:
+    a = normalize_address("Tỉnh Hải Dương")
+    assert (a.province_code, a.commune_code, a.legacy) == ("31", None, True)
+
+
+@pytest.mark.parametrize("raw", ["", "   ", "abc xyz", "123 đường không tên"])
+def test_unresolvable_address_is_all_none(raw: str) -> None:
+    assert normalize_address(raw) == Address(None, None, None, None, None)
+
+
+def test_current_units_maps_legacy_codes() -> None:
+    a = current_units("79", "27160")  # Phường 1, Quận 3 (legacy code)
+    assert (a.province_code, a.commune_code, a.legacy) == ("79", "27154", True)
+    merged = current_units("30")  # Hải Dương merged into Hải Phòng
+    assert (merged.province_code, merged.commune_code) == ("31", None)
+    split = current_units("01", "00079")  # Phường Tràng Tiền: split
+    assert split.commune_code is None and split.commune_candidates == ("00070", "00082")
+
+
+def test_current_units_unknown_codes() -> None:
+    assert current_units("99", "12345") == Address(None, None, None, None, None)
+    assert current_units("03") == Address(None, None, None, None, None)
+    unknown_ward = current_units("01", "99999")
+    assert (unknown_ward.province_code, unknown_ward.commune_code) == ("01", None)
+
+
+def test_every_current_province_code_is_one_of_the_34() -> None:
+    the_34 = {
+        *("01", "04", "08", "11", "12", "14", "15", "19", "20", "22", "24", "25", "31"),
+        *("33", "37", "38", "40", "42", "44", "46", "48", "51", "52", "56", "66", "68"),
+        *("75", "79", "80", "82", "86", "91", "92", "96"),
+    }
+    assert len(the_34) == 34
+    from lienthong.identity.identifiers import LEGACY_PROVINCES
+
+    for code in LEGACY_PROVINCES:
+        assert current_units(code).province_code in the_34, code
