@@ -14,6 +14,7 @@ from rich.table import Table
 from lienthong import __version__
 from lienthong.access.cli_audit import alerts_command, audit_app
 from lienthong.access.cli_users import token_command, user_app
+from lienthong.cli_options import DatabaseOpt
 from lienthong.settings import Settings
 from lienthong.synth.cli_synth import synth_app
 
@@ -32,16 +33,6 @@ app.command("alerts", help="Alerts raised by the access rules.")(alerts_command)
 app.add_typer(synth_app, name="synth", help="Synthetic Vietnamese data for tests and demos.")
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
-
-DatabaseOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--database",
-        "-d",
-        help="sqlite:///PATH or postgresql://... "
-        "(default: LIENTHONG_DATABASE_URL or sqlite:///./lienthong-data/lienthong.db)",
-    ),
-]
 
 
 def _settings(database: str | None, **overrides: object) -> Settings:

@@ -20,6 +20,7 @@ from typing import Annotated
 import typer
 
 from lienthong.access.auth import DEFAULT_SCOPES, ROLES, TokenIssuer, User, UserDirectory
+from lienthong.cli_options import DatabaseOpt
 from lienthong.settings import Settings
 
 user_app = typer.Typer(
@@ -28,16 +29,6 @@ user_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
-DatabaseOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--database",
-        "-d",
-        help="sqlite:///PATH or postgresql://... "
-        "(default: LIENTHONG_DATABASE_URL or sqlite:///./lienthong-data/lienthong.db)",
-    ),
-]
 
 
 def _fail(message: str) -> typer.Exit:
