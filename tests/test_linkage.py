@@ -204,3 +204,41 @@ def test_edge_inputs() -> None:
     assert single == [("XS1", "XS1", 1.0)]
     with pytest.raises(ValueError, match="unique"):
         prepare([_row("XD1", "A", "1970", "M"), _row("XD1", "B", "1971", "F")])
+
+
+def test_link_command_writes_every_record_once(tmp_path: Path) -> None:
+    import csv as csv_mod
+
+    from typer.testing import CliRunner
+
+    from lienthong.cli import app
+    from lienthong.synth import generate
+
+    generate(3000, 5, tmp_path)
+    out = tmp_path / "persons.csv"
+    model = tmp_path / "model.json"
+    result = CliRunner().invoke(
+        app, ["link", str(tmp_path / "records.csv"), "--out", str(out), "--save-model", str(model)]
+    )
+    assert result.exit_code == 0, result.output
+    with (tmp_path / "records.csv").open(encoding="utf-8") as fh:
+        ids = [r["record_id"] for r in csv_mod.DictReader(fh)]
+    with out.open(encoding="utf-8") as fh:
+        rows = list(csv_mod.DictReader(fh))
+    assert [r["record_id"] for r in rows] == ids
+    assert "persons" in result.stdout and str(out) in result.stdout
+    again = CliRunner().invoke(
+        app,
+        [
+            "link",
+            str(tmp_path / "records.csv"),
+            "--out",
+            str(tmp_path / "p2.csv"),
+            "--model",
+            str(model),
+        ],
+    )
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "p2.csv").read_text(encoding="utf-8") == out.read_text(encoding="utf-8")
+    missing = CliRunner().invoke(app, ["link", str(tmp_path / "nope.csv"), "--out", str(out)])
+    assert missing.exit_code == 2

@@ -15,6 +15,7 @@ from lienthong import __version__
 from lienthong.access.cli_audit import alerts_command, audit_app
 from lienthong.access.cli_users import token_command, user_app
 from lienthong.cli_options import DatabaseOpt
+from lienthong.identity.cli_link import link_command
 from lienthong.settings import Settings
 from lienthong.synth.cli_synth import synth_app
 
@@ -31,6 +32,7 @@ app.command("token", help="Print an access token for a user (the token alone on 
 app.add_typer(audit_app, name="audit", help="The hash-chained audit trail: verify, list.")
 app.command("alerts", help="Alerts raised by the access rules.")(alerts_command)
 app.add_typer(synth_app, name="synth", help="Synthetic Vietnamese data for tests and demos.")
+app.command("link", help="Deduplicate and link records from many sources to persons.")(link_command)
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
