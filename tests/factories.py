@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+from lienthong.access.audit import AuditEntry
 
 CCCD = "http://fhir.ehealth.gov.vn/core/sid/citizen_id"
 LOINC = "http://loinc.org"
@@ -65,3 +68,30 @@ def organization(name: str = "Bệnh viện Bạch Mai", code: str = "01929") ->
         "name": name,
         "active": True,
     }
+
+
+def audit_entry(
+    user: str = "u1",
+    patients: Sequence[str] = ("p1",),
+    outcome: str = "success",
+    action: str = "read",
+    **kw: Any,
+) -> AuditEntry:
+    """One interaction as the gate records it; keyword arguments override any field."""
+    values: dict[str, Any] = {
+        "user": user,
+        "role": "practitioner",
+        "on_behalf_of": "Practitioner/pr1",
+        "action": action,
+        "resource_type": "Patient",
+        "resource_id": patients[0] if patients else None,
+        "query": None,
+        "patients": tuple(patients),
+        "outcome": outcome,
+        "status": {"denied": 403, "error": 500}.get(outcome, 200),
+        "purpose": "TREAT",
+        "break_glass": None,
+        "source_ip": "10.1.2.3",
+    }
+    values.update(kw)
+    return AuditEntry(**values)

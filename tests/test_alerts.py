@@ -6,8 +6,9 @@ time from those, so nothing here depends on the wall clock.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,35 +21,13 @@ from lienthong.access.alerts import Alert, AlertEngine, in_quiet_hours, parse_qu
 from lienthong.access.audit import AuditEntry, AuditLog
 from lienthong.access.cli_audit import alerts_command
 from lienthong.settings import Settings
+from tests.factories import audit_entry
 
 # 10:00 in Hanoi (UTC+7): outside quiet hours
 T0 = datetime(2024, 5, 1, 3, 0, tzinfo=UTC)
 
 
-def entry(
-    user: str = "u1",
-    patients: Sequence[str] = ("p1",),
-    outcome: str = "success",
-    action: str = "read",
-    **kw: Any,
-) -> AuditEntry:
-    values: dict[str, Any] = {
-        "user": user,
-        "role": "practitioner",
-        "on_behalf_of": None,
-        "action": action,
-        "resource_type": "Patient",
-        "resource_id": patients[0] if patients else None,
-        "query": None,
-        "patients": tuple(patients),
-        "outcome": outcome,
-        "status": {"denied": 403, "error": 500}.get(outcome, 200),
-        "purpose": "TREAT",
-        "break_glass": None,
-        "source_ip": None,
-    }
-    values.update(kw)
-    return AuditEntry(**values)
+entry = partial(audit_entry, on_behalf_of=None, source_ip=None)
 
 
 def make_settings(url: str, **overrides: Any) -> Settings:

@@ -25,40 +25,17 @@ from lienthong.access import audit
 from lienthong.access.audit import (
     GENESIS_HASH,
     AuditChainError,
-    AuditEntry,
     AuditLog,
     AuditRecord,
     entry_hash,
 )
 from lienthong.access.cli_audit import audit_app
+from tests.factories import audit_entry
 
 T0 = datetime(2024, 5, 1, 3, 0, tzinfo=UTC)
 
 
-def entry(
-    user: str = "u1",
-    patients: Sequence[str] = ("p1",),
-    outcome: str = "success",
-    action: str = "read",
-    **kw: Any,
-) -> AuditEntry:
-    values: dict[str, Any] = {
-        "user": user,
-        "role": "practitioner",
-        "on_behalf_of": "Practitioner/pr1",
-        "action": action,
-        "resource_type": "Patient",
-        "resource_id": patients[0] if patients else None,
-        "query": None,
-        "patients": tuple(patients),
-        "outcome": outcome,
-        "status": {"denied": 403, "error": 500}.get(outcome, 200),
-        "purpose": "TREAT",
-        "break_glass": None,
-        "source_ip": "10.1.2.3",
-    }
-    values.update(kw)
-    return AuditEntry(**values)
+entry = audit_entry
 
 
 def _sqlite_path(url: str) -> Path:
