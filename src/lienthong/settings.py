@@ -65,6 +65,9 @@ class Settings(BaseSettings):
         description="secret that signs the audit chain's head (kept outside the database)",
         repr=False,
     )
+    xml130_max_bytes: int = Field(
+        512 * 1024 * 1024, description="largest hospital XML export accepted, bytes"
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
