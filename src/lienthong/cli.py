@@ -18,6 +18,7 @@ from lienthong.cli_options import DatabaseOpt
 from lienthong.identity.cli_link import link_command
 from lienthong.settings import Settings
 from lienthong.synth.cli_synth import synth_app
+from lienthong.terminology.cli_terminology import terminology_app
 
 app = typer.Typer(
     name="lienthong",
@@ -33,6 +34,7 @@ app.add_typer(audit_app, name="audit", help="The hash-chained audit trail: verif
 app.command("alerts", help="Alerts raised by the access rules.")(alerts_command)
 app.add_typer(synth_app, name="synth", help="Synthetic Vietnamese data for tests and demos.")
 app.command("link", help="Deduplicate and link records from many sources to persons.")(link_command)
+app.add_typer(terminology_app, name="terminology", help="Code systems: load ICD-10.")
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 

@@ -32,6 +32,9 @@ from lienthong.fhir.engine import FHIR_JSON, FhirEngine, FhirResponse, load_json
 from lienthong.fhir.errors import FhirError, Issue, bad_request, error, not_found
 from lienthong.fhir.interactions import create as create_mod
 from lienthong.fhir.interactions import delete as delete_mod
+from lienthong.fhir.interactions import match as match_mod
+from lienthong.fhir.interactions import merge as merge_mod
+from lienthong.fhir.interactions import terminology as terminology_ops
 from lienthong.fhir.interactions import update as update_mod
 from lienthong.fhir.interactions.capabilities import capability_statement
 from lienthong.fhir.interactions.everything import everything
@@ -275,6 +278,32 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
             lambda eng, ctx: audit_views.alerts(gate(), ctx, params),
         )
 
+    @app.get("/fhir/CodeSystem/$lookup")
+    @app.post("/fhir/CodeSystem/$lookup")
+    async def codesystem_lookup(request: Request) -> Response:
+        params = _params(request)
+        body = await _body(request) if request.method == "POST" else None
+        return await audited(
+            request,
+            "operation:$lookup",
+            "CodeSystem",
+            None,
+            lambda eng, ctx: terminology_ops.lookup(eng, params, body),
+        )
+
+    @app.get("/fhir/ValueSet/$validate-code")
+    @app.post("/fhir/ValueSet/$validate-code")
+    async def valueset_validate_code(request: Request) -> Response:
+        params = _params(request)
+        body = await _body(request) if request.method == "POST" else None
+        return await audited(
+            request,
+            "operation:$validate-code",
+            "ValueSet",
+            None,
+            lambda eng, ctx: terminology_ops.validate_code(eng, params, body),
+        )
+
     @app.get("/fhir/{res_type}")
     async def search_type(res_type: str, request: Request) -> Response:
         _check_type(res_type)
@@ -357,6 +386,21 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
             res_type,
             None,
             lambda eng, ctx: history(eng, res_type, None, params),
+        )
+
+    @app.post("/fhir/Patient/$match")
+    @app.post("/fhir/Patient/$merge")
+    @app.post("/fhir/Patient/$unmerge")
+    async def patient_person_operation(request: Request) -> Response:
+        body = await _body(request)
+        name = request.url.path.rsplit("$", 1)[1]
+        run = {"match": match_mod.match, "merge": merge_mod.merge, "unmerge": merge_mod.unmerge}
+        return await audited(
+            request,
+            f"operation:${name}",
+            "Patient",
+            None,
+            lambda eng, ctx: run[name](eng, body),
         )
 
     @app.get("/fhir/Patient/{res_id}/$everything")
