@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from lienthong.cli_options import DatabaseOpt
+from lienthong.ingest.xml130.cli_ingest import ingest_command
 from lienthong.ingest.xml130.validate import (
     IcdCatalogue,
     ValidationReport,
@@ -164,3 +165,6 @@ def _print_summary(report: ValidationReport, out: Console, top: int, catalogue: 
         f"{report.visits_with_errors:,} with errors, {len(report.problems):,} problems "
         f"(ICD-10 codes checked against the {catalogue})"
     )
+
+
+xml130_app.command("ingest")(ingest_command)

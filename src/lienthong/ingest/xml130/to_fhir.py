@@ -1,0 +1,790 @@
+"""One valid visit of a hospital XML export as one FHIR transaction Bundle.
+
+The mapping follows VN Core's field-by-field table for the hospital XML tables
+(``qd_4210.xml`` of the VN Core implementation guide) and carries it over to
+the QĐ 130/4750 field names:
+
+========================  ===================================================
+XML1 (visit summary)      Patient (CCCD, health-insurance cards, MA_BN),
+                          Encounter (MA_LK, class from MA_LOAI_KCB, period,
+                          discharge disposition, serviceProvider), Organization
+                          (MA_CSKCB), Condition (main and secondary ICD-10),
+                          Observation (body weight, CAN_NANG), Claim (totals)
+XML2 (drugs)              MedicationRequest, and a Claim item per line
+XML3 (services, supplies) ServiceRequest (tests, imaging, function tests),
+                          Procedure (procedures and surgery), a Claim item per
+                          line (beds, consultations and supplies only there)
+XML4 (paraclinical)       Observation per result, DiagnosticReport per service
+XML5 (clinical progress)  ClinicalImpression per note
+========================  ===================================================
+
+Re-sending a visit must update it, never duplicate it, so every resource gets
+an identifier scoped to the facility (``MA_LK`` is unique only within one
+facility's exports) and is written with a conditional update on it; the
+facility is a conditional create on its provider code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from lienthong.ingest.xml130.model import STANDARD_4210, Visit
+from lienthong.terminology.catalogue import Icd10Catalogue
+from lienthong.terminology.icd10 import ICD10_SYSTEM, normalize_icd10
+
+# VN Core NamingSystems (../standards/vn-core-ig, the standards README)
+VN_SID = "http://fhir.ehealth.gov.vn/core/sid"
+CITIZEN_ID = f"{VN_SID}/citizen_id"
+INSURANCE_NUMBER = f"{VN_SID}/insurance_number"
+PATIENT_INTERNAL_ID = f"{VN_SID}/patient-internal-id"
+PROVIDER_CODE = f"{VN_SID}/provider-code"
+PRACTITIONER_LICENSE = f"{VN_SID}/provider-medical-license-number"
+# VN Core code systems of the Ministry's common code sets
+MEDICATION_CODE = "http://fhir.ehealth.gov.vn/core/CodeSystem/vn-core-medicationCode"
+PROCEDURE_CODE = "http://fhir.ehealth.gov.vn/core/CodeSystem/vn-core-procedureCode"
+# the platform's own systems for what VN Core does not name
+LT = "http://fhir.lienthong.vn"
+LAB_INDEX_CODE = f"{LT}/CodeSystem/xml130-ma-chi-so"
+SUPPLY_CODE = f"{LT}/CodeSystem/xml130-ma-vat-tu"
+COST_GROUP = f"{LT}/CodeSystem/xml130-ma-nhom"
+VISIT_TYPE = f"{LT}/CodeSystem/xml130-ma-loai-kcb"
+DISCHARGE_TYPE = f"{LT}/CodeSystem/xml130-ma-loai-rv"
+TREATMENT_RESULT = f"{LT}/CodeSystem/xml130-ket-qua-dtri"
+DEPARTMENT = f"{LT}/CodeSystem/xml130-ma-khoa"
+ROUTE = f"{LT}/CodeSystem/xml130-duong-dung"
+V3_ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+DISCHARGE_DISPOSITION = "http://terminology.hl7.org/CodeSystem/discharge-disposition"
+VND = "VND"
+VN_OFFSET = "+07:00"  # the exports write local time in Viet Nam
+
+
+def visit_system(facility: str) -> str:
+    """Identifier system of a facility's visits (``MA_LK``)."""
+    return f"{LT}/sid/xml130/{quote(facility, safe='')}/ma-lk"
+
+
+def record_system(facility: str) -> str:
+    """Identifier system of the resources made from a facility's visits: values are
+    ``MA_LK#part`` (``#XML2-3`` is the third drug line, ``#dx-main`` the main diagnosis)."""
+    return f"{LT}/sid/xml130/{quote(facility, safe='')}/record"
+
+
+def patient_system(facility: str) -> str:
+    """Identifier system of a facility's patient numbers (``MA_BN``)."""
+    return f"{LT}/sid/xml130/{quote(facility, safe='')}/ma-bn"
+
+
+# QĐ 130 Bảng 1 MA_LOAI_KCB (common code set of QĐ 5937) and QĐ 4210 -> Encounter.class
+_CLASS_130 = {
+    "01": "AMB", "02": "AMB", "03": "IMP", "04": "SS", "05": "AMB",
+    "06": "IMP", "07": "AMB", "08": "AMB", "09": "SS", "10": "AMB",
+}  # fmt: skip
+_CLASS_4210 = {"1": "AMB", "2": "AMB", "3": "IMP"}
+_CLASS_DISPLAY = {"AMB": "ambulatory", "IMP": "inpatient encounter", "SS": "short stay"}
+# MA_LOAI_RV (130) / TINH_TRANG_RV (4210) -> discharge-disposition
+_DISPOSITION_130 = {"1": "home", "2": "other-hcf", "3": "aadvice", "4": "aadvice", "5": "other-hcf"}
+_DISPOSITION_4210 = {"1": "home", "2": "other-hcf", "3": "aadvice", "4": "aadvice"}
+_DIED = {"5", "8"}  # KET_QUA_DTRI: died, died outside hospital
+# QĐ 5937 Phụ lục 3 cost groups (MA_NHOM) of XML3 lines
+_ORDERED_TESTS = {"1", "2", "3"}  # laboratory, imaging, function tests: ServiceRequest
+_PROCEDURES = {"8", "18"}  # procedures and surgery (also paid at a rate): Procedure
+_GROUPS_NOT_CARE = {"7", "10", "11", "12", "13", "14", "15", "16", "17", "19"}
+_GENDER = {"1": "male", "2": "female", "3": "unknown"}
+_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+
+
+def local_datetime(value: str | None) -> str | None:
+    """``yyyymmddHHMM`` (local time) as a FHIR dateTime; None when empty or not a date."""
+    v = (value or "").strip()
+    if len(v) < 8 or not v[:12].isdigit():
+        return None
+    try:
+        if len(v) >= 12:
+            dt = datetime.strptime(v[:12], "%Y%m%d%H%M")
+            return dt.strftime("%Y-%m-%dT%H:%M:00") + VN_OFFSET
+        return datetime.strptime(v[:8], "%Y%m%d").date().isoformat()
+    except ValueError:
+        return None
+
+
+def birth_date(value: str | None) -> str | None:
+    """NGAY_SINH (``yyyymmdd`` in 4210, ``yyyymmddHHMM`` in 130; ``00`` for an unknown
+    day or month) as a FHIR date of the precision known."""
+    v = (value or "").strip()[:8]
+    if len(v) != 8 or not v.isdigit():
+        return None
+    year, month, day = v[:4], v[4:6], v[6:8]
+    if month == "00":
+        return year
+    if day == "00":
+        return f"{year}-{month}"
+    try:
+        return datetime.strptime(v, "%Y%m%d").date().isoformat()
+    except ValueError:
+        return None
+
+
+def number(value: str | None) -> float | int | None:
+    v = (value or "").strip()
+    if not _NUMBER.match(v):
+        return None
+    f = float(v)
+    return int(f) if f.is_integer() and "." not in v else f
+
+
+def _coding(system: str, code: str | None, display: str | None = None) -> dict[str, str]:
+    out = {"system": system, "code": (code or "").strip()}
+    if display:
+        out["display"] = display
+    return out
+
+
+def _concept(system: str, code: str | None, text: str | None = None) -> dict[str, Any]:
+    code = (code or "").strip()
+    text = (text or "").strip()
+    out: dict[str, Any] = {}
+    if code:
+        out["coding"] = [_coding(system, code, text or None)]
+    if text:
+        out["text"] = text
+    return out
+
+
+def _money(value: str | None) -> dict[str, Any] | None:
+    n = number(value)
+    return {"value": n, "currency": VND} if n is not None else None
+
+
+def _clean(resource: dict[str, Any]) -> dict[str, Any]:
+    """Drop empty elements: FHIR forbids empty strings, objects and arrays."""
+    out: dict[str, Any] = {}
+    for k, v in resource.items():
+        if isinstance(v, dict):
+            v = _clean(v)
+        elif isinstance(v, list):
+            v = [_clean(x) if isinstance(x, dict) else x for x in v]
+            v = [x for x in v if x not in ({}, "", None)]
+        if v in ({}, [], "", None):
+            continue
+        out[k] = v
+    return out
+
+
+def _escape(value: str) -> str:
+    """A token value in a search URL: FHIR escapes ``\\ , $ |`` with a backslash."""
+    for ch in ("\\", ",", "$", "|"):
+        value = value.replace(ch, "\\" + ch)
+    return quote(value, safe="")
+
+
+def _by_identifier(system: str, value: str) -> str:
+    return f"identifier={quote(system, safe='')}%7C{_escape(value)}"
+
+
+class _Builder:
+    def __init__(self, visit: Visit, icd: Icd10Catalogue) -> None:
+        self.visit = visit
+        self.icd = icd
+        self.s = visit.summary
+        self.legacy = visit.standard == STANDARD_4210
+        self.facility = visit.ma_cskcb.strip()
+        self.ma_lk = visit.ma_lk.strip()
+        self.entries: list[dict[str, Any]] = []
+        self.record = record_system(self.facility)
+        self._n = 0
+
+    def f(self, name_130: str, name_4210: str | None = None) -> str:
+        name = name_4210 if self.legacy and name_4210 else name_130
+        return (self.s.get(name) or "").strip()
+
+    def url(self) -> str:
+        self._n += 1
+        return f"urn:uuid:{_stable_uuid(self.facility, self.ma_lk, self._n)}"
+
+    def put(self, resource: dict[str, Any], condition: str) -> str:
+        full_url = self.url()
+        rtype = resource["resourceType"]
+        self.entries.append(
+            {
+                "fullUrl": full_url,
+                "resource": _clean(resource),
+                "request": {"method": "PUT", "url": f"{rtype}?{condition}"},
+            }
+        )
+        return full_url
+
+    def put_record(self, resource: dict[str, Any], part: str) -> str:
+        value = f"{self.ma_lk}#{part}"
+        resource["identifier"] = [
+            {"system": self.record, "value": value},
+            *resource.get("identifier", []),
+        ]
+        return self.put(resource, _by_identifier(self.record, value))
+
+    # -- XML1 --------------------------------------------------------------
+
+    def organization(self) -> str:
+        full_url = self.url()
+        self.entries.append(
+            {
+                "fullUrl": full_url,
+                "resource": {
+                    "resourceType": "Organization",
+                    "identifier": [{"system": PROVIDER_CODE, "value": self.facility}],
+                    "active": True,
+                    "type": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/organization-type",
+                                    "code": "prov",
+                                    "display": "Healthcare Provider",
+                                }
+                            ]
+                        }
+                    ],
+                    "name": f"Cơ sở khám bệnh, chữa bệnh {self.facility}",
+                },
+                "request": {
+                    "method": "POST",
+                    "url": "Organization",
+                    "ifNoneExist": _by_identifier(PROVIDER_CODE, self.facility),
+                },
+            }
+        )
+        return full_url
+
+    def patient(self, org: str) -> str:
+        ma_bn = self.f("MA_BN")
+        identifiers: list[dict[str, Any]] = [
+            {
+                "use": "usual",
+                "type": {
+                    "coding": [
+                        {"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}
+                    ]
+                },
+                "system": patient_system(self.facility),
+                "value": ma_bn,
+                "assigner": {"reference": org},
+            },
+            {"system": PATIENT_INTERNAL_ID, "value": ma_bn, "assigner": {"reference": org}},
+        ]
+        cccd = self.f("SO_CCCD")
+        if cccd:
+            identifiers.append({"use": "official", "system": CITIZEN_ID, "value": cccd})
+        cards = [c.strip() for c in self.f("MA_THE_BHYT", "MA_THE").split(";") if c.strip()]
+        starts = [p.strip() for p in self.f("GT_THE_TU").split(";")]
+        ends = [p.strip() for p in self.f("GT_THE_DEN").split(";")]
+        for i, card in enumerate(cards):
+            period = {
+                "start": local_datetime(starts[i] if i < len(starts) else None),
+                "end": local_datetime(ends[i] if i < len(ends) else None),
+            }
+            identifiers.append({"system": INSURANCE_NUMBER, "value": card, "period": period})
+        name = " ".join(self.f("HO_TEN").split())
+        words = name.split(" ")
+        patient: dict[str, Any] = {
+            "resourceType": "Patient",
+            "identifier": identifiers,
+            "name": [
+                {
+                    "use": "official",
+                    "text": name,
+                    "family": words[0] if len(words) > 1 else None,
+                    "given": words[1:] if len(words) > 1 else words,
+                }
+            ],
+            "gender": _GENDER.get(self.f("GIOI_TINH")),
+            "birthDate": birth_date(self.f("NGAY_SINH")),
+            "telecom": [{"system": "phone", "value": self.f("DIEN_THOAI")}]
+            if self.f("DIEN_THOAI")
+            else [],
+            "address": [{"use": "home", "text": self.f("DIA_CHI")}] if self.f("DIA_CHI") else [],
+            "managingOrganization": {"reference": org},
+        }
+        if self.f("KET_QUA_DTRI") in _DIED and self.f("NGAY_RA"):
+            patient["deceasedDateTime"] = local_datetime(self.f("NGAY_RA"))
+        return self.put(patient, _by_identifier(patient_system(self.facility), ma_bn))
+
+    def encounter(
+        self, full_url: str, at: int, patient: str, org: str, diagnoses: list[tuple[str, int]]
+    ) -> None:
+        """The Encounter entry, placed at ``at`` (its full URL was handed out before its
+        diagnoses were made, since they point back at it)."""
+        kind = self.f("MA_LOAI_KCB")
+        klass = (_CLASS_4210 if self.legacy else _CLASS_130).get(kind, "AMB")
+        rv = self.f("MA_LOAI_RV", "TINH_TRANG_RV")
+        disposition = (_DISPOSITION_4210 if self.legacy else _DISPOSITION_130).get(rv)
+        if self.f("KET_QUA_DTRI") in _DIED:
+            disposition = "exp"
+        dispo_codings = []
+        if disposition:
+            dispo_codings.append(_coding(DISCHARGE_DISPOSITION, disposition))
+        if rv:
+            dispo_codings.append(_coding(DISCHARGE_TYPE, rv))
+        start = local_datetime(self.f("NGAY_VAO"))
+        end = local_datetime(self.f("NGAY_RA"))
+        origin = self.f("MA_NOI_DI", "MA_NOI_CHUYEN")
+        destination = self.f("MA_NOI_DEN")
+        days = number(self.f("SO_NGAY_DTRI"))
+        encounter: dict[str, Any] = {
+            "resourceType": "Encounter",
+            "identifier": [
+                {"use": "official", "system": visit_system(self.facility), "value": self.ma_lk}
+            ],
+            "status": "finished" if end else "in-progress",
+            "class": _coding(V3_ACT, klass, _CLASS_DISPLAY[klass]),
+            "type": [_concept(VISIT_TYPE, kind)],
+            "serviceType": _concept(DEPARTMENT, self.f("MA_KHOA")),
+            "subject": {"reference": patient},
+            "period": {"start": start, "end": end},
+            "length": {
+                "value": days,
+                "unit": "d",
+                "system": "http://unitsofmeasure.org",
+                "code": "d",
+            }
+            if isinstance(days, int | float)
+            else None,
+            "reasonCode": [{"text": self.f("LY_DO_VV")}] if self.f("LY_DO_VV") else [],
+            "diagnosis": [
+                {
+                    "condition": {"reference": ref},
+                    "use": {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/diagnosis-role",
+                                "code": "DD",
+                                "display": "Discharge diagnosis",
+                            }
+                        ]
+                    },
+                    "rank": rank,
+                }
+                for ref, rank in diagnoses
+            ],
+            "hospitalization": {
+                "origin": {"identifier": {"system": PROVIDER_CODE, "value": origin}}
+                if origin
+                else None,
+                "destination": {"identifier": {"system": PROVIDER_CODE, "value": destination}}
+                if destination
+                else None,
+                "dischargeDisposition": {"coding": dispo_codings} if dispo_codings else None,
+            },
+            "serviceProvider": {"reference": org},
+        }
+        if start and end and end < start:
+            encounter["period"] = {"start": start}
+        self.entries.insert(
+            at,
+            {
+                "fullUrl": full_url,
+                "resource": _clean(encounter),
+                "request": {
+                    "method": "PUT",
+                    "url": f"Encounter?{_by_identifier(visit_system(self.facility), self.ma_lk)}",
+                },
+            },
+        )
+
+    def conditions(self, patient: str, encounter: str) -> list[tuple[str, int]]:
+        main = self.f("MA_BENH_CHINH", "MA_BENH")
+        others = self.f("MA_BENH_KT", "MA_BENHKHAC")
+        result = self.f("KET_QUA_DTRI")
+        recorded = local_datetime(self.f("NGAY_RA")) or local_datetime(self.f("NGAY_VAO"))
+        out: list[tuple[str, int]] = []
+        codes = [(main, "dx-main", self.f("CHAN_DOAN_RV", "TEN_BENH"))] if main else []
+        seen = {normalize_icd10(main)}
+        for raw in others.split(";"):
+            code = normalize_icd10(raw)
+            if code and code not in seen:
+                seen.add(code)
+                codes.append((raw.strip(), f"dx-{code}", ""))
+        for rank, (raw, part, text) in enumerate(codes, start=1):
+            code = normalize_icd10(raw) or raw
+            display = self.icd.display(code, "vi") or self.icd.display(code, "en")
+            status = "resolved" if part == "dx-main" and result == "1" else "active"
+            condition: dict[str, Any] = {
+                "resourceType": "Condition",
+                "clinicalStatus": {
+                    "coding": [
+                        _coding("http://terminology.hl7.org/CodeSystem/condition-clinical", status)
+                    ]
+                },
+                "verificationStatus": {
+                    "coding": [
+                        _coding(
+                            "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                            "confirmed",
+                        )
+                    ]
+                },
+                "category": [
+                    {
+                        "coding": [
+                            _coding(
+                                "http://terminology.hl7.org/CodeSystem/condition-category",
+                                "encounter-diagnosis",
+                                "Encounter Diagnosis",
+                            )
+                        ]
+                    }
+                ],
+                "code": {
+                    "coding": [_coding(ICD10_SYSTEM, code, display)],
+                    "text": text or display,
+                },
+                "subject": {"reference": patient},
+                "encounter": {"reference": encounter},
+                "recordedDate": recorded,
+            }
+            if part == "dx-main" and result:
+                condition["extension"] = [
+                    {
+                        "url": f"{LT}/StructureDefinition/xml130-treatment-result",
+                        "valueCodeableConcept": {"coding": [_coding(TREATMENT_RESULT, result)]},
+                    }
+                ]
+            out.append((self.put_record(condition, part), rank))
+        return out
+
+    def body_weight(self, patient: str, encounter: str) -> None:
+        kg = number(self.f("CAN_NANG"))
+        if not kg:
+            return
+        self.put_record(
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "category": [
+                    {
+                        "coding": [
+                            _coding(
+                                "http://terminology.hl7.org/CodeSystem/observation-category",
+                                "vital-signs",
+                            )
+                        ]
+                    }
+                ],
+                "code": {"coding": [_coding("http://loinc.org", "29463-7", "Body weight")]},
+                "subject": {"reference": patient},
+                "encounter": {"reference": encounter},
+                "effectiveDateTime": local_datetime(self.f("NGAY_VAO")),
+                "valueQuantity": {
+                    "value": kg,
+                    "unit": "kg",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "kg",
+                },
+            },
+            "weight",
+        )
+
+    # -- XML2 ... XML5 -----------------------------------------------------
+
+    def drugs(self, patient: str, encounter: str) -> None:
+        for n, row in enumerate(self.visit.rows("XML2"), start=1):
+            g = row.get
+            dosage = "; ".join(x for x in (g("LIEU_DUNG", ""), g("CACH_DUNG", "")) if x.strip())
+            qty = number(g("SO_LUONG"))
+            self.put_record(
+                {
+                    "resourceType": "MedicationRequest",
+                    "status": "completed",
+                    "intent": "order",
+                    "medicationCodeableConcept": _concept(
+                        MEDICATION_CODE, g("MA_THUOC"), g("TEN_THUOC")
+                    ),
+                    "subject": {"reference": patient},
+                    "encounter": {"reference": encounter},
+                    "authoredOn": local_datetime(g("NGAY_YL")),
+                    "requester": _practitioner(g("MA_BAC_SI")),
+                    "dosageInstruction": [
+                        {
+                            "text": dosage,
+                            "route": _concept(ROUTE, g("DUONG_DUNG")),
+                            "doseAndRate": [],
+                        }
+                    ],
+                    "dispenseRequest": {
+                        "quantity": {"value": qty, "unit": (g("DON_VI_TINH") or "").strip()}
+                        if qty is not None
+                        else None
+                    },
+                    "note": [{"text": f"Hàm lượng: {g('HAM_LUONG')}"}]
+                    if (g("HAM_LUONG") or "").strip()
+                    else [],
+                },
+                f"XML2-{n}",
+            )
+
+    def services(self, patient: str, encounter: str) -> dict[str, str]:
+        """ServiceRequests and Procedures of XML3; returns the ServiceRequest of each
+        service code, for the DiagnosticReports of XML4."""
+        ordered: dict[str, str] = {}
+        for n, row in enumerate(self.visit.rows("XML3"), start=1):
+            g = row.get
+            code = (g("MA_DICH_VU") or "").strip()
+            group = (g("MA_NHOM") or "").strip().lstrip("0")
+            if not code or (g("MA_VAT_TU") or "").strip() or group in _GROUPS_NOT_CARE:
+                continue  # supplies, beds, consultations: cost lines only
+            concept = _concept(PROCEDURE_CODE, code, g("TEN_DICH_VU"))
+            ordered_at = local_datetime(g("NGAY_YL"))
+            done_at = local_datetime(g("NGAY_TH_YL")) or ordered_at
+            result_at = local_datetime(g("NGAY_KQ"))
+            if group in _ORDERED_TESTS:
+                ordered[code] = self.put_record(
+                    {
+                        "resourceType": "ServiceRequest",
+                        "status": "completed",
+                        "intent": "order",
+                        "category": [_concept(COST_GROUP, group)],
+                        "code": concept,
+                        "subject": {"reference": patient},
+                        "encounter": {"reference": encounter},
+                        "occurrenceDateTime": done_at,
+                        "authoredOn": ordered_at,
+                        "requester": _practitioner(g("MA_BAC_SI")),
+                    },
+                    f"XML3-{n}",
+                )
+            else:
+                period = {"start": done_at, "end": result_at}
+                if done_at and result_at and result_at < done_at:
+                    period = {"start": done_at}
+                self.put_record(
+                    {
+                        "resourceType": "Procedure",
+                        "status": "completed",
+                        "category": _concept(COST_GROUP, group),
+                        "code": concept,
+                        "subject": {"reference": patient},
+                        "encounter": {"reference": encounter},
+                        "performedPeriod": period,
+                        "performer": [{"actor": _practitioner(g("MA_BAC_SI"))}]
+                        if (g("MA_BAC_SI") or "").strip()
+                        else [],
+                    },
+                    f"XML3-{n}",
+                )
+        return ordered
+
+    def results(self, patient: str, encounter: str, ordered: dict[str, str]) -> None:
+        reports: dict[str, list[tuple[str, dict[str, str]]]] = {}
+        for n, row in enumerate(self.visit.rows("XML4"), start=1):
+            g = row.get
+            index_code = (g("MA_CHI_SO") or "").strip()
+            service = (g("MA_DICH_VU") or "").strip()
+            raw = (g("GIA_TRI") or "").strip()
+            value = number(raw.replace(",", "."))
+            unit = (g("DON_VI_DO") or "").strip()
+            coding = [_coding(PROCEDURE_CODE, service)] if service else []
+            if index_code:
+                coding.insert(0, _coding(LAB_INDEX_CODE, index_code, g("TEN_CHI_SO")))
+            observation: dict[str, Any] = {
+                "resourceType": "Observation",
+                "status": "final",
+                "category": [
+                    {
+                        "coding": [
+                            _coding(
+                                "http://terminology.hl7.org/CodeSystem/observation-category",
+                                "laboratory",
+                            )
+                        ]
+                    }
+                ],
+                "code": {"coding": coding, "text": (g("TEN_CHI_SO") or "").strip()},
+                "subject": {"reference": patient},
+                "encounter": {"reference": encounter},
+                "effectiveDateTime": local_datetime(g("NGAY_KQ")),
+                "performer": [_practitioner(g("MA_BS_DOC_KQ"))]
+                if (g("MA_BS_DOC_KQ") or "").strip()
+                else [],
+                "interpretation": [{"text": g("KET_LUAN")}]
+                if (g("KET_LUAN") or "").strip()
+                else [],
+                "note": [{"text": g("MO_TA")}] if (g("MO_TA") or "").strip() else [],
+                "basedOn": [{"reference": ordered[service]}] if service in ordered else [],
+            }
+            if value is not None:
+                quantity: dict[str, Any] = {"value": value}
+                if unit:
+                    quantity.update({"unit": unit})
+                observation["valueQuantity"] = quantity
+            elif raw:
+                observation["valueString"] = raw
+            ref = self.put_record(observation, f"XML4-{n}")
+            reports.setdefault(service or index_code, []).append((ref, row))
+        for service, rows in reports.items():
+            dates = [d for d in (local_datetime(r.get("NGAY_KQ")) for _, r in rows) if d]
+            conclusions = []
+            for _, r in rows:
+                c = (r.get("KET_LUAN") or "").strip()
+                if c and c not in conclusions:
+                    conclusions.append(c)
+            self.put_record(
+                {
+                    "resourceType": "DiagnosticReport",
+                    "status": "final",
+                    "code": _concept(PROCEDURE_CODE, service) or {"text": service},
+                    "subject": {"reference": patient},
+                    "encounter": {"reference": encounter},
+                    "effectiveDateTime": max(dates) if dates else None,
+                    "result": [{"reference": ref} for ref, _ in rows],
+                    "conclusion": "; ".join(conclusions),
+                    "basedOn": [{"reference": ordered[service]}] if service in ordered else [],
+                },
+                f"XML4-report-{service}",
+            )
+
+    def notes(self, patient: str, encounter: str) -> None:
+        for n, row in enumerate(self.visit.rows("XML5"), start=1):
+            g = row.get
+            text = (g("DIEN_BIEN_LS") or g("DIEN_BIEN") or "").strip()
+            labelled = [
+                (label, (g(name) or "").strip())
+                for label, name in (
+                    ("Giai đoạn bệnh", "GIAI_DOAN_BENH"),
+                    ("Hội chẩn", "HOI_CHAN"),
+                    ("Phẫu thuật", "PHAU_THUAT"),
+                )
+            ]
+            when = local_datetime(g("THOI_DIEM_DBLS") or g("NGAY_YL"))
+            self.put_record(
+                {
+                    "resourceType": "ClinicalImpression",
+                    "status": "completed",
+                    "code": {"text": "Diễn biến lâm sàng"},
+                    "description": text,
+                    "subject": {"reference": patient},
+                    "encounter": {"reference": encounter},
+                    "effectiveDateTime": when,
+                    "date": when,
+                    "assessor": _practitioner(g("NGUOI_THUC_HIEN")),
+                    "summary": text,
+                    "note": [{"text": f"{label}: {value}"} for label, value in labelled if value],
+                },
+                f"XML5-{n}",
+            )
+
+    def claim(
+        self, patient: str, encounter: str, org: str, diagnoses: list[tuple[str, int]]
+    ) -> None:
+        items: list[dict[str, Any]] = []
+        for table in ("XML2", "XML3"):
+            for row in self.visit.rows(table):
+                g = row.get
+                if table == "XML2":
+                    product = _concept(MEDICATION_CODE, g("MA_THUOC"), g("TEN_THUOC"))
+                    price, net = g("DON_GIA"), g("THANH_TIEN_BV") or g("THANH_TIEN")
+                elif (g("MA_VAT_TU") or "").strip():
+                    product = _concept(SUPPLY_CODE, g("MA_VAT_TU"), g("TEN_VAT_TU"))
+                    price = g("DON_GIA_BV") or g("DON_GIA")
+                    net = g("THANH_TIEN_BV") or g("THANH_TIEN")
+                else:
+                    product = _concept(PROCEDURE_CODE, g("MA_DICH_VU"), g("TEN_DICH_VU"))
+                    price = g("DON_GIA_BV") or g("DON_GIA")
+                    net = g("THANH_TIEN_BV") or g("THANH_TIEN")
+                qty = number(g("SO_LUONG"))
+                items.append(
+                    {
+                        "sequence": len(items) + 1,
+                        "category": _concept(COST_GROUP, (g("MA_NHOM") or "").strip()),
+                        "productOrService": product or {"text": table},
+                        "servicedDate": (local_datetime(g("NGAY_YL")) or "")[:10] or None,
+                        "quantity": {"value": qty, "unit": (g("DON_VI_TINH") or "").strip()}
+                        if qty is not None
+                        else None,
+                        "unitPrice": _money(price),
+                        "net": _money(net),
+                        "encounter": [{"reference": encounter}],
+                    }
+                )
+        cards = [c.strip() for c in self.f("MA_THE_BHYT", "MA_THE").split(";") if c.strip()]
+        coverage = (
+            {"identifier": {"system": INSURANCE_NUMBER, "value": cards[0]}, "display": cards[0]}
+            if cards
+            else {"display": "Không có thẻ BHYT"}
+        )
+        kind = self.f("MA_LOAI_KCB")
+        inpatient = (_CLASS_4210 if self.legacy else _CLASS_130).get(kind) in ("IMP", "SS")
+        created = (
+            local_datetime(self.f("NGAY_TTOAN"))
+            or local_datetime(self.f("NGAY_RA"))
+            or local_datetime(self.f("NGAY_VAO"))
+        )
+        self.put_record(
+            {
+                "resourceType": "Claim",
+                "status": "active",
+                "type": {
+                    "coding": [
+                        _coding(
+                            "http://terminology.hl7.org/CodeSystem/claim-type",
+                            "institutional" if inpatient else "professional",
+                        )
+                    ]
+                },
+                "use": "claim",
+                "patient": {"reference": patient},
+                "billablePeriod": {
+                    "start": local_datetime(self.f("NGAY_VAO")),
+                    "end": local_datetime(self.f("NGAY_RA")),
+                },
+                "created": created,
+                "provider": {"reference": org},
+                "priority": {
+                    "coding": [
+                        _coding("http://terminology.hl7.org/CodeSystem/processpriority", "normal")
+                    ]
+                },
+                "insurance": [{"sequence": 1, "focal": True, "coverage": coverage}],
+                "diagnosis": [
+                    {"sequence": rank, "diagnosisReference": {"reference": ref}}
+                    for ref, rank in diagnoses
+                ],
+                "item": items,
+                "total": _money(self.f("T_TONGCHI_BV", "T_TONGCHI")),
+            },
+            "claim",
+        )
+
+    def build(self) -> dict[str, Any]:
+        org = self.organization()
+        patient = self.patient(org)
+        encounter_at, encounter = len(self.entries), self.url()
+        diagnoses = self.conditions(patient, encounter)
+        self.encounter(encounter, encounter_at, patient, org, diagnoses)
+        self.body_weight(patient, encounter)
+        self.drugs(patient, encounter)
+        ordered = self.services(patient, encounter)
+        self.results(patient, encounter, ordered)
+        self.notes(patient, encounter)
+        self.claim(patient, encounter, org, diagnoses)
+        return {"resourceType": "Bundle", "type": "transaction", "entry": self.entries}
+
+
+def _practitioner(license_no: str | None) -> dict[str, Any] | None:
+    v = (license_no or "").strip()
+    return {"identifier": {"system": PRACTITIONER_LICENSE, "value": v}} if v else None
+
+
+def _stable_uuid(facility: str, ma_lk: str, n: int) -> str:
+    import uuid
+
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{LT}/xml130/{facility}/{ma_lk}/{n}"))
+
+
+def visit_bundle(visit: Visit, icd: Icd10Catalogue) -> dict[str, Any]:
+    """The transaction Bundle of one visit (which must have passed validation)."""
+    return _Builder(visit, icd).build()
+
+
+Mapper = Callable[[Visit, Icd10Catalogue], dict[str, Any]]
