@@ -1,0 +1,189 @@
+"""Synthetic hospital exports: realistic, consistent, reproducible, linked to the register."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lienthong.cli import app
+from lienthong.identity.identifiers import check_bhyt, check_cccd
+from lienthong.ingest.xml130 import STANDARD_130, STANDARD_4210, Visit, parse
+from lienthong.ingest.xml130.validate import validate_visit
+from lienthong.synth.xml130 import DEFECT_KINDS, generate_xml130
+from lienthong.terminology.catalogue import WhoIcd10
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Visit]]:
+    out = tmp_path_factory.mktemp("synth130")
+    summary = generate_xml130(400, out, seed=21, visits_per_file=100)
+    assert summary.visits == 400 and summary.defects == 0
+    visits = [v for f in sorted(out.glob("*/*.xml")) for v in parse(f)]
+    return out, visits
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            h.update(str(path.relative_to(folder)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def test_shape_of_the_exports(made: tuple[Path, list[Visit]]) -> None:
+    out, visits = made
+    assert len(visits) == 400
+    assert len({v.ma_lk for v in visits}) == 400
+    by_standard = Counter(v.standard for v in visits)
+    assert by_standard[STANDARD_130] > 250 and by_standard[STANDARD_4210] > 20
+    assert len({v.ma_cskcb for v in visits}) >= 5
+    kinds = Counter(v.summary["MA_LOAI_KCB"] for v in visits if v.standard == STANDARD_130)
+    assert kinds["01"] > 100 and kinds["03"] > 40  # consultations and inpatient stays
+    # one folder per facility, files named by facility and standard, at most 100 visits each
+    for path in out.glob("*/*.xml"):
+        assert path.name.startswith(path.parent.name + "_")
+        assert ("_130_" in path.name) or ("_4210_" in path.name)
+    assert max(Counter(v.file for v in visits).values()) <= 100
+
+
+def test_clinical_content_is_real(made: tuple[Path, list[Visit]]) -> None:
+    _, visits = made
+    icd = WhoIcd10()
+    codes = Counter()
+    for v in visits:
+        s = v.summary
+        main = s.get("MA_BENH_CHINH") or s.get("MA_BENH", "")
+        codes[main] += 1
+        assert icd.exists(main)
+        others = s.get("MA_BENH_KT") or s.get("MA_BENHKHAC", "")
+        assert all(icd.exists(c) for c in others.split(";") if c)
+        assert v.rows("XML2"), "every visit has drugs"
+    assert len(codes) >= 12
+    labs = [r for v in visits for r in v.rows("XML4")]
+    assert len(labs) > 100
+    assert all(r["MA_CHI_SO"] and r["GIA_TRI"] for r in labs)
+    units = {
+        r["MA_CHI_SO"]: r.get("DON_VI_DO")
+        for v in visits
+        if v.standard == STANDARD_130
+        for r in v.rows("XML4")
+    }
+    assert units["2345-7"] == "mmol/L" and units["718-7"] == "g/L"
+    notes = [r for v in visits for r in v.rows("XML5")]
+    assert notes and all(("DIEN_BIEN_LS" in r) or ("DIEN_BIEN" in r) for r in notes)
+
+
+def test_patients_come_from_the_register(made: tuple[Path, list[Visit]]) -> None:
+    out, visits = made
+    with (out / "population" / "register.csv").open(encoding="utf-8") as fh:
+        register = {r["cccd"]: r for r in csv.DictReader(fh)}
+    for v in visits:
+        s = v.summary
+        if v.standard != STANDARD_130:
+            continue
+        person = register[s["SO_CCCD"]]
+        assert s["HO_TEN"] == person["full_name"]
+        assert s["NGAY_SINH"][:8] == person["birth_date"].replace("-", "")
+        assert (
+            check_cccd(s["SO_CCCD"], sex=s["GIOI_TINH"], birth_year=int(s["NGAY_SINH"][:4])) == []
+        )
+        if s["MA_THE_BHYT"]:
+            assert check_bhyt(s["MA_THE_BHYT"]) == []
+
+
+def test_money_adds_up_and_everything_conforms(made: tuple[Path, list[Visit]]) -> None:
+    _, visits = made
+    for v in visits:
+        if v.standard == STANDARD_130:
+            lines = v.rows("XML2") + v.rows("XML3")
+            total = sum(float(r["THANH_TIEN_BV"]) for r in lines)
+            assert abs(float(v.summary["T_TONGCHI_BV"]) - total) < 0.01
+        assert validate_visit(v) == [], v.ma_lk
+
+
+def test_same_seed_same_files(tmp_path: Path) -> None:
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    generate_xml130(60, a, seed=3, defects=0.2)
+    generate_xml130(60, b, seed=3, defects=0.2)
+    generate_xml130(60, c, seed=4, defects=0.2)
+    assert _digest(a) == _digest(b)
+    assert _digest(a) != _digest(c)
+
+
+def test_defects_are_named_and_listed(tmp_path: Path) -> None:
+    summary = generate_xml130(300, tmp_path, seed=8, defects=0.3)
+    with (tmp_path / "defects.csv").open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == summary.defects
+    assert 50 < summary.defects < 130
+    assert {r["defect"] for r in rows} == set(DEFECT_KINDS)
+    assert all(DEFECT_KINDS[r["defect"]] == r["rule"] for r in rows)
+    files = {p.name for p in tmp_path.glob("*/*.xml")}
+    assert {r["file"] for r in rows} <= files
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="rate"):
+        generate_xml130(1, tmp_path, defects=1.5)
+    with pytest.raises(ValueError, match="visits"):
+        generate_xml130(-1, tmp_path)
+
+
+def test_cli(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            "synth",
+            "xml130",
+            "--visits",
+            "30",
+            "--out",
+            str(tmp_path / "x"),
+            "--seed",
+            "2",
+            "--defects",
+            "0.1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "30 visits" in text and "defects.csv" in text
+    assert list((tmp_path / "x").glob("*/*.xml"))
+    # patients from an existing population folder
+    again = runner.invoke(
+        app,
+        [
+            "synth",
+            "xml130",
+            "--visits",
+            "10",
+            "--out",
+            str(tmp_path / "y"),
+            "--population",
+            str(tmp_path / "x" / "population"),
+        ],
+    )
+    assert again.exit_code == 0, again.output
+    assert not (tmp_path / "y" / "population").exists()
+    missing = runner.invoke(
+        app,
+        [
+            "synth",
+            "xml130",
+            "--visits",
+            "10",
+            "--out",
+            str(tmp_path / "z"),
+            "--population",
+            str(tmp_path / "nowhere"),
+        ],
+    )
+    assert missing.exit_code == 2
+    assert "register.csv" in missing.output
