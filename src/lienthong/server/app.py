@@ -41,6 +41,7 @@ from lienthong.fhir.interactions.read import read, vread
 from lienthong.fhir.interactions.search import search
 from lienthong.fhir.interactions.transaction import process_bundle
 from lienthong.fhir.validate import is_resource_type
+from lienthong.ingest.xml130 import ingest as xml130_ingest
 from lienthong.settings import Settings
 from lienthong.storage.base import ResourceStore, open_store
 from lienthong.storage.sql import ConcurrentUpdate
@@ -274,6 +275,30 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
             None,
             None,
             lambda eng, ctx: audit_views.alerts(gate(), ctx, params),
+        )
+
+    @app.post("/xml130")
+    async def xml130_submit(request: Request) -> Response:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype and ctype not in ("application/xml", "text/xml", "application/octet-stream"):
+            raise error(415, "not-supported", f"send the export as application/xml, not {ctype}")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw.extend(chunk)
+            if len(raw) > settings.xml130_max_bytes:
+                raise error(
+                    413,
+                    "too-costly",
+                    f"the export is over {settings.xml130_max_bytes:,} bytes "
+                    "(LIENTHONG_XML130_MAX_BYTES)",
+                )
+        body = bytes(raw)
+        return await audited(
+            request,
+            "xml130-ingest",
+            None,
+            None,
+            lambda eng, ctx: xml130_ingest.submit(eng, ctx, body, settings.xml130_max_bytes),
         )
 
     @app.get("/fhir/CodeSystem/$lookup")

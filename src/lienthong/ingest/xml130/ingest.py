@@ -179,3 +179,52 @@ def report_outcome(report: IngestReport) -> tuple[int, dict[str, Any]]:
     if report.visits_written == 0 and (report.visits_rejected or report.refused_files):
         status = 422
     return status, {"resourceType": "OperationOutcome", "issue": [i.to_json() for i in issues]}
+
+
+def sender_facilities(engine: FhirEngine, ctx: Any) -> frozenset[str] | None:
+    """The MA_CSKCB codes a sender may submit visits for: None (any) for data
+    administrators and the local operator; for a ``system`` client, its organization —
+    the token's organization is the facility code itself or the id of an Organization
+    carrying the facility's VN Core provider code. Anyone else may not submit."""
+    from lienthong.access.policy import forbidden
+    from lienthong.ingest.xml130.to_fhir import PROVIDER_CODE
+
+    principal = ctx.principal
+    if principal.role == "data_admin":
+        return None
+    if principal.role != "system":
+        raise forbidden(
+            f"role {principal.role!r} may not submit hospital exports; a facility submits "
+            "with a system token"
+        )
+    org = principal.organization
+    if not org:
+        raise forbidden("this system token names no organization, so no facility to submit for")
+    codes = {org}
+    with engine.store.reader() as session:
+        stored = session.read("Organization", org)
+    if stored is not None and stored.content is not None:
+        import orjson
+
+        resource = orjson.loads(stored.content)
+        for ident in resource.get("identifier") or []:
+            if ident.get("system") == PROVIDER_CODE and ident.get("value"):
+                codes.add(str(ident["value"]))
+    return frozenset(codes)
+
+
+def submit(engine: FhirEngine, ctx: Any, body: bytes, max_bytes: int) -> Any:
+    """``POST /xml130``: one export in the body; the sender's facility only."""
+    from lienthong.access.policy import forbidden
+    from lienthong.fhir.engine import FhirResponse
+
+    facilities = sender_facilities(engine, ctx)
+    ingest = Xml130Ingest(engine, max_bytes=max_bytes, facilities=facilities)
+    try:
+        ingest.ingest(body, name="upload.xml")
+    except FacilityRefused as exc:
+        raise forbidden(str(exc)) from None
+    status, outcome = report_outcome(ingest.report)
+    if ingest.report.refused_files:
+        status = 400
+    return FhirResponse(status, outcome)

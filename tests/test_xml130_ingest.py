@@ -1,0 +1,391 @@
+"""Hospital XML exports into FHIR: round trip from generated exports back to the fields,
+re-sending, valid and invalid visits side by side, refused files, the CLI, and
+``POST /xml130`` end to end over a real server with facility tokens."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from lienthong.access.audit import AuditLog
+from lienthong.access.auth import TokenIssuer, UserDirectory
+from lienthong.cli import app
+from lienthong.fhir.engine import FhirEngine
+from lienthong.ingest.xml130 import STANDARD_4210, Visit, parse
+from lienthong.ingest.xml130.ingest import Xml130Ingest
+from lienthong.ingest.xml130.to_fhir import (
+    CITIZEN_ID,
+    INSURANCE_NUMBER,
+    PATIENT_INTERNAL_ID,
+    PROVIDER_CODE,
+    birth_date,
+    local_datetime,
+    number,
+    record_system,
+    visit_system,
+)
+from lienthong.settings import Settings
+from lienthong.storage.base import ResourceStore, open_store
+from lienthong.synth.xml130 import envelope_xml, generate_xml130
+from lienthong.terminology import ICD10_SYSTEM, normalize_icd10
+from tests.pg_server import free_port
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated exports of 40 visits (QĐ 130 and 4210), no defects."""
+    out = tmp_path_factory.mktemp("exports")
+    generate_xml130(40, out / "clean", seed=7, visits_per_file=10)
+    return out / "clean"
+
+
+def files_of(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.xml"))
+
+
+def visits_of(folder: Path) -> list[Visit]:
+    return [v for f in files_of(folder) for v in parse(f)]
+
+
+def find(store: ResourceStore, rtype: str, **params: str) -> list[dict[str, Any]]:
+    engine = FhirEngine(store)
+    with store.reader() as session:
+        req = engine.parse_search(rtype, list(params.items()))
+        req.query.count = 1000
+        page = session.search(req.query)
+    return [orjson.loads(s.content) for s in page.matches if s.content is not None]
+
+
+def one(store: ResourceStore, rtype: str, **params: str) -> dict[str, Any]:
+    found = find(store, rtype, **params)
+    assert len(found) == 1, (rtype, params, len(found))
+    return found[0]
+
+
+def field(visit: Visit, name_130: str, name_4210: str | None = None) -> str:
+    name = name_4210 if visit.standard == STANDARD_4210 and name_4210 else name_130
+    return visit.summary.get(name, "").strip()
+
+
+def test_round_trip_from_generated_exports(exports: Path, engine: FhirEngine) -> None:
+    ingest = Xml130Ingest(engine)
+    for f in files_of(exports):
+        ingest.ingest(f)
+    report = ingest.report
+    visits = visits_of(exports)
+    assert {v.standard for v in visits} == {"130", "4210"}  # both field sets side by side
+    assert report.problems == [] and report.visits_rejected == 0
+    assert report.visits_created == len(visits) == 40 and report.visits_updated == 0
+    store = engine.store
+    for v in visits:
+        fac = v.ma_cskcb
+        enc = one(store, "Encounter", identifier=f"{visit_system(fac)}|{v.ma_lk}")
+        pid = enc["subject"]["reference"].split("/")[1]
+        patient = one(store, "Patient", _id=pid)
+        ids = {(i["system"], i["value"]) for i in patient["identifier"]}
+        assert (PATIENT_INTERNAL_ID, field(v, "MA_BN")) in ids
+        if field(v, "SO_CCCD"):
+            assert (CITIZEN_ID, field(v, "SO_CCCD")) in ids
+        for card in filter(None, field(v, "MA_THE_BHYT", "MA_THE").split(";")):
+            assert (INSURANCE_NUMBER, card) in ids
+        assert patient["name"][0]["text"] == " ".join(field(v, "HO_TEN").split())
+        assert (
+            patient["gender"] == {"1": "male", "2": "female", "3": "unknown"}[field(v, "GIOI_TINH")]
+        )
+        assert patient.get("birthDate") == birth_date(field(v, "NGAY_SINH"))
+        # the facility
+        org = one(store, "Organization", _id=enc["serviceProvider"]["reference"].split("/")[1])
+        assert {"system": PROVIDER_CODE, "value": fac} in org["identifier"]
+        # the visit
+        assert enc["period"]["start"] == local_datetime(field(v, "NGAY_VAO"))
+        assert enc["period"].get("end") == local_datetime(field(v, "NGAY_RA"))
+        kind = field(v, "MA_LOAI_KCB")
+        assert enc["type"][0]["coding"][0]["code"] == kind
+        inpatient = kind in ("3", "03")
+        assert enc["class"]["code"] == ("IMP" if inpatient else "AMB")
+        # diagnoses: main first, then the secondary codes
+        conditions = find(store, "Condition", encounter=f"Encounter/{enc['id']}")
+        by_rank = {d["rank"]: d["condition"]["reference"] for d in enc["diagnosis"]}
+        codes = {c["id"]: c["code"]["coding"][0] for c in conditions}
+        main = codes[by_rank[1].split("/")[1]]
+        assert main["system"] == ICD10_SYSTEM and main["display"]
+        assert main["code"] == normalize_icd10(field(v, "MA_BENH_CHINH", "MA_BENH"))
+        secondary = {
+            normalize_icd10(c)
+            for c in field(v, "MA_BENH_KT", "MA_BENHKHAC").split(";")
+            if c.strip()
+        } - {main["code"]}
+        assert {c["code"] for c in codes.values()} == {main["code"], *secondary}
+        # drugs
+        drugs = find(store, "MedicationRequest", encounter=f"Encounter/{enc['id']}")
+        sent = sorted(r["MA_THUOC"] for r in v.rows("XML2"))
+        assert sorted(d["medicationCodeableConcept"]["coding"][0]["code"] for d in drugs) == sent
+        # lab results with their values and units
+        results = find(
+            store, "Observation", encounter=f"Encounter/{enc['id']}", category="laboratory"
+        )
+        assert len(results) == len(v.rows("XML4"))
+        got = sorted(
+            (
+                r["code"]["coding"][0]["code"],
+                r.get("valueQuantity", {}).get("value", r.get("valueString")),
+                r.get("valueQuantity", {}).get("unit"),
+            )
+            for r in results
+        )
+        want = sorted(
+            (
+                row["MA_CHI_SO"],
+                number(row["GIA_TRI"]) if number(row["GIA_TRI"]) is not None else row["GIA_TRI"],
+                row.get("DON_VI_DO") or None,
+            )
+            for row in v.rows("XML4")
+        )
+        assert got == want
+        reports = find(store, "DiagnosticReport", encounter=f"Encounter/{enc['id']}")
+        assert sum(len(r["result"]) for r in reports) == len(results)
+        notes = find(store, "ClinicalImpression", encounter=f"Encounter/{enc['id']}")
+        assert len(notes) == len(v.rows("XML5"))
+        # money: one Claim item per drug and service line, the visit total
+        claim = one(store, "Claim", identifier=f"{record_system(fac)}|{v.ma_lk}#claim")
+        assert len(claim["item"]) == len(v.rows("XML2")) + len(v.rows("XML3"))
+        total = number(field(v, "T_TONGCHI_BV", "T_TONGCHI"))
+        assert claim["total"] == {"value": total, "currency": "VND"}
+        nets = [i["net"]["value"] for i in claim["item"]]
+        assert abs(sum(nets) - float(total or 0)) < 0.01 * max(1, len(nets))
+
+
+def test_resending_updates_and_never_duplicates(exports: Path, engine: FhirEngine) -> None:
+    files = files_of(exports)[:2]
+    sent = [v for f in files for v in parse(f)]
+    first = Xml130Ingest(engine)
+    for f in files:
+        first.ingest(f)
+    counts = engine.store.counts()
+    assert first.report.visits_created == len(sent) > 1
+    again = Xml130Ingest(engine)
+    for f in files:
+        again.ingest(f)
+    assert again.report.visits_updated == len(sent) and again.report.visits_created == 0
+    assert engine.store.counts() == counts  # new versions, no new resources
+    v = sent[0]
+    enc = one(engine.store, "Encounter", identifier=f"{visit_system(v.ma_cskcb)}|{v.ma_lk}")
+    assert enc["meta"]["versionId"] == "2"
+
+
+def test_the_same_visit_number_at_two_facilities_is_two_visits(engine: FhirEngine) -> None:
+    v = visits_of_one_file()
+    tables = v.tables
+    a = envelope_xml(v.ma_cskcb, date(2025, 1, 1), [tables])
+    other = "01001" if v.ma_cskcb != "01001" else "79024"
+    moved = {t: [{**r, **({"MA_CSKCB": other} if "MA_CSKCB" in r else {})} for r in rows]
+             for t, rows in tables.items()}  # fmt: skip
+    b = envelope_xml(other, date(2025, 1, 1), [moved])
+    ingest = Xml130Ingest(engine)
+    ingest.ingest(a, name="a.xml")
+    ingest.ingest(b, name="b.xml")
+    assert ingest.report.problems == []
+    assert ingest.report.visits_created == 2
+    assert engine.store.counts()["Encounter"] == 2
+    assert engine.store.counts()["Organization"] == 2
+
+
+_ONE: list[Visit] = []
+
+
+def visits_of_one_file() -> Visit:
+    if not _ONE:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            generate_xml130(1, Path(tmp), seed=3)
+            _ONE.extend(visits_of(Path(tmp)))
+    return _ONE[0]
+
+
+def test_invalid_visits_are_reported_and_valid_ones_still_go_in(
+    tmp_path: Path, engine: FhirEngine
+) -> None:
+    generate_xml130(60, tmp_path / "mixed", seed=11, defects=0.3, visits_per_file=30)
+    with (tmp_path / "mixed" / "defects.csv").open(encoding="utf-8") as fh:
+        seeded = {row["ma_lk"] for row in csv.DictReader(fh)}
+    assert seeded  # the generator did seed defects
+    ingest = Xml130Ingest(engine)
+    for f in files_of(tmp_path / "mixed"):
+        ingest.ingest(f)
+    report = ingest.report
+    rejected = {p.ma_lk for p in report.problems}
+    assert rejected == seeded
+    assert report.visits_rejected == len(seeded)
+    assert report.visits_created == 60 - len(seeded)
+    assert all(p.file and p.rule and p.message for p in report.problems)
+    for v in visits_of(tmp_path / "mixed"):
+        found = find(engine.store, "Encounter", identifier=f"{visit_system(v.ma_cskcb)}|{v.ma_lk}")
+        assert len(found) == (0 if v.ma_lk in seeded else 1)
+
+
+def test_a_file_that_breaks_off_is_refused_whole(exports: Path, engine: FhirEngine) -> None:
+    data = files_of(exports)[0].read_bytes()
+    cut = data[: int(len(data) * 0.8)]  # the first visits are complete, the file is not
+    ingest = Xml130Ingest(engine)
+    ingest.ingest(cut, name="cut.xml")
+    assert ingest.report.refused_files == ["cut.xml"]
+    assert ingest.report.problems[0].rule == "file"
+    assert engine.store.counts() == {}
+    hostile = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "boom">]><GIAMDINHHS>&e;</GIAMDINHHS>'
+    ingest.ingest(hostile, name="dtd.xml")
+    assert ingest.report.refused_files == ["cut.xml", "dtd.xml"]
+    assert engine.store.counts() == {}
+
+
+def test_cli_ingest_prints_counts_problems_and_is_audited(tmp_path: Path) -> None:
+    generate_xml130(12, tmp_path / "x", seed=5, defects=0.25)
+    with (tmp_path / "x" / "defects.csv").open(encoding="utf-8") as fh:
+        seeded = {row["ma_lk"] for row in csv.DictReader(fh)}
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    result = CliRunner().invoke(app, ["xml130", "ingest", str(tmp_path / "x"), "--database", url])
+    assert result.exit_code == (1 if seeded else 0), result.stderr
+    written = 12 - len(seeded)
+    assert f"{written} visits written, 0 updated, {len(seeded)} rejected" in result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    for ma_lk in seeded:
+        assert any(ma_lk in line for line in lines)
+    store = open_store(url)
+    try:
+        assert store.counts()["Encounter"] == written
+    finally:
+        store.close()
+    log = AuditLog(url)
+    try:
+        records, total = log.search(count=5)
+    finally:
+        log.close()
+    assert total == 1 and records[0].entry.action == "xml130-ingest"
+    missing = CliRunner().invoke(app, ["xml130", "ingest", str(tmp_path / "none.xml"), "-d", url])
+    assert missing.exit_code == 2 and "no such file" in missing.stderr
+
+
+# -- POST /xml130 over a real server ------------------------------------------------
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """``lienthong serve`` with authentication on; tokens for two facilities' systems,
+    a clinician and an administrator."""
+    url = f"sqlite:///{tmp_path / 'srv.db'}"
+    settings = Settings.from_env({}).model_copy(update={"database_url": url})
+    users = UserDirectory(url)
+    issuer = TokenIssuer(url, settings.token_issuer, settings.token_audience)
+    tokens: dict[str, str] = {}
+    try:
+        for name, role, org in (
+            ("his-01012", "system", "01012"),
+            ("his-79024", "system", "79024"),
+            ("doctor", "clinician", "01012"),
+            ("admin", "data_admin", None),
+        ):
+            user = users.add(name, role, organization=org)
+            tokens[name] = issuer.issue(user, None, 600)
+    finally:
+        users.close()
+        issuer.close()
+    port = free_port()
+    env = {**os.environ, "LIENTHONG_DATABASE_URL": url, "LIENTHONG_AUTH": "on"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lienthong.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(
+                    f"server did not start: {proc.stdout.read() if proc.stdout else ''}"
+                )
+            time.sleep(0.2)
+        yield base, tokens
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+def post(base: str, token: str, data: bytes) -> httpx.Response:
+    return httpx.post(
+        f"{base}/xml130",
+        content=data,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/xml"},
+        timeout=60,
+    )
+
+
+def test_post_xml130_end_to_end_with_facility_tokens(
+    tmp_path: Path, server: tuple[str, dict[str, str]]
+) -> None:
+    base, tokens = server
+    generate_xml130(30, tmp_path / "h", seed=21)
+    mine = [f for f in files_of(tmp_path / "h") if f.parent.name == "01012"]
+    theirs = [f for f in files_of(tmp_path / "h") if f.parent.name == "79024"]
+    assert mine and theirs
+    data = mine[0].read_bytes()
+    sent = list(parse(data))
+    auth = {"Authorization": f"Bearer {tokens['admin']}"}
+
+    def encounters() -> int:
+        r = httpx.get(f"{base}/fhir/Encounter", params={"_summary": "count"}, headers=auth)
+        assert r.status_code == 200, r.text
+        return int(r.json()["total"])
+
+    # another facility's system may not send these visits: nothing is written
+    refused = post(base, tokens["his-79024"], data)
+    assert refused.status_code == 403, refused.text
+    assert "01012" in refused.json()["issue"][0]["diagnostics"]
+    assert encounters() == 0
+    # nor may a clinician
+    assert post(base, tokens["doctor"], data).status_code == 403
+    # the facility's own system may
+    r = post(base, tokens["his-01012"], data)
+    assert r.status_code == 200, r.text
+    outcome = r.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    summary = outcome["issue"][-1]["diagnostics"]
+    assert f"{len(sent)} visits written, 0 updated, 0 rejected" in summary
+    assert encounters() == len(sent)
+    v = sent[0]
+    found = httpx.get(
+        f"{base}/fhir/Encounter",
+        params={"identifier": f"{visit_system(v.ma_cskcb)}|{v.ma_lk}"},
+        headers=auth,
+    ).json()
+    assert found["total"] == 1
+    # sending again updates
+    r = post(base, tokens["his-01012"], data)
+    assert r.status_code == 200 and f"0 visits written, {len(sent)} updated" in r.text
+    assert encounters() == len(sent)
+    # a broken upload is refused with a reason
+    r = post(base, tokens["his-01012"], b"<GIAMDINHHS><THONGTINHOSO>")
+    assert r.status_code == 400 and ("not well-formed" in r.text or "no visit" in r.text)
+    # the submissions are in the audit trail
+    r = httpx.get(f"{base}/fhir/AuditEvent", params={"_count": "50"}, headers=auth)
+    assert r.status_code == 200
+    assert "xml130-ingest" in r.text
