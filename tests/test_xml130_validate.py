@@ -443,3 +443,30 @@ def test_rule_table_matches_the_gateway_workbook() -> None:
     spec.loader.exec_module(module)
     expected = module.render(module.read(workbook), workbook.name)
     assert module.OUT.read_text(encoding="utf-8") == expected
+
+
+def test_cli_uses_the_loaded_icd10_list(outpatient: Visit, tmp_path: Path) -> None:
+    """Once the Ministry's list is loaded, codes are checked against it, not the WHO's."""
+    from tests.test_terminology import tiny_workbook
+
+    tables = copy.deepcopy(outpatient.tables)
+    tables["XML1"][0].update(MA_BENH_CHINH="A00.9", MA_BENH_KT="I10")  # I10: WHO only
+    export = tmp_path / "one.xml"
+    export.write_bytes(envelope_xml(outpatient.ma_cskcb, date(2025, 1, 1), [tables]))
+    runner = CliRunner()
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+
+    who = runner.invoke(app, ["xml130", "validate", "--json", "--database", url, str(export)])
+    assert who.exit_code == 0, who.output
+    assert json.loads(who.stdout) == []
+
+    loaded = runner.invoke(
+        app, ["terminology", "load", str(tiny_workbook(tmp_path / "icd.xlsx")), "--database", url]
+    )
+    assert loaded.exit_code == 0, loaded.output
+    result = runner.invoke(app, ["xml130", "validate", "--json", "--database", url, str(export)])
+    assert result.exit_code == 1
+    problems = json.loads(result.stdout)
+    assert [(p["field"], p["rule"], p["value"]) for p in problems] == [
+        ("MA_BENH_KT", "icd10", "I10")
+    ]
