@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -39,12 +40,17 @@ def ingest_command(
         list[Path], typer.Argument(help="XML 130 / 4210 export files or folders of them")
     ],
     database: DatabaseOpt = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="processes preparing files ahead of the writer (default: CPU count; 0: none)"
+        ),
+    ] = None,
 ) -> None:
     """Write each valid visit as FHIR resources (one transaction per visit); report the
     others, one line per problem. Exit status 1 when any visit or file was rejected."""
     from lienthong.fhir.engine import FhirEngine
     from lienthong.ingest.xml130.ingest import Xml130Ingest
-    from lienthong.ingest.xml130.model import Visit
     from lienthong.storage.base import open_store
 
     settings = Settings.from_env()
@@ -72,12 +78,11 @@ def ingest_command(
         ) as progress:
             task = progress.add_task("ingesting", total=None)
 
-            def advance(visit: Visit, ok: bool) -> None:
-                progress.update(task, advance=1, description=f"ingesting {visit.file}")
+            def advance(file: str, ok: bool) -> None:
+                progress.update(task, advance=1, description=f"ingesting {file}")
 
             ingest = Xml130Ingest(engine, max_bytes=settings.xml130_max_bytes, on_visit=advance)
-            for path in files:
-                ingest.ingest(path)
+            ingest.ingest_paths(files, (os.cpu_count() or 1) if workers is None else workers)
         report = ingest.report
         source = getattr(ingest.icd, "source", "ICD-10")
     finally:

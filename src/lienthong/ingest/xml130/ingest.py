@@ -11,14 +11,17 @@ bad base64) is refused before anything of it is written.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from lienthong.fhir.engine import FhirEngine
 from lienthong.fhir.errors import FhirError, Issue
 from lienthong.fhir.interactions.transaction import process_bundle
+from lienthong.fhir.validate import validate_resource
 from lienthong.ingest.xml130.model import Visit, Xml130Error
 from lienthong.ingest.xml130.parse import DEFAULT_MAX_BYTES, parse
 from lienthong.ingest.xml130.to_fhir import visit_bundle
@@ -60,6 +63,115 @@ class FacilityRefused(Exception):
         super().__init__(message)
 
 
+@dataclass
+class PreparedVisit:
+    """A visit made ready for the writer: its problems, or its transaction Bundle
+    (serialised, structurally validated)."""
+
+    file: str
+    ma_lk: str
+    problems: list[Problem]
+    bundle: bytes | None = None
+
+
+@dataclass
+class PreparedFile:
+    label: str
+    visits: list[PreparedVisit] = field(default_factory=list)
+    refused: Problem | None = None  # the file cannot be read: nothing of it is written
+    foreign: str | None = None  # a visit of a facility the sender may not submit for
+    file_problems: list[Problem] = field(default_factory=list)
+
+
+def _fhir_problems(visit: Visit, exc: FhirError, entry: str = "") -> list[Problem]:
+    return [
+        Problem(
+            visit.file,
+            visit.ma_lk,
+            "",
+            ", ".join(issue.expression),
+            "fhir",
+            f"visit {visit.index}: not written: {entry}{issue.diagnostics}",
+            "",
+        )
+        for issue in exc.issues
+    ]
+
+
+def prepare_visits(
+    source: str | Path | bytes,
+    label: str,
+    icd: Icd10Catalogue,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    facilities: frozenset[str] | None = None,
+    mapper: Callable[[Visit, Icd10Catalogue], dict[str, Any]] = visit_bundle,
+) -> tuple[PreparedFile, Iterator[PreparedVisit]]:
+    """Check a file can be read to its end (and holds only the sender's facilities), then
+    stream its visits: validated against the standard, mapped, and their resources
+    validated against the FHIR models — everything but the write, so it can run in a
+    worker process. When the file is refused the iterator is empty."""
+    prepared = PreparedFile(label)
+    try:
+        for visit in parse(source, name=label, max_bytes=max_bytes):
+            facility = visit.ma_cskcb.strip()
+            if facilities is not None and facility not in facilities:
+                prepared.foreign = (
+                    f"{label}: visit MA_LK {visit.ma_lk!r} is from facility "
+                    f"{facility or '(none)'!r}; this sender may submit only visits of "
+                    f"{', '.join(sorted(facilities))}"
+                )
+                return prepared, iter(())
+    except Xml130Error as exc:
+        prepared.refused = Problem(label, "", "", "", "file", str(exc), "")
+        return prepared, iter(())
+
+    def visits() -> Iterator[PreparedVisit]:
+        check = FileValidation(source, icd=icd, name=label, max_bytes=max_bytes)
+        for visit, problems in check:
+            if problems:
+                yield PreparedVisit(visit.file, visit.ma_lk, problems)
+                continue
+            try:
+                bundle = mapper(visit, icd)
+            except FhirError as exc:
+                yield PreparedVisit(visit.file, visit.ma_lk, _fhir_problems(visit, exc))
+                continue
+            failed: list[Problem] = []
+            for i, entry in enumerate(bundle["entry"]):
+                try:
+                    validate_resource(entry["resource"])
+                except FhirError as exc:
+                    failed.extend(_fhir_problems(visit, exc, f"Bundle.entry[{i}]: "))
+            if failed:
+                yield PreparedVisit(visit.file, visit.ma_lk, failed)
+            else:
+                yield PreparedVisit(visit.file, visit.ma_lk, [], orjson.dumps(bundle))
+        prepared.file_problems.extend(check.file_problems)
+
+    return prepared, visits()
+
+
+# -- worker processes: everything but the write -----------------------------------------
+
+_worker_args: dict[str, Any] = {}
+
+
+def _worker_init(icd: Icd10Catalogue, max_bytes: int) -> None:
+    import gc
+
+    gc.set_threshold(100_000, 50, 100)
+    _worker_args.update(icd=icd, max_bytes=max_bytes)
+
+
+def _prepare_in_worker(path: str) -> PreparedFile:
+    prepared, visits = prepare_visits(
+        path, Path(path).name, _worker_args["icd"], max_bytes=_worker_args["max_bytes"]
+    )
+    prepared.visits = list(visits)
+    return prepared
+
+
 class Xml130Ingest:
     """Ingests exports into ``engine`` (which may be a user's guarded engine).
 
@@ -74,7 +186,7 @@ class Xml130Ingest:
         icd: Icd10Catalogue | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         facilities: frozenset[str] | None = None,
-        on_visit: Callable[[Visit, bool], None] | None = None,
+        on_visit: Callable[[str, bool], None] | None = None,
         mapper: Callable[[Visit, Icd10Catalogue], dict[str, Any]] = visit_bundle,
     ) -> None:
         self.engine = engine
@@ -86,47 +198,66 @@ class Xml130Ingest:
         self.report = IngestReport()
 
     def ingest(self, source: str | Path | bytes, name: str | None = None) -> IngestReport:
-        """Ingest one file (a path or its bytes); returns the run's report so far."""
+        """Ingest one file (a path or its bytes) in this process; returns the run's report
+        so far."""
+        label = name or (Path(source).name if not isinstance(source, bytes) else "<upload>")
+        prepared, visits = prepare_visits(
+            source,
+            label,
+            self.icd,
+            max_bytes=self.max_bytes,
+            facilities=self.facilities,
+            mapper=self.mapper,
+        )
+        self._take(prepared, visits)
+        return self.report
+
+    def ingest_paths(self, paths: list[Path], workers: int = 0) -> IngestReport:
+        """Ingest files; with ``workers`` > 0, processes parse, validate and map files ahead
+        of this one, which only writes (as bulk import does)."""
+        if workers <= 0 or len(paths) < 2 or self.facilities is not None:
+            for path in paths:
+                self.ingest(path)
+            return self.report
+        from concurrent.futures import Future, ProcessPoolExecutor
+
+        with ProcessPoolExecutor(
+            workers, initializer=_worker_init, initargs=(self.icd, self.max_bytes)
+        ) as pool:
+            pending: list[Future[PreparedFile]] = []
+            queue = [str(p) for p in paths]
+            while queue or pending:
+                while queue and len(pending) < workers + 1:
+                    pending.append(pool.submit(_prepare_in_worker, queue.pop(0)))
+                prepared = pending.pop(0).result()
+                self._take(prepared, iter(prepared.visits))
+        return self.report
+
+    def _take(self, prepared: PreparedFile, visits: Iterator[PreparedVisit]) -> None:
         report = self.report
         report.files += 1
-        label = name or (Path(source).name if not isinstance(source, bytes) else "<upload>")
-        if not self._readable(source, label):
-            return report
-        check = FileValidation(source, icd=self.icd, name=label, max_bytes=self.max_bytes)
-        for visit, problems in check:
-            if problems:
+        if prepared.foreign is not None:
+            raise FacilityRefused(prepared.foreign)
+        if prepared.refused is not None:
+            report.refused_files.append(prepared.label)
+            report.problems.append(prepared.refused)
+            return
+        for visit in visits:
+            if visit.bundle is None:
                 report.visits_rejected += 1
-                report.problems.extend(problems)
+                report.problems.extend(visit.problems)
             else:
                 self._write(visit)
             if self.on_visit is not None:
-                self.on_visit(visit, not problems)
-        report.problems.extend(check.file_problems)
-        return report
+                self.on_visit(visit.file, visit.bundle is not None)
+        report.problems.extend(prepared.file_problems)
 
-    def _readable(self, source: str | Path | bytes, label: str) -> bool:
-        """Read the whole file once before writing any of it: truncation or bad base64 near
-        the end must not leave half a file written. Also enforces the facility scope."""
-        try:
-            for visit in parse(source, name=label, max_bytes=self.max_bytes):
-                facility = visit.ma_cskcb.strip()
-                if self.facilities is not None and facility not in self.facilities:
-                    raise FacilityRefused(
-                        f"{label}: visit MA_LK {visit.ma_lk!r} is from facility "
-                        f"{facility or '(none)'!r}; this sender may submit only visits of "
-                        f"{', '.join(sorted(self.facilities))}"
-                    )
-        except Xml130Error as exc:
-            self.report.refused_files.append(label)
-            self.report.problems.append(Problem(label, "", "", "", "file", str(exc), ""))
-            return False
-        return True
-
-    def _write(self, visit: Visit) -> None:
+    def _write(self, visit: PreparedVisit) -> None:
         report = self.report
+        assert visit.bundle is not None
+        bundle = orjson.loads(visit.bundle)
         try:
-            bundle = self.mapper(visit, self.icd)
-            response = process_bundle(self.engine, bundle)
+            response = process_bundle(self.engine, bundle, validated=True)
         except FhirError as exc:
             report.visits_rejected += 1
             for issue in exc.issues:
@@ -137,7 +268,7 @@ class Xml130Ingest:
                         "",
                         ", ".join(issue.expression),
                         "fhir",
-                        f"visit {visit.index}: not written: {issue.diagnostics}",
+                        f"not written: {issue.diagnostics}",
                         "",
                     )
                 )

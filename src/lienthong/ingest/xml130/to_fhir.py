@@ -218,12 +218,25 @@ class _Builder:
         return full_url
 
     def put_record(self, resource: dict[str, Any], part: str) -> str:
+        """Write a resource made from part of the visit under an id derived from the
+        facility, MA_LK and the part: re-sending the visit updates the same resource,
+        without a search per resource (the record identifier says the same for readers)."""
         value = f"{self.ma_lk}#{part}"
         resource["identifier"] = [
             {"system": self.record, "value": value},
             *resource.get("identifier", []),
         ]
-        return self.put(resource, _by_identifier(self.record, value))
+        rtype = resource["resourceType"]
+        resource["id"] = record_id(self.facility, self.ma_lk, part)
+        full_url = self.url()
+        self.entries.append(
+            {
+                "fullUrl": full_url,
+                "resource": _clean(resource),
+                "request": {"method": "PUT", "url": f"{rtype}/{resource['id']}"},
+            }
+        )
+        return full_url
 
     # -- XML1 --------------------------------------------------------------
 
@@ -774,6 +787,13 @@ class _Builder:
 def _practitioner(license_no: str | None) -> dict[str, Any] | None:
     v = (license_no or "").strip()
     return {"identifier": {"system": PRACTITIONER_LICENSE, "value": v}} if v else None
+
+
+def record_id(facility: str, ma_lk: str, part: str) -> str:
+    """The id of the resource made from ``part`` of a facility's visit ``MA_LK``."""
+    import uuid
+
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{LT}/xml130/{facility}/{ma_lk}#{part}"))
 
 
 def _stable_uuid(facility: str, ma_lk: str, n: int) -> str:
