@@ -470,3 +470,22 @@ def test_cli_uses_the_loaded_icd10_list(outpatient: Visit, tmp_path: Path) -> No
     assert [(p["field"], p["rule"], p["value"]) for p in problems] == [
         ("MA_BENH_KT", "icd10", "I10")
     ]
+
+
+def test_worker_processes_give_the_same_report(tmp_path: Path) -> None:
+    generate_xml130(120, tmp_path, seed=6, defects=0.3, visits_per_file=20)
+    files = sorted(tmp_path.glob("*/*.xml"))
+    (tmp_path / "01012" / "zz_broken.xml").write_bytes(b"<GIAMDINHHS><THONGTINHOSO>")
+    files.append(tmp_path / "01012" / "zz_broken.xml")
+    seen: list[int] = []
+    one = validate_paths(files)
+    two = validate_paths(files, workers=2, on_visit=lambda name, n: seen.append(n))
+    assert sum(seen) == 120
+    assert two.problems == one.problems and len(one.problems) > 30
+    assert two.failed_files == one.failed_files and "zz_broken.xml" in one.failed_files
+    assert (two.files, two.visits, two.visits_with_errors) == (
+        one.files,
+        120,
+        one.visits_with_errors,
+    )
+    assert two.facilities == one.facilities

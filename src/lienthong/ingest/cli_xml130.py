@@ -11,6 +11,7 @@ fail and on what::
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
@@ -87,6 +88,10 @@ def validate_command(
         int, typer.Option("--show", min=0, help="Problems listed in the terminal table.")
     ] = 50,
     top: Annotated[int, typer.Option("--top", min=1, help="Problems shown per facility.")] = 3,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="processes validating files side by side (default: CPU count)"),
+    ] = None,
     database: DatabaseOpt = None,
 ) -> None:
     """Check exports against the data dictionary and the gateway's rules; exit 1 when a
@@ -114,11 +119,15 @@ def validate_command(
     ) as progress:
         task = progress.add_task("validating", total=None)
 
-        def advance(name: str) -> None:
-            progress.update(task, advance=1, description=f"validating {name}")
+        def advance(name: str, n: int) -> None:
+            progress.update(task, advance=n, description=f"validating {name}")
 
         report = validate_paths(
-            files, icd=catalogue, max_bytes=settings.xml130_max_bytes, on_visit=advance
+            files,
+            icd=catalogue,
+            max_bytes=settings.xml130_max_bytes,
+            on_visit=advance,
+            workers=(os.cpu_count() or 1) if workers is None else workers,
         )
     if as_json:
         typer.echo(json.dumps([p.as_dict() for p in report.problems], ensure_ascii=False))

@@ -14,6 +14,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
@@ -95,10 +96,22 @@ _PASSPORT = re.compile(r"[A-Z]\d{7}")
 _GOI_VTYT = re.compile(r"G([1-9]\d{0,2})")
 
 
+_MONTH_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
 def _valid_date(y: int, m: int, d: int) -> bool:
-    return 1 <= m <= 12 and 1 <= d <= calendar.monthrange(y, m)[1] and y >= 1900
+    if y < 1900 or not 1 <= m <= 12 or d < 1:
+        return False
+    if m == 2 and d == 29:
+        return calendar.isleap(y)
+    return d <= _MONTH_DAYS[m]
 
 
+def _is_number(value: str) -> bool:
+    return value.isdigit() or _NUMBER.fullmatch(value) is not None
+
+
+@lru_cache(maxsize=100_000)
 def _time_error(value: str) -> str | None:
     """Reason a yyyymmddHHMM value is wrong, or None."""
     if len(value) != 12 or not value.isdigit():
@@ -140,9 +153,34 @@ def _birth_error(value: str, standard: str) -> str | None:
 
 
 def _number(value: str | None) -> float | None:
-    if value is None or not _NUMBER.fullmatch(value):
+    if value is None or not _is_number(value):
         return None
     return float(value)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The dictionary checks of one table, arranged for speed: required fields, and per
+    field (is a number, maximum size, code list)."""
+
+    required: tuple[tuple[str, FieldSpec], ...]
+    checks: dict[str, tuple[bool, int | None, tuple[frozenset[str], str] | None]]
+
+
+_PLANS: dict[tuple[str, str], _Plan] = {}
+
+
+def _plan(standard: str, table: str, specs: dict[str, FieldSpec]) -> _Plan:
+    plan = _PLANS.get((standard, table))
+    if plan is None:
+        plan = _PLANS[(standard, table)] = _Plan(
+            required=tuple((n, s) for n, s in specs.items() if s.required),
+            checks={
+                n: (s.kind == "N", s.max_size, CODE_LISTS.get((standard, table, n)))
+                for n, s in specs.items()
+            },
+        )
+    return plan
 
 
 class _VisitCheck:
@@ -179,8 +217,9 @@ class _VisitCheck:
     def fields(
         self, table: str, where: str, row: dict[str, str], specs: dict[str, FieldSpec]
     ) -> None:
-        for name, spec in specs.items():
-            if spec.required and not row.get(name):
+        plan = _plan(self.std, table, specs)
+        for name, spec in plan.required:
+            if not row.get(name):
                 state = "is missing" if name not in row else "is empty"
                 self.add(
                     table,
@@ -188,26 +227,23 @@ class _VisitCheck:
                     "required",
                     f"{where}: {name} is required but {state} ({spec.source})",
                 )
-        std = self.std
+        checks = plan.checks
         for name, value in row.items():
-            if not value:
+            check = checks.get(name)
+            if check is None or not value:
                 continue
-            found = specs.get(name)
-            if found is None:
-                continue
-            spec = found
-            if spec.kind == "N" and not _NUMBER.fullmatch(value):
+            numeric, max_size, codes = check
+            if numeric and not _is_number(value):
                 self.add(table, name, "type.number", f"{where}: {name} must be a number", value)
-            if spec.max_size is not None and len(value) > spec.max_size:
+            if max_size is not None and len(value) > max_size:
                 self.add(
                     table,
                     name,
                     "max_size",
                     f"{where}: {name} has {len(value)} "
-                    f"characters, more than the maximum {spec.max_size}",
+                    f"characters, more than the maximum {max_size}",
                     value[:200],
                 )
-            codes = CODE_LISTS.get((std, table, name))
             if codes is not None and value not in codes[0]:
                 self.add(
                     table,
@@ -458,7 +494,7 @@ class _VisitCheck:
             stated = _number(row.get(name))
             if stated is None:
                 continue
-            if all(abs(stated - round(o, 2)) > 0.011 for o in options):
+            if all(abs(stated - round(o, 2)) > 0.011 for o in options):  # 2-decimal rounding
                 self.add(
                     table,
                     name,
@@ -595,8 +631,21 @@ class ValidationReport:
     problems: list[Problem] = field(default_factory=list)
     facilities: dict[str, FacilitySummary] = field(default_factory=dict)
 
-    def add_visit(self, visit: Visit, problems: list[Problem]) -> None:
-        facility = self.facilities.setdefault(visit.ma_cskcb or "?", FacilitySummary())
+    def add_file(self, result: FileResult) -> None:
+        self.files += 1
+        failed = bool(result.file_problems)
+        for facility, problems in result.visits:
+            self.add_visit(facility, problems)
+            failed = failed or bool(problems)
+        if result.file_problems:
+            self.problems.extend(result.file_problems)
+            unreadable = self.facilities.setdefault("?", FacilitySummary())
+            unreadable.problems.update((p.table, p.field, p.rule) for p in result.file_problems)
+        if failed:
+            self.failed_files.append(result.name)
+
+    def add_visit(self, facility_code: str, problems: list[Problem]) -> None:
+        facility = self.facilities.setdefault(facility_code or "?", FacilitySummary())
         facility.visits += 1
         self.visits += 1
         if problems:
@@ -606,31 +655,69 @@ class ValidationReport:
             self.problems.extend(problems)
 
 
+@dataclass
+class FileResult:
+    """What one file's validation sends back from a worker process: per visit its
+    facility and problems (not the visit itself, which would cost more to ship than to
+    parse again), and the problems of the file as a whole."""
+
+    name: str
+    visits: list[tuple[str, list[Problem]]]
+    file_problems: list[Problem]
+
+
+def validate_file(
+    path: str | Path, icd: IcdCatalogue | None = None, max_bytes: int = DEFAULT_MAX_BYTES
+) -> FileResult:
+    check = FileValidation(path, icd=icd, max_bytes=max_bytes)
+    visits = [(visit.ma_cskcb, problems) for visit, problems in check]
+    return FileResult(check.name, visits, check.file_problems)
+
+
+_worker_icd: IcdCatalogue | None = None
+
+
+def _worker_init(icd: IcdCatalogue) -> None:
+    global _worker_icd
+    _worker_icd = _Memo(icd)
+
+
+def _worker_job(path: str | Path, max_bytes: int) -> FileResult:
+    return validate_file(path, _worker_icd, max_bytes)
+
+
 def validate_paths(
     paths: Iterable[str | Path],
     *,
     icd: IcdCatalogue | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
-    on_visit: Callable[[str], None] | None = None,
+    on_visit: Callable[[str, int], None] | None = None,
+    workers: int = 0,
 ) -> ValidationReport:
-    """Validate files one after the other into one report. A file fails when it cannot be
-    read or holds any problem."""
+    """Validate files into one report, in order. A file fails when it cannot be read or
+    holds any problem. With ``workers`` > 1, files are validated in that many processes
+    (the catalogue is sent to each once); ``on_visit(file, n)`` reports progress."""
     report = ValidationReport()
-    catalogue = _Memo(icd or WhoIcd10Catalogue())
-    for path in paths:
-        report.files += 1
-        check = FileValidation(path, icd=catalogue, max_bytes=max_bytes)
-        failed = False
+    catalogue = icd or WhoIcd10Catalogue()
+    files = list(paths)
+    if workers > 1 and len(files) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(
+            min(workers, len(files)), initializer=_worker_init, initargs=(catalogue,)
+        ) as pool:
+            for result in pool.map(_worker_job, files, [max_bytes] * len(files)):
+                report.add_file(result)
+                if on_visit is not None:
+                    on_visit(result.name, len(result.visits))
+        return report
+    memo = _Memo(catalogue)
+    for path in files:
+        check = FileValidation(path, icd=memo, max_bytes=max_bytes)
+        visits: list[tuple[str, list[Problem]]] = []
         for visit, problems in check:
-            report.add_visit(visit, problems)
-            failed = failed or bool(problems)
+            visits.append((visit.ma_cskcb, problems))
             if on_visit is not None:
-                on_visit(check.name)
-        if check.file_problems:
-            failed = True
-            report.problems.extend(check.file_problems)
-            facility = report.facilities.setdefault("?", FacilitySummary())
-            facility.problems.update((p.table, p.field, p.rule) for p in check.file_problems)
-        if failed:
-            report.failed_files.append(check.name)
+                on_visit(check.name, 1)
+        report.add_file(FileResult(check.name, visits, check.file_problems))
     return report
