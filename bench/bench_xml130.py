@@ -2,13 +2,14 @@
 """Speed of reading and validating hospital XML exports (QĐ 130/4750 and QĐ 4210).
 
 Usage: ``.venv/bin/python -m bench.bench_xml130 --visits 100000 [--seed 0] [--defects 0.05]
-[--out bench/out/xml130]``
+[--out bench/out/xml130] [--workers N]``
 
 Generates the exports once (``lienthong synth xml130``; kept in ``--out`` and reused when
 the same visits, seed and defect rate are asked for again), then in the same run measures:
 
 * parse: reading every visit out of the envelopes (base64, table XML) — the baseline;
-* validate: parse plus every conformance rule, the work of ``lienthong xml130 validate``.
+* validate: parse plus every conformance rule, the work of ``lienthong xml130 validate``,
+  in one process and then in ``--workers`` processes (default: CPU count).
 
 Prints one line per figure; the difference between the two lines is the cost of the rules.
 """
@@ -49,9 +50,9 @@ def bench_parse(files: list[Path]) -> tuple[int, float]:
     return visits, time.perf_counter() - started
 
 
-def bench_validate(files: list[Path]) -> tuple[int, int, int, float]:
+def bench_validate(files: list[Path], workers: int = 0) -> tuple[int, int, int, float]:
     started = time.perf_counter()
-    report = validate_paths(files)
+    report = validate_paths(files, workers=workers)
     return (
         report.visits,
         report.visits_with_errors,
@@ -66,6 +67,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--defects", type=float, default=0.05)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "xml130")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="processes for the last figure"
+    )
     args = parser.parse_args()
     files = exports(args.visits, args.seed, args.defects, args.out)
     size = sum(p.stat().st_size for p in files)
@@ -78,6 +82,12 @@ def main() -> None:
         f"validate: {n / seconds:,.0f} visits/s ({n:,} visits in {seconds:.1f} s; "
         f"{bad:,} with errors, {problems:,} problems)"
     )
+    if args.workers > 1:
+        n, bad, problems, seconds = bench_validate(files, args.workers)
+        print(
+            f"validate, {args.workers} worker processes: {n / seconds:,.0f} visits/s "
+            f"({n:,} visits in {seconds:.1f} s; {problems:,} problems)"
+        )
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 
