@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     max_page_size: int = Field(1000, description="largest _count honoured")
     import_batch_size: int = Field(1000, description="resources per all-or-nothing import batch")
     pg_pool_size: int = Field(8, description="PostgreSQL connection pool size")
+    mpi: bool = Field(
+        False,
+        description="resolve every Patient written, by any door, to a person (master "
+        "person index): master Patients are then stored beside the source records",
+    )
+    mpi_model: str | None = Field(
+        None, description="linkage model JSON the person index scores with (default: shipped)"
+    )
 
     auth: str = Field(
         "on", description="on: every request needs a bearer token; off: only on loopback"

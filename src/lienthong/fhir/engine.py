@@ -25,6 +25,7 @@ from lienthong.fhir.search_parse import SearchParser, SearchRequest
 from lienthong.fhir.validate import validate_resource
 from lienthong.settings import Settings
 from lienthong.storage.base import ResourceStore, Session, Stored, WriteOp
+from lienthong.storage.query import SearchQuery
 
 FHIR_JSON = "application/fhir+json"
 
@@ -92,6 +93,26 @@ class FhirEngine:
         self.registry = registry or SearchParamRegistry.default()
         self.extractor = IndexExtractor(self.registry)
         self.base_url = (self.settings.base_url or "").rstrip("/")
+        self._mpi: Any = None
+
+    @property
+    def mpi(self) -> Any:
+        """The master person index (``lienthong.identity.mpi``), None when switched off."""
+        if self._mpi is None and self.settings.mpi:
+            from lienthong.identity.mpi import MasterPersonIndex
+            from lienthong.identity.scoring import PairScorer
+
+            model = self.settings.mpi_model
+            self._mpi = MasterPersonIndex(
+                self, PairScorer.from_file(model) if model else PairScorer.default()
+            )
+        return self._mpi
+
+    def after_write(self, session: Session, ops: list[WriteOp]) -> None:
+        """Steps that belong to the same transaction as a write: Patients are resolved to
+        persons, so a write that fails later rolls their resolution back with it."""
+        if self.settings.mpi and any(op.res_type == "Patient" for op in ops):
+            self.mpi.on_written(session, ops)
 
     # -- the steps every write shares ----------------------------------------
 
@@ -163,9 +184,22 @@ class FhirEngine:
         if not params:
             raise precondition_failed(f"{what} has no search criteria")
         req = self.parse_search(res_type, params, strict=True)
+        self.hide_masters(res_type, params, req.query)
         req.query.count = 2
         req.query.with_total = False
         return session.search(req.query).matches
+
+    def hide_masters(
+        self, res_type: str | None, params: list[tuple[str, str]], query: SearchQuery
+    ) -> None:
+        """Leave the person index's master Patients out of a Patient search (ordinary
+        and conditional) unless the search asks for tags: they are not source records."""
+        if res_type != "Patient" or not self.settings.mpi:
+            return
+        if any(k.split(":")[0] == "_tag" for k, _ in params):
+            return
+        hide = self.parse_search("Patient", [("_tag:not", "http://fhir.lienthong.vn/mpi|master")])
+        query.criteria.extend(hide.query.criteria)
 
     def with_store(self, store: ResourceStore) -> FhirEngine:
         """The same engine over another view of the store (e.g. one user's guarded view);

@@ -312,6 +312,7 @@ class BulkImporter:
                 ):
                     # the same resource twice in one batch: each line a version of its own
                     session.write(ops)
+                    engine.after_write(session, ops)
                     ops = []
                     prev = session.read(*key)
                 op = engine.prepare(
@@ -325,6 +326,7 @@ class BulkImporter:
                 )
                 ops.append(op)
             session.write(ops)
+            engine.after_write(session, ops)
 
     # -- Bundle / single resource JSON -----------------------------------------
 

@@ -32,6 +32,8 @@ from lienthong.fhir.engine import FHIR_JSON, FhirEngine, FhirResponse, load_json
 from lienthong.fhir.errors import FhirError, Issue, bad_request, error, not_found
 from lienthong.fhir.interactions import create as create_mod
 from lienthong.fhir.interactions import delete as delete_mod
+from lienthong.fhir.interactions import match as match_mod
+from lienthong.fhir.interactions import merge as merge_mod
 from lienthong.fhir.interactions import terminology as terminology_ops
 from lienthong.fhir.interactions import update as update_mod
 from lienthong.fhir.interactions.capabilities import capability_statement
@@ -409,6 +411,21 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
             res_type,
             None,
             lambda eng, ctx: history(eng, res_type, None, params),
+        )
+
+    @app.post("/fhir/Patient/$match")
+    @app.post("/fhir/Patient/$merge")
+    @app.post("/fhir/Patient/$unmerge")
+    async def patient_person_operation(request: Request) -> Response:
+        body = await _body(request)
+        name = request.url.path.rsplit("$", 1)[1]
+        run = {"match": match_mod.match, "merge": merge_mod.merge, "unmerge": merge_mod.unmerge}
+        return await audited(
+            request,
+            f"operation:${name}",
+            "Patient",
+            None,
+            lambda eng, ctx: run[name](eng, body),
         )
 
     @app.get("/fhir/Patient/{res_id}/$everything")

@@ -131,4 +131,31 @@ def ddl(t: Types) -> list[str]:
             stmts.append(f"CREATE INDEX IF NOT EXISTS {table}_pk ON {table} (pk, sp)")
         lookup = ", ".join(LOOKUP_INDEXES[table])
         stmts.append(f"CREATE INDEX IF NOT EXISTS {table}_lookup ON {table} ({lookup})")
-    return stmts
+    return stmts + mpi_ddl(t)
+
+
+def mpi_ddl(t: Types) -> list[str]:
+    """The master person index (``lienthong.identity.mpi``): in the main database so a
+    Patient's resolution commits or rolls back with the write that caused it.
+
+    ``mpi_record``: each source Patient's master and normalised matching features;
+    ``mpi_key``: its blocking keys; ``mpi_pair``: pairs for review and the decisions
+    taken on them; ``mpi_event``: merges, unmerges and decisions, who and when.
+    """
+    return [
+        f"""CREATE TABLE IF NOT EXISTS mpi_record (
+            res_id {t.text} PRIMARY KEY, master_id {t.text} NOT NULL,
+            features {t.text} NOT NULL, score {t.real}, how {t.text} NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS mpi_record_master ON mpi_record (master_id)",
+        f"CREATE TABLE IF NOT EXISTS mpi_key (key {t.text} NOT NULL, res_id {t.text} NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS mpi_key_key ON mpi_key (key)",
+        "CREATE INDEX IF NOT EXISTS mpi_key_res ON mpi_key (res_id)",
+        f"""CREATE TABLE IF NOT EXISTS mpi_pair (
+            a_id {t.text} NOT NULL, b_id {t.text} NOT NULL, score {t.real} NOT NULL,
+            status {t.text} NOT NULL, detail {t.text}, decided_by {t.text},
+            decided_at {t.text}, PRIMARY KEY (a_id, b_id))""",
+        "CREATE INDEX IF NOT EXISTS mpi_pair_status ON mpi_pair (status)",
+        f"""CREATE TABLE IF NOT EXISTS mpi_event (
+            id {t.text} PRIMARY KEY, at {t.text} NOT NULL, who {t.text} NOT NULL,
+            action {t.text} NOT NULL, detail {t.text} NOT NULL)""",
+    ]

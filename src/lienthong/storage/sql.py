@@ -102,6 +102,30 @@ class SqlSession(WriteSession):
         )
         return [self._stored(r) for r in rows]
 
+    def side(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement on a side table of this database (the person index) inside
+        this session's transaction; returns the rows it selects, if any."""
+        if self._pending:
+            self.flush()
+        cur = self.conn.cursor()
+        try:
+            cur.execute(self.dialect.sql(sql), args)
+            return list(cur.fetchall()) if cur.description is not None else []
+        finally:
+            cur.close()
+
+    def side_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """``side`` for one statement over many rows."""
+        if not rows:
+            return
+        if self._pending:
+            self.flush()
+        cur = self.conn.cursor()
+        try:
+            cur.executemany(self.dialect.sql(sql), rows)
+        finally:
+            cur.close()
+
     # -- reads ----------------------------------------------------------
 
     def read(self, res_type: str, res_id: str) -> Stored | None:

@@ -75,7 +75,19 @@ def capability_statement(
                 {
                     "name": "everything",
                     "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-                }
+                },
+                {
+                    "name": "match",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-match",
+                },
+                {
+                    "name": "merge",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-merge",
+                },
+                {
+                    "name": "unmerge",
+                    "definition": "http://fhir.lienthong.vn/OperationDefinition/Patient-unmerge",
+                },
             ]
         resources.append(entry)
     return {

@@ -38,6 +38,7 @@ def create_in(
         resource, res_id or engine.new_id(), 1, now or now_instant(), "POST", None, validate=False
     )
     session.write([op])
+    engine.after_write(session, [op])
     return 201, stored_from(op)
 
 

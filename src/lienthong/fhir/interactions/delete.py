@@ -23,6 +23,7 @@ def delete_in(
         return None
     op = engine.deletion(previous, now or now_instant())
     session.write([op])
+    engine.after_write(session, [op])
     return op.version
 
 

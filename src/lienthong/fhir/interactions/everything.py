@@ -8,12 +8,36 @@ be read on its own.
 
 from __future__ import annotations
 
+import orjson
+
 from lienthong.fhir.engine import FhirEngine, FhirResponse
 from lienthong.fhir.errors import gone, not_found
 from lienthong.fhir.interactions.search import searchset
 from lienthong.fhir.search_index import date_range
 from lienthong.fhir.search_parse import SearchRequest
+from lienthong.storage.base import Stored
 from lienthong.storage.query import SearchQuery
+
+
+def _person_records(content: bytes | None) -> list[tuple[str, str]]:
+    """A master person record spans its source records (``Patient.link`` seealso)."""
+    from lienthong.identity.mpi import is_master
+
+    resource = orjson.loads(content or b"{}")
+    if not is_master(resource):
+        return []
+    return [
+        ("Patient", link["other"]["reference"][8:])
+        for link in resource.get("link") or []
+        if link.get("type") == "seealso"
+        and str((link.get("other") or {}).get("reference", "")).startswith("Patient/")
+    ]
+
+
+def _is_master(stored: Stored) -> bool:
+    from lienthong.identity.mpi import is_master
+
+    return stored.res_type == "Patient" and is_master(orjson.loads(stored.content or b"{}"))
 
 
 def everything(engine: FhirEngine, patient_id: str, params: list[tuple[str, str]]) -> FhirResponse:
@@ -26,7 +50,14 @@ def everything(engine: FhirEngine, patient_id: str, params: list[tuple[str, str]
             raise not_found(f"Patient/{patient_id} is not known")
         if patient.deleted:
             raise gone(f"Patient/{patient_id} was deleted")
-        compartment = session.referencing([("Patient", patient_id)], None)
+        targets = [("Patient", patient_id), *_person_records(patient.content)]
+        compartment = [
+            s
+            for s in session.referencing(targets, None)
+            if (s.res_type, s.res_id) != targets[0] and not _is_master(s)
+        ]
+        sources = session.read_many(targets[1:])
+        compartment = sources + [s for s in compartment if s not in sources]
         seen = {("Patient", patient_id)} | {(s.res_type, s.res_id) for s in compartment}
         related = [
             s

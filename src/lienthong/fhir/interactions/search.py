@@ -20,6 +20,7 @@ def search(
     strict: bool = False,
 ) -> FhirResponse:
     req = engine.parse_search(res_type, params, strict=strict)
+    engine.hide_masters(res_type, params, req.query)
     with engine.store.reader() as session:
         page = session.search(req.query)
         included = _included(session, req, page.matches)

@@ -48,6 +48,7 @@ def update_in(
         resource, res_id, version, now or now_instant(), "PUT", previous, validate=False
     )
     session.write([op])
+    engine.after_write(session, [op])
     created = previous is None or previous.deleted
     return (201 if created else 200), stored_from(op)
 

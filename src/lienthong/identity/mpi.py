@@ -1,0 +1,714 @@
+"""The master person index: every Patient, whatever door it came in by, tied to a person.
+
+A *person* is a master Patient (tagged ``http://fhir.lienthong.vn/mpi|master``) that
+carries the demographics of its most complete record, the 12-digit personal
+identification number (CCCD) when its records agree on one, and a ``Patient.link`` of
+type ``seealso`` to every source Patient. Source Patients are left as their senders
+wrote them: a link back would put the master into each source's patient compartment
+and so change who may see it.
+
+Resolution runs inside the write that stored the Patient (REST, transaction and batch
+entries, bulk import), so a failed write leaves no trace in the index either:
+
+1. the record's matching features are those of `lienthong link` (names folded and split,
+   dates, sex, valid CCCD/BHXH, phone, current administrative unit);
+2. candidates come from the same blocking keys as the linkage model (given name + birth
+   year, family name + birth date, phone, commune + birth year, CCCD, BHXH), kept in
+   ``mpi_key``;
+3. each candidate person is scored by its best record pair (`scoring.PairScorer`, the
+   linkage model's Fellegi-Sunter weights); a person whose records hold another CCCD or
+   BHXH number (not one mistyped digit away), or whose best record has a clearly
+   different given name (twins), is never linked;
+4. the record joins the best person at or above ``MATCH_THRESHOLD``, or becomes a new
+   person; persons in the uncertain band ``[REVIEW_THRESHOLD, MATCH_THRESHOLD)`` go to
+   the review list (``mpi_pair``).
+
+Human decisions (`decide`, `merge`, `unmerge`) are stored as pair decisions and win over
+scores in every later resolution, including `rebuild`. Each is logged in ``mpi_event``
+with who and when, and every master version is kept in the store's history.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from lienthong.fhir.engine import now_instant
+from lienthong.fhir.errors import FhirError, Issue, bad_request, not_found
+from lienthong.identity.identifiers import one_digit_apart
+from lienthong.identity.linkage import MATCH_THRESHOLD
+from lienthong.identity.scoring import CCCD_SYSTEM, PairScore, PairScorer, patient_features
+from lienthong.storage.base import Session, WriteOp
+from lienthong.storage.sql import SqlSession
+
+if TYPE_CHECKING:
+    from lienthong.fhir.engine import FhirEngine
+
+__all__ = [
+    "MASTER_TAG",
+    "MPI_SYSTEM",
+    "REVIEW_THRESHOLD",
+    "Candidate",
+    "MasterPersonIndex",
+    "is_master",
+    "raw_session",
+]
+
+MPI_SYSTEM = "http://fhir.lienthong.vn/mpi"
+MASTER_TAG = {"system": MPI_SYSTEM, "code": "master", "display": "master person record"}
+REVIEW_THRESHOLD = 0.5
+"""Below the match threshold but at least this: a person for a human to look at."""
+POSSIBLE_THRESHOLD = 0.05
+"""The least probability `$match` reports (grade ``possible``)."""
+
+
+def is_master(resource: Mapping[str, Any]) -> bool:
+    tags = (resource.get("meta") or {}).get("tag") or []
+    return any(t.get("system") == MPI_SYSTEM and t.get("code") == "master" for t in tags)
+
+
+def raw_session(session: Session) -> SqlSession:
+    """The store's own session under any access guard.
+
+    Resolution must see every record (a clinician's view would hide the very duplicates
+    the index exists to find) and writes master Patients on the platform's behalf; what
+    a user gets back from the operations is filtered through their guarded session.
+    """
+    inner: Any = session
+    while not isinstance(inner, SqlSession):
+        inner = getattr(inner, "inner", None)
+        if inner is None:
+            raise TypeError("the person index needs a SQL store session")
+    return inner
+
+
+def blocking_keys(f: Mapping[str, Any]) -> list[str]:
+    """The linkage model's blocking rules as keys: records sharing a key are compared."""
+    keys: list[str] = []
+    year, month, day = f.get("birth_year"), f.get("birth_month"), f.get("birth_day")
+    if year is not None and f.get("given_key"):
+        keys.append(f"gy|{f['given_key']}|{year}")
+    if f.get("family_key") and year is not None and month is not None and day is not None:
+        keys.append(f"fd|{f['family_key']}|{year}-{month}-{day}")
+    if f.get("phone"):
+        keys.append(f"p|{f['phone']}")
+    if f.get("commune") and year is not None:
+        keys.append(f"cy|{f['commune']}|{year}")
+    if f.get("cccd"):
+        keys.append(f"c|{f['cccd']}")
+    if f.get("bhxh"):
+        keys.append(f"b|{f['bhxh']}")
+    return keys
+
+
+def _chunks(items: list[Any], n: int) -> Iterable[list[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _marks(items: list[Any]) -> str:
+    return ", ".join("?" for _ in items)
+
+
+def _pair(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a <= b else (b, a)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A person scored against a record: its master, best record pair and grade."""
+
+    master_id: str
+    record_id: str
+    score: PairScore
+    grade: str  # certain | probable | possible
+    eligible: bool  # may be linked automatically (no identifier conflict, given names agree)
+
+
+class MasterPersonIndex:
+    """Resolution and the person operations, over one engine's store."""
+
+    def __init__(
+        self,
+        engine: FhirEngine,
+        scorer: PairScorer | None = None,
+        match_threshold: float = MATCH_THRESHOLD,
+        review_threshold: float = REVIEW_THRESHOLD,
+    ) -> None:
+        self.engine = engine
+        self.scorer = scorer or PairScorer.default()
+        self.match_threshold = match_threshold
+        self.review_threshold = review_threshold
+
+    # ------------------------------------------------------------------ the write hook
+
+    def on_written(self, session: Session, ops: list[WriteOp]) -> None:
+        """Resolve Patients just written in ``session`` (called by the engine's writes)."""
+        raw = raw_session(session)
+        for op in ops:
+            if op.res_type != "Patient":
+                continue
+            if op.content is None:
+                self._detach(raw, op.res_id, op.last_updated)
+                continue
+            resource = orjson.loads(op.content)
+            if is_master(resource) or (
+                op.version > 1 and self._was_master(raw, op.res_id, op.version - 1)
+            ):
+                raise FhirError(
+                    422,
+                    [
+                        Issue(
+                            "business-rule",
+                            f"Patient/{op.res_id}: master person records are kept by the "
+                            "person index; use Patient/$merge or $unmerge",
+                            expression=("Patient.meta.tag",),
+                        )
+                    ],
+                )
+            self.resolve(raw, op.res_id, resource, op.last_updated)
+
+    def _was_master(self, raw: SqlSession, res_id: str, version: int) -> bool:
+        """Whether a version of the Patient is a master record."""
+        stored = raw.vread("Patient", res_id, version)
+        return bool(stored and stored.content and is_master(orjson.loads(stored.content)))
+
+    # ------------------------------------------------------------------ resolution
+
+    def resolve(
+        self, raw: SqlSession, res_id: str, resource: Mapping[str, Any], now: str | None = None
+    ) -> str:
+        """Link one source Patient to its person (made if new); returns the master id."""
+        now = now or now_instant()
+        features = patient_features(resource)
+        features["record_id"] = res_id
+        previous = self._master_of(raw, res_id)
+        decisions = self._decisions(raw, res_id)
+        candidates = self.candidates(raw, features, exclude=res_id, extra=set(decisions))
+        masters_of = self._masters_of(raw, list(decisions))
+        refused = {
+            masters_of[o] for o, d in decisions.items() if d == "no-match" and o in masters_of
+        }
+        forced = next(
+            (
+                masters_of[o]
+                for o, d in sorted(decisions.items())
+                if d == "match" and o in masters_of
+            ),
+            None,
+        )
+        target = forced
+        if target is None:
+            for c in candidates:
+                if (
+                    c.eligible
+                    and c.master_id not in refused
+                    and c.score.probability >= self.match_threshold
+                ):
+                    target = c.master_id
+                    break
+        # the review list: uncertain persons other than the one chosen
+        raw.side("DELETE FROM mpi_pair WHERE status = 'review' AND (a_id = ? OR b_id = ?)",
+                 (res_id, res_id))  # fmt: skip
+        for c in candidates:
+            if c.master_id == target or c.master_id in refused or not c.eligible:
+                continue
+            if self.review_threshold <= c.score.probability:
+                self._put_review(raw, res_id, c)
+        how = "decision" if forced else ("auto" if target else "new")
+        best = next((c for c in candidates if c.master_id == target), None)
+        score = 1.0 if forced else (best.score.probability if best else None)
+        if previous is not None and previous != target:
+            self._set_record(raw, res_id, None, features, None, how)
+            self._write_master(raw, previous, now)
+        if target is None:
+            target = self.engine.new_id()
+        self._set_record(raw, res_id, target, features, score, how)
+        self._write_master(raw, target, now)
+        return target
+
+    def candidates(
+        self,
+        raw: SqlSession,
+        features: Mapping[str, Any],
+        exclude: str | None = None,
+        extra: set[str] | None = None,
+    ) -> list[Candidate]:
+        """Persons sharing a blocking key with ``features``, best first."""
+        keys = blocking_keys(features)
+        found: set[str] = set(extra or ())
+        if keys:
+            rows = raw.side(
+                f"SELECT DISTINCT res_id FROM mpi_key WHERE key IN ({_marks(keys)})", keys
+            )
+            found.update(r[0] for r in rows)
+        found.discard(exclude or "")
+        masters = set(self._masters_of(raw, sorted(found)).values())
+        members = self._members(raw, sorted(masters))
+        out: list[Candidate] = []
+        for master_id, records in members.items():
+            records = {rid: f for rid, f in records.items() if rid != exclude}
+            if not records:
+                continue
+            scored = [(self.scorer.score(features, f), rid) for rid, f in sorted(records.items())]
+            pairs_ok = [(s, rid) for s, rid in scored if not s.given_differs]
+            pool = pairs_ok or scored
+            best_score, best_id = max(pool, key=lambda x: x[0].probability)
+            eligible = bool(pairs_ok) and not _conflict(features, records.values())
+            out.append(
+                Candidate(
+                    master_id, best_id, best_score, self.grade(best_score.probability), eligible
+                )
+            )
+        out.sort(key=lambda c: (-c.score.probability, c.master_id))
+        return out
+
+    def grade(self, probability: float) -> str:
+        if probability >= self.match_threshold:
+            return "certain"
+        if probability >= self.review_threshold:
+            return "probable"
+        return "possible"
+
+    def match(
+        self, session: Session, resource: Mapping[str, Any], count: int, only_certain: bool
+    ) -> list[Candidate]:
+        """`Patient/$match`: candidate persons for a Patient that need not be stored."""
+        raw = raw_session(session)
+        features = patient_features(resource)
+        out = [
+            c
+            for c in self.candidates(raw, features)
+            if c.eligible and c.score.probability >= POSSIBLE_THRESHOLD
+        ]
+        if only_certain:
+            out = [c for c in out if c.grade == "certain"]
+        return out[:count]
+
+    # ------------------------------------------------------------------ the index tables
+
+    def _master_of(self, raw: SqlSession, res_id: str) -> str | None:
+        rows = raw.side("SELECT master_id FROM mpi_record WHERE res_id = ?", (res_id,))
+        return str(rows[0][0]) if rows else None
+
+    def _masters_of(self, raw: SqlSession, ids: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for chunk in _chunks(ids, 500):
+            for rid, master in raw.side(
+                f"SELECT res_id, master_id FROM mpi_record WHERE res_id IN ({_marks(chunk)})",
+                chunk,
+            ):
+                out[rid] = master
+        return out
+
+    def _members(self, raw: SqlSession, masters: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        out: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in masters}
+        for chunk in _chunks(masters, 500):
+            for rid, master, features in raw.side(
+                "SELECT res_id, master_id, features FROM mpi_record "
+                f"WHERE master_id IN ({_marks(chunk)})",
+                chunk,
+            ):
+                out[master][rid] = orjson.loads(features)
+        return out
+
+    def _decisions(self, raw: SqlSession, res_id: str) -> dict[str, str]:
+        rows = raw.side(
+            "SELECT a_id, b_id, status FROM mpi_pair WHERE status IN ('match', 'no-match') "
+            "AND (a_id = ? OR b_id = ?)",
+            (res_id, res_id),
+        )
+        return {(b if a == res_id else a): status for a, b, status in rows}
+
+    def _set_record(
+        self,
+        raw: SqlSession,
+        res_id: str,
+        master_id: str | None,
+        features: Mapping[str, Any],
+        score: float | None,
+        how: str,
+    ) -> None:
+        raw.side("DELETE FROM mpi_record WHERE res_id = ?", (res_id,))
+        raw.side("DELETE FROM mpi_key WHERE res_id = ?", (res_id,))
+        if master_id is None:
+            return
+        raw.side(
+            "INSERT INTO mpi_record (res_id, master_id, features, score, how) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (res_id, master_id, orjson.dumps(dict(features)).decode(), score, how),
+        )
+        raw.side_many(
+            "INSERT INTO mpi_key (key, res_id) VALUES (?, ?)",
+            [(k, res_id) for k in blocking_keys(features)],
+        )
+
+    def _put_review(self, raw: SqlSession, res_id: str, c: Candidate) -> None:
+        a, b = _pair(res_id, c.record_id)
+        if raw.side("SELECT status FROM mpi_pair WHERE a_id = ? AND b_id = ?", (a, b)):
+            return  # decided already (pending rows of this record were just cleared)
+        detail = {"agree": list(c.score.agree), "disagree": list(c.score.disagree),
+                  "levels": c.score.levels}  # fmt: skip
+        raw.side(
+            "INSERT INTO mpi_pair (a_id, b_id, score, status, detail) "
+            "VALUES (?, ?, ?, 'review', ?)",
+            (a, b, c.score.probability, orjson.dumps(detail).decode()),
+        )
+
+    def _log(self, raw: SqlSession, who: str, action: str, detail: Mapping[str, Any]) -> str:
+        event_id = str(uuid.uuid4())
+        raw.side(
+            "INSERT INTO mpi_event (id, at, who, action, detail) VALUES (?, ?, ?, ?, ?)",
+            (event_id, now_instant(), who, action, orjson.dumps(dict(detail)).decode()),
+        )
+        return event_id
+
+    # ------------------------------------------------------------------ master records
+
+    def _write_master(
+        self, raw: SqlSession, master_id: str, now: str, replaced_by: str | None = None
+    ) -> None:
+        """Write the master's next version from its current records (deleted when none
+        remain, retired with a ``replaced-by`` link when merged away)."""
+        previous = raw.read("Patient", master_id)
+        members = self._members(raw, [master_id])[master_id]
+        if replaced_by is None and not members:
+            if previous is not None and not previous.deleted:
+                raw.write([self.engine.deletion(previous, now)])
+            return
+        if replaced_by is not None:
+            assert previous is not None and previous.content is not None
+            content = orjson.loads(previous.content)
+            content["active"] = False
+            content["link"] = [
+                {"other": {"reference": f"Patient/{replaced_by}"}, "type": "replaced-by"}
+            ]
+        else:
+            content = self._master_content(raw, members)
+        version = previous.version + 1 if previous is not None else 1
+        method = "PUT" if previous is not None else "POST"
+        op = self.engine.prepare(content, master_id, version, now, method, previous, validate=False)
+        raw.write([op])
+
+    def _master_content(
+        self, raw: SqlSession, members: Mapping[str, Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        ids = sorted(members)
+        sources = {s.res_id: s for s in raw.read_many([("Patient", i) for i in ids])}
+        best_id = max(
+            ids,
+            key=lambda i: (
+                _completeness(members[i]),
+                sources[i].last_updated if i in sources else "",
+                i,
+            ),
+        )
+        best = orjson.loads(sources[best_id].content or b"{}") if best_id in sources else {}
+        master: dict[str, Any] = {
+            "resourceType": "Patient",
+            "meta": {"tag": [MASTER_TAG]},
+            "active": True,
+        }
+        # the CCCD only when the records agree on it: each was checked against its own
+        # record's sex and birth year, so a child filed under the mother's number counts
+        # for nothing here
+        cccds = {members[i].get("cccd") for i in ids} - {None}
+        if len(cccds) == 1:
+            master["identifier"] = [
+                {
+                    "use": "official",
+                    "system": CCCD_SYSTEM,
+                    "value": cccds.pop(),
+                }
+            ]
+        for key in ("name", "gender", "birthDate", "telecom", "address"):
+            if best.get(key):
+                master[key] = best[key]
+        master["link"] = [{"other": {"reference": f"Patient/{i}"}, "type": "seealso"} for i in ids]
+        return master
+
+    def _detach(self, raw: SqlSession, res_id: str, now: str) -> None:
+        """A source Patient was deleted: it leaves its person."""
+        master = self._master_of(raw, res_id)
+        if master is None:
+            return
+        self._set_record(raw, res_id, None, {}, None, "deleted")
+        raw.side("DELETE FROM mpi_pair WHERE status = 'review' AND (a_id = ? OR b_id = ?)",
+                 (res_id, res_id))  # fmt: skip
+        self._write_master(raw, master, now)
+
+    # ------------------------------------------------------------------ operations
+
+    def person_of(self, session: Session, patient_id: str) -> str:
+        """The master of a Patient id, which may be a master itself."""
+        raw = raw_session(session)
+        master = self._master_of(raw, patient_id)
+        if master is not None:
+            return master
+        current = raw.read("Patient", patient_id)
+        if current is not None and self._was_master(raw, patient_id, current.version):
+            return patient_id
+        raise not_found(f"Patient/{patient_id} is not in the person index")
+
+    def records_of(self, session: Session, master_id: str) -> list[str]:
+        raw = raw_session(session)
+        return sorted(self._members(raw, [master_id])[master_id])
+
+    def merge(self, session: Session, source: str, target: str, who: str) -> dict[str, Any]:
+        """Merge the person of ``source`` into the person of ``target`` (Patient ids of a
+        record or a master). The source master is retired (``active=false``,
+        ``replaced-by``); the decision sticks through later resolutions."""
+        raw = raw_session(session)
+        src, tgt = self.person_of(raw, source), self.person_of(raw, target)
+        if src == tgt:
+            raise bad_request(f"Patient/{source} and Patient/{target} are already one person")
+        members = self._members(raw, [src, tgt])
+        moved, kept = sorted(members[src]), sorted(members[tgt])
+        if not moved or not kept:
+            raise bad_request("a retired person cannot be merged", "source-patient")
+        now = now_instant()
+        for rid in moved:
+            raw.side(
+                "UPDATE mpi_record SET master_id = ?, how = 'merge', score = 1.0 WHERE res_id = ?",
+                (tgt, rid),
+            )
+        decided = []
+        for rid in moved:
+            a, b = _pair(rid, kept[0])
+            self._decide_pair(raw, a, b, "match", who, now)
+            decided.append([a, b])
+        for a, b in ((x, y) for x in moved for y in kept):
+            raw.side(
+                "DELETE FROM mpi_pair WHERE status = 'review' AND a_id = ? AND b_id = ?",
+                _pair(a, b),
+            )
+        self._write_master(raw, tgt, now)
+        self._write_master(raw, src, now, replaced_by=tgt)
+        event = self._log(
+            raw, who, "merge",
+            {"source": src, "target": tgt, "records": moved, "decisions": decided},
+        )  # fmt: skip
+        return {"event": event, "source": src, "target": tgt, "records": moved}
+
+    def unmerge(
+        self, session: Session, who: str, event_id: str | None = None, record: str | None = None
+    ) -> dict[str, Any]:
+        """Undo a merge event (its records go back to the restored source person), or split
+        one record out into a person of its own; either way the records are kept apart
+        from then on."""
+        raw = raw_session(session)
+        now = now_instant()
+        if event_id is not None:
+            rows = raw.side("SELECT action, detail FROM mpi_event WHERE id = ?", (event_id,))
+            if not rows or rows[0][0] != "merge":
+                raise not_found(f"no merge event {event_id}")
+            detail = orjson.loads(rows[0][1])
+            src, tgt, moved = detail["source"], detail["target"], detail["records"]
+            current = self._masters_of(raw, moved)
+            if any(current.get(r) != tgt for r in moved):
+                raise FhirError(
+                    409,
+                    [
+                        Issue(
+                            "conflict",
+                            f"the records of merge {event_id} have moved since; "
+                            "unmerge them one by one",
+                        )
+                    ],
+                )
+            for a, b in detail["decisions"]:
+                raw.side("DELETE FROM mpi_pair WHERE a_id = ? AND b_id = ?", (a, b))
+            for rid in moved:
+                raw.side(
+                    "UPDATE mpi_record SET master_id = ?, how = 'unmerge' WHERE res_id = ?",
+                    (src, rid),
+                )
+            kept = sorted(self._members(raw, [tgt])[tgt])
+            for a, b in ((x, y) for x in moved for y in kept):
+                self._decide_pair(raw, *_pair(a, b), "no-match", who, now)
+            self._write_master(raw, src, now)
+            self._write_master(raw, tgt, now)
+            event = self._log(
+                raw,
+                who,
+                "unmerge",
+                {"merge": event_id, "source": src, "target": tgt, "records": moved},
+            )
+            return {"event": event, "source": src, "target": tgt, "records": moved}
+        if record is None:
+            raise bad_request("unmerge needs a merge event or a record to split out")
+        master = self._master_of(raw, record)
+        if master is None:
+            raise not_found(f"Patient/{record} is not a record in the person index")
+        others = sorted(r for r in self._members(raw, [master])[master] if r != record)
+        if not others:
+            raise bad_request(f"Patient/{record} is alone in its person already")
+        for other in others:
+            self._decide_pair(raw, *_pair(record, other), "no-match", who, now)
+        new_master = self.engine.new_id()
+        raw.side(
+            "UPDATE mpi_record SET master_id = ?, how = 'unmerge', score = NULL WHERE res_id = ?",
+            (new_master, record),
+        )
+        self._write_master(raw, master, now)
+        self._write_master(raw, new_master, now)
+        event = self._log(raw, who, "split", {"record": record, "from": master, "to": new_master})
+        return {"event": event, "source": master, "target": new_master, "records": [record]}
+
+    def _decide_pair(
+        self, raw: SqlSession, a: str, b: str, status: str, who: str, now: str
+    ) -> None:
+        rows = raw.side("SELECT score FROM mpi_pair WHERE a_id = ? AND b_id = ?", (a, b))
+        if rows:
+            raw.side(
+                "UPDATE mpi_pair SET status = ?, decided_by = ?, decided_at = ? "
+                "WHERE a_id = ? AND b_id = ?",
+                (status, who, now, a, b),
+            )
+        else:
+            raw.side(
+                "INSERT INTO mpi_pair (a_id, b_id, score, status, decided_by, decided_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (a, b, self._pair_score(raw, a, b), status, who, now),
+            )
+
+    def _pair_score(self, raw: SqlSession, a: str, b: str) -> float:
+        rows = dict(
+            (rid, orjson.loads(f))
+            for rid, f in raw.side(
+                "SELECT res_id, features FROM mpi_record WHERE res_id IN (?, ?)", (a, b)
+            )
+        )
+        if a in rows and b in rows:
+            return self.scorer.score(rows[a], rows[b]).probability
+        return 0.0
+
+    def decide(self, session: Session, a: str, b: str, decision: str, who: str) -> dict[str, Any]:
+        """A reviewer's decision on a pair; applied now and kept for every later resolution."""
+        if decision not in ("match", "no-match"):
+            raise bad_request(f"a decision is match or no-match, not {decision!r}")
+        raw = raw_session(session)
+        masters = self._masters_of(raw, [a, b])
+        for rid in (a, b):
+            if rid not in masters:
+                raise not_found(f"Patient/{rid} is not a record in the person index")
+        first, second = _pair(a, b)
+        result: dict[str, Any] = {"pair": f"{first}:{second}", "decision": decision}
+        now = now_instant()
+        if decision == "match" and masters[a] != masters[b]:
+            result.update(self.merge(raw, b, a, who))
+        self._decide_pair(raw, first, second, decision, who, now)
+        if decision == "no-match" and masters[a] == masters[b]:
+            # b (the record named second) leaves; resolved again, it cannot rejoin a
+            stored = raw.read("Patient", b)
+            assert stored is not None and stored.content is not None
+            target = self.resolve(raw, b, orjson.loads(stored.content), now)
+            result.update({"source": masters[a], "target": target, "records": [b]})
+        self._log(raw, who, "decide", {"a": first, "b": second, "decision": decision})
+        return result
+
+    # ------------------------------------------------------------------ reporting
+
+    def review(self, session: Session, limit: int = 100) -> list[dict[str, Any]]:
+        raw = raw_session(session)
+        rows = raw.side(
+            "SELECT a_id, b_id, score, detail FROM mpi_pair WHERE status = 'review' "
+            "ORDER BY score DESC, a_id, b_id LIMIT ?",
+            (limit,),
+        )
+        return [
+            {"pair": f"{a}:{b}", "a": a, "b": b, "score": float(s), **orjson.loads(d or "{}")}
+            for a, b, s, d in rows
+        ]
+
+    def stats(self, session: Session) -> dict[str, int]:
+        raw = raw_session(session)
+        records = raw.side("SELECT COUNT(*), COUNT(DISTINCT master_id) FROM mpi_record")[0]
+        counts = dict(raw.side("SELECT status, COUNT(*) FROM mpi_pair GROUP BY status"))
+        events = raw.side(
+            "SELECT COUNT(*) FROM mpi_event WHERE action IN ('merge', 'unmerge', 'split')"
+        )
+        return {
+            "records": int(records[0]),
+            "persons": int(records[1]),
+            "pending_reviews": int(counts.get("review", 0)),
+            "decided_match": int(counts.get("match", 0)),
+            "decided_no_match": int(counts.get("no-match", 0)),
+            "merge_events": int(events[0][0]),
+        }
+
+    def events(self, session: Session, limit: int = 100) -> list[dict[str, Any]]:
+        raw = raw_session(session)
+        rows = raw.side(
+            "SELECT id, at, who, action, detail FROM mpi_event ORDER BY at DESC, id LIMIT ?",
+            (limit,),
+        )
+        return [
+            {"id": i, "at": at, "who": who, "action": action, **orjson.loads(d)}
+            for i, at, who, action, d in rows
+        ]
+
+    def rebuild(
+        self, progress: Callable[[int, int], None] | None = None, batch: int = 500
+    ) -> dict[str, int]:
+        """Re-resolve every source Patient from scratch; decisions are kept and win again.
+
+        Runs in batches (each all-or-nothing); the first one retires every master.
+        """
+        store = self.engine.store
+        with store.writer() as session:
+            raw = raw_session(session)
+            now = now_instant()
+            masters = [r[0] for r in raw.side("SELECT DISTINCT master_id FROM mpi_record")]
+            raw.side("DELETE FROM mpi_record")
+            raw.side("DELETE FROM mpi_key")
+            raw.side("DELETE FROM mpi_pair WHERE status = 'review'")
+            for chunk in _chunks(sorted(masters), 500):
+                for stored in raw.read_many([("Patient", m) for m in chunk]):
+                    raw.write([self.engine.deletion(stored, now)])
+            ids = [
+                r[0]
+                for r in raw.side(
+                    "SELECT res_id FROM resource WHERE res_type = 'Patient' AND deleted = 0 "
+                    "ORDER BY pk"
+                )
+            ]
+        sources = 0
+        for chunk in _chunks(ids, batch):
+            with store.writer() as session:
+                raw = raw_session(session)
+                for stored in raw.read_many([("Patient", i) for i in chunk]):
+                    resource = orjson.loads(stored.content or b"{}")
+                    if is_master(resource):
+                        continue
+                    self.resolve(raw, stored.res_id, resource)
+                    sources += 1
+            if progress is not None:
+                progress(len(chunk), len(ids))
+        with store.reader() as session:
+            return {**self.stats(session), "resolved": sources, "masters_retired": len(masters)}
+
+
+def _completeness(f: Mapping[str, Any]) -> int:
+    return sum(
+        f.get(k) is not None
+        for k in ("given_key", "family_key", "middle_key", "birth_month", "birth_day", "sex",
+                  "cccd", "bhxh", "phone", "commune")
+    )  # fmt: skip
+
+
+def _conflict(f: Mapping[str, Any], records: Iterable[Mapping[str, Any]]) -> bool:
+    """The record and the person hold clearly different CCCDs or BHXH numbers."""
+    for col in ("cccd", "bhxh"):
+        mine = f.get(col)
+        if not mine:
+            continue
+        for other in records:
+            theirs = other.get(col)
+            if theirs and theirs != mine and not one_digit_apart(theirs, mine):
+                return True
+    return False
