@@ -42,7 +42,7 @@ from lienthong.fhir.errors import FhirError, Issue, bad_request, not_found
 from lienthong.identity.identifiers import one_digit_apart
 from lienthong.identity.linkage import MATCH_THRESHOLD
 from lienthong.identity.scoring import CCCD_SYSTEM, PairScore, PairScorer, patient_features
-from lienthong.storage.base import Session, WriteOp
+from lienthong.storage.base import Session, Stored, WriteOp
 from lienthong.storage.sql import SqlSession
 
 if TYPE_CHECKING:
@@ -62,6 +62,7 @@ MPI_SYSTEM = "http://fhir.lienthong.vn/mpi"
 MASTER_TAG = {"system": MPI_SYSTEM, "code": "master", "display": "master person record"}
 REVIEW_THRESHOLD = 0.5
 """Below the match threshold but at least this: a person for a human to look at."""
+MPI_LOCK = 0x6D7069  # PostgreSQL advisory lock key of resolution ("mpi")
 POSSIBLE_THRESHOLD = 0.05
 """The least probability `$match` reports (grade ``possible``)."""
 
@@ -149,11 +150,13 @@ class MasterPersonIndex:
     def on_written(self, session: Session, ops: list[WriteOp]) -> None:
         """Resolve Patients just written in ``session`` (called by the engine's writes)."""
         raw = raw_session(session)
+        self.lock(raw)
+        dirty: set[str] = set()
         for op in ops:
             if op.res_type != "Patient":
                 continue
             if op.content is None:
-                self._detach(raw, op.res_id, op.last_updated)
+                self._detach(raw, op.res_id, op.last_updated, dirty)
                 continue
             resource = orjson.loads(op.content)
             if is_master(resource) or (
@@ -170,7 +173,16 @@ class MasterPersonIndex:
                         )
                     ],
                 )
-            self.resolve(raw, op.res_id, resource, op.last_updated)
+            self.resolve(raw, op.res_id, resource, op.last_updated, dirty)
+        if dirty:
+            self._write_masters(raw, dirty, max(op.last_updated for op in ops))
+
+    def lock(self, raw: SqlSession) -> None:
+        """Serialise resolutions until the transaction ends. SQLite has one writer anyway;
+        on PostgreSQL two transactions resolving the same new person at once would each
+        make a master for it."""
+        if raw.dialect.name == "postgresql":
+            raw.side("SELECT pg_advisory_xact_lock(?)", (MPI_LOCK,))
 
     def _was_master(self, raw: SqlSession, res_id: str, version: int) -> bool:
         """Whether a version of the Patient is a master record."""
@@ -180,10 +192,19 @@ class MasterPersonIndex:
     # ------------------------------------------------------------------ resolution
 
     def resolve(
-        self, raw: SqlSession, res_id: str, resource: Mapping[str, Any], now: str | None = None
+        self,
+        raw: SqlSession,
+        res_id: str,
+        resource: Mapping[str, Any],
+        now: str | None = None,
+        dirty: set[str] | None = None,
     ) -> str:
-        """Link one source Patient to its person (made if new); returns the master id."""
+        """Link one source Patient to its person (made if new); returns the master id.
+
+        With ``dirty``, the masters to rewrite are added to it for the caller to write in
+        one go (`_write_masters`) instead of one by one."""
         now = now or now_instant()
+        pending: set[str] = set() if dirty is None else dirty
         features = patient_features(resource)
         features["record_id"] = res_id
         previous = self._master_of(raw, res_id)
@@ -224,11 +245,13 @@ class MasterPersonIndex:
         score = 1.0 if forced else (best.score.probability if best else None)
         if previous is not None and previous != target:
             self._set_record(raw, res_id, None, features, None, how)
-            self._write_master(raw, previous, now)
+            pending.add(previous)
         if target is None:
             target = self.engine.new_id()
         self._set_record(raw, res_id, target, features, score, how)
-        self._write_master(raw, target, now)
+        pending.add(target)
+        if dirty is None:
+            self._write_masters(raw, pending, now)
         return target
 
     def candidates(
@@ -372,33 +395,53 @@ class MasterPersonIndex:
     def _write_master(
         self, raw: SqlSession, master_id: str, now: str, replaced_by: str | None = None
     ) -> None:
-        """Write the master's next version from its current records (deleted when none
-        remain, retired with a ``replaced-by`` link when merged away)."""
-        previous = raw.read("Patient", master_id)
-        members = self._members(raw, [master_id])[master_id]
-        if replaced_by is None and not members:
-            if previous is not None and not previous.deleted:
-                raw.write([self.engine.deletion(previous, now)])
+        """Write one master's next version (retired with a ``replaced-by`` link when merged
+        away)."""
+        if replaced_by is None:
+            self._write_masters(raw, {master_id}, now)
             return
-        if replaced_by is not None:
-            assert previous is not None and previous.content is not None
-            content = orjson.loads(previous.content)
-            content["active"] = False
-            content["link"] = [
-                {"other": {"reference": f"Patient/{replaced_by}"}, "type": "replaced-by"}
-            ]
-        else:
-            content = self._master_content(raw, members)
-        version = previous.version + 1 if previous is not None else 1
-        method = "PUT" if previous is not None else "POST"
-        op = self.engine.prepare(content, master_id, version, now, method, previous, validate=False)
+        previous = raw.read("Patient", master_id)
+        assert previous is not None and previous.content is not None
+        content = orjson.loads(previous.content)
+        content["active"] = False
+        content["link"] = [
+            {"other": {"reference": f"Patient/{replaced_by}"}, "type": "replaced-by"}
+        ]
+        op = self.engine.prepare(
+            content, master_id, previous.version + 1, now, "PUT", previous, validate=False
+        )
         raw.write([op])
 
+    def _write_masters(self, raw: SqlSession, master_ids: set[str], now: str) -> None:
+        """Write the next version of each master from its current records, all in one
+        write (deleted when no record remains)."""
+        ids = sorted(master_ids)
+        previous = {
+            s.res_id: s for s in raw.read_many([("Patient", m) for m in ids], include_deleted=True)
+        }
+        members = self._members(raw, ids)
+        wanted = [("Patient", r) for m in ids for r in members[m]]
+        sources = {s.res_id: s for s in raw.read_many(wanted)}
+        ops: list[WriteOp] = []
+        for master_id in ids:
+            prev = previous.get(master_id)
+            if not members[master_id]:
+                if prev is not None and not prev.deleted:
+                    ops.append(self.engine.deletion(prev, now))
+                continue
+            content = self._master_content(members[master_id], sources)
+            version = prev.version + 1 if prev is not None else 1
+            method = "PUT" if prev is not None else "POST"
+            ops.append(
+                self.engine.prepare(content, master_id, version, now, method, prev, validate=False)
+            )
+        if ops:
+            raw.write(ops)
+
     def _master_content(
-        self, raw: SqlSession, members: Mapping[str, Mapping[str, Any]]
+        self, members: Mapping[str, Mapping[str, Any]], sources: Mapping[str, Stored]
     ) -> dict[str, Any]:
         ids = sorted(members)
-        sources = {s.res_id: s for s in raw.read_many([("Patient", i) for i in ids])}
         best_id = max(
             ids,
             key=lambda i: (
@@ -431,7 +474,7 @@ class MasterPersonIndex:
         master["link"] = [{"other": {"reference": f"Patient/{i}"}, "type": "seealso"} for i in ids]
         return master
 
-    def _detach(self, raw: SqlSession, res_id: str, now: str) -> None:
+    def _detach(self, raw: SqlSession, res_id: str, now: str, dirty: set[str]) -> None:
         """A source Patient was deleted: it leaves its person."""
         master = self._master_of(raw, res_id)
         if master is None:
@@ -439,7 +482,7 @@ class MasterPersonIndex:
         self._set_record(raw, res_id, None, {}, None, "deleted")
         raw.side("DELETE FROM mpi_pair WHERE status = 'review' AND (a_id = ? OR b_id = ?)",
                  (res_id, res_id))  # fmt: skip
-        self._write_master(raw, master, now)
+        dirty.add(master)
 
     # ------------------------------------------------------------------ operations
 
@@ -463,6 +506,7 @@ class MasterPersonIndex:
         record or a master). The source master is retired (``active=false``,
         ``replaced-by``); the decision sticks through later resolutions."""
         raw = raw_session(session)
+        self.lock(raw)
         src, tgt = self.person_of(raw, source), self.person_of(raw, target)
         if src == tgt:
             raise bad_request(f"Patient/{source} and Patient/{target} are already one person")
@@ -501,6 +545,7 @@ class MasterPersonIndex:
         one record out into a person of its own; either way the records are kept apart
         from then on."""
         raw = raw_session(session)
+        self.lock(raw)
         now = now_instant()
         if event_id is not None:
             rows = raw.side("SELECT action, detail FROM mpi_event WHERE id = ?", (event_id,))
@@ -592,6 +637,7 @@ class MasterPersonIndex:
         if decision not in ("match", "no-match"):
             raise bad_request(f"a decision is match or no-match, not {decision!r}")
         raw = raw_session(session)
+        self.lock(raw)
         masters = self._masters_of(raw, [a, b])
         for rid in (a, b):
             if rid not in masters:
@@ -681,12 +727,16 @@ class MasterPersonIndex:
         for chunk in _chunks(ids, batch):
             with store.writer() as session:
                 raw = raw_session(session)
+                self.lock(raw)
+                dirty: set[str] = set()
+                now = now_instant()
                 for stored in raw.read_many([("Patient", i) for i in chunk]):
                     resource = orjson.loads(stored.content or b"{}")
                     if is_master(resource):
                         continue
-                    self.resolve(raw, stored.res_id, resource)
+                    self.resolve(raw, stored.res_id, resource, now, dirty)
                     sources += 1
+                self._write_masters(raw, dirty, now)
             if progress is not None:
                 progress(len(chunk), len(ids))
         with store.reader() as session:
