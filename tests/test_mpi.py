@@ -506,7 +506,8 @@ def secured(store: ResourceStore, mpi_settings: Settings, store_url: str) -> Ite
     settings = mpi_settings.model_copy(update={"auth": "on"})
     users = UserDirectory(store_url)
     issuer = TokenIssuer(store_url, settings.token_issuer, settings.token_audience)
-    for name, role in (("adm", "data_admin"), ("doc", "clinician"), ("aud", "auditor")):
+    roles = (("adm", "data_admin"), ("doc", "clinician"), ("aud", "auditor"), ("ana", "analyst"))
+    for name, role in roles:
         users.add(name, role, organization="org-a" if role == "clinician" else None)
 
     def as_(name: str) -> dict[str, str]:
@@ -535,8 +536,9 @@ def test_operations_need_their_roles(secured: Any) -> None:
     assert r.status_code == 200 and r.json()["total"] == 0
     r = client.post("/fhir/Patient/$match", json=query, headers=as_("adm"))
     assert r.status_code == 200 and r.json()["total"] == 1
-    # an auditor may not search Patients at all
+    # an auditor may not search Patients at all; an analyst may not single a person out
     assert client.post("/fhir/Patient/$match", json=query, headers=as_("aud")).status_code == 403
+    assert client.post("/fhir/Patient/$match", json=query, headers=as_("ana")).status_code == 403
     merge = params(ref("source-patient", pids[2]), ref("target-patient", pids[0]))
     r = client.post("/fhir/Patient/$merge", json=merge, headers=as_("doc"))
     assert r.status_code == 403

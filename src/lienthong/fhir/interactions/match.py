@@ -60,6 +60,15 @@ def match(engine: FhirEngine, body: Any) -> FhirResponse:
         count = min(value, engine.settings.max_page_size)
     entries: list[dict[str, Any]] = []
     with engine.store.reader() as session:
+        if guard is not None:
+            from lienthong.access.policy import forbidden
+            from lienthong.identity.mpi import raw_session
+
+            if guard.visibility(raw_session(session)).deidentify:
+                # matching demographics is singling a person out, which de-identified
+                # access may not do (as with identifying search parameters)
+                guard.ctx.denied = "de-identified access cannot match persons"
+                raise forbidden(guard.ctx.denied)
         candidates = engine.mpi.match(session, resource, count, only_certain)
         for c in candidates:
             # the guarded session decides what this user may see of each person
