@@ -25,9 +25,14 @@ import csv
 import functools
 import json
 import logging
-from collections.abc import Iterable, Mapping
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import pyarrow as pa
 
@@ -39,7 +44,6 @@ from lienthong.identity.identifiers import (
     one_digit_apart,
 )
 from lienthong.identity.normalize import (
-    current_units,
     name_key,
     normalize_address,
     normalize_phone,
@@ -50,10 +54,16 @@ from lienthong.identity.normalize import (
 
 __all__ = [
     "FEATURE_COLUMNS",
+    "INPUT_COLUMNS",
     "MATCH_THRESHOLD",
+    "REQUIRED_COLUMNS",
+    "Linkage",
     "LinkageModel",
+    "RecordsError",
     "link",
     "prepare",
+    "read_records",
+    "run_linkage",
     "save_model",
     "train",
 ]
@@ -80,18 +90,99 @@ FEATURE_COLUMNS = (
     "commune",
 )
 
-Records = Iterable[Mapping[str, Any]] | str | Path
+Records: TypeAlias = "Iterable[Mapping[str, Any]] | str | Path | pa.Table"
+"""A records CSV path, an Arrow table in the records layout, or rows as dicts."""
 
 
 # --------------------------------------------------------------------------- features
 
+REQUIRED_COLUMNS = ("record_id", "full_name", "birth_date")
+"""Columns a records file must have (values may still be empty, except record_id)."""
 
-def _read(records: Records) -> list[Mapping[str, Any]]:
-    """Accept a path to a records CSV (the `lienthong.synth` layout) or rows as dicts."""
+INPUT_COLUMNS = (
+    "record_id",
+    "source",
+    "full_name",
+    "birth_date",
+    "sex",
+    "cccd",
+    "bhxh",
+    "bhyt",
+    "phone",
+    "address",
+    "province_code",
+    "commune_code",
+)
+"""The records layout; columns other than `REQUIRED_COLUMNS` may be absent (read as empty)."""
+
+PARALLEL_MIN_RECORDS = 50_000
+"""Below this, normalising in one process beats starting workers."""
+
+_CHUNK_RECORDS = 20_000
+"""Values per batch handed to a worker."""
+
+
+class RecordsError(ValueError):
+    """The records cannot be linked as given (missing columns, duplicate ids, bad file)."""
+
+
+def _check_columns(names: Iterable[str], where: str) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in set(names)]
+    if missing:
+        raise RecordsError(f"{where}: missing required column(s): {', '.join(missing)}")
+
+
+def read_records(path: str | Path) -> pa.Table:
+    """Read a records CSV into an Arrow table of strings (absent columns become empty).
+
+    pyarrow's CSV reader is multi-threaded and an order of magnitude faster than the csv
+    module on a million rows; every column is read as text so that "0912..." and
+    "012345678901" keep their leading zeros.
+    """
+    import pyarrow.csv as pcsv
+
+    path = Path(path)
+    if not path.is_file():
+        raise RecordsError(f"{path}: no such file")
+    try:
+        with path.open("rb") as fh:
+            header = fh.readline().decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        raise RecordsError(f"{path}: not UTF-8 text") from None
+    names = next(csv.reader([header]), [])
+    _check_columns(names, str(path))
+    try:
+        table = pcsv.read_csv(
+            path,
+            convert_options=pcsv.ConvertOptions(
+                column_types={n: pa.string() for n in names},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise RecordsError(f"{path}: {str(exc).splitlines()[0]}") from None
+    return _with_input_columns(table)
+
+
+def _with_input_columns(table: pa.Table) -> pa.Table:
+    empty = pa.array([""] * table.num_rows, pa.string())
+    columns = [
+        table.column(c).cast(pa.string()) if c in table.column_names else empty
+        for c in INPUT_COLUMNS
+    ]
+    return pa.Table.from_arrays(columns, names=list(INPUT_COLUMNS))
+
+
+def _as_table(records: Records) -> pa.Table:
+    """Accept a records CSV path, an Arrow table of records, or rows as dicts."""
     if isinstance(records, str | Path):
-        with Path(records).open(encoding="utf-8", newline="") as fh:
-            return list(csv.DictReader(fh))
-    return list(records)
+        return read_records(records)
+    if isinstance(records, pa.Table):
+        _check_columns(records.column_names, "records")
+        return _with_input_columns(records)
+    rows = [{c: _text(r, c) for c in INPUT_COLUMNS} for r in records]
+    return pa.Table.from_pylist(rows, schema=pa.schema([(c, pa.string()) for c in INPUT_COLUMNS]))
 
 
 def _text(row: Mapping[str, Any], key: str) -> str:
@@ -99,7 +190,108 @@ def _text(row: Mapping[str, Any], key: str) -> str:
     return "" if value is None else str(value).strip()
 
 
-@functools.lru_cache(maxsize=100_000)
+def _check_ids(ids: list[str]) -> None:
+    seen: set[str] = set()
+    for i, rid in enumerate(ids):
+        if not rid:
+            raise RecordsError(f"record {i + 1}: record_id is empty (every record needs one)")
+        if rid in seen:
+            raise RecordsError(f"record_id {rid!r} appears more than once (ids must be unique)")
+        seen.add(rid)
+
+
+# Normalisation is cached per distinct value: a million records hold far fewer distinct
+# names, dates, phone numbers and places, and the normalisers (tone placement, the
+# phone-number metadata, the address parser) are costly per call.
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _name_keys(full_name: str) -> tuple[str | None, str | None, str | None, str | None]:
+    parts = split_name(full_name)
+    return (
+        name_key(parts.family) or None,
+        name_key(parts.middle) or None,
+        name_key(parts.given) or None,
+        name_key(full_name) or None,
+    )
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _birth(raw: str) -> tuple[int | None, int | None, int | None]:
+    try:
+        born = parse_date(raw)
+    except ValueError:
+        return None, None, None
+    return born.year, born.month, born.day
+
+
+@functools.lru_cache(maxsize=256)
+def _sex(raw: str) -> str | None:
+    sex = normalize_sex(raw or None)
+    return sex if sex in ("M", "F") else None
+
+
+_PHONE_PUNCT = re.compile(r"[\s.\-()/]")
+_VN_NATIONAL = re.compile(r"(?:\+84|84|0)([1-9]\d{8})")
+
+
+def _phone(raw: str) -> str | None:
+    if not raw:
+        return None
+    # "+84 912 345 678", "84912345678" and "0912 345 678" are the same number to
+    # `normalize_phone`; reduce them to one cache key before the costly validation.
+    compact = _PHONE_PUNCT.sub("", raw)
+    m = _VN_NATIONAL.fullmatch(compact)
+    return _phone_cached("0" + m.group(1) if m else compact)
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _phone_cached(compact: str) -> str | None:
+    return normalize_phone(compact)
+
+
+@functools.cache
+def _legacy_code_map() -> tuple[dict[str, str], dict[tuple[str, str], tuple[str, str | None]]]:
+    """Legacy (province, ward) codes -> current (province, commune) codes, all at once.
+
+    Built from the conversion tables of `vietnamadminunits` (the same tables
+    `normalize.current_units` reads, which answers one pair at a time and parses unit
+    names on each call: seconds per thousand pairs). A ward split between several
+    current communes maps to its province only, as in `current_units`. The first dict
+    maps legacy province codes to current ones.
+    """
+    from vietnamadminunits.converter import converter_2025 as conv
+    from vietnamadminunits.database.main import get_data
+
+    current, _ = _unit_index()
+    province_code = {
+        r["provinceKey"]: r["provinceCode"]
+        for r in get_data(fields=["provinceKey", "provinceCode"], table="admin_units")
+    }
+    new_province = {old: new for new, olds in conv.DICT_PROVINCE.items() for old in olds}
+    new_ward: dict[str, tuple[str, str]] = {}
+    for prov, wards in conv.DICT_PROVINCE_WARD_NO_DIVIDED.items():
+        for ward, olds in wards.items():
+            for old in olds:
+                new_ward[old] = (prov, ward)
+    provinces: dict[str, str] = {}
+    wards_map: dict[tuple[str, str], tuple[str, str | None]] = {}
+    for r in get_data(
+        fields=["provinceCode", "wardCode", "provinceKey", "districtKey", "wardKey"],
+        table="admin_units_legacy",
+    ):
+        prov_key = new_province.get(r["provinceKey"])
+        if prov_key is None or prov_key not in province_code:
+            continue
+        provinces[r["provinceCode"]] = province_code[prov_key]
+        target = new_ward.get(f"{r['provinceKey']}_{r['districtKey']}_{r['wardKey']}")
+        codes = current.get(target) if target else None
+        wards_map[(r["provinceCode"], r["wardCode"])] = (
+            codes if codes else (province_code[prov_key], None)
+        )
+    return provinces, wards_map
+
+
 def _place_from_codes(province: str, commune: str) -> tuple[str | None, str | None]:
     """Current (province, commune) from a record's codes, which may be legacy or current.
 
@@ -107,66 +299,116 @@ def _place_from_codes(province: str, commune: str) -> tuple[str | None, str | No
     found in the legacy tables is converted; otherwise the codes are taken as current
     (current communes often keep one absorbed ward's code, so both readings then agree).
     """
-    legacy = current_units(province, commune or None)
-    if legacy.commune_code or legacy.commune_candidates:
-        return legacy.province_code, legacy.commune_code
+    provinces, wards = _legacy_code_map()
+    if commune and (hit := wards.get((province, commune))):
+        return hit
     if commune:
         return province, commune
-    return legacy.province_code or province, None
+    return provinces.get(province, province), None
 
 
-@functools.lru_cache(maxsize=100_000)
+def _unit_key(part: str) -> str:
+    """Map "Phường Bình Thọ" and "Phuong Binh Tho" -> "phuongbinhtho", the library's key form."""
+    return name_key(part).replace(" ", "")
+
+
+@functools.cache
+def _unit_index() -> tuple[
+    dict[tuple[str, str], tuple[str, str]], dict[tuple[str, str, str], tuple[str, str]]
+]:
+    """Exact unit names -> codes, from the `vietnamadminunits` tables.
+
+    Current: (province, commune) -> current codes. Legacy: (province, district, ward) ->
+    legacy codes (converted afterwards). Short names ("Bình Thọ") are indexed only where
+    they are unique in their province.
+    """
+    from vietnamadminunits.database.main import get_data
+
+    current: dict[tuple[str, str], tuple[str, str]] = {}
+    for r in get_data(
+        fields=[
+            "provinceCode", "wardCode", "provinceKey", "provinceShortKey", "wardKey",
+            "wardShortKey", "wardShortKeyDuplicated",
+        ],
+        table="admin_units",
+    ):  # fmt: skip
+        codes = (r["provinceCode"], r["wardCode"])
+        for prov in {r["provinceKey"], r["provinceShortKey"]}:
+            current[(prov, r["wardKey"])] = codes
+            if not r["wardShortKeyDuplicated"]:
+                current.setdefault((prov, r["wardShortKey"]), codes)
+    legacy: dict[tuple[str, str, str], tuple[str, str]] = {}
+    for r in get_data(
+        fields=["provinceCode", "wardCode", "provinceKey", "provinceShortKey", "districtKey",
+                "wardKey"],
+        table="admin_units_legacy",
+    ):  # fmt: skip
+        for prov in {r["provinceKey"], r["provinceShortKey"]}:
+            legacy[(prov, r["districtKey"], r["wardKey"])] = (r["provinceCode"], r["wardCode"])
+    return current, legacy
+
+
+@functools.lru_cache(maxsize=200_000)
 def _place_from_address(address: str) -> tuple[str | None, str | None]:
-    """Current (province, commune) parsed from free text; slow, so used only without codes."""
+    """Current (province, commune) from free text.
+
+    Addresses written out in full ("..., Phường X, Quận Y, Thành phố Z" or "..., Xã X,
+    Tỉnh Z") are looked up by their unit names, which is exact and a thousand times
+    faster than the general parser; anything else (abbreviations, missing unit words)
+    goes through `normalize_address`.
+    """
+    keys = [_unit_key(p) for p in address.split(",")]
+    current, legacy = _unit_index()
+    if len(keys) >= 3 and (hit := legacy.get((keys[-1], keys[-2], keys[-3]))):
+        return _place_from_codes(*hit)
+    if len(keys) >= 2 and (codes := current.get((keys[-1], keys[-2]))):
+        return codes
     parsed = normalize_address(address)
     return parsed.province_code, parsed.commune_code
 
 
-def _features(row: Mapping[str, Any]) -> dict[str, Any]:
-    parts = split_name(_text(row, "full_name"))
-    year = month = day = None
-    try:
-        born = parse_date(_text(row, "birth_date"))
-        year, month, day = born.year, born.month, born.day
-    except ValueError:
-        pass
-    sex = normalize_sex(_text(row, "sex") or None)
-    cccd = _text(row, "cccd")
-    # Only a CCCD consistent with this record's own sex and birth year identifies it: a
-    # child's record carrying the mother's number fails on the birth year.
-    valid_cccd = cccd if cccd and year is not None and not check_cccd(cccd, sex, year) else None
-    bhxh = _text(row, "bhxh")
-    if not bhxh or check_bhxh(bhxh):
-        bhxh = ""
-        bhyt = _text(row, "bhyt")
-        info = decode_bhyt(bhyt) if bhyt and not check_bhyt(bhyt) else None
-        if info is not None:
-            bhxh = info.bhxh_number  # the card code embeds the BHXH number
-    province, commune = None, None
-    if _text(row, "province_code"):
-        province, commune = _place_from_codes(
-            _text(row, "province_code"), _text(row, "commune_code")
-        )
-    elif _text(row, "address"):
-        province, commune = _place_from_address(_text(row, "address"))
-    phone = _text(row, "phone")
-    return {
-        "record_id": _text(row, "record_id"),
-        "source": _text(row, "source") or None,
-        "family_key": name_key(parts.family) or None,
-        "middle_key": name_key(parts.middle) or None,
-        "given_key": name_key(parts.given) or None,
-        "name_key": name_key(_text(row, "full_name")) or None,
-        "birth_year": year,
-        "birth_month": month,
-        "birth_day": day,
-        "sex": sex if sex in ("M", "F") else None,
-        "cccd": valid_cccd,
-        "bhxh": bhxh or None,
-        "phone": normalize_phone(phone) if phone else None,
-        "province": province,
-        "commune": commune,
-    }
+def _place(key: str) -> tuple[str | None, str | None]:
+    province, commune, address = key.split("\x1f")
+    if province:
+        return _place_from_codes(province, commune)
+    if address:
+        return _place_from_address(address)
+    return None, None
+
+
+def _identifiers(
+    rows: list[tuple[str, str | None, int | None, str, str]],
+) -> list[tuple[str | None, str | None]]:
+    """(valid CCCD, BHXH number) of each record, from (cccd, sex, year, bhxh, bhyt)."""
+    out: list[tuple[str | None, str | None]] = []
+    for cccd, sex, year, bhxh, bhyt in rows:
+        # Only a CCCD consistent with this record's own sex and birth year identifies
+        # it: a child's record carrying the mother's number fails on the birth year.
+        valid = cccd if cccd and year is not None and not check_cccd(cccd, sex, year) else None
+        if not bhxh or check_bhxh(bhxh):
+            bhxh = ""
+            info = decode_bhyt(bhyt) if bhyt and not check_bhyt(bhyt) else None
+            if info is not None:
+                bhxh = info.bhxh_number  # the card code embeds the BHXH number
+        out.append((valid, bhxh or None))
+    return out
+
+
+_NORMALISERS: dict[str, Callable[[Any], Any]] = {
+    "name": _name_keys,
+    "birth": _birth,
+    "sex": _sex,
+    "phone": _phone,
+    "place": _place,
+}
+
+
+def _normalise(kind: str, values: list[Any]) -> list[Any]:
+    """Normalise a batch of distinct values (the unit of work of a worker process)."""
+    if kind == "identifiers":
+        return _identifiers(values)
+    fn = _NORMALISERS[kind]
+    return [fn(v) for v in values]
 
 
 _SCHEMA = pa.schema(
@@ -175,19 +417,136 @@ _SCHEMA = pa.schema(
     + [(c, pa.string()) for c in FEATURE_COLUMNS[9:]]
 )
 
+Progress = Callable[[str, int, int], None]
+"""Called as `progress(stage, done, total)`; stages "normalising", "scoring"."""
 
-def prepare(records: Records) -> pa.Table:
+
+class _Runner:
+    """Runs `_normalise` batches here or in worker processes, and reports progress."""
+
+    def __init__(self, workers: int, total: int, progress: Progress | None) -> None:
+        self.workers, self.total, self.progress, self.done = workers, total, progress, 0
+        self.pool: Any = None
+        if workers > 1:
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.pool = ProcessPoolExecutor(max_workers=workers)
+
+    def map(self, kind: str, values: list[Any]) -> list[Any]:
+        from concurrent.futures.process import BrokenProcessPool
+
+        batches = [values[i : i + _CHUNK_RECORDS] for i in range(0, len(values), _CHUNK_RECORDS)]
+        out: list[Any] = []
+        try:
+            if self.pool is None:
+                results = (_normalise(kind, b) for b in batches)
+            else:
+                results = self.pool.map(_normalise, [kind] * len(batches), batches)
+            for batch, result in zip(batches, results, strict=True):
+                out.extend(result)
+                self.done += len(batch)
+                if self.progress:
+                    self.progress("normalising", self.done, self.total)
+        except BrokenProcessPool:
+            raise RuntimeError(
+                "a normalisation worker process died (killed, or out of memory?); "
+                "nothing was linked - retry with fewer --workers or more memory"
+            ) from None
+        return out
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+
+def prepare(
+    records: Records, workers: int | None = None, progress: Progress | None = None
+) -> pa.Table:
     """Normalised matching features, one row per record (columns `FEATURE_COLUMNS`).
 
     An Arrow table because DuckDB (and so Splink) reads it without a copy and it needs no
     pandas. Values that fail validation are null rather than kept: a wrong identifier
     compared as if it were right does more harm than a missing one.
+
+    Each distinct name, date, phone number and place is normalised once (a million
+    records hold a few hundred thousand distinct names and far fewer places), and inputs
+    of `PARALLEL_MIN_RECORDS` or more are spread over one process per core (or over
+    `workers` processes when given, whatever the size); a worker that dies raises
+    RuntimeError rather than leaving the run hanging. Raises `RecordsError` for missing
+    columns and empty or duplicate record ids.
     """
-    rows = [_features(r) for r in _read(records)]
-    ids = [r["record_id"] for r in rows]
-    if len(set(ids)) != len(ids) or "" in ids:
-        raise ValueError("every record needs a unique, non-empty record_id")
-    return pa.Table.from_pylist(rows, schema=_SCHEMA)
+    import pyarrow.compute as pc
+
+    table = _as_table(records)
+    cols = {c: pc.utf8_trim_whitespace(table.column(c)).combine_chunks() for c in INPUT_COLUMNS}
+    _check_ids(cols["record_id"].to_pylist())
+    n = table.num_rows
+    if n == 0:
+        return _SCHEMA.empty_table()
+    place_key = pc.binary_join_element_wise(
+        cols["province_code"],
+        pc.if_else(pc.equal(cols["province_code"], ""), "", cols["commune_code"]),
+        pc.if_else(pc.equal(cols["province_code"], ""), cols["address"], ""),
+        "\x1f",
+    )
+    distinct = {
+        kind: cols[col].dictionary_encode() if col else place_key.dictionary_encode()
+        for kind, col in (
+            ("name", "full_name"),
+            ("birth", "birth_date"),
+            ("sex", "sex"),
+            ("phone", "phone"),
+            ("place", None),
+        )
+    }
+    total = sum(len(d.dictionary) for d in distinct.values()) + n
+    if workers is None:
+        workers = (os.cpu_count() or 1) if n >= PARALLEL_MIN_RECORDS else 1
+    runner = _Runner(workers, total, progress)
+    if progress:
+        progress("normalising", 0, total)
+    try:
+        per_value = {
+            kind: runner.map(kind, d.dictionary.to_pylist()) for kind, d in distinct.items()
+        }
+
+        def column(kind: str, pick: Callable[[Any], Any], type_: Any) -> Any:
+            values = pa.array([pick(v) for v in per_value[kind]], type_)
+            return values.take(distinct[kind].indices)
+
+        years = column("birth", itemgetter(0), pa.int32())
+        sexes = column("sex", lambda v: v, pa.string())
+        ids = runner.map(
+            "identifiers",
+            list(
+                zip(
+                    cols["cccd"].to_pylist(),
+                    sexes.to_pylist(),
+                    years.to_pylist(),
+                    cols["bhxh"].to_pylist(),
+                    cols["bhyt"].to_pylist(),
+                    strict=True,
+                )
+            ),
+        )
+    finally:
+        runner.close()
+    source = pc.if_else(pc.equal(cols["source"], ""), None, cols["source"])
+    arrays = [
+        cols["record_id"],
+        source,
+        *(column("name", itemgetter(i), pa.string()) for i in range(4)),
+        years,
+        column("birth", itemgetter(1), pa.int32()),
+        column("birth", itemgetter(2), pa.int32()),
+        sexes,
+        pa.array([c for c, _ in ids], pa.string()),
+        pa.array([b for _, b in ids], pa.string()),
+        column("phone", lambda v: v, pa.string()),
+        column("place", itemgetter(0), pa.string()),
+        column("place", itemgetter(1), pa.string()),
+    ]
+    return pa.Table.from_arrays(arrays, schema=_SCHEMA)
 
 
 # --------------------------------------------------------------------------- the model
@@ -275,11 +634,17 @@ def _settings() -> Any:
                 ],
             ),
         ],
+        # Candidate pairs must stay roughly linear in the number of records: the given
+        # name and birth year alone (a few hundred common given names) give 115 million
+        # pairs on a million records; these rules give about 10 million, and between
+        # them still meet the pairs where one name part, the date or the place is off.
         blocking_rules_to_generate_predictions=[
-            block_on("birth_year", "given_key"),
-            block_on("family_key", "birth_year", "birth_month", "birth_day"),
+            block_on("given_key", "family_key", "birth_year", "province"),
+            block_on("given_key", "birth_year", "commune"),
+            block_on("family_key", "given_key", "birth_year", "birth_month"),
+            block_on("family_key", "birth_year", "birth_month", "birth_day", "province"),
+            block_on("given_key", "birth_year", "birth_month", "birth_day"),
             block_on("phone"),
-            block_on("commune", "birth_year"),
             block_on("cccd"),
             block_on("bhxh"),
         ],
@@ -288,33 +653,154 @@ def _settings() -> Any:
     )
 
 
-def _db_api() -> Any:
-    from splink import DuckDBAPI
+Backend = str
+""""duckdb" (one machine, the default) or "spark" (Spark in local mode, or a session the
+caller has configured with `spark_session`)."""
 
-    return DuckDBAPI()
+BACKENDS = ("duckdb", "spark")
 
 
-def _linker(table: pa.Table, settings: Any) -> Any:
+def _db_api(backend: Backend = "duckdb") -> Any:
+    if backend == "duckdb":
+        from splink import DuckDBAPI
+
+        return DuckDBAPI()
+    if backend == "spark":
+        from splink import SparkAPI
+
+        return SparkAPI(spark_session=spark_session(), break_lineage_method="persist")
+    raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+
+
+_SPARK: Any = None
+
+
+def spark_session() -> Any:
+    """The Spark session used by the spark backend: an active one if the caller made it,
+    else a local one (all cores, modest partitions: the data fit one machine here)."""
+    global _SPARK
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    if _SPARK is None:
+        _SPARK = (
+            SparkSession.builder.master("local[*]")
+            .appName("lienthong-link")
+            .config("spark.sql.shuffle.partitions", "8")
+            .config("spark.default.parallelism", "8")
+            .config("spark.ui.enabled", "false")
+            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+            .getOrCreate()
+        )
+        _SPARK.sparkContext.setLogLevel("ERROR")
+    return _SPARK
+
+
+def _register(db: Any, table: pa.Table, backend: Backend) -> Any:
+    if backend == "spark":
+        session = spark_session()
+        frame = session.createDataFrame(table)
+        return db.register(frame)
+    return db.register(table)
+
+
+def _linker(table: pa.Table, settings: Any, backend: Backend = "duckdb") -> Any:
     from splink import Linker
 
-    db = _db_api()
-    return Linker(db.register(table), settings, log_level=None)
+    db = _db_api(backend)
+    return Linker(_register(db, table, backend), settings, log_level=None)
+
+
+REFERENCE_RECORDS = 1_000_000
+"""Saved models state the prior match probability for a file of this many records.
+
+The prior (`probability_two_random_records_match`) is not a property of people but of
+the file: with about two records per person, a record has a roughly constant number of
+true matches, so the chance that two random records match falls as 1/N. Models are
+saved at this reference size and rescaled to the size of the file being linked, so a
+model trained on 100,000 records is not ten times too eager on a million."""
+
+_PRIOR = "probability_two_random_records_match"
 
 
 class LinkageModel:
-    """A trained Splink model (its JSON settings), reusable on new data and saveable."""
+    """A trained Splink model (its JSON settings), reusable on new data and saveable.
+
+    `settings` is Splink's own saved-model JSON, with the prior stated for
+    `REFERENCE_RECORDS` records (see there); `for_records(n)` gives the settings to use
+    on n records. `default()` is the model shipped with lienthong.
+    """
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = settings
 
     @classmethod
+    def default(cls) -> LinkageModel:
+        """The shipped model (trained by `scripts/train_linkage_model.py`)."""
+        return cls(_shipped_settings())
+
+    @classmethod
     def load(cls, path: str | Path) -> LinkageModel:
         """Read a model written by `save_model` (Splink's JSON model format)."""
-        return cls(json.loads(Path(path).read_text(encoding="utf-8")))
+        try:
+            settings = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not a readable linkage model ({exc})") from None
+        if not isinstance(settings, dict) or "comparisons" not in settings:
+            raise ValueError(f"{path}: not a Splink model (no comparisons)")
+        return cls(settings)
+
+    @classmethod
+    def from_trained(cls, settings: dict[str, Any], records: int) -> LinkageModel:
+        """Wrap settings trained on `records` records, restating the prior for the
+        reference size."""
+        scaled = dict(settings)
+        scaled[_PRIOR] = _rescale(settings[_PRIOR], records, REFERENCE_RECORDS)
+        return cls(scaled)
+
+    @property
+    def prior(self) -> float:
+        """Probability that two random records match, in a file of REFERENCE_RECORDS."""
+        return float(self.settings[_PRIOR])
+
+    def m_u(self) -> dict[str, list[tuple[str, float | None, float | None]]]:
+        """Per comparison, its levels as (label, m, u): what others (the master person
+        index, register checks) need to score a pair the way linkage does."""
+        out: dict[str, list[tuple[str, float | None, float | None]]] = {}
+        for comparison in self.settings["comparisons"]:
+            out[comparison["output_column_name"]] = [
+                (
+                    level.get("label_for_charts", level["sql_condition"]),
+                    level.get("m_probability"),
+                    level.get("u_probability"),
+                )
+                for level in comparison["comparison_levels"]
+            ]
+        return out
+
+    def for_records(self, n: int) -> dict[str, Any]:
+        """Splink settings for linking a file of `n` records."""
+        settings = dict(self.settings)
+        settings[_PRIOR] = _rescale(self.prior, REFERENCE_RECORDS, max(n, 2))
+        return settings
 
     def save_model(self, path: str | Path) -> None:
         """Write the model as Splink JSON so that training need not be repeated."""
-        Path(path).write_text(json.dumps(self.settings, indent=2), encoding="utf-8")
+        Path(path).write_text(json.dumps(self.settings, indent=2) + "\n", encoding="utf-8")
+
+
+def _rescale(prior: float, from_records: int, to_records: int) -> float:
+    return min(1.0, prior * (from_records - 1) / (to_records - 1))
+
+
+SHIPPED_MODEL = Path(__file__).with_name("data") / "linkage_model.json"
+
+
+@functools.cache
+def _shipped_settings() -> dict[str, Any]:
+    return dict(json.loads(SHIPPED_MODEL.read_text(encoding="utf-8")))
 
 
 def save_model(model: LinkageModel, path: str | Path) -> None:
@@ -322,19 +808,32 @@ def save_model(model: LinkageModel, path: str | Path) -> None:
     model.save_model(path)
 
 
-def _train_linker(table: pa.Table) -> Any:
-    """Fit the model on the data to be linked: no labelled pairs exist for Vietnam.
+def _quiet_splink() -> Any:
+    import contextlib
+
+    @contextlib.contextmanager
+    def quiet() -> Any:
+        splink_logger = logging.getLogger("splink")
+        level = splink_logger.level
+        splink_logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            splink_logger.setLevel(level)
+
+    return quiet()
+
+
+def _train_linker(table: pa.Table, backend: Backend = "duckdb") -> Any:
+    """Fit the model on unlabelled records: no labelled pairs exist for Vietnam.
 
     u from random pairs, the prior from the identifier rules (assumed to find about
     half of all matches), m by EM on three blockings that between them leave every field free.
     """
     from splink import block_on
 
-    splink_logger = logging.getLogger("splink")
-    level = splink_logger.level
-    splink_logger.setLevel(logging.ERROR)
-    try:
-        linker = _linker(table, _settings())
+    with _quiet_splink():
+        linker = _linker(table, _settings(), backend)
         training = linker.training
         training.estimate_probability_two_random_records_match(
             [block_on("cccd"), block_on("bhxh")], recall=0.5
@@ -351,84 +850,272 @@ def _train_linker(table: pa.Table) -> Any:
             block_on("family_key", "given_key", "commune"),
             estimate_without_term_frequencies=True,
         )
-    finally:
-        splink_logger.setLevel(level)
     return linker
 
 
-def train(records: Records | pa.Table) -> LinkageModel:
-    """Train a model on unlabelled records (raw rows, a CSV path or `prepare` output)."""
-    table = records if isinstance(records, pa.Table) else prepare(records)
-    linker = _train_linker(table)
-    return LinkageModel(linker.misc.save_model_to_json())
+def _feature_table(records: Records) -> pa.Table:
+    if isinstance(records, pa.Table) and tuple(records.column_names) == FEATURE_COLUMNS:
+        return records
+    return prepare(records)
+
+
+def train(records: Records, backend: Backend = "duckdb") -> LinkageModel:
+    """Train a model on unlabelled records (raw rows, a CSV path or `prepare` output).
+
+    Raises ValueError when Splink cannot estimate the model on these records (too few,
+    or too few identifier matches to start from)."""
+    table = _feature_table(records)
+    try:
+        linker = _train_linker(table, backend)
+        settings = linker.misc.save_model_to_json()
+    except Exception as exc:  # Splink raises assorted error types on degenerate inputs
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot train on {table.num_rows:,} records: {reason}") from exc
+    return LinkageModel.from_trained(settings, table.num_rows)
 
 
 # --------------------------------------------------------------------------- clustering
 
 
 class _Clusters:
-    """Union-find over record ids that also tracks each cluster's identifiers.
+    """Union-find over record positions that also tracks each cluster's identifiers.
 
     The identifiers let probabilistic merges be refused when two clusters hold different
     CCCDs or BHXH numbers (not explained by one mistyped digit): Fellegi-Sunter scores
     pairs, and without this a chain of plausible pairs can join two registered people.
+    Records are list positions (a million records: ints and lists, not dicts of strings),
+    and only clusters holding an identifier have an entry in `ids`.
     """
 
-    def __init__(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        self.parent: dict[str, str] = {}
-        self.ids: dict[str, dict[str, set[str]]] = {}
-        for r in rows:
-            rid = r["record_id"]
-            self.parent[rid] = rid
-            self.ids[rid] = {c: ({r[c]} if r[c] else set()) for c in ("cccd", "bhxh")}
+    def __init__(self, cccd: list[str | None], bhxh: list[str | None]) -> None:
+        self.parent = list(range(len(cccd)))
+        self.ids: dict[int, tuple[set[str], set[str]]] = {
+            i: ({c} if c else set(), {b} if b else set())
+            for i, (c, b) in enumerate(zip(cccd, bhxh, strict=True))
+            if c or b
+        }
 
-    def find(self, x: str) -> str:
+    def find(self, x: int) -> int:
+        parent = self.parent
         root = x
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[x] != root:
-            self.parent[x], x = root, self.parent[x]
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
         return root
 
-    def conflict(self, a: str, b: str) -> bool:
+    def conflict(self, a: int, b: int) -> bool:
         """True when the clusters of `a` and `b` carry clearly different identifiers."""
-        ia, ib = self.ids[self.find(a)], self.ids[self.find(b)]
+        ia, ib = self.ids.get(self.find(a)), self.ids.get(self.find(b))
+        if ia is None or ib is None:
+            return False
         return any(
-            x != y and not one_digit_apart(x, y)
-            for col in ("cccd", "bhxh")
-            for x in ia[col]
-            for y in ib[col]
+            x != y and not one_digit_apart(x, y) for k in (0, 1) for x in ia[k] for y in ib[k]
         )
 
-    def union(self, a: str, b: str) -> None:
+    def union(self, a: int, b: int) -> bool:
+        """Join the clusters of `a` and `b`; False if they were one already."""
         ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            keep, drop = min(ra, rb), max(ra, rb)
-            self.parent[drop] = keep
-            dropped = self.ids.pop(drop)
-            for col in ("cccd", "bhxh"):
-                self.ids[keep][col] |= dropped[col]
+        if ra == rb:
+            return False
+        keep, drop = min(ra, rb), max(ra, rb)
+        self.parent[drop] = keep
+        dropped = self.ids.pop(drop, None)
+        if dropped is not None:
+            kept = self.ids.setdefault(keep, (set(), set()))
+            kept[0].update(dropped[0])
+            kept[1].update(dropped[1])
+        return True
 
 
-def _deterministic_edges(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+def _deterministic_edges(cccd: list[str | None], bhxh: list[str | None]) -> list[tuple[int, int]]:
     """Pairs sharing a valid CCCD or a BHXH number (a star per shared value)."""
-    edges: list[tuple[str, str]] = []
-    for col in ("cccd", "bhxh"):
-        first: dict[str, str] = {}
-        for r in rows:
-            value = r[col]
+    edges: list[tuple[int, int]] = []
+    for column in (cccd, bhxh):
+        first: dict[str, int] = {}
+        for i, value in enumerate(column):
             if value:
-                if value in first:
-                    edges.append((first[value], r["record_id"]))
-                else:
-                    first[value] = r["record_id"]
+                j = first.setdefault(value, i)
+                if j != i:
+                    edges.append((j, i))
     return edges
 
 
-def link(
-    records: Records | pa.Table,
+@dataclass
+class Linkage:
+    """What a linkage run produced: one row per record, and the figures for a summary."""
+
+    rows: list[tuple[str, str, float]]
+    records: int
+    persons: int
+    pairs_compared: int
+    identifier_links: int
+    """Records joined to another by a shared valid CCCD or BHXH number."""
+    probabilistic_links: int
+    """Scored pairs at or above the threshold that joined two clusters."""
+    refused_links: int
+    """Scored pairs above the threshold refused: different given names or identifiers."""
+    seconds: dict[str, float]
+
+
+def _count(frame: Any, backend: Backend) -> int:
+    if backend == "spark":
+        return int(frame.as_spark_dataframe().count())
+    return int(frame.as_duckdbpyrelation().aggregate("count(*)").fetchall()[0][0])
+
+
+def _edges(frame: Any, backend: Backend) -> list[tuple[str, str, float]]:
+    """Scored pairs, strongest first; a pair whose given names clearly differ is dropped.
+
+    That is what separates twins and siblings sharing surname, birth date, address and
+    the parents' phone (a name in another order, split wrongly, has a level of its own
+    above 0)."""
+    if backend == "spark":
+        df = frame.as_spark_dataframe()
+        rows = (
+            df.filter("gamma_given_key <> 0")
+            .select("record_id_l", "record_id_r", "match_probability")
+            .collect()
+        )
+        return [(r[0], r[1], float(r[2])) for r in rows]
+    rel = (
+        frame.as_duckdbpyrelation()
+        .filter("gamma_given_key <> 0")
+        .select("record_id_l, record_id_r, match_probability")
+    )
+    return [(a, b, float(p)) for a, b, p in rel.fetchall()]
+
+
+def _score_chunks(n: int) -> int:
+    """Score in slices of about 250,000 records: bounded memory and a moving progress bar
+    (each slice repeats the blocking, so smaller slices cost time)."""
+    return max(1, -(-n // 250_000))
+
+
+def run_linkage(
+    records: Records,
     model: LinkageModel | str | Path | None = None,
     threshold: float = MATCH_THRESHOLD,
+    *,
+    backend: Backend = "duckdb",
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> Linkage:
+    """Link records to persons and report what was done (see `link` for the rows).
+
+    `model` is the shipped model when None, else a `LinkageModel` or the path of a saved
+    one. `progress(stage, done, total)` is called while normalising and scoring.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    started = time.perf_counter()
+    table = (
+        records
+        if isinstance(records, pa.Table) and tuple(records.column_names) == FEATURE_COLUMNS
+        else prepare(records, workers=workers, progress=progress)
+    )
+    seconds = {"normalising": time.perf_counter() - started}
+    ids: list[str] = table.column("record_id").to_pylist()
+    cccd: list[str | None] = table.column("cccd").to_pylist()
+    bhxh: list[str | None] = table.column("bhxh").to_pylist()
+    best = [1.0] * len(ids)
+    uf = _Clusters(cccd, bhxh)
+    identifier_links = 0
+    by_identifier: set[int] = set()
+    for a, b in _deterministic_edges(cccd, bhxh):
+        identifier_links += uf.union(a, b)
+        by_identifier.update((a, b))
+    pairs = probabilistic = refused = 0
+    n = len(ids)
+    if n > 1:
+        if model is None:
+            loaded = LinkageModel.default()
+        else:
+            loaded = model if isinstance(model, LinkageModel) else LinkageModel.load(model)
+        scoring = time.perf_counter()
+        edges: list[tuple[str, str, float]] = []
+        with _quiet_splink():
+            linker = _linker(table, loaded.for_records(n), backend)
+            chunks = _score_chunks(n)
+            if progress:
+                progress("scoring", 0, chunks)
+            for i in range(1, chunks + 1):
+                blocked = linker.inference.compute_blocked_pairs_for_predict_chunk(
+                    left_chunk=(i, chunks), right_chunk=(1, 1)
+                )
+                pairs += _count(blocked, backend)
+                scored = linker.inference.predict_chunk(
+                    left_chunk=(i, chunks),
+                    right_chunk=(1, 1),
+                    threshold_match_probability=threshold,
+                    warning_mode="never",
+                )
+                above = _count(scored, backend)
+                kept = _edges(scored, backend)
+                refused += above - len(kept)
+                edges.extend(kept)
+                scored.drop_table_from_database_and_remove_from_cache()
+                blocked.drop_table_from_database_and_remove_from_cache()
+                if progress:
+                    progress("scoring", i, chunks)
+        seconds["scoring"] = time.perf_counter() - scoring
+        clustering = time.perf_counter()
+        position = {rid: i for i, rid in enumerate(ids)}
+        linked_at: dict[int, float] = {}
+        # Strongest pairs first, so that an identifier conflict blocks the weaker link.
+        edges.sort(key=lambda e: (-e[2], e[0], e[1]))
+        for left, right, p in edges:
+            a, b = position[left], position[right]
+            if uf.conflict(a, b):
+                refused += 1
+                continue
+            probabilistic += uf.union(a, b)
+            linked_at[a] = max(linked_at.get(a, 0.0), p)
+            linked_at[b] = max(linked_at.get(b, 0.0), p)
+        # A record's probability is its strongest accepted link; 1.0 when it was joined
+        # only by an identifier or stands alone.
+        for i, p in linked_at.items():
+            if i not in by_identifier:
+                best[i] = p
+        seconds["clustering"] = time.perf_counter() - clustering
+    roots = [uf.find(i) for i in range(n)]
+    cluster_cccds: dict[int, set[str]] = {}
+    for root, c in zip(roots, cccd, strict=True):
+        if c:
+            cluster_cccds.setdefault(root, set()).add(c)
+    # A cluster holding exactly one valid CCCD is named by it (stable across runs and
+    # meaningful to other systems); otherwise by its smallest record_id.
+    person: dict[int, str] = {}
+    for root in set(roots):
+        cs = cluster_cccds.get(root)
+        person[root] = next(iter(cs)) if cs and len(cs) == 1 else ""
+    smallest: dict[int, str] = {}
+    for rid, root in zip(ids, roots, strict=True):
+        if not person[root] and (root not in smallest or rid < smallest[root]):
+            smallest[root] = rid
+    rows = [
+        (rid, person[root] or smallest[root], best[i])
+        for i, (rid, root) in enumerate(zip(ids, roots, strict=True))
+    ]
+    seconds["total"] = time.perf_counter() - started
+    return Linkage(
+        rows=rows,
+        records=n,
+        persons=len(set(roots)),
+        pairs_compared=pairs,
+        identifier_links=identifier_links,
+        probabilistic_links=probabilistic,
+        refused_links=refused,
+        seconds=seconds,
+    )
+
+
+def link(
+    records: Records,
+    model: LinkageModel | str | Path | None = None,
+    threshold: float = MATCH_THRESHOLD,
+    *,
+    backend: Backend = "duckdb",
 ) -> list[tuple[str, str, float]]:
     """Assign each record a person: `(record_id, person_id, match_probability)`.
 
@@ -436,51 +1123,8 @@ def link(
     CCCD when the cluster holds exactly one valid CCCD (stable across runs and meaningful
     to other systems), otherwise its smallest record_id. `match_probability` is the
     strongest link that put the record into its cluster (1.0 for identifier links and for
-    a record alone in its cluster). Without `model`, a model is trained on the input;
-    pass a `LinkageModel` or the path of a saved one to reuse it.
+    a record alone in its cluster). Without `model`, the shipped model is used
+    (`LinkageModel.default()`); pass a `LinkageModel` or the path of a saved one, or
+    `train(records)` to estimate one on the input.
     """
-    table = records if isinstance(records, pa.Table) else prepare(records)
-    rows = table.to_pylist()
-    if not rows:
-        return []
-    best: dict[str, float] = {}
-    uf = _Clusters(rows)
-    for a, b in _deterministic_edges(rows):
-        uf.union(a, b)
-        best[a] = best[b] = 1.0
-    if len(rows) > 1:
-        if model is None:
-            linker = _train_linker(table)
-        else:
-            loaded = model if isinstance(model, LinkageModel) else LinkageModel.load(model)
-            linker = _linker(table, loaded.settings)
-        predictions = linker.inference.predict(
-            threshold_match_probability=threshold, warning_mode="never"
-        )
-        # Strongest pairs first, so that an identifier conflict blocks the weaker link.
-        # A pair whose given names clearly differ is never linked: that is what separates
-        # twins and siblings sharing surname, birth date, address and the parents' phone.
-        # (A name in another order, split wrongly, has a level of its own above 0.)
-        edges = (
-            predictions.as_duckdbpyrelation()
-            .filter("gamma_given_key <> 0")
-            .select("record_id_l, record_id_r, match_probability")
-            .order("match_probability DESC, record_id_l, record_id_r")
-        )
-        for a, b, p in edges.fetchall():
-            if uf.conflict(a, b):
-                continue
-            uf.union(a, b)
-            best[a] = max(best.get(a, 0.0), p)
-            best[b] = max(best.get(b, 0.0), p)
-    clusters: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        clusters.setdefault(uf.find(r["record_id"]), []).append(r)
-    person: dict[str, str] = {}
-    for root, members in clusters.items():
-        cccds = {m["cccd"] for m in members if m["cccd"]}
-        person[root] = cccds.pop() if len(cccds) == 1 else root
-    return [
-        (r["record_id"], person[uf.find(r["record_id"])], best.get(r["record_id"], 1.0))
-        for r in rows
-    ]
+    return run_linkage(records, model, threshold, backend=backend).rows
