@@ -17,6 +17,7 @@ from lienthong.access.cli_users import token_command, user_app
 from lienthong.cli_options import DatabaseOpt
 from lienthong.identity.cli_link import link_command
 from lienthong.identity.cli_mpi import mpi_app
+from lienthong.identity.cli_verify import verify_command
 from lienthong.ingest.cli_xml130 import xml130_app
 from lienthong.settings import Settings
 from lienthong.synth.cli_synth import synth_app
@@ -36,6 +37,7 @@ app.add_typer(audit_app, name="audit", help="The hash-chained audit trail: verif
 app.command("alerts", help="Alerts raised by the access rules.")(alerts_command)
 app.add_typer(synth_app, name="synth", help="Synthetic Vietnamese data for tests and demos.")
 app.command("link", help="Deduplicate and link records from many sources to persons.")(link_command)
+app.command("verify", help="Verify records against the population register.")(verify_command)
 app.add_typer(mpi_app, name="mpi", help="Master person index: review, decide, merge, rebuild.")
 app.add_typer(terminology_app, name="terminology", help="Code systems: load ICD-10.")
 app.add_typer(xml130_app, name="xml130", help="Hospital XML exports (QĐ 130/4750, QĐ 4210).")

@@ -1,0 +1,1076 @@
+"""Verification of source records against the national population register.
+
+Health systems must tie their records to the population register, and "cleaning" a
+source against it fails in two opposite ways: reporting a mismatch where only the form
+differs (no diacritics, "Hòa" for "Hoà", given name first, 31/12/1990 for 1990-12-31, "Nữ"
+for F, a commune code from before the July 2025 reform), and accepting a number that
+belongs to someone else (a mother's number on her child's record, a mistyped digit that
+hits another person). This module decides, for each record, one of `STATUSES`, names
+every field that differs in substance and why, and proposes the register's values and,
+where the record does not carry its owner's number, the number of the register person
+who fits - only when that person is a clear lead over any rival.
+
+Speed shapes the design: a run checks millions of records against a register of
+millions. Work is done in DuckDB, set-wise: names are normalised with SQL string
+functions, every DISTINCT date string, sex code and (province, commune) pair is
+normalised once in Python with the project's own rules and joined back, the CCCD join and
+the fast path (all fields equal after normalisation -> ``verified``) are one query, and
+candidate search for records without their owner's number is a blocked equi-join scored
+in SQL. Only the residue - records whose number is in the register but whose fields
+differ, and numbers the register does not hold - goes through the detailed comparison in
+Python that writes the reasons.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from lienthong.identity.identifiers import check_cccd, decode_cccd
+from lienthong.identity.normalize import (
+    SURNAME_KEYS,
+    name_key,
+    normalize_name,
+    normalize_sex,
+    parse_date,
+)
+
+STATUSES = ("verified", "corrected", "mismatch", "not_found", "invalid_id", "missing_id")
+"""Outcomes, from best to worst; `verified` and `corrected` mean the number is the record's."""
+
+ACCEPTED = frozenset(("verified", "corrected"))
+
+REGISTER_COLUMNS = (
+    "cccd",
+    "full_name",
+    "birth_date",
+    "sex",
+    "province_code",
+    "commune_code",
+    "address",
+)
+RECORD_COLUMNS = (
+    "record_id",
+    "source",
+    "full_name",
+    "birth_date",
+    "sex",
+    "cccd",
+    "province_code",
+    "commune_code",
+)
+REPORT_COLUMNS = (
+    "record_id",
+    "status",
+    "reasons",
+    "cccd_suggested",
+    "score",
+    "full_name_register",
+    "birth_date_register",
+    "sex_register",
+    "province_code_register",
+    "commune_code_register",
+)
+
+# Candidate scoring weights, in rough bits of evidence (log2 of how much likelier the
+# agreement is for the same person than for a random one in the block). Given names are
+# far more diverse than family names (four people in ten are Nguyễn), so they weigh more;
+# a disagreeing sex or birth year counts heavily against.
+W_FAMILY = (4, 1, -3)  # equal, one edit apart, different
+W_GIVEN = (7, 3, -15)  # another given name all but rules a person out (twins, siblings)
+W_MIDDLE = (3, 1, -4)  # absent on the record counts 0 (forms with two name boxes drop it)
+W_SAME_TOKENS = 2
+W_NAME_FULL = W_FAMILY[0] + W_GIVEN[0] + W_MIDDLE[0] + W_SAME_TOKENS
+# The record has diacritics and they agree too, or differ on the same letters (twins are
+# named Thư and Thu).
+W_SAME_DIACRITICS = (3, -4)
+W_DATE_EXACT, W_DATE_SWAP, W_DATE_MONTH, W_DATE_YEAR = 12, 7, 6, 4
+W_DATE_OTHER_DAY, W_DATE_OTHER_MONTH = -3, -6  # full dates that disagree: another person
+W_SEX = (1, -6)
+# One commune in 3,321 and one province in 34: agreement on the commune is strong evidence
+# (it also holds for the whole household, which the name and birth date tell apart).
+W_COMMUNE, W_PROVINCE, W_PLACE_OTHER = 8, 3, -2
+W_NUMBER, W_NUMBER_NEAR = 6, 8
+SCORE_FULL = 32
+"""Weight of a record without a number that agrees on every field: `score` = weight / this."""
+
+NORMALISATION_VERSION = 1
+"""Part of the register cache's name: raise it whenever normalisation changes."""
+
+ACCEPT_SCORE = 16
+"""Least weight for proposing a register person as the owner of a record."""
+ACCEPT_MARGIN = 5
+"""Least lead of the best candidate over the next one: a proposal must be unambiguous."""
+
+# ------------------------------------------------------------------ per-distinct-value maps
+
+
+@functools.lru_cache(maxsize=1)
+def place_readings() -> tuple[dict[tuple[str, str], tuple[str, ...]], dict[str, tuple[str, ...]]]:
+    """Every current commune a (province, commune) code pair can stand for, and every
+    current province a province code can stand for.
+
+    Exports carry either pre-July-2025 codes (63 provinces, legacy ward codes) or current
+    ones (34 provinces), both 2 + 5 digits and overlapping, with nothing saying which. A
+    pair is therefore read both ways: as a current commune, and as a legacy ward converted
+    with the conversion tables of `vietnamadminunits` (a ward split between several new
+    communes reads as each of them). Built straight from the library's tables because
+    converting pair by pair through its address parser costs a millisecond each.
+    """
+    import vietnamadminunits
+
+    data = Path(vietnamadminunits.__file__).parent / "data"
+    with sqlite3.connect(data / "dataset.db") as conn:
+        current = conn.execute(
+            "SELECT provinceKey, wardKey, provinceCode, wardCode FROM admin_units"
+        ).fetchall()
+        legacy = conn.execute(
+            "SELECT provinceKey, districtKey, wardKey, provinceCode, wardCode "
+            "FROM admin_units_legacy"
+        ).fetchall()
+    conv = json.loads((data / "converter_2025.json").read_text(encoding="utf-8"))
+    cur_code = {(pk, wk): (pc, wc) for pk, wk, pc, wc in current}
+    cur_province = {pk: pc for pk, _, pc, _ in current}
+    legacy_code = {f"{pk}_{dk}_{wk}": (pc, wc) for pk, dk, wk, pc, wc in legacy if wk}
+    legacy_province_key = {pc: pk for pk, _, _, pc, _ in legacy}
+    communes: dict[tuple[str, str], set[str]] = {}
+    for pc, wc in cur_code.values():
+        communes.setdefault((pc, wc), set()).add(wc)
+    for new_pk, wards in conv["DICT_PROVINCE_WARD_NO_DIVIDED"].items():
+        for new_wk, olds in wards.items():
+            new = cur_code.get((new_pk, new_wk))
+            for old in olds:
+                if new and old in legacy_code:
+                    communes.setdefault(legacy_code[old], set()).add(new[1])
+    for new_pk, olds in conv["DICT_PROVINCE_WARD_DIVIDED"].items():
+        for old, parts in olds.items():
+            for part in parts:
+                new = cur_code.get((new_pk, part["newWardKey"]))
+                if new and old in legacy_code:
+                    communes.setdefault(legacy_code[old], set()).add(new[1])
+    provinces: dict[str, set[str]] = {pc: {pc} for pc in cur_province.values()}
+    old_to_new = {old: new for new, olds in conv["DICT_PROVINCE"].items() for old in olds}
+    for pc, pk in legacy_province_key.items():
+        new_pk = old_to_new.get(pk)
+        if new_pk in cur_province:
+            provinces.setdefault(pc, set()).add(cur_province[new_pk])
+    return (
+        {k: tuple(sorted(v)) for k, v in communes.items()},
+        {k: tuple(sorted(v)) for k, v in provinces.items()},
+    )
+
+
+def _date_map(values: Iterable[str | None]) -> pa.Table:
+    """(raw, y, m, d, bad) for each distinct raw date string, with `parse_date`'s rules."""
+    raws: list[str | None] = []
+    ys: list[int | None] = []
+    ms: list[int | None] = []
+    ds: list[int | None] = []
+    bad: list[bool] = []
+    for raw in values:
+        raws.append(raw)
+        y = m = d = None
+        wrong = False
+        if raw is not None and raw.strip():
+            try:
+                p = parse_date(raw)
+                y, m, d = p.year, p.month, p.day
+            except ValueError:
+                wrong = True
+        ys.append(y)
+        ms.append(m)
+        ds.append(d)
+        bad.append(wrong)
+    return pa.table(
+        {
+            "raw": pa.array(raws, pa.string()),
+            "y": pa.array(ys, pa.int32()),
+            "m": pa.array(ms, pa.int32()),
+            "d": pa.array(ds, pa.int32()),
+            "bad": pa.array(bad, pa.bool_()),
+        }
+    )
+
+
+def _sex_map(values: Iterable[str | None]) -> pa.Table:
+    raws = list(values)
+    sexes = [normalize_sex(v) if v is not None else None for v in raws]
+    return pa.table({"raw": pa.array(raws, pa.string()), "sx": pa.array(sexes, pa.string())})
+
+
+@functools.lru_cache(maxsize=200_000)
+def _token(word: str) -> tuple[str, str]:
+    """(canonical, folded) form of one word: lower case, NFC, the new tone placement
+    ("hoà" for "hòa"); and without diacritics, đ -> d, punctuation dropped."""
+    canon = normalize_name(word).lower()
+    return canon, name_key(canon)
+
+
+def _name_parts(tokens: list[str]) -> tuple[str, str, str]:
+    """(family, middle, given) from folded words, with the order rules of `split_name`."""
+    n = len(tokens)
+    if n == 0:
+        return "", "", ""
+    if n == 1:
+        return "", "", tokens[0]
+    if tokens[0] not in SURNAME_KEYS:
+        if tokens[-1] in SURNAME_KEYS:  # "Văn An Nguyễn"
+            return tokens[-1], " ".join(tokens[:-2]), tokens[-2]
+        if tokens[1] in SURNAME_KEYS:  # "An Nguyễn Văn"
+            return tokens[1], " ".join(tokens[2:]), tokens[0]
+    return tokens[0], " ".join(tokens[1:-1]), tokens[-1]
+
+
+def _name_map(values: Iterable[str | None]) -> pa.Table:
+    """Normalised name columns for each distinct raw name.
+
+    Names repeat (281,000 distinct among two million in the benchmark) and words repeat
+    far more, so each word is normalised once (`_token`) and each name once.
+    """
+    cols: dict[str, list[Any]] = {
+        k: [] for k in ("raw", "canon", "fold", "is_ascii", "cs", "fs", "tk", "fam", "mid", "giv")
+    }
+    for raw in values:
+        words = [_token(w) for w in (raw or "").lower().split()]
+        canon_words = [c for c, _ in words]
+        fold_words = [f for _, f in words if f]
+        fold = " ".join(fold_words)
+        canon = " ".join(canon_words)
+        fam, mid, giv = _name_parts(fold_words)
+        sorted_fold = sorted(fold_words)
+        cols["raw"].append(raw)
+        cols["canon"].append(canon)
+        cols["fold"].append(fold)
+        cols["is_ascii"].append(canon.isascii())
+        cols["cs"].append(" ".join(sorted(canon_words)))
+        cols["fs"].append(" ".join(sorted_fold))
+        cols["tk"].append(sorted_fold)
+        cols["fam"].append(fam)
+        cols["mid"].append(mid)
+        cols["giv"].append(giv)
+    types = {"is_ascii": pa.bool_(), "tk": pa.list_(pa.string())}
+    return pa.table({k: pa.array(v, types.get(k, pa.string())) for k, v in cols.items()})
+
+
+def _place_map(pairs: Iterable[tuple[str | None, str | None]]) -> pa.Table:
+    communes, provinces = place_readings()
+    ps: list[str | None] = []
+    cs: list[str | None] = []
+    pset: list[list[str]] = []
+    cset: list[list[str]] = []
+    for p, c in pairs:
+        ps.append(p)
+        cs.append(c)
+        pp = (p or "").strip()
+        cc = (c or "").strip()
+        pset.append(list(provinces.get(pp, ()) or ((pp,) if pp else ())))
+        cset.append(list(communes.get((pp, cc), ())) if cc else [])
+    return pa.table(
+        {
+            "p": pa.array(ps, pa.string()),
+            "c": pa.array(cs, pa.string()),
+            "pset": pa.array(pset, pa.list_(pa.string())),
+            "cset": pa.array(cset, pa.list_(pa.string())),
+        }
+    )
+
+
+# ------------------------------------------------------------------ detailed comparison
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def levenshtein(a: str, b: str, limit: int = 3) -> int:
+    """Edit distance, giving up (returning `limit`) once it reaches `limit`; memoised
+    because the same pairs of names come back again and again."""
+    if a == b:
+        return 0
+    if abs(len(a) - len(b)) >= limit:
+        return limit
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        if min(cur) >= limit:
+            return limit
+        prev = cur
+    return min(prev[-1], limit)
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """Normalised identity fields of a record or a register entry."""
+
+    raw_name: str
+    canon: str  # lower case, NFC, new tone placement, single spaces
+    fold: str  # no diacritics
+    is_ascii: bool  # typed without any diacritic
+    family: str  # folded parts, in Vietnamese order
+    middle: str
+    given: str
+    raw_date: str
+    y: int | None
+    m: int | None
+    d: int | None
+    sex: str | None
+    pset: tuple[str, ...] = ()
+    cset: tuple[str, ...] = ()
+    province: str = ""
+    commune: str = ""
+
+
+def _iso(y: int | None, m: int | None, d: int | None) -> str:
+    if y is None:
+        return ""
+    if m is None:
+        return f"{y:04d}"
+    if d is None:
+        return f"{y:04d}-{m:02d}"
+    return f"{y:04d}-{m:02d}-{d:02d}"
+
+
+def compare_name(
+    r: Person, g: Person, distances: tuple[int, int, int, int] | None = None
+) -> tuple[str, str]:
+    """('form' | 'minor' | 'differ', reason) for the record's name against the register's.
+
+    Form: equal once case, spacing, Unicode form, tone-mark placement and word order are
+    set aside, or equal without diacritics when the record has none at all. Minor (the
+    same person, name to correct): diacritics that differ where the record has them, a
+    middle name left out, one letter wrong in a part. Anything more is another name.
+    """
+    rt, gt = r.canon.split(), g.canon.split()
+    if sorted(rt) == sorted(gt):
+        return "form", ""
+    rf, gf = r.fold.split(), g.fold.split()
+    if r.is_ascii and sorted(rf) == sorted(gf):
+        return "form", ""
+    said = f"the record has {r.raw_name.strip()!r}, the register {g.raw_name!r}"
+    if sorted(rf) == sorted(gf):
+        return "minor", f"full_name: diacritics differ: {said}"
+    missing = list(gf)  # register words the record lacks, and record words it adds
+    extra = []
+    for word in rf:
+        if word in missing:
+            missing.remove(word)
+        else:
+            extra.append(word)
+    if not extra and len(missing) == 1 and len(rf) >= 2:
+        return "minor", f"full_name: a name part is missing: {said}"
+    if len(extra) == 1 and 1 <= len(missing) <= 2:
+        # one part mistyped by a letter (a first letter lost spoils the word order
+        # too: "oàng Thị Nhạn"), perhaps with the middle name left out
+        typed = extra[0]
+        if any(levenshtein(typed, m, 2) <= 1 for m in missing):
+            lost = " and a name part is missing" if len(missing) == 2 else ""
+            return "minor", f"full_name: a letter differs{lost}: {said}"
+    if distances is None:
+        distances = (
+            levenshtein(r.family, g.family, 2),
+            levenshtein(r.given, g.given, 2),
+            levenshtein(r.middle, g.middle, 2),
+            levenshtein(" ".join(sorted(rf)), " ".join(sorted(gf)), 3),
+        )
+    fam, giv, mid, whole = distances
+    if not r.middle:
+        mid = 0 if not g.middle or len(rf) >= 2 else 2
+    if r.family and fam <= 1 and giv <= 1 and mid <= 1 and fam + giv + mid <= 1 + (not r.middle):
+        what = (
+            "a name part is missing and a letter differs"
+            if not r.middle and g.middle
+            else ("a letter differs")
+        )
+        return "minor", f"full_name: {what}: {said}"
+    if whole <= 1:
+        return "minor", f"full_name: a letter differs: {said}"
+    return "differ", f"full_name: {said}"
+
+
+def _one_keystroke(a: str, b: str) -> bool:
+    """One digit replaced, or two neighbours swapped (1978 for 1987)."""
+    diffs = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+    if len(diffs) == 1:
+        return True
+    return len(diffs) == 2 and diffs[1] == diffs[0] + 1 and a[diffs[0]] == b[diffs[1]]
+
+
+def compare_date(r: Person, g: Person) -> tuple[str, str]:
+    """('form' | 'absent' | 'unreadable' | 'swap' | 'day' | 'year' | 'differ', reason)."""
+    reg = _iso(g.y, g.m, g.d)
+    if r.y is None:
+        if r.raw_date.strip():
+            return "unreadable", (
+                f"birth_date: {r.raw_date.strip()!r} is not a recognised date; "
+                f"the register has {reg}"
+            )
+        return "absent", f"birth_date: absent from the record; the register has {reg}"
+    if r.y == g.y and (r.m is None or (r.m == g.m and (r.d is None or r.d == g.d))):
+        return "form", ""
+    rec = _iso(r.y, r.m, r.d)
+    said = f"the record has {rec}, the register {reg}"
+    if r.y == g.y and r.m == g.d and r.d == g.m:
+        return "swap", f"birth_date: day and month swapped: {said}"
+    if r.y == g.y:
+        return "day", f"birth_date: {said}"
+    if (
+        g.y is not None
+        and r.m == g.m
+        and r.d == g.d
+        and (abs(r.y - g.y) <= 1 or _one_keystroke(f"{r.y:04d}", f"{g.y:04d}"))
+    ):
+        return "year", f"birth_date: year differs: {said}"
+    return "differ", f"birth_date: {said}"
+
+
+_SEX_WORD = {"M": "male", "F": "female", "O": "other"}
+
+
+def compare_sex(r: Person, g: Person) -> tuple[str, str]:
+    if r.sex is None or g.sex is None or r.sex == g.sex:
+        return "form", ""
+    return "differ", (
+        f"sex: the record says {_SEX_WORD.get(r.sex, r.sex)}, "
+        f"the register {_SEX_WORD.get(g.sex, g.sex)}"
+    )
+
+
+def compare_place(r: Person, g: Person) -> tuple[str, str]:
+    """Same place when a reading of the record's codes (current or pre-2025) is the
+    register's commune, or, without a commune code, its province."""
+    if not r.province and not r.commune:
+        return "form", ""
+    if r.commune:
+        if g.commune in r.cset:
+            return "form", ""
+        return "differ", (
+            f"commune_code: {r.province}/{r.commune} is not the register's commune "
+            f"{g.province}/{g.commune}, before or after the 2025 reform"
+        )
+    if g.province in r.pset:
+        return "form", ""
+    return "differ", (
+        f"province_code: {r.province} is not the register's province {g.province}, "
+        "before or after the 2025 reform"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """The outcome for one record."""
+
+    record_id: str
+    status: str
+    reasons: tuple[str, ...]
+    cccd_suggested: str | None = None
+    score: float | None = None
+    register_cccd: str | None = None  # whose register values fill the *_register columns
+
+
+def _same_person(name: str, date: str, sex: str) -> bool:
+    """Whether the register holder of the record's number is the person on the record.
+
+    The number itself is strong evidence, so small slips in the other fields are allowed;
+    a name that is another name, or a name slip together with a different birth year,
+    means someone else's number, as does a birth date that is not one slip away.
+    """
+    if name == "differ":
+        return False
+    return date != "differ"
+
+
+def decide(
+    record_id: str,
+    cccd: str,
+    r: Person,
+    holder: Person | None,
+    holder_cccd: str | None,
+    best: tuple[str, float, float] | None,
+    distances: tuple[int, int, int, int] | None = None,
+    holder_weight: float | None = None,
+) -> Finding:
+    """The status of one record that carries a number and did not pass the fast path.
+
+    `holder` is the register entry for the record's number (None if the register does not
+    hold it); `best` is (cccd, weight, runner-up weight) of the best register candidate
+    found by search, or None.
+    """
+    suggestion = _suggestion(best)
+    if holder is not None and holder_cccd is not None:
+        name, name_why = compare_name(r, holder, distances)
+        date, date_why = compare_date(r, holder)
+        sex, sex_why = compare_sex(r, holder)
+        place, place_why = compare_place(r, holder)
+        # Another register person who fits the record clearly better than the holder,
+        # once the holder's credit for the number is set aside (twins, siblings).
+        rival = False
+        if name != "form" and best is not None and holder_weight is not None:
+            top_cccd, top, second = best
+            if top_cccd != holder_cccd:
+                runner_up = holder_weight - W_NUMBER if second == holder_weight else second
+                rival = top >= ACCEPT_SCORE and top - runner_up >= ACCEPT_MARGIN
+                if rival:
+                    suggestion = (top_cccd, min(1.0, top / SCORE_FULL))
+        if _same_person(name, date, sex) and not rival:
+            reasons = tuple(x for x in (name_why, date_why, sex_why, place_why) if x)
+            substantive = (
+                name == "minor" or date not in ("form",) or sex == "differ" or place == "differ"
+            )
+            return Finding(
+                record_id,
+                "corrected" if substantive else "verified",
+                reasons,
+                None,
+                None,
+                holder_cccd,
+            )
+        why = [
+            f"cccd: {cccd} belongs to {holder.raw_name} (born {_iso(holder.y, holder.m, holder.d)})"
+        ]
+        if r.y is not None and holder.y is not None and 14 <= r.y - holder.y <= 55:
+            why.append(
+                f"cccd: the holder was born {r.y - holder.y} years before this person: "
+                "a parent's number on a child's record"
+            )
+        if rival and suggestion is not None:
+            why.append(
+                f"cccd: the record fits the register's {suggestion[0]} better than the holder"
+            )
+        why.extend(x for x in (name_why, date_why, sex_why) if x)
+        if suggestion is not None and suggestion[0] == holder_cccd:
+            suggestion = None
+        return _with_suggestion(record_id, "mismatch", why, suggestion)
+    if len(cccd) == 9:
+        why = [
+            f"cccd: {cccd} has 9 digits: an old identity card (CMND) number, not the "
+            "12-digit personal identification number"
+        ]
+        return _with_suggestion(record_id, "invalid_id", why, suggestion)
+    problems = check_cccd(cccd, r.sex, r.y)
+    if problems:
+        why = [f"cccd: {p}" for p in problems]
+        return _with_suggestion(record_id, "invalid_id", why, suggestion)
+    why = [f"cccd: {cccd} is well formed but the register does not hold it"]
+    return _with_suggestion(record_id, "not_found", why, suggestion)
+
+
+def _suggestion(best: tuple[str, float, float] | None) -> tuple[str, float] | None:
+    if best is None:
+        return None
+    cccd, top, second = best
+    if top >= ACCEPT_SCORE and top - second >= ACCEPT_MARGIN:
+        return cccd, min(1.0, top / SCORE_FULL)
+    return None
+
+
+def _with_suggestion(
+    record_id: str, status: str, why: list[str], suggestion: tuple[str, float] | None
+) -> Finding:
+    if suggestion is None:
+        return Finding(record_id, status, tuple(why))
+    return Finding(record_id, status, tuple(why), suggestion[0], suggestion[1], suggestion[0])
+
+
+# ------------------------------------------------------------------ the engine
+
+
+@dataclass
+class VerifyResult:
+    """Counts of one run; the report rows stay in the engine's `report` table."""
+
+    records: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    by_source: dict[str, dict[str, int]] = field(default_factory=dict)
+    seconds_fast: float = 0.0
+    residue: int = 0
+
+
+class VerifyEngine:
+    """Verify record tables against one register table, inside one DuckDB connection.
+
+    The register is loaded once (`load_register`), records in one go or batch by batch
+    (`verify`); each call leaves the findings in the table ``report`` (columns
+    `REPORT_COLUMNS` plus ``source`` and ``rn``, the record's input position).
+    """
+
+    def __init__(self, threads: int | None = None, memory_limit: str | None = None) -> None:
+        self.con = duckdb.connect()
+        if threads:
+            self.con.execute(f"SET threads = {int(threads)}")
+        if memory_limit:
+            self.con.execute(f"SET memory_limit = '{memory_limit}'")
+        self.con.execute("SET preserve_insertion_order = false")
+        self.register_rows = 0
+        self.timings: dict[str, float] = {}
+
+    def _timed(self, step: str, started: float) -> float:
+        now = time.perf_counter()
+        self.timings[step] = self.timings.get(step, 0.0) + now - started
+        return now
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- loading -------------------------------------------------------------------
+    def _normalise(self, src: str, dst: str, with_source: bool) -> None:
+        """Create table `dst` with the normalised columns of the raw table/view `src`."""
+        con = self.con
+        dates = [r[0] for r in con.execute(f"SELECT DISTINCT birth_date FROM {src}").fetchall()]
+        sexes = [r[0] for r in con.execute(f"SELECT DISTINCT sex FROM {src}").fetchall()]
+        pairs = con.execute(f"SELECT DISTINCT province_code, commune_code FROM {src}").fetchall()
+        date_map, sex_map, place_map = _date_map(dates), _sex_map(sexes), _place_map(pairs)
+        con.register("date_map", date_map)
+        con.register("sex_map", sex_map)
+        con.register("place_map", place_map)
+        extra = "s.rn, s.record_id, coalesce(s.source, '') AS source, " if with_source else ""
+        # A spreadsheet that took the number for a number dropped its leading zeros (every
+        # province code starts with 0; a 10-digit insurance number padded so reads "000...",
+        # no province, and stays invalid).
+        number = "CASE WHEN regexp_full_match(n, '[0-9]{10,11}') THEN lpad(n, 12, '0') ELSE n END"
+        names = [r[0] for r in con.execute(f"SELECT DISTINCT full_name FROM {src}").fetchall()]
+        con.register("name_map", _name_map(names))
+        con.execute(
+            f"""
+            CREATE OR REPLACE TABLE {dst} AS
+            SELECT {extra}
+                   {number} AS cccd,
+                   coalesce(s.full_name, '') AS full_name,
+                   coalesce(s.birth_date, '') AS birth_date,
+                   s.sex AS sex_raw,
+                   coalesce(s.province_code, '') AS province_code,
+                   coalesce(s.commune_code, '') AS commune_code,
+                   nm.canon, nm.fold, nm.is_ascii, nm.cs, nm.fs, nm.tk, nm.fam, nm.mid, nm.giv,
+                   dm.y, dm.m, dm.d, coalesce(dm.bad, false) AS date_bad,
+                   sm.sx,
+                   coalesce(pm.pset, []) AS pset, coalesce(pm.cset, []) AS cset
+            FROM (SELECT *, regexp_replace(coalesce(cccd, ''), '[^0-9A-Za-z]', '', 'g') AS n
+                  FROM {src}) s
+            LEFT JOIN name_map nm ON nm.raw IS NOT DISTINCT FROM s.full_name
+            LEFT JOIN date_map dm ON dm.raw IS NOT DISTINCT FROM s.birth_date
+            LEFT JOIN sex_map sm ON sm.raw IS NOT DISTINCT FROM s.sex
+            LEFT JOIN place_map pm ON pm.p IS NOT DISTINCT FROM s.province_code
+                                   AND pm.c IS NOT DISTINCT FROM s.commune_code
+            """
+        )
+        for name in ("name_map", "date_map", "sex_map", "place_map"):
+            con.unregister(name)
+
+    def load_register(self, source: str | Path | pa.Table, cache: Path | None = None) -> int:
+        """Load and normalise the register (CSV or Parquet path, or an Arrow table).
+
+        With `cache` (a Parquet path that names the register file's hash and
+        `NORMALISATION_VERSION`), the normalised register is read from there when present
+        and written there otherwise: a register extract is verified against many times.
+        """
+        con = self.con
+        if cache is not None and cache.exists():
+            con.execute(
+                f"CREATE OR REPLACE TABLE reg AS SELECT * FROM read_parquet('{_quote(cache)}')"
+            )
+            self.register_rows = int(con.execute("SELECT count(*) FROM reg").fetchall()[0][0])
+            return self.register_rows
+        if isinstance(source, pa.Table):
+            con.register("reg_src", source)
+            con.execute("CREATE OR REPLACE TEMP VIEW reg_raw AS SELECT * FROM reg_src")
+        else:
+            con.execute(f"CREATE OR REPLACE TEMP VIEW reg_raw AS SELECT * FROM {_reader(source)}")
+        missing = set(REGISTER_COLUMNS[:6]) - {
+            c[0] for c in con.execute("DESCRIBE reg_raw").fetchall()
+        }
+        if missing:
+            raise ValueError(f"the register lacks the column(s) {', '.join(sorted(missing))}")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE reg_cols AS SELECT "
+            "CAST(cccd AS VARCHAR) AS cccd, CAST(full_name AS VARCHAR) AS full_name, "
+            "CAST(birth_date AS VARCHAR) AS birth_date, CAST(sex AS VARCHAR) AS sex, "
+            "CAST(province_code AS VARCHAR) AS province_code, "
+            "CAST(commune_code AS VARCHAR) AS commune_code FROM reg_raw"
+        )
+        self._normalise("reg_cols", "reg_all", with_source=False)
+        # One entry per number: the register should hold none twice, keep the first if so.
+        con.execute(
+            "CREATE OR REPLACE TABLE reg AS SELECT * FROM reg_all "
+            "WHERE cccd <> '' QUALIFY row_number() OVER (PARTITION BY cccd) = 1"
+        )
+        con.execute("DROP TABLE reg_all")
+        con.execute("DROP TABLE reg_cols")
+        if isinstance(source, pa.Table):
+            con.unregister("reg_src")
+        if cache is not None:
+            try:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                partial = cache.with_name(cache.name + ".part")
+                con.execute(f"COPY reg TO '{_quote(partial)}' (FORMAT parquet)")
+                partial.replace(cache)
+            except (OSError, duckdb.Error):
+                pass  # a cache that cannot be written only costs time next run
+        self.register_rows = int(con.execute("SELECT count(*) FROM reg").fetchall()[0][0])
+        return self.register_rows
+
+    # -- verifying -----------------------------------------------------------------
+    def verify(
+        self, records: str | Path | pa.Table, skip_ids: pa.Table | None = None
+    ) -> VerifyResult:
+        """Verify every record; findings end in the table ``report``.
+
+        `skip_ids` (one string column ``record_id``) lists records already reported by an
+        earlier, interrupted run.
+        """
+        con = self.con
+        if isinstance(records, pa.Table):
+            con.register("rec_src", records)
+            src = "rec_src"
+        else:
+            src = _reader(records)
+        cols = {c[0] for c in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
+        missing = {"record_id", "full_name", "birth_date"} - cols
+        if missing:
+            raise ValueError(f"the records lack the column(s) {', '.join(sorted(missing))}")
+
+        def col(name: str) -> str:
+            return f"CAST({name} AS VARCHAR)" if name in cols else "CAST(NULL AS VARCHAR)"
+
+        skip = ""
+        if skip_ids is not None:
+            con.register("skip_ids", skip_ids)
+            skip = "WHERE CAST(record_id AS VARCHAR) NOT IN (SELECT record_id FROM skip_ids)"
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE rec_cols AS SELECT row_number() OVER () AS rn, "
+            + ", ".join(f"{col(c)} AS {c}" for c in RECORD_COLUMNS)
+            + f" FROM {src} {skip}"
+        )
+        if isinstance(records, pa.Table):
+            con.unregister("rec_src")
+        if skip_ids is not None:
+            con.unregister("skip_ids")
+        dupes = con.execute(
+            "SELECT record_id FROM rec_cols GROUP BY record_id HAVING count(*) > 1 LIMIT 3"
+        ).fetchall()
+        if dupes:
+            raise ValueError(
+                "record_id must be unique; repeated: " + ", ".join(str(d[0]) for d in dupes)
+            )
+        t = started = time.perf_counter()
+        self._normalise("rec_cols", "rec", with_source=True)
+        t = self._timed("normalise records", t)
+        self._fast_path()
+        t = self._timed("fast path", t)
+        self._candidates()
+        fast_done = t = self._timed("candidate search", t)
+        residue = self._residue()
+        t = self._timed("detailed comparison", t)
+        self._assemble(residue)
+        self._timed("assemble", t)
+        result = VerifyResult(seconds_fast=fast_done - started, residue=residue.num_rows)
+        for source, status, n in con.execute(
+            "SELECT source, status, count(*) FROM report GROUP BY ALL"
+        ).fetchall():
+            result.records += n
+            result.by_status[status] = result.by_status.get(status, 0) + n
+            result.by_source.setdefault(source, {})[status] = n
+        return result
+
+    def _fast_path(self) -> None:
+        """Records whose number is in the register and whose every field equals the
+        register's after normalisation: verified without further work."""
+        self.con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE fast AS
+            SELECT r.rn, r.record_id, g.cccd
+            FROM rec r JOIN reg g ON r.cccd = g.cccd
+            WHERE (r.cs = g.cs OR (r.is_ascii AND r.fs = g.fs))
+              AND r.y = g.y AND (r.m IS NULL OR (r.m = g.m AND (r.d IS NULL OR r.d = g.d)))
+              AND (r.sx IS NULL OR r.sx = g.sx)
+              AND (CASE WHEN r.commune_code <> '' THEN list_contains(r.cset, g.commune_code)
+                        WHEN r.province_code <> '' THEN list_contains(r.pset, g.province_code)
+                        ELSE true END)
+            """
+        )
+
+    def _candidates(self) -> None:
+        """Best and runner-up register person for every record not verified outright,
+        by blocked equi-joins (family + given + birth year; given + birth date; family +
+        birth date; the same words + birth year; birth date + commune; the record's own
+        number; numbers one keystroke away) scored in SQL."""
+        con = self.con
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE need AS
+            SELECT r.* FROM rec r ANTI JOIN fast f ON r.rn = f.rn
+            """
+        )
+        near = (
+            "(length(r.cccd) = 12 AND r.cccd <> g.cccd "
+            "AND damerau_levenshtein(r.cccd, g.cccd) = 1)"
+        )  # evaluated on the few pairs with a number only
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE pairs AS
+            WITH number AS (
+                SELECT rn, cccd FROM need WHERE regexp_full_match(cccd, '[0-9]{{12}}')
+            ), near AS (
+                -- every number one keystroke away (a digit replaced, neighbours swapped)
+                SELECT rn, left(cccd, i) || dg || substr(cccd, i + 2) AS v
+                FROM number, range(12) t(i), (SELECT unnest(range(10))::VARCHAR AS dg) digits
+                WHERE substr(cccd, i + 1, 1) <> dg
+                UNION ALL
+                SELECT rn, left(cccd, i) || substr(cccd, i + 2, 1) || substr(cccd, i + 1, 1)
+                          || substr(cccd, i + 3)
+                FROM number, range(11) t(i)
+                WHERE substr(cccd, i + 1, 1) <> substr(cccd, i + 2, 1)
+            ), keys AS (
+                SELECT n.rn, g.cccd FROM need n JOIN reg g
+                  ON n.fam = g.fam AND n.giv = g.giv AND n.y = g.y
+                 WHERE n.d IS NULL
+
+                UNION
+                SELECT n.rn, g.cccd FROM need n JOIN reg g
+                  ON n.fam = g.fam AND n.giv = g.giv AND n.y = g.y AND n.m = g.d AND n.d = g.m
+                UNION
+                SELECT n.rn, g.cccd FROM need n JOIN reg g
+                  ON n.giv = g.giv AND n.y = g.y AND n.m = g.m AND n.d = g.d
+                UNION
+                SELECT n.rn, g.cccd FROM need n JOIN reg g
+                  ON n.fam = g.fam AND n.mid = g.mid AND n.y = g.y AND n.m = g.m AND n.d = g.d
+                UNION
+                SELECT n.rn, g.cccd FROM need n JOIN reg g ON n.fs = g.fs AND n.y = g.y
+                 WHERE n.d IS NULL OR n.m = g.m OR n.d = g.d
+                UNION
+                SELECT n.rn, g.cccd FROM (
+                    SELECT rn, y, m, d, unnest(cset) AS commune FROM need WHERE d IS NOT NULL
+                ) n JOIN reg g
+                  ON n.y = g.y AND n.m = g.m AND n.d = g.d AND n.commune = g.commune_code
+                UNION
+                SELECT n.rn, g.cccd FROM need n JOIN reg g ON n.cccd = g.cccd
+                UNION
+                SELECT n.rn, g.cccd FROM near n JOIN reg g ON g.cccd = n.v
+            )
+            SELECT k.rn, g.cccd,
+                greatest(
+                (CASE WHEN r.fam = g.fam THEN {W_FAMILY[0]}
+                      WHEN r.fam <> '' AND levenshtein(r.fam, g.fam) <= 1 THEN {W_FAMILY[1]}
+                      ELSE {W_FAMILY[2]} END)
+              + (CASE WHEN r.giv = g.giv THEN {W_GIVEN[0]}
+                      WHEN levenshtein(r.giv, g.giv) <= 1 THEN {W_GIVEN[1]}
+                      ELSE {W_GIVEN[2]} END)
+              + (CASE WHEN r.mid = g.mid THEN {W_MIDDLE[0]} WHEN r.mid = '' THEN 0
+                      WHEN levenshtein(r.mid, g.mid) <= 1 THEN {W_MIDDLE[1]}
+                      ELSE {W_MIDDLE[2]} END)
+              + (CASE WHEN r.fs = g.fs THEN {W_SAME_TOKENS} ELSE 0 END),
+                -- word order that the order rules misread (a typo in the family name,
+                -- a middle name that is also a family name): count shared words instead
+                CASE WHEN r.fs = g.fs THEN {W_NAME_FULL}
+                     WHEN len(r.tk) >= 2 AND r.fam <> g.fam
+                      AND len(list_intersect(r.tk, g.tk)) >= len(g.tk) - 1 THEN {W_NAME_FULL // 2}
+                     ELSE -100 END)
+              + (CASE WHEN r.is_ascii THEN 0 WHEN r.cs = g.cs THEN {W_SAME_DIACRITICS[0]}
+                      WHEN r.fs = g.fs THEN {W_SAME_DIACRITICS[1]} ELSE 0 END)
+              + (CASE WHEN r.y IS NULL THEN 0
+                      WHEN r.y = g.y AND r.m = g.m AND r.d = g.d THEN {W_DATE_EXACT}
+                      WHEN r.y = g.y AND r.m = g.d AND r.d = g.m THEN {W_DATE_SWAP}
+                      WHEN r.y = g.y AND r.m = g.m AND r.d IS NULL THEN {W_DATE_MONTH}
+                      WHEN r.y = g.y AND r.m IS NULL THEN {W_DATE_YEAR}
+                      WHEN r.y = g.y AND r.m = g.m AND g.d IS NOT NULL THEN {W_DATE_OTHER_DAY}
+                      WHEN r.y = g.y AND g.m IS NOT NULL THEN {W_DATE_OTHER_MONTH}
+                      WHEN r.y = g.y THEN 0
+                      WHEN abs(r.y - g.y) = 1 AND r.m = g.m AND r.d = g.d THEN 3
+                      ELSE -10 END)
+              + (CASE WHEN r.sx IS NULL OR g.sx IS NULL THEN 0 WHEN r.sx = g.sx THEN {W_SEX[0]}
+                      ELSE {W_SEX[1]} END)
+              + (CASE WHEN list_contains(r.cset, g.commune_code) THEN {W_COMMUNE}
+                      WHEN list_contains(r.pset, g.province_code) THEN {W_PROVINCE}
+                      WHEN r.province_code = '' THEN 0
+                      ELSE {W_PLACE_OTHER} END)
+              + (CASE WHEN r.cccd = g.cccd THEN {W_NUMBER}
+                      WHEN {near} THEN {W_NUMBER_NEAR} ELSE 0 END) AS w
+            FROM keys k JOIN need r ON r.rn = k.rn JOIN reg g ON g.cccd = k.cccd
+            """
+        )
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE best AS
+            SELECT rn, arg_max(cccd, w) AS cccd, max(w) AS w,
+                   coalesce(max(w) FILTER (WHERE k = 2), -1000) AS w2
+            FROM (
+                SELECT rn, cccd, w,
+                       row_number() OVER (PARTITION BY rn ORDER BY w DESC, cccd) AS k
+                FROM pairs
+            ) WHERE k <= 2 GROUP BY rn
+            """
+        )
+
+    def _residue(self) -> pa.Table:
+        """Detailed comparison, in Python, of records with a number that did not pass the
+        fast path; records without a number are settled in SQL in `_assemble`."""
+        con = self.con
+        cur = con.execute(
+            """
+            SELECT n.rn, n.cccd,
+                   n.full_name, n.canon, n.fold, n.is_ascii, n.fam, n.mid, n.giv,
+                   n.birth_date, n.y, n.m, n.d, n.sx, n.pset, n.cset,
+                   n.province_code, n.commune_code,
+                   g.cccd, g.full_name, g.canon, g.fold, g.is_ascii, g.fam, g.mid, g.giv,
+                   g.birth_date, g.y, g.m, g.d, g.sx, g.province_code, g.commune_code,
+                   b.cccd, b.w, b.w2,
+                   levenshtein(n.fam, g.fam), levenshtein(n.giv, g.giv),
+                   levenshtein(n.mid, g.mid), levenshtein(n.fs, g.fs), h.w
+            FROM need n
+            LEFT JOIN reg g ON g.cccd = n.cccd
+            LEFT JOIN best b ON b.rn = n.rn
+            LEFT JOIN pairs h ON h.rn = n.rn AND h.cccd = n.cccd
+            WHERE n.cccd <> ''
+            """
+        )
+        ids: list[int] = []
+        statuses: list[str] = []
+        reasons: list[str] = []
+        suggested: list[str | None] = []
+        scores: list[float | None] = []
+        reg_cccd: list[str | None] = []
+        while True:
+            rows = cur.fetchmany(50_000)
+            if not rows:
+                break
+            for row in rows:
+                r = Person(
+                    row[2], row[3], row[4], row[5], row[6], row[7], row[8],
+                    row[9], row[10], row[11], row[12], row[13],
+                    tuple(row[14]), tuple(row[15]), row[16], row[17],
+                )  # fmt: skip
+                holder = None
+                if row[18] is not None:
+                    holder = Person(
+                        row[19], row[20], row[21], row[22], row[23], row[24], row[25],
+                        row[26], row[27], row[28], row[29], row[30], (), (), row[31], row[32],
+                    )  # fmt: skip
+                best = (row[33], float(row[34]), float(row[35])) if row[33] is not None else None
+                dist = (row[36], row[37], row[38], row[39]) if holder is not None else None
+                hw = float(row[40]) if row[40] is not None else None
+                f = decide(str(row[0]), row[1], r, holder, row[18], best, dist, hw)
+                ids.append(row[0])
+                statuses.append(f.status)
+                reasons.append("; ".join(f.reasons))
+                suggested.append(f.cccd_suggested)
+                scores.append(round(f.score, 3) if f.score is not None else None)
+                reg_cccd.append(f.register_cccd)
+        return pa.table(
+            {
+                "rn": pa.array(ids, pa.int64()),
+                "status": pa.array(statuses, pa.string()),
+                "reasons": pa.array(reasons, pa.string()),
+                "cccd_suggested": pa.array(suggested, pa.string()),
+                "score": pa.array(scores, pa.float64()),
+                "register_cccd": pa.array(reg_cccd, pa.string()),
+            }
+        )
+
+    def _assemble(self, residue: pa.Table) -> None:
+        con = self.con
+        con.register("residue", residue)
+        accept = f"b.w >= {ACCEPT_SCORE} AND b.w - b.w2 >= {ACCEPT_MARGIN}"
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE findings AS
+            SELECT rn, 'verified' AS status, '' AS reasons,
+                   CAST(NULL AS VARCHAR) AS cccd_suggested, CAST(NULL AS DOUBLE) AS score,
+                   cccd AS register_cccd
+            FROM fast
+            UNION ALL
+            SELECT n.rn, 'missing_id',
+                   'cccd: absent from the record',
+                   CASE WHEN {accept} THEN b.cccd END,
+                   CASE WHEN {accept} THEN round(least(1.0, b.w / {SCORE_FULL}), 3) END,
+                   CASE WHEN {accept} THEN b.cccd END
+            FROM need n LEFT JOIN best b ON b.rn = n.rn
+            WHERE n.cccd = ''
+            UNION ALL
+            SELECT * FROM residue
+            """
+        )
+        con.unregister("residue")
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE report AS
+            SELECT r.rn, r.source, r.record_id, f.status, f.reasons, f.cccd_suggested,
+                   f.score,
+                   coalesce(g.full_name, '') AS full_name_register,
+                   coalesce(g.birth_date, '') AS birth_date_register,
+                   coalesce(g.sx, '') AS sex_register,
+                   coalesce(g.province_code, '') AS province_code_register,
+                   coalesce(g.commune_code, '') AS commune_code_register,
+                   g.cccd AS register_cccd
+            FROM findings f
+            JOIN rec r ON r.rn = f.rn
+            LEFT JOIN reg g ON g.cccd = f.register_cccd
+            """
+        )
+
+    def report_table(self, order: bool = True) -> pa.Table:
+        """The report rows in input order, columns `REPORT_COLUMNS` + ``source``."""
+        cols = ", ".join(REPORT_COLUMNS)
+        sql = f"SELECT {cols}, source FROM report" + (" ORDER BY rn" if order else "")
+        return self.con.sql(sql).to_arrow_table()
+
+    def write_csv(self, path: Path, append: bool = False) -> None:
+        """Write the report as CSV (header unless appending)."""
+        cols = ", ".join(REPORT_COLUMNS)
+        if not append:
+            self.con.execute(
+                f"COPY (SELECT {cols} FROM report ORDER BY rn) TO '{_quote(path)}' "
+                "(HEADER, DELIMITER ',')"
+            )
+            return
+        import csv
+
+        table = self.report_table()
+        with path.open("a", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            rows = zip(*(table.column(c).to_pylist() for c in REPORT_COLUMNS), strict=True)
+            writer.writerows(["" if v is None else v for v in row] for row in rows)
+            fh.flush()
+
+
+def _quote(path: str | Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _reader(path: str | Path) -> str:
+    """DuckDB table function reading a CSV or Parquet file, every CSV column as text
+    (numbers keep their leading zeros)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file")
+    if p.suffix.lower() in (".parquet", ".pq"):
+        return f"read_parquet('{_quote(p)}')"
+    return f"read_csv('{_quote(p)}', all_varchar = true, header = true)"
+
+
+def summarise(by_status: dict[str, int]) -> list[tuple[str, int]]:
+    """(status, count) in the order of `STATUSES`, zeros included."""
+    return [(s, by_status.get(s, 0)) for s in STATUSES]
+
+
+def cccd_digits_agree(cccd: str, sex: str | None, year: int | None) -> bool:
+    """Whether digits 4-6 of a 12-digit number agree with a sex and birth year."""
+    info = decode_cccd(cccd)
+    if info is None:
+        return False
+    return (sex is None or sex == info.sex) and (year is None or year == info.birth_year)
+
+
+def as_arrow(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> pa.Table:
+    """An all-text Arrow table from dicts (missing keys empty), for in-memory inputs."""
+    return pa.table(
+        {
+            c: pa.array([("" if r.get(c) is None else str(r.get(c))) for r in rows], pa.string())
+            for c in columns
+        }
+    )

@@ -1,0 +1,495 @@
+"""Verification against the population register: each status, every difference of form
+that must not count, the parent's number, ambiguity, and accuracy on generated data."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from lienthong.cli import app
+from lienthong.identity import cli_verify, verify
+from lienthong.identity.verify import RECORD_COLUMNS, REGISTER_COLUMNS, VerifyEngine
+
+# A small register: a household (father, mother, twins), namesakes born the same year in
+# different communes, and a woman whose name has an old-style tone mark ("Hoà").
+REGISTER = [
+    # cccd, full_name, birth_date, sex, province_code, commune_code, address
+    ("001085001234", "Nguyễn Văn Hùng", "1985-03-14", "M", "01", "00004", "Số 1, Hà Nội"),
+    ("001188004321", "Trần Thị Mai", "1988-07-05", "F", "01", "00004", "Số 1, Hà Nội"),
+    ("001215006789", "Nguyễn Minh Thư", "2015-09-23", "F", "01", "00004", "Số 1, Hà Nội"),
+    ("001215006790", "Nguyễn Minh Thu", "2015-09-23", "F", "01", "00004", "Số 1, Hà Nội"),
+    ("079070111111", "Lê Văn Tâm", "1970-01-20", "M", "79", "26734", "HCM"),
+    ("079070222222", "Lê Văn Tâm", "1970-11-02", "M", "79", "26737", "HCM"),
+    ("034190333333", "Phạm Thị Hoà", "1990-12-11", "F", "33", "12577", "Hưng Yên"),
+    ("031095444444", "Đỗ Đức Thuỷ", "1995-02-28", "M", "31", "11311", "Hải Phòng"),
+]
+
+
+def write_register(path: Path, rows: list[tuple[str, ...]] = REGISTER) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(REGISTER_COLUMNS)
+        w.writerows(rows)
+    return path
+
+
+def record(**fields: str) -> dict[str, str]:
+    base = dict.fromkeys(RECORD_COLUMNS, "")
+    base.update(record_id="R1", source="hospital")
+    base.update(fields)
+    return base
+
+
+def run(tmp_path: Path, *records: dict[str, str]) -> dict[str, dict[str, Any]]:
+    engine = VerifyEngine()
+    try:
+        engine.load_register(write_register(tmp_path / "register.csv"))
+        table = pa.table(
+            {c: pa.array([r[c] for r in records], pa.string()) for c in RECORD_COLUMNS}
+        )
+        engine.verify(table)
+        return {row["record_id"]: row for row in engine.report_table().to_pylist()}
+    finally:
+        engine.close()
+
+
+def one(tmp_path: Path, **fields: str) -> dict[str, Any]:
+    return run(tmp_path, record(**fields))["R1"]
+
+
+HUNG = {
+    "full_name": "Nguyễn Văn Hùng",
+    "birth_date": "1985-03-14",
+    "sex": "M",
+    "cccd": "001085001234",
+    "province_code": "01",
+    "commune_code": "00004",
+}
+
+
+def test_exact_record_is_verified_with_register_values(tmp_path: Path) -> None:
+    row = one(tmp_path, **HUNG)
+    assert row["status"] == "verified"
+    assert row["reasons"] == ""
+    assert row["full_name_register"] == "Nguyễn Văn Hùng"
+    assert row["birth_date_register"] == "1985-03-14"
+    assert (row["province_code_register"], row["commune_code_register"]) == ("01", "00004")
+
+
+FORM_ONLY = [
+    ("no diacritics", {"full_name": "Nguyen Van Hung"}),
+    ("upper case", {"full_name": "NGUYỄN VĂN HÙNG"}),
+    ("extra spaces", {"full_name": "  Nguyễn   Văn Hùng "}),
+    ("given name first", {"full_name": "Văn Hùng Nguyễn"}),
+    ("given first, no diacritics", {"full_name": "Van Hung Nguyen"}),
+    ("decomposed Unicode", {"full_name": "Nguye\u0302\u0303n Va\u0306n Hu\u0300ng"}),
+    ("day first", {"birth_date": "14/03/1985"}),
+    ("day first, one digit", {"birth_date": "14/3/1985"}),
+    ("yyyymmdd", {"birth_date": "19850314"}),
+    ("hospital yyyymmddHHMM", {"birth_date": "198503140000"}),
+    ("hospital unknown day and month", {"birth_date": "198500000000"}),
+    ("year only", {"birth_date": "1985"}),
+    ("sex 1/2", {"sex": "1"}),
+    ("sex Nam", {"sex": "Nam"}),
+    ("sex male", {"sex": "male"}),
+    ("sex absent", {"sex": ""}),
+    ("no codes", {"province_code": "", "commune_code": ""}),
+    ("province only", {"commune_code": ""}),
+    ("number with spaces", {"cccd": "001 085 001 234"}),
+    ("number that lost its leading zero", {"cccd": "1085001234"}),
+]
+
+
+@pytest.mark.parametrize(("label", "change"), FORM_ONLY, ids=[f[0] for f in FORM_ONLY])
+def test_differences_of_form_are_verified(
+    tmp_path: Path, label: str, change: dict[str, str]
+) -> None:
+    row = one(tmp_path, **{**HUNG, **change})
+    assert (row["status"], row["reasons"]) == ("verified", ""), label
+
+
+def test_tone_mark_placement_is_form(tmp_path: Path) -> None:
+    for name in ("Phạm Thị Hòa", "Phạm Thị Hoà", "PHẠM THỊ HÒA", "Pham Thi Hoa"):
+        row = one(tmp_path, full_name=name, birth_date="11/12/1990", sex="Nữ", cccd="034190333333")
+        assert (row["status"], row["reasons"]) == ("verified", ""), name
+    row = one(tmp_path, full_name="Đỗ Đức Thủy", birth_date="1995-02-28", cccd="031095444444")
+    assert (row["status"], row["reasons"]) == ("verified", "")
+
+
+def test_old_administrative_unit_of_the_same_place_is_form(tmp_path: Path) -> None:
+    """Hưng Yên's current commune 12577 absorbed legacy wards of Thái Bình (province 34)."""
+    communes, _ = verify.place_readings()
+    legacy = [k for k, v in communes.items() if "12577" in v and k != ("33", "12577")]
+    assert legacy, "the conversion tables should map some legacy ward into commune 12577"
+    p, c = legacy[0]
+    row = one(
+        tmp_path,
+        full_name="Phạm Thị Hoà",
+        birth_date="1990-12-11",
+        sex="F",
+        cccd="034190333333",
+        province_code=p,
+        commune_code=c,
+    )
+    assert (row["status"], row["reasons"]) == ("verified", "")
+
+
+SUBSTANCE = [
+    ("a letter missing", {"full_name": "Nguyễn Văn Hng"}, "full_name: a letter differs"),
+    ("first letter missing", {"full_name": "guyễn Văn Hùng"}, "full_name: a letter differs"),
+    ("middle name missing", {"full_name": "Nguyễn Hùng"}, "full_name: a name part is missing"),
+    ("other diacritics", {"full_name": "Nguyễn Văn Hưng"}, "full_name: diacritics differ"),
+    ("day and month swapped", {"birth_date": "03/14/1985"}, ""),
+    ("day and month swapped", {"birth_date": "1985-14-03"}, ""),
+    ("wrong day", {"birth_date": "1985-03-15"}, "birth_date: the record has 1985-03-15"),
+    ("wrong sex", {"sex": "F"}, "sex: the record says female, the register male"),
+    ("other commune", {"commune_code": "00008"}, "commune_code: 01/00008 is not"),
+]
+
+
+@pytest.mark.parametrize(("label", "change", "reason"), SUBSTANCE, ids=[s[0] for s in SUBSTANCE])
+def test_differences_of_substance_are_corrected_and_named(
+    tmp_path: Path, label: str, change: dict[str, str], reason: str
+) -> None:
+    row = one(tmp_path, **{**HUNG, **change})
+    if label == "day and month swapped" and change["birth_date"] in ("03/14/1985", "1985-14-03"):
+        # 14 is no month: such a value is unreadable rather than swapped
+        assert row["status"] == "corrected"
+        assert "birth_date:" in row["reasons"]
+        return
+    assert row["status"] == "corrected", label
+    assert reason in row["reasons"]
+    assert row["full_name_register"] == "Nguyễn Văn Hùng"
+
+
+def test_day_month_swap_is_named(tmp_path: Path) -> None:
+    row = one(
+        tmp_path, full_name="Trần Thị Mai", birth_date="1988-05-07", sex="F", cccd="001188004321"
+    )
+    assert row["status"] == "corrected"
+    assert "birth_date: day and month swapped" in row["reasons"]
+    assert row["birth_date_register"] == "1988-07-05"
+
+
+def test_parent_number_on_child_record_is_a_mismatch_with_the_childs_number(
+    tmp_path: Path,
+) -> None:
+    row = one(
+        tmp_path,
+        full_name="Nguyễn Minh Thư",
+        birth_date="23/09/2015",
+        sex="Nữ",
+        cccd="001188004321",  # the mother's
+        province_code="01",
+        commune_code="00004",
+    )
+    assert row["status"] == "mismatch"
+    assert "belongs to Trần Thị Mai" in row["reasons"]
+    assert "a parent's number on a child's record" in row["reasons"]
+    assert row["cccd_suggested"] == "001215006789"  # Thư, not her twin Thu
+    assert row["full_name_register"] == "Nguyễn Minh Thư"
+
+
+def test_mistyped_number_that_hits_someone_else_is_a_mismatch(tmp_path: Path) -> None:
+    row = one(
+        tmp_path, **{**HUNG, "cccd": "001188004321"[:0] + "001085001234"[:0] + "001188004321"}
+    )
+    assert row["status"] == "mismatch"
+    assert "full_name" in row["reasons"]
+    assert row["cccd_suggested"] == "001085001234"
+
+
+def test_twin_with_the_others_number(tmp_path: Path) -> None:
+    row = one(
+        tmp_path,
+        full_name="Nguyễn Minh Thu",
+        birth_date="2015-09-23",
+        sex="F",
+        cccd="001215006789",  # Thư's
+        province_code="01",
+        commune_code="00004",
+    )
+    assert row["status"] == "mismatch"
+    assert row["cccd_suggested"] == "001215006790"
+
+
+def test_not_found_suggests_the_number_one_keystroke_away(tmp_path: Path) -> None:
+    row = one(tmp_path, **{**HUNG, "cccd": "001085001243"})  # last two digits swapped
+    assert row["status"] == "not_found"
+    assert "the register does not hold it" in row["reasons"]
+    assert row["cccd_suggested"] == "001085001234"
+
+
+def test_not_found_without_a_fitting_person(tmp_path: Path) -> None:
+    row = one(
+        tmp_path, full_name="Hoàng Văn Nam", birth_date="1985-06-01", sex="M", cccd="001085999999"
+    )
+    assert row["status"] == "not_found"
+    assert row["cccd_suggested"] is None
+
+
+INVALID = [
+    ("CMND", "012345678", "old identity card (CMND)"),
+    ("letters", "00108500123A", "exactly 12 digits"),
+    ("too long", "0010850012345", "exactly 12 digits"),
+    ("unknown province", "003085001234", "not a known birth-registration province"),
+    ("sex digit contradicts", "001185001234", "digit 4 says female but the record says male"),
+    ("birth year contradicts", "001086001234", "digits 5-6 say a birth year ending in 86"),
+]
+
+
+@pytest.mark.parametrize(("label", "number", "reason"), INVALID, ids=[i[0] for i in INVALID])
+def test_invalid_numbers(tmp_path: Path, label: str, number: str, reason: str) -> None:
+    row = one(tmp_path, **{**HUNG, "cccd": number})
+    assert row["status"] == "invalid_id", label
+    assert reason in row["reasons"]
+    assert row["cccd_suggested"] == "001085001234"  # the person is still found
+
+
+def test_missing_id_with_an_unambiguous_person(tmp_path: Path) -> None:
+    row = one(tmp_path, **{**HUNG, "cccd": "", "full_name": "NGUYEN VAN HUNG"})
+    assert row["status"] == "missing_id"
+    assert row["reasons"] == "cccd: absent from the record"
+    assert row["cccd_suggested"] == "001085001234"
+    assert 0.5 < row["score"] <= 1.0
+    assert row["birth_date_register"] == "1985-03-14"
+
+
+def test_missing_id_ambiguous_between_namesakes_gets_no_suggestion(tmp_path: Path) -> None:
+    rows = run(
+        tmp_path,
+        record(record_id="A", full_name="Le Van Tam", birth_date="1970", sex="M"),
+        record(
+            record_id="B",
+            full_name="Le Van Tam",
+            birth_date="1970",
+            sex="M",
+            province_code="79",
+            commune_code="26737",
+        ),
+        record(record_id="C", full_name="Le Van Tam", birth_date="02/11/1970", sex="M"),
+    )
+    assert rows["A"]["status"] == "missing_id"
+    assert rows["A"]["cccd_suggested"] is None  # two Lê Văn Tâm born in 1970, nothing else
+    assert rows["B"]["cccd_suggested"] == "079070222222"  # the commune tells them apart
+    assert rows["C"]["cccd_suggested"] == "079070222222"  # so does the full date
+
+
+def test_missing_id_twins_told_apart_by_diacritics_only_when_present(tmp_path: Path) -> None:
+    rows = run(
+        tmp_path,
+        record(record_id="T1", full_name="Nguyễn Minh Thư", birth_date="2015-09-23", sex="F"),
+        record(record_id="T2", full_name="Nguyen Minh Thu", birth_date="2015-09-23", sex="F"),
+    )
+    assert rows["T1"]["cccd_suggested"] == "001215006789"
+    assert rows["T2"]["cccd_suggested"] is None  # without diacritics either twin fits
+
+
+def test_person_not_in_register_gets_no_suggestion(tmp_path: Path) -> None:
+    row = one(tmp_path, full_name="Vũ Thị Lan", birth_date="2001-04-04", sex="F")
+    assert (row["status"], row["cccd_suggested"]) == ("missing_id", None)
+
+
+def test_records_keep_their_order_and_ids_must_be_unique(tmp_path: Path) -> None:
+    rows = [record(record_id=f"R{i}", **HUNG) for i in range(5)]
+    assert list(run(tmp_path, *rows)) == [f"R{i}" for i in range(5)]
+    with pytest.raises(ValueError, match="record_id must be unique"):
+        run(tmp_path, record(**HUNG), record(**HUNG))
+
+
+def test_cli_constants_follow_the_engine() -> None:
+    assert cli_verify.RECORD_COLUMNS == verify.RECORD_COLUMNS
+    assert cli_verify.REPORT_COLUMNS == verify.REPORT_COLUMNS
+    assert cli_verify.STATUSES == verify.STATUSES
+    assert set(cli_verify.STATUS_LABELS) == set(verify.STATUSES)
+
+
+# ---------------------------------------------------------------------------- the CLI
+
+runner = CliRunner()
+
+
+def write_records(path: Path, rows: list[dict[str, str]]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=RECORD_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def read_report(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_cli_csv_and_xlsx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from openpyxl import load_workbook
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    register = write_register(tmp_path / "register.csv")
+    records = write_records(
+        tmp_path / "records.csv",
+        [
+            record(record_id="A", **HUNG),
+            record(record_id="B", source="telehealth", **{**HUNG, "cccd": ""}),
+            record(record_id="C", source="telehealth", **{**HUNG, "cccd": "12345"}),
+        ],
+    )
+    out = tmp_path / "report.csv"
+    result = runner.invoke(
+        app, ["verify", str(records), "--register", str(register), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "3 records verified" in result.output
+    assert "hospital" in result.output and "telehealth" in result.output
+    rows = read_report(out)
+    assert list(rows[0]) == list(verify.REPORT_COLUMNS)
+    assert [(r["record_id"], r["status"]) for r in rows] == [
+        ("A", "verified"),
+        ("B", "missing_id"),
+        ("C", "invalid_id"),
+    ]
+    assert list((tmp_path / "cache").rglob("*.parquet")), "the normalised register is cached"
+    again = tmp_path / "again.csv"
+    result = runner.invoke(
+        app, ["verify", str(records), "--register", str(register), "--out", str(again)]
+    )
+    assert result.exit_code == 0, result.output
+    assert read_report(again) == rows  # from the cache, the same findings
+
+    xlsx = tmp_path / "report.xlsx"
+    result = runner.invoke(
+        app,
+        [
+            "verify",
+            str(records),
+            "--register",
+            str(register),
+            "--out",
+            str(xlsx),
+            "--format",
+            "xlsx",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    wb = load_workbook(xlsx, read_only=True)
+    summary = [list(row) for row in wb.worksheets[0].iter_rows(values_only=True)]
+    assert any(
+        tuple(row[:2]) == ("Thiếu số định danh", "Missing: the record has no number")
+        for row in summary
+        if len(row) >= 2
+    )
+    findings = list(wb.worksheets[1].iter_rows(values_only=True))
+    assert findings[0] == verify.REPORT_COLUMNS
+    assert [r[1] for r in findings[1:]] == ["verified", "missing_id", "invalid_id"]
+    assert not (tmp_path / "report.xlsx.partial.csv").exists()
+
+
+def test_cli_parquet_register(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    src = write_register(tmp_path / "register.csv")
+    opts = pcsv.ConvertOptions(column_types={c: pa.string() for c in REGISTER_COLUMNS})
+    pq.write_table(pcsv.read_csv(src, convert_options=opts), tmp_path / "register.parquet")
+    records = write_records(tmp_path / "records.csv", [record(**HUNG)])
+    out = tmp_path / "report.csv"
+    result = runner.invoke(
+        app,
+        [
+            "verify",
+            str(records),
+            "--register",
+            str(tmp_path / "register.parquet"),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert read_report(out)[0]["status"] == "verified"
+
+
+def test_cli_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    register = write_register(tmp_path / "register.csv")
+    out = str(tmp_path / "r.csv")
+    result = runner.invoke(
+        app, ["verify", str(tmp_path / "nope.csv"), "--register", str(register), "--out", out]
+    )
+    assert result.exit_code == 2
+    assert "nope.csv: no such file" in result.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text("record_id,name\nR1,An\n", encoding="utf-8")
+    result = runner.invoke(app, ["verify", str(bad), "--register", str(register), "--out", out])
+    assert result.exit_code == 1
+    assert "lack the column(s) birth_date, full_name" in result.output
+    result = runner.invoke(app, ["verify", str(bad), "--out", out])
+    assert result.exit_code == 2
+    assert "exactly one of --register" in result.output
+    result = runner.invoke(
+        app, ["verify", str(bad), "--register", str(register), "--out", out, "--format", "pdf"]
+    )
+    assert result.exit_code == 2
+    assert "--format: must be csv or xlsx" in result.output
+
+
+# ---------------------------------------------------------------- accuracy on generated data
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lienthong.synth.population import generate
+
+    out = tmp_path_factory.mktemp("population")
+    generate(12_000, seed=5, out_dir=out)
+    return out
+
+
+def test_accuracy_on_generated_data(generated: Path) -> None:
+    """The targets: false mismatch < 0.1 % (the record carries its owner's number, yet
+    neither verified nor corrected), false accept < 0.1 % (someone else's number, yet
+    verified or corrected), suggestion right for >= 98 % of missing_id and mismatch
+    records whose person is in the register."""
+    engine = VerifyEngine()
+    try:
+        engine.load_register(generated / "register.csv")
+        result = engine.verify(generated / "records.csv")
+        report = {r["record_id"]: r for r in engine.report_table().to_pylist()}
+    finally:
+        engine.close()
+    with (generated / "records.csv").open(encoding="utf-8", newline="") as fh:
+        numbers = {r["record_id"]: r["cccd"] for r in csv.DictReader(fh)}
+    with (generated / "truth.csv").open(encoding="utf-8", newline="") as fh:
+        truth = {r["record_id"]: r["person_id"] for r in csv.DictReader(fh)}
+    with (generated / "register.csv").open(encoding="utf-8", newline="") as fh:
+        in_register = {r["cccd"] for r in csv.DictReader(fh)}
+    assert result.records == len(truth) == len(report)
+    own = [rid for rid, n in numbers.items() if n and n == truth[rid]]
+    others = [rid for rid, n in numbers.items() if n and n != truth[rid]]
+    wanted = [
+        rid
+        for rid, r in report.items()
+        if r["status"] in ("missing_id", "mismatch") and truth[rid] in in_register
+    ]
+    accepted = ("verified", "corrected")
+    false_mismatch = sum(report[r]["status"] not in accepted for r in own) / len(own)
+    false_accept = sum(report[r]["status"] in accepted for r in others) / len(others)
+    right = sum(report[r]["cccd_suggested"] == truth[r] for r in wanted) / len(wanted)
+    wrong = sum(
+        1
+        for r in report.values()
+        if r["cccd_suggested"] and r["cccd_suggested"] != truth[r["record_id"]]
+    )
+    assert len(own) > 5000 and len(others) > 300 and len(wanted) > 5000  # the cases are there
+    assert false_mismatch < 0.001, false_mismatch
+    assert false_accept < 0.001, false_accept
+    assert right >= 0.98, right
+    assert wrong / len(report) < 0.002
+    statuses = {r["status"] for r in report.values()}
+    assert statuses == set(verify.STATUSES)
