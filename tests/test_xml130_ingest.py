@@ -389,3 +389,29 @@ def test_post_xml130_end_to_end_with_facility_tokens(
     r = httpx.get(f"{base}/fhir/AuditEvent", params={"_count": "50"}, headers=auth)
     assert r.status_code == 200
     assert "xml130-ingest" in r.text
+
+
+def test_the_same_person_at_two_facilities_resolves_to_one_master(
+    store: ResourceStore, settings: Settings
+) -> None:
+    """With the master person index on, each facility's Patient stays its own record and
+    both are tied to one person (they carry the same CCCD)."""
+    from lienthong.identity.mpi import MASTER_TAG
+
+    engine = FhirEngine(store, settings.model_copy(update={"mpi": True}))
+    v = visits_of_one_file()
+    assert v.summary.get("SO_CCCD")
+    other = "01001" if v.ma_cskcb != "01001" else "79024"
+    moved = {
+        t: [{**r, **({"MA_CSKCB": other} if "MA_CSKCB" in r else {})} for r in rows]
+        for t, rows in v.tables.items()
+    }
+    ingest = Xml130Ingest(engine)
+    ingest.ingest(envelope_xml(v.ma_cskcb, date(2025, 1, 1), [v.tables]), name="a.xml")
+    ingest.ingest(envelope_xml(other, date(2025, 1, 1), [moved]), name="b.xml")
+    assert ingest.report.problems == [] and ingest.report.visits_created == 2
+    masters = find(store, "Patient", _tag=f"{MASTER_TAG['system']}|{MASTER_TAG['code']}")
+    records = [p for p in find(store, "Patient") if p not in masters]
+    assert len(records) == 2 and len(masters) == 1
+    linked = {link["other"]["reference"] for link in masters[0]["link"]}
+    assert linked == {f"Patient/{p['id']}" for p in records}
