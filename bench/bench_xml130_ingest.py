@@ -34,6 +34,7 @@ from bench.common import ROOT, machine
 from lienthong.fhir.engine import FhirEngine
 from lienthong.ingest.bulk import BulkImporter
 from lienthong.ingest.xml130.ingest import Xml130Ingest
+from lienthong.settings import Settings
 from lienthong.storage.base import open_store
 
 
@@ -43,10 +44,12 @@ def fresh(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def run_ingest(url: str, files: list[Path], workers: int) -> tuple[Xml130Ingest, float]:
+def run_ingest(
+    url: str, files: list[Path], workers: int, settings: Settings
+) -> tuple[Xml130Ingest, float]:
     store = open_store(url)
     try:
-        engine = FhirEngine(store)
+        engine = FhirEngine(store, settings)
         ingest = Xml130Ingest(engine)
         started = time.perf_counter()
         ingest.ingest_paths(files, workers)
@@ -55,8 +58,11 @@ def run_ingest(url: str, files: list[Path], workers: int) -> tuple[Xml130Ingest,
         store.close()
 
 
-def dump_ndjson(db: Path, out: Path, per_file: int = 20_000) -> list[Path]:
-    """The current version of every resource in ``db``, as NDJSON files (meta dropped)."""
+def dump_ndjson(
+    db: Path, out: Path, per_file: int = 20_000, skip_masters: bool = False
+) -> list[Path]:
+    """The current version of every resource in ``db``, as NDJSON files (meta dropped);
+    without the index's master Patients when the import makes its own."""
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.ndjson"):
         old.unlink()
@@ -67,26 +73,32 @@ def dump_ndjson(db: Path, out: Path, per_file: int = 20_000) -> list[Path]:
     )
     paths: list[Path] = []
     fh = None
-    for n, (content,) in enumerate(rows):
-        if n % per_file == 0:
+    written = 0
+    for (content,) in rows:
+        resource = orjson.loads(content)
+        if skip_masters and any(
+            t.get("code") == "master" for t in (resource.get("meta") or {}).get("tag", [])
+        ):
+            continue
+        resource.pop("meta", None)
+        if written % per_file == 0:
             if fh is not None:
                 fh.close()
             paths.append(out / f"part-{len(paths):04d}.ndjson")
             fh = paths[-1].open("wb")
-        resource = orjson.loads(content)
-        resource.pop("meta", None)
         assert fh is not None
         fh.write(orjson.dumps(resource) + b"\n")
+        written += 1
     if fh is not None:
         fh.close()
     conn.close()
     return paths
 
 
-def run_import(url: str, files: list[Path], workers: int) -> tuple[int, float]:
+def run_import(url: str, files: list[Path], workers: int, settings: Settings) -> tuple[int, float]:
     store = open_store(url)
     try:
-        engine = FhirEngine(store)
+        engine = FhirEngine(store, settings)
         started = time.perf_counter()
         report = BulkImporter(engine, workers=workers).run(files)
         elapsed = time.perf_counter() - started
@@ -103,14 +115,18 @@ def main() -> None:
     parser.add_argument("--defects", type=float, default=0.05)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "xml130_ingest")
+    parser.add_argument(
+        "--mpi", action="store_true", help="resolve every Patient to a person (both runs)"
+    )
     args = parser.parse_args()
+    settings = Settings.from_env({}).model_copy(update={"mpi": args.mpi})
     files = exports(args.visits, args.seed, args.defects, args.out / "exports")
     gc.set_threshold(100_000, 50, 100)
     print(f"machine: {machine()}, load average {os.getloadavg()[0]:.2f} at start")
     print(f"exports: {len(files)} files, {sum(p.stat().st_size for p in files) / 1e6:,.0f} MB")
 
     db = args.out / "ingest.db"
-    ingest, seconds = run_ingest(fresh(db), files, args.workers)
+    ingest, seconds = run_ingest(fresh(db), files, args.workers, settings)
     report = ingest.report
     visits = report.visits_written + report.visits_rejected
     resources = sum(report.resources.values())
@@ -118,11 +134,11 @@ def main() -> None:
         f"ingest end to end: {visits / seconds:,.0f} visits/s ({visits:,} visits in "
         f"{seconds:.1f} s: {report.visits_written:,} written, {report.visits_rejected:,} "
         f"rejected; {resources:,} resources, {resources / seconds:,.0f} resources/s; "
-        f"{args.workers} workers)"
+        f"{args.workers} workers; person index {'on' if args.mpi else 'off'})"
     )
 
-    ndjson = dump_ndjson(db, args.out / "ndjson")
-    loaded, seconds = run_import(fresh(args.out / "import.db"), ndjson, args.workers)
+    ndjson = dump_ndjson(db, args.out / "ndjson", skip_masters=args.mpi)
+    loaded, seconds = run_import(fresh(args.out / "import.db"), ndjson, args.workers, settings)
     per_visit = loaded / max(1, report.visits_written)
     print(
         f"bulk import of the same resources (baseline): {loaded / seconds:,.0f} resources/s "
