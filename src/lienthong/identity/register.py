@@ -108,10 +108,11 @@ class RetryPolicy:
 class _RateLimiter:
     """At most `per_second` requests per second, spaced evenly (thread-safe)."""
 
-    def __init__(self, per_second: float) -> None:
+    def __init__(self, per_second: float, sleep: Any = time.sleep) -> None:
         self.interval = 1.0 / per_second if per_second > 0 else 0.0
         self.next_at = 0.0
         self.lock = threading.Lock()
+        self.sleep = sleep
 
     def wait(self) -> None:
         if not self.interval:
@@ -121,7 +122,7 @@ class _RateLimiter:
             delay = self.next_at - now
             self.next_at = max(now, self.next_at) + self.interval
         if delay > 0:
-            time.sleep(delay)
+            self.sleep(delay)
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -169,7 +170,7 @@ class HttpRegister:
         self.client = client or httpx.Client(
             base_url=self.base_url, headers=headers, timeout=self.retry.timeout
         )
-        self.limiter = _RateLimiter(rate_limit)
+        self.limiter = _RateLimiter(rate_limit, sleep)
         self.version = ""
         self.calls = 0
         self.retries = 0
