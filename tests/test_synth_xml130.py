@@ -187,3 +187,34 @@ def test_cli(tmp_path: Path) -> None:
     )
     assert missing.exit_code == 2
     assert "register.csv" in missing.output
+
+
+def test_mistyped_cards_of_the_sources_stay_out(tmp_path: Path) -> None:
+    """The population's source records carry keying errors; a card that is not well
+    formed must not reach an export (the hospital checks it on admission)."""
+    pop = tmp_path / "pop"
+    pop.mkdir()
+    (pop / "register.csv").write_text(
+        "cccd,full_name,birth_date,sex,province_code,commune_code,address\n"
+        '082063800798,Nguyễn Văn An,1963-09-07,M,82,28366,"Ấp 7, Xã Hậu Mỹ, Tỉnh Đồng Tháp"\n'
+        '079190000001,Lê Thị Hạnh,1990-08-19,F,79,26734,"Phường Sài Gòn, TP. Hồ Chí Minh"\n',
+        encoding="utf-8",
+    )
+    (pop / "records.csv").write_text(
+        "record_id,source,full_name,birth_date,sex,cccd,bhxh,bhyt,phone,address,"
+        "province_code,commune_code\n"
+        "BV1,hospital,Nguyễn Văn An,196309070000,1,,,DN9820123456789,,,82,28366\n"
+        "BV2,hospital,Lê Thị Hạnh,199008190000,2,,,HT3790123456789,,,79,26734\n",
+        encoding="utf-8",
+    )
+    (pop / "truth.csv").write_text(
+        "record_id,person_id\nBV1,082063800798\nBV2,079190000001\n", encoding="utf-8"
+    )
+    generate_xml130(40, tmp_path / "out", seed=1, population=pop)
+    cards = {
+        v.summary.get("SO_CCCD", ""): v.summary.get("MA_THE_BHYT")
+        for f in (tmp_path / "out").glob("*/*_130_*.xml")
+        for v in parse(f)
+    }
+    assert cards["082063800798"] == ""  # benefit level 9: not a card
+    assert cards["079190000001"] == "HT3790123456789"

@@ -24,6 +24,7 @@ from pathlib import Path
 from random import Random
 from xml.sax.saxutils import escape
 
+from lienthong.identity.identifiers import check_bhyt
 from lienthong.synth.population import generate as generate_population
 
 # Facilities: code (legacy province prefix + 3 characters), name, province.
@@ -163,8 +164,11 @@ def _load_people(population: Path) -> list[_Person]:
         with records_path.open(encoding="utf-8", newline="") as fh:
             for r in csv.DictReader(fh):
                 person = truth.get(r["record_id"])
-                if person and r.get("bhyt") and len(r["bhyt"]) == 15 and person not in cards:
-                    cards[person] = (r["bhyt"].upper(), r.get("phone", ""))
+                card = (r.get("bhyt") or "").upper()
+                # source records carry keying errors; a hospital checks the card at the
+                # gateway on admission, so only well-formed cards reach its export
+                if person and card and person not in cards and not check_bhyt(card):
+                    cards[person] = (card, r.get("phone", ""))
     people = []
     with (population / "register.csv").open(encoding="utf-8", newline="") as fh:
         for r in csv.DictReader(fh):
