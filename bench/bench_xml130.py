@@ -17,6 +17,7 @@ Prints one line per figure; the difference between the two lines is the cost of 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from bench.common import ROOT, machine
 from lienthong.ingest.xml130 import parse
-from lienthong.ingest.xml130.validate import validate_paths
+from lienthong.ingest.xml130.validate import ValidationReport, validate_paths
 from lienthong.synth.xml130 import generate_xml130
 
 
@@ -50,14 +51,22 @@ def bench_parse(files: list[Path]) -> tuple[int, float]:
     return visits, time.perf_counter() - started
 
 
-def bench_validate(files: list[Path], workers: int = 0) -> tuple[int, int, int, float]:
+def bench_validate(files: list[Path], workers: int = 0) -> tuple[ValidationReport, float]:
     started = time.perf_counter()
     report = validate_paths(files, workers=workers)
+    return report, time.perf_counter() - started
+
+
+def seeded_defects(out: Path, report: ValidationReport) -> str:
+    """How the problems found compare with the defects the generator seeded."""
+    with (out / "defects.csv").open(encoding="utf-8", newline="") as fh:
+        seeded = {(r["file"], r["ma_lk"], r["rule"]) for r in csv.DictReader(fh)}
+    found = {(p.file, p.ma_lk, p.rule) for p in report.problems}
+    seeded_visits = {(f, m) for f, m, _ in seeded}
+    unseeded = {(p.file, p.ma_lk) for p in report.problems} - seeded_visits
     return (
-        report.visits,
-        report.visits_with_errors,
-        len(report.problems),
-        time.perf_counter() - started,
+        f"seeded defects found: {len(seeded & found):,} of {len(seeded):,}; "
+        f"visits with problems but no seeded defect: {len(unseeded):,}"
     )
 
 
@@ -77,16 +86,18 @@ def main() -> None:
     print(f"exports: {len(files)} files, {size / 1e6:,.0f} MB")
     n, seconds = bench_parse(files)
     print(f"parse (baseline): {n / seconds:,.0f} visits/s ({n:,} visits in {seconds:.1f} s)")
-    n, bad, problems, seconds = bench_validate(files)
+    report, seconds = bench_validate(files)
+    n = report.visits
     print(
         f"validate: {n / seconds:,.0f} visits/s ({n:,} visits in {seconds:.1f} s; "
-        f"{bad:,} with errors, {problems:,} problems)"
+        f"{report.visits_with_errors:,} with errors, {len(report.problems):,} problems)"
     )
+    print(seeded_defects(args.out, report))
     if args.workers > 1:
-        n, bad, problems, seconds = bench_validate(files, args.workers)
+        report, seconds = bench_validate(files, args.workers)
         print(
             f"validate, {args.workers} worker processes: {n / seconds:,.0f} visits/s "
-            f"({n:,} visits in {seconds:.1f} s; {problems:,} problems)"
+            f"({report.visits:,} visits in {seconds:.1f} s; {len(report.problems):,} problems)"
         )
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
