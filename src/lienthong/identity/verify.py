@@ -103,7 +103,7 @@ W_NUMBER, W_NUMBER_NEAR = 6, 8
 SCORE_FULL = 32
 """Weight of a record without a number that agrees on every field: `score` = weight / this."""
 
-NORMALISATION_VERSION = 1
+NORMALISATION_VERSION = 2
 """Part of the register cache's name: raise it whenever normalisation changes."""
 
 ACCEPT_SCORE = 16
@@ -697,8 +697,9 @@ class VerifyEngine:
         self._normalise("reg_cols", "reg_all", with_source=False)
         # One entry per number: the register should hold none twice, keep the first if so.
         con.execute(
-            "CREATE OR REPLACE TABLE reg AS SELECT * FROM reg_all "
-            "WHERE cccd <> '' QUALIFY row_number() OVER (PARTITION BY cccd) = 1"
+            "CREATE OR REPLACE TABLE reg AS SELECT row_number() OVER () AS gid, * FROM ("
+            " SELECT * FROM reg_all WHERE cccd <> ''"
+            " QUALIFY row_number() OVER (PARTITION BY cccd) = 1)"
         )
         con.execute("DROP TABLE reg_all")
         con.execute("DROP TABLE reg_cols")
@@ -827,31 +828,31 @@ class VerifyEngine:
                 FROM number, range(11) t(i)
                 WHERE substr(cccd, i + 1, 1) <> substr(cccd, i + 2, 1)
             ), keys AS (
-                SELECT n.rn, g.cccd FROM need n JOIN reg g
+                SELECT n.rn, g.gid FROM need n JOIN reg g
                   ON n.fam = g.fam AND n.giv = g.giv AND n.y = g.y
                  WHERE n.d IS NULL
 
                 UNION
-                SELECT n.rn, g.cccd FROM need n JOIN reg g
+                SELECT n.rn, g.gid FROM need n JOIN reg g
                   ON n.fam = g.fam AND n.giv = g.giv AND n.y = g.y AND n.m = g.d AND n.d = g.m
                 UNION
-                SELECT n.rn, g.cccd FROM need n JOIN reg g
+                SELECT n.rn, g.gid FROM need n JOIN reg g
                   ON n.giv = g.giv AND n.y = g.y AND n.m = g.m AND n.d = g.d
                 UNION
-                SELECT n.rn, g.cccd FROM need n JOIN reg g
+                SELECT n.rn, g.gid FROM need n JOIN reg g
                   ON n.fam = g.fam AND n.mid = g.mid AND n.y = g.y AND n.m = g.m AND n.d = g.d
                 UNION
-                SELECT n.rn, g.cccd FROM need n JOIN reg g ON n.fs = g.fs AND n.y = g.y
+                SELECT n.rn, g.gid FROM need n JOIN reg g ON n.fs = g.fs AND n.y = g.y
                  WHERE n.d IS NULL OR n.m = g.m OR n.d = g.d
                 UNION
-                SELECT n.rn, g.cccd FROM (
+                SELECT n.rn, g.gid FROM (
                     SELECT rn, y, m, d, unnest(cset) AS commune FROM need WHERE d IS NOT NULL
                 ) n JOIN reg g
                   ON n.y = g.y AND n.m = g.m AND n.d = g.d AND n.commune = g.commune_code
                 UNION
-                SELECT n.rn, g.cccd FROM need n JOIN reg g ON n.cccd = g.cccd
+                SELECT n.rn, g.gid FROM need n JOIN reg g ON n.cccd = g.cccd
                 UNION
-                SELECT n.rn, g.cccd FROM near n JOIN reg g ON g.cccd = n.v
+                SELECT n.rn, g.gid FROM near n JOIN reg g ON g.cccd = n.v
             )
             SELECT k.rn, g.cccd,
                 greatest(
@@ -891,7 +892,7 @@ class VerifyEngine:
                       ELSE {W_PLACE_OTHER} END)
               + (CASE WHEN r.cccd = g.cccd THEN {W_NUMBER}
                       WHEN {near} THEN {W_NUMBER_NEAR} ELSE 0 END) AS w
-            FROM keys k JOIN need r ON r.rn = k.rn JOIN reg g ON g.cccd = k.cccd
+            FROM keys k JOIN need r ON r.rn = k.rn JOIN reg g ON g.gid = k.gid
             """
         )
         con.execute(
