@@ -616,3 +616,26 @@ def test_person_index_over_a_real_server(server: str) -> None:
             {"name": "resource", "resource": rec("Cao Thi Ngoc", "2001-09-02", "F")}))  # fmt: skip
         assert r.status_code == 200
         assert r.json()["entry"][0]["search"]["extension"][0]["valueCode"] == "certain"
+
+
+def test_merge_and_unmerge_from_the_command_line(
+    api: TestClient, store_url: str, model_path: Path
+) -> None:
+    a = post(api, rec("Kiều Thị Nga", "1958-08-08", "F", phone="0988111000"))
+    b = post(api, rec("Kieu Nga", "1959", "F", commune=PHU_LOI))
+    ma, mb = person_of(api, a)["id"], person_of(api, b)["id"]
+    assert ma != mb
+    code, out = cli("merge", b, a, store_url=store_url, model_path=model_path)
+    assert code == 0, out
+    assert f"merged Patient/{mb} into Patient/{ma}: 1 records moved" in out
+    event = out.split("(event ")[1].split(")")[0]
+    assert links(person_of(api, b)) == {a, b}
+    code, out = cli("merge", a, b, store_url=store_url, model_path=model_path)
+    assert code == 1 and "already one person" in out
+    code, out = cli("unmerge", "--event", event, store_url=store_url, model_path=model_path)
+    assert code == 0, out
+    assert links(person_of(api, b)) == {b} and person_of(api, b)["id"] == mb
+    code, out = cli("unmerge", store_url=store_url, model_path=model_path)
+    assert code == 2 and "exactly one" in out
+    code, out = cli("events", store_url=store_url, model_path=model_path)
+    assert "cli:" in out and " merge " in out and " unmerge " in out

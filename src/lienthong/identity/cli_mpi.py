@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from lienthong.cli_options import DatabaseOpt
 
 mpi_app = typer.Typer(no_args_is_help=True)
-console = Console()
+console = Console(soft_wrap=True)  # ids stay whole on one line, for copying
 err_console = Console(stderr=True, soft_wrap=True)
 
 
