@@ -275,6 +275,18 @@ def test_update_moves_a_record_and_delete_removes_it(api: TestClient) -> None:
     assert links(person_of(api, a)) == {a}
 
 
+def test_a_person_keeps_its_master_through_updates(api: TestClient) -> None:
+    a = post(api, rec("Tạ Văn Quang", "1962-12-12", "M"))
+    master = person_of(api, a)["id"]
+    for birth in ("1962-12-12", "1963-01-01"):  # re-sent, then corrected
+        r = api.put(f"/fhir/Patient/{a}", json={**rec("Tạ Văn Quang", birth, "M"), "id": a},
+                    headers=FHIR)  # fmt: skip
+        assert r.status_code == 200
+        assert person_of(api, a)["id"] == master
+    assert person_of(api, a)["birthDate"] == "1963-01-01"  # the master follows its record
+    assert len(masters(api)) == 1
+
+
 def test_masters_are_the_index_s_own(api: TestClient) -> None:
     a = post(api, rec("Bùi Thị Thu", "1999-09-09", "F"))
     master = person_of(api, a)

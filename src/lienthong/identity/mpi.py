@@ -240,6 +240,13 @@ class MasterPersonIndex:
                 continue
             if self.review_threshold <= c.score.probability:
                 self._put_review(raw, res_id, c)
+        if target is None and previous is not None:
+            alone = not raw.side(
+                "SELECT 1 FROM mpi_record WHERE master_id = ? AND res_id <> ? LIMIT 1",
+                (previous, res_id),
+            )
+            if alone:
+                target = previous  # a person of one record keeps its master (and its id)
         how = "decision" if forced else ("auto" if target else "new")
         best = next((c for c in candidates if c.master_id == target), None)
         score = 1.0 if forced else (best.score.probability if best else None)
