@@ -207,12 +207,17 @@ def _sex_map(values: Iterable[str | None]) -> pa.Table:
     return pa.table({"raw": pa.array(raws, pa.string()), "sx": pa.array(sexes, pa.string())})
 
 
-@functools.lru_cache(maxsize=200_000)
+_TOKENS: dict[str, tuple[str, str]] = {}
+
+
 def _token(word: str) -> tuple[str, str]:
     """(canonical, folded) form of one word: lower case, NFC, the new tone placement
     ("hoà" for "hòa"); and without diacritics, đ -> d, punctuation dropped."""
-    canon = normalize_name(word).lower()
-    return canon, name_key(canon)
+    found = _TOKENS.get(word)
+    if found is None:
+        canon = normalize_name(word).lower()
+        found = _TOKENS[word] = (canon, name_key(canon))
+    return found
 
 
 def _name_parts(tokens: list[str]) -> tuple[str, str, str]:
@@ -237,7 +242,7 @@ def _name_map(values: Iterable[str | None]) -> pa.Table:
     far more, so each word is normalised once (`_token`) and each name once.
     """
     cols: dict[str, list[Any]] = {
-        k: [] for k in ("raw", "canon", "fold", "is_ascii", "cs", "fs", "tk", "fam", "mid", "giv")
+        k: [] for k in ("raw", "canon", "fold", "is_ascii", "cs", "fs", "fam", "mid", "giv")
     }
     for raw in values:
         words = [_token(w) for w in (raw or "").lower().split()]
@@ -253,11 +258,10 @@ def _name_map(values: Iterable[str | None]) -> pa.Table:
         cols["is_ascii"].append(canon.isascii())
         cols["cs"].append(" ".join(sorted(canon_words)))
         cols["fs"].append(" ".join(sorted_fold))
-        cols["tk"].append(sorted_fold)
         cols["fam"].append(fam)
         cols["mid"].append(mid)
         cols["giv"].append(giv)
-    types = {"is_ascii": pa.bool_(), "tk": pa.list_(pa.string())}
+    types = {"is_ascii": pa.bool_()}
     return pa.table({k: pa.array(v, types.get(k, pa.string())) for k, v in cols.items()})
 
 
@@ -647,7 +651,8 @@ class VerifyEngine:
                    s.sex AS sex_raw,
                    coalesce(s.province_code, '') AS province_code,
                    coalesce(s.commune_code, '') AS commune_code,
-                   nm.canon, nm.fold, nm.is_ascii, nm.cs, nm.fs, nm.tk, nm.fam, nm.mid, nm.giv,
+                   nm.canon, nm.fold, nm.is_ascii, nm.cs, nm.fs, string_split(nm.fs, ' ') AS tk,
+                   nm.fam, nm.mid, nm.giv,
                    dm.y, dm.m, dm.d, coalesce(dm.bad, false) AS date_bad,
                    sm.sx,
                    coalesce(pm.pset, []) AS pset, coalesce(pm.cset, []) AS cset
@@ -785,7 +790,7 @@ class VerifyEngine:
         self.con.execute(
             """
             CREATE OR REPLACE TEMP TABLE fast AS
-            SELECT r.rn, r.record_id, g.cccd
+            SELECT r.rn, r.record_id, g.gid
             FROM rec r JOIN reg g ON r.cccd = g.cccd
             WHERE (r.cs = g.cs OR (r.is_ascii AND r.fs = g.fs))
               AND r.y = g.y AND (r.m IS NULL OR (r.m = g.m AND (r.d IS NULL OR r.d = g.d)))
@@ -854,7 +859,7 @@ class VerifyEngine:
                 UNION
                 SELECT n.rn, g.gid FROM near n JOIN reg g ON g.cccd = n.v
             )
-            SELECT k.rn, g.cccd,
+            SELECT k.rn, g.cccd, g.gid,
                 greatest(
                 (CASE WHEN r.fam = g.fam THEN {W_FAMILY[0]}
                       WHEN r.fam <> '' AND levenshtein(r.fam, g.fam) <= 1 THEN {W_FAMILY[1]}
@@ -898,10 +903,10 @@ class VerifyEngine:
         con.execute(
             """
             CREATE OR REPLACE TEMP TABLE best AS
-            SELECT rn, arg_max(cccd, w) AS cccd, max(w) AS w,
+            SELECT rn, arg_max(cccd, w) AS cccd, arg_max(gid, w) AS gid, max(w) AS w,
                    coalesce(max(w) FILTER (WHERE k = 2), -1000) AS w2
             FROM (
-                SELECT rn, cccd, w,
+                SELECT rn, cccd, gid, w,
                        row_number() OVER (PARTITION BY rn ORDER BY w DESC, cccd) AS k
                 FROM pairs
             ) WHERE k <= 2 GROUP BY rn
@@ -982,18 +987,19 @@ class VerifyEngine:
             CREATE OR REPLACE TEMP TABLE findings AS
             SELECT rn, 'verified' AS status, '' AS reasons,
                    CAST(NULL AS VARCHAR) AS cccd_suggested, CAST(NULL AS DOUBLE) AS score,
-                   cccd AS register_cccd
+                   gid
             FROM fast
             UNION ALL
             SELECT n.rn, 'missing_id',
                    'cccd: absent from the record',
                    CASE WHEN {accept} THEN b.cccd END,
                    CASE WHEN {accept} THEN round(least(1.0, b.w / {SCORE_FULL}), 3) END,
-                   CASE WHEN {accept} THEN b.cccd END
+                   CASE WHEN {accept} THEN b.gid END
             FROM need n LEFT JOIN best b ON b.rn = n.rn
             WHERE n.cccd = ''
             UNION ALL
-            SELECT * FROM residue
+            SELECT x.rn, x.status, x.reasons, x.cccd_suggested, x.score, g.gid
+            FROM residue x LEFT JOIN reg g ON g.cccd = x.register_cccd
             """
         )
         con.unregister("residue")
@@ -1010,7 +1016,7 @@ class VerifyEngine:
                    g.cccd AS register_cccd
             FROM findings f
             JOIN rec r ON r.rn = f.rn
-            LEFT JOIN reg g ON g.cccd = f.register_cccd
+            LEFT JOIN reg g ON g.gid = f.gid
             """
         )
 
