@@ -31,6 +31,7 @@ with who and when, and every master version is kept in the store's history.
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -255,7 +256,8 @@ class MasterPersonIndex:
             pending.add(previous)
         if target is None:
             target = self.engine.new_id()
-        self._set_record(raw, res_id, target, features, score, how)
+        known = previous is not None and previous == target
+        self._set_record(raw, res_id, target, features, score, how, known)
         pending.add(target)
         if dirty is None:
             self._write_masters(raw, pending, now)
@@ -270,15 +272,23 @@ class MasterPersonIndex:
     ) -> list[Candidate]:
         """Persons sharing a blocking key with ``features``, best first."""
         keys = blocking_keys(features)
-        found: set[str] = set(extra or ())
+        extra_ids = sorted(extra or ())
+        conds: list[str] = []
         if keys:
-            rows = raw.side(
-                f"SELECT DISTINCT res_id FROM mpi_key WHERE key IN ({_marks(keys)})", keys
-            )
-            found.update(r[0] for r in rows)
-        found.discard(exclude or "")
-        masters = set(self._masters_of(raw, sorted(found)).values())
-        members = self._members(raw, sorted(masters))
+            conds.append(f"res_id IN (SELECT res_id FROM mpi_key WHERE key IN ({_marks(keys)}))")
+        if extra_ids:
+            conds.append(f"res_id IN ({_marks(extra_ids)})")
+        if not conds:
+            return []
+        # one round trip: every record of every person holding a blocked record
+        rows = raw.side(
+            "SELECT res_id, master_id, features FROM mpi_record WHERE master_id IN "
+            f"(SELECT master_id FROM mpi_record WHERE res_id <> ? AND ({' OR '.join(conds)}))",
+            [exclude or "", *keys, *extra_ids],
+        )
+        members: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        for rid, master, blob in rows:
+            members[master][rid] = orjson.loads(blob)
         out: list[Candidate] = []
         for master_id, records in members.items():
             records = {rid: f for rid, f in records.items() if rid != exclude}
@@ -362,9 +372,12 @@ class MasterPersonIndex:
         features: Mapping[str, Any],
         score: float | None,
         how: str,
+        known: bool = True,
     ) -> None:
-        raw.side("DELETE FROM mpi_record WHERE res_id = ?", (res_id,))
-        raw.side("DELETE FROM mpi_key WHERE res_id = ?", (res_id,))
+        """Replace the record's row and blocking keys (``known=False``: it has none yet)."""
+        if known:
+            raw.side("DELETE FROM mpi_record WHERE res_id = ?", (res_id,))
+            raw.side("DELETE FROM mpi_key WHERE res_id = ?", (res_id,))
         if master_id is None:
             return
         raw.side(

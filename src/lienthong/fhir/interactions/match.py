@@ -70,11 +70,16 @@ def match(engine: FhirEngine, body: Any) -> FhirResponse:
                 guard.ctx.denied = "de-identified access cannot match persons"
                 raise forbidden(guard.ctx.denied)
         candidates = engine.mpi.match(session, resource, count, only_certain)
+        # the guarded session decides what this user may see of each person: its master,
+        # else the record that matched best
+        seen = {
+            s.res_id: s for s in session.read_many([("Patient", c.master_id) for c in candidates])
+        }
+        missing = [("Patient", c.record_id) for c in candidates if c.master_id not in seen]
+        if missing:
+            seen.update({s.res_id: s for s in session.read_many(missing)})
         for c in candidates:
-            # the guarded session decides what this user may see of each person
-            shown = session.read_many([("Patient", c.master_id)]) or session.read_many(
-                [("Patient", c.record_id)]
-            )
+            shown = [s for s in (seen.get(c.master_id), seen.get(c.record_id)) if s is not None]
             if not shown or shown[0].content is None:
                 continue
             entries.append(
