@@ -821,7 +821,11 @@ class VerifyEngine:
             f"""
             CREATE OR REPLACE TEMP TABLE pairs AS
             WITH number AS (
-                SELECT rn, cccd FROM need WHERE regexp_full_match(cccd, '[0-9]{{12}}')
+                -- numbers that may be mistyped: not in the register, or held by someone
+                -- with another given name or birth year
+                SELECT n.rn, n.cccd FROM need n LEFT JOIN reg g ON g.cccd = n.cccd
+                WHERE regexp_full_match(n.cccd, '[0-9]{{12}}')
+                  AND (g.cccd IS NULL OR g.giv <> n.giv OR g.y IS DISTINCT FROM n.y)
             ), near AS (
                 -- every number one keystroke away (a digit replaced, neighbours swapped)
                 SELECT rn, left(cccd, i) || dg || substr(cccd, i + 2) AS v
