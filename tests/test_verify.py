@@ -27,6 +27,7 @@ REGISTER = [
     ("079070222222", "Lê Văn Tâm", "1970-11-02", "M", "79", "26737", "HCM"),
     ("034190333333", "Phạm Thị Hoà", "1990-12-11", "F", "33", "12577", "Hưng Yên"),
     ("031095444444", "Đỗ Đức Thuỷ", "1995-02-28", "M", "31", "11311", "Hải Phòng"),
+    ("001085001235", "Vũ Văn Long", "1985-08-02", "M", "01", "00091", "Hà Nội"),
 ]
 
 
@@ -196,12 +197,15 @@ def test_parent_number_on_child_record_is_a_mismatch_with_the_childs_number(
 
 
 def test_mistyped_number_that_hits_someone_else_is_a_mismatch(tmp_path: Path) -> None:
-    row = one(
-        tmp_path, **{**HUNG, "cccd": "001188004321"[:0] + "001085001234"[:0] + "001188004321"}
-    )
+    row = one(tmp_path, **{**HUNG, "cccd": "001085001235"})  # Long's: the last digit mistyped
     assert row["status"] == "mismatch"
-    assert "full_name" in row["reasons"]
+    assert "belongs to Vũ Văn Long" in row["reasons"]
+    assert (
+        "full_name: the record has 'Nguyễn Văn Hùng', the register 'Vũ Văn Long'"
+        in (row["reasons"])
+    )
     assert row["cccd_suggested"] == "001085001234"
+    assert row["full_name_register"] == "Nguyễn Văn Hùng"
 
 
 def test_twin_with_the_others_number(tmp_path: Path) -> None:
