@@ -233,9 +233,11 @@ class MasterPersonIndex:
                 ):
                     target = c.master_id
                     break
-        # the review list: uncertain persons other than the one chosen
-        raw.side("DELETE FROM mpi_pair WHERE status = 'review' AND (a_id = ? OR b_id = ?)",
-                 (res_id, res_id))  # fmt: skip
+        # the review list: uncertain persons other than the one chosen (a record not in
+        # the index yet has no pending pairs to clear)
+        if previous is not None:
+            raw.side("DELETE FROM mpi_pair WHERE status = 'review' AND (a_id = ? OR b_id = ?)",
+                     (res_id, res_id))  # fmt: skip
         for c in candidates:
             if c.master_id == target or c.master_id in refused or not c.eligible:
                 continue
@@ -385,10 +387,12 @@ class MasterPersonIndex:
             "VALUES (?, ?, ?, ?, ?)",
             (res_id, master_id, orjson.dumps(dict(features)).decode(), score, how),
         )
-        raw.side_many(
-            "INSERT INTO mpi_key (key, res_id) VALUES (?, ?)",
-            [(k, res_id) for k in blocking_keys(features)],
-        )
+        keys = blocking_keys(features)
+        if keys:  # one statement, one round trip
+            raw.side(
+                f"INSERT INTO mpi_key (key, res_id) VALUES {', '.join('(?, ?)' for _ in keys)}",
+                [x for k in keys for x in (k, res_id)],
+            )
 
     def _put_review(self, raw: SqlSession, res_id: str, c: Candidate) -> None:
         a, b = _pair(res_id, c.record_id)
