@@ -310,3 +310,48 @@ def test_edge_inputs(tmp_path: Path) -> None:
         prepare(tmp_path / "absent.csv")
     with pytest.raises(ValueError, match="backend"):
         run_linkage([], backend="oracle")
+
+
+def _spark_missing() -> str | None:
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("pyspark") is None:
+        return "pyspark is not installed (pip install 'lienthong[spark]')"
+    if shutil.which("java") is None:
+        return "no Java runtime on PATH (Spark needs one; .ci/run installs it)"
+    return None
+
+
+@pytest.mark.skipif(
+    _spark_missing() is not None and not os.environ.get("LIENTHONG_REQUIRE_SPARK"),
+    reason=str(_spark_missing()),
+)
+def test_spark_backend_finds_the_same_persons(tmp_path: Path) -> None:
+    """`lienthong link --backend spark` (Splink on Spark, local mode) links a small
+    population exactly as DuckDB does. Run as the installed command: PySpark leaves its
+    JVM and sockets to process exit.
+
+    Skipped without pyspark or Java, except where LIENTHONG_REQUIRE_SPARK is set (CI)."""
+    import subprocess
+    import sys
+
+    generate(400, 3, tmp_path)
+    lienthong = Path(sys.executable).with_name("lienthong")
+    out: dict[str, list[list[str]]] = {}
+    for backend in ("duckdb", "spark"):
+        persons = tmp_path / f"{backend}.csv"
+        done = subprocess.run(
+            [str(lienthong), "link", str(tmp_path / "records.csv"), "--out", str(persons),
+             "--backend", backend],
+            capture_output=True, text=True, timeout=900, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        with persons.open(encoding="utf-8", newline="") as fh:
+            out[backend] = list(csv.reader(fh))
+        assert "pairs compared" in done.stdout
+    on_duckdb, on_spark = out["duckdb"], out["spark"]
+    assert [r[:2] for r in on_spark] == [r[:2] for r in on_duckdb]
+    assert len({r[1] for r in on_duckdb[1:]}) < len(on_duckdb) - 1  # records were linked
+    for spark_row, duckdb_row in zip(on_spark[1:], on_duckdb[1:], strict=True):
+        assert float(spark_row[2]) == pytest.approx(float(duckdb_row[2]), abs=1e-5)

@@ -121,6 +121,11 @@ def link_command(
             )
         except ImportError as exc:
             raise _fail(f"--backend {backend}: {exc} (pip install 'lienthong[spark]')") from None
+        finally:
+            if backend == "spark":
+                from lienthong.identity.linkage import stop_spark
+
+                stop_spark()
     if save_model is not None:
         used.save_model(save_model)
     out.parent.mkdir(parents=True, exist_ok=True)

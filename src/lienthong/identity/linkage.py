@@ -574,9 +574,11 @@ def _settings() -> Any:
         # "Đăng Phước Dương" (given name first) is split as family Đặng, given Dương,
         # since both are surnames once folded: a part that is a word of the other name,
         # both ways, is a level of its own between a close match and a mismatch.
+        # Word membership written as LIKE on space-padded keys (keys hold only [0-9a-z ]),
+        # which DuckDB and Spark SQL both read the same way.
         reordered = (
-            f"list_contains(string_split(name_key_r, ' '), {col}_l) AND "
-            f"list_contains(string_split(name_key_l, ' '), {col}_r)"
+            f"(' ' || name_key_r || ' ') LIKE ('% ' || {col}_l || ' %') AND "
+            f"(' ' || name_key_l || ' ') LIKE ('% ' || {col}_r || ' %')"
         )
         return cl.CustomComparison(
             output_column_name=col,
@@ -685,17 +687,38 @@ def spark_session() -> Any:
     if active is not None:
         return active
     if _SPARK is None:
+        from splink.backends.spark import similarity_jar_location
+
         _SPARK = (
             SparkSession.builder.master("local[*]")
+            # Splink's string-similarity functions (Jaro-Winkler, Damerau-Levenshtein)
+            .config("spark.jars", similarity_jar_location())
             .appName("lienthong-link")
             .config("spark.sql.shuffle.partitions", "8")
             .config("spark.default.parallelism", "8")
             .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .getOrCreate()
         )
         _SPARK.sparkContext.setLogLevel("ERROR")
     return _SPARK
+
+
+def stop_spark() -> None:
+    """Stop the local Spark session started by `spark_session` and its JVM gateway."""
+    global _SPARK
+    if _SPARK is None:
+        return
+    from pyspark import SparkContext
+
+    _SPARK.stop()
+    gateway = SparkContext._gateway
+    if gateway is not None:
+        gateway.shutdown()
+        SparkContext._gateway = None
+        SparkContext._jvm = None
+    _SPARK = None
 
 
 def _register(db: Any, table: pa.Table, backend: Backend) -> Any:
@@ -710,7 +733,38 @@ def _linker(table: pa.Table, settings: Any, backend: Backend = "duckdb") -> Any:
     from splink import Linker
 
     db = _db_api(backend)
+    if isinstance(settings, dict):
+        settings = _in_dialect(settings, backend)
     return Linker(_register(db, table, backend), settings, log_level=None)
+
+
+def _in_dialect(settings: dict[str, Any], dialect: str) -> dict[str, Any]:
+    """A saved model's parameters on lienthong's comparisons written for `dialect`.
+
+    A saved model holds SQL in the dialect it was trained with ("family_key_l" is a
+    column to DuckDB but a string literal to Spark), so for another backend the
+    comparisons and blocking rules are generated afresh by Splink for that dialect and
+    the model's m and u probabilities and prior are carried over level by level.
+    """
+    if settings.get("sql_dialect", "duckdb") == dialect:
+        return settings
+    fresh: dict[str, Any] = _settings().create_settings_dict(dialect)
+    ours, theirs = fresh["comparisons"], settings["comparisons"]
+    shapes = [(c["output_column_name"], len(c["comparison_levels"])) for c in ours]
+    if shapes != [(c["output_column_name"], len(c["comparison_levels"])) for c in theirs]:
+        raise ValueError(
+            f"a model trained for {settings.get('sql_dialect')} can run on {dialect} only "
+            "with lienthong's own comparisons"
+        )
+    for mine, saved in zip(ours, theirs, strict=True):
+        for level, saved_level in zip(
+            mine["comparison_levels"], saved["comparison_levels"], strict=True
+        ):
+            for key in ("m_probability", "u_probability"):
+                if key in saved_level:
+                    level[key] = saved_level[key]
+    fresh[_PRIOR] = settings[_PRIOR]
+    return fresh
 
 
 REFERENCE_RECORDS = 1_000_000
@@ -1066,10 +1120,11 @@ def run_linkage(
         edges.sort(key=lambda e: (-e[2], e[0], e[1]))
         for left, right, p in edges:
             a, b = position[left], position[right]
-            if uf.conflict(a, b):
-                refused += 1
-                continue
-            probabilistic += uf.union(a, b)
+            if uf.find(a) != uf.find(b):
+                if uf.conflict(a, b):
+                    refused += 1
+                    continue
+                probabilistic += uf.union(a, b)
             linked_at[a] = max(linked_at.get(a, 0.0), p)
             linked_at[b] = max(linked_at.get(b, 0.0), p)
         # A record's probability is its strongest accepted link; 1.0 when it was joined
