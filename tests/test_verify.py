@@ -394,6 +394,25 @@ def test_cli_csv_and_xlsx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert not (tmp_path / "report.xlsx.partial.csv").exists()
 
 
+def test_cli_resume_with_a_register_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    register = write_register(tmp_path / "register.csv")
+    rows = [record(record_id=f"R{i}", **HUNG) for i in range(6)]
+    rows[4]["cccd"] = ""
+    records = write_records(tmp_path / "records.csv", rows)
+    out = tmp_path / "report.csv"
+    args = ["verify", str(records), "--register", str(register), "--out", str(out)]
+    assert runner.invoke(app, args).exit_code == 0
+    lines = out.read_text(encoding="utf-8").splitlines()
+    out.write_text("\n".join(lines[:3]) + "\n" + lines[3][:5], encoding="utf-8")  # torn
+    result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    again = read_report(out)
+    assert [r["record_id"] for r in again] == [f"R{i}" for i in range(6)]
+    assert again[4]["status"] == "missing_id"
+    assert "6 records verified" in " ".join(result.output.split())
+
+
 def test_cli_parquet_register(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq

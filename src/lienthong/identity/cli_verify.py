@@ -225,11 +225,18 @@ def _verify_file(
                 bar.update(task, description=f"register loaded ({n:,} people); verifying")
                 skip = pa.table({"record_id": pa.array(done, pa.string())}) if done else None
                 try:
-                    result = engine.verify(records, skip_ids=skip)
+                    result = engine.verify(
+                        records,
+                        skip_ids=skip,
+                        on_step=lambda name: bar.update(task, description=name),
+                    )
                 except (ValueError, duckdb_error()) as exc:
                     raise _fail(f"{records}: {exc}", 1) from None
+                bar.update(task, description=f"writing {work.name}")
                 engine.write_csv(work, append=bool(done))
-                bar.update(task, total=result.records, completed=result.records)
+                bar.update(
+                    task, description="verified", total=result.records, completed=result.records
+                )
                 _merge(totals, result.by_source)
             else:
                 rows = _read_records(records)

@@ -27,7 +27,7 @@ import functools
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -723,13 +723,21 @@ class VerifyEngine:
 
     # -- verifying -----------------------------------------------------------------
     def verify(
-        self, records: str | Path | pa.Table, skip_ids: pa.Table | None = None
+        self,
+        records: str | Path | pa.Table,
+        skip_ids: pa.Table | None = None,
+        on_step: Callable[[str], None] | None = None,
     ) -> VerifyResult:
         """Verify every record; findings end in the table ``report``.
 
         `skip_ids` (one string column ``record_id``) lists records already reported by an
-        earlier, interrupted run.
+        earlier, interrupted run; `on_step` is told the name of each step as it starts.
         """
+
+        def step(name: str) -> None:
+            if on_step is not None:
+                on_step(name)
+
         con = self.con
         if isinstance(records, pa.Table):
             con.register("rec_src", records)
@@ -765,14 +773,19 @@ class VerifyEngine:
                 "record_id must be unique; repeated: " + ", ".join(str(d[0]) for d in dupes)
             )
         t = started = time.perf_counter()
+        step("normalising records")
         self._normalise("rec_cols", "rec", with_source=True)
         t = self._timed("normalise records", t)
+        step("fast path")
         self._fast_path()
         t = self._timed("fast path", t)
+        step("searching the register")
         self._candidates()
         fast_done = t = self._timed("candidate search", t)
+        step("comparing the rest in detail")
         residue = self._residue()
         t = self._timed("detailed comparison", t)
+        step("assembling the report")
         self._assemble(residue)
         self._timed("assemble", t)
         result = VerifyResult(seconds_fast=fast_done - started, residue=residue.num_rows)
