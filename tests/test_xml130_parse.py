@@ -276,3 +276,28 @@ def test_memory_does_not_grow_with_the_file(tmp_path: Path) -> None:
     assert (a["visits"], b["visits"]) == (300, 3000)
     grown_rss = b["grown"] - a["grown"]
     assert grown_rss < grown_bytes / 4, (grown_rss, grown_bytes)
+
+
+def test_tables_6_to_15_are_read_by_their_loaihoso() -> None:
+    """Tables beyond XML5 have no fixed row element in the reader: a row is any element
+    whose children are plain fields, and the table is the envelope's LOAIHOSO."""
+    discharge = b"<CHI_TIEU_GIAY_RA_VIEN><MA_LK>LK7</MA_LK><SO_LUU_TRU>S1</SO_LUU_TRU>" + (
+        b"<!-- a comment --><PP_DIEUTRI>Kh\xc3\xa1ng sinh</PP_DIEUTRI></CHI_TIEU_GIAY_RA_VIEN>"
+    )
+    leave = (
+        b"<CHI_TIEU_NGHI_VIEC><DSACH_GIAY><GIAY><MA_LK>LK7</MA_LK><SO_CT>1</SO_CT></GIAY>"
+        b"<GIAY><MA_LK>LK7</MA_LK><SO_CT>2</SO_CT></GIAY></DSACH_GIAY></CHI_TIEU_NGHI_VIEC>"
+    )
+    files = "".join(
+        f"<FILEHOSO><LOAIHOSO>{t}</LOAIHOSO><NOIDUNGFILE>{base64.b64encode(x).decode()}"
+        "</NOIDUNGFILE></FILEHOSO>"
+        for t, x in (
+            ("XML1", table_xml("XML1", [{"MA_LK": "LK7"}])),
+            ("XML7", discharge),
+            ("XML11", leave),
+        )
+    )
+    data = f"<GIAMDINHHS><DANHSACHHOSO><HOSO>{files}</HOSO></DANHSACHHOSO></GIAMDINHHS>"
+    (visit,) = parse(data.encode())
+    assert visit.rows("XML7") == [{"MA_LK": "LK7", "SO_LUU_TRU": "S1", "PP_DIEUTRI": "Kháng sinh"}]
+    assert [r["SO_CT"] for r in visit.rows("XML11")] == ["1", "2"]
