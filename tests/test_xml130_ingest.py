@@ -293,6 +293,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         for name, role, org in (
             ("his-01012", "system", "01012"),
             ("his-79024", "system", "79024"),
+            ("his-ha-dong", "system", "bv-ha-dong"),  # an Organization id, not a code
             ("doctor", "clinician", "01012"),
             ("admin", "data_admin", None),
         ):
@@ -363,6 +364,21 @@ def test_post_xml130_end_to_end_with_facility_tokens(
     assert encounters() == 0
     # nor may a clinician
     assert post(base, tokens["doctor"], data).status_code == 403
+    # the facility is registered as an Organization; a token naming it (by id) submits
+    # for the facility code it carries, and ingested visits point at it
+    ha_dong = {
+        "resourceType": "Organization",
+        "id": "bv-ha-dong",
+        "identifier": [{"system": PROVIDER_CODE, "value": "01012"}],
+        "name": "Bệnh viện Đa khoa Hà Đông",
+    }
+    assert post(base, tokens["his-ha-dong"], data).status_code == 403  # not yet known
+    r = httpx.put(
+        f"{base}/fhir/Organization/bv-ha-dong",
+        content=orjson.dumps(ha_dong),
+        headers={**auth, "Content-Type": "application/fhir+json"},
+    )
+    assert r.status_code == 201, r.text
     # the facility's own system may
     r = post(base, tokens["his-01012"], data)
     assert r.status_code == 200, r.text
@@ -378,8 +394,13 @@ def test_post_xml130_end_to_end_with_facility_tokens(
         headers=auth,
     ).json()
     assert found["total"] == 1
+    assert found["entry"][0]["resource"]["serviceProvider"]["reference"] == (
+        "Organization/bv-ha-dong"
+    )
     # sending again updates
     r = post(base, tokens["his-01012"], data)
+    assert r.status_code == 200 and f"0 visits written, {len(sent)} updated" in r.text
+    r = post(base, tokens["his-ha-dong"], data)
     assert r.status_code == 200 and f"0 visits written, {len(sent)} updated" in r.text
     assert encounters() == len(sent)
     # a broken upload is refused with a reason
