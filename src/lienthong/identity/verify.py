@@ -27,7 +27,7 @@ import functools
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from lienthong.identity.identifiers import check_cccd, decode_cccd
+from lienthong.identity.identifiers import check_cccd
 from lienthong.identity.normalize import (
     SURNAME_KEYS,
     name_key,
@@ -756,11 +756,14 @@ class VerifyEngine:
         if skip_ids is not None:
             con.register("skip_ids", skip_ids)
             skip = "WHERE CAST(record_id AS VARCHAR) NOT IN (SELECT record_id FROM skip_ids)"
+        # rn is the record's position in the input: the report keeps that order
+        con.execute("SET preserve_insertion_order = true")
         con.execute(
             "CREATE OR REPLACE TEMP TABLE rec_cols AS SELECT row_number() OVER () AS rn, "
             + ", ".join(f"{col(c)} AS {c}" for c in RECORD_COLUMNS)
             + f" FROM {src} {skip}"
         )
+        con.execute("SET preserve_insertion_order = false")
         if isinstance(records, pa.Table):
             con.unregister("rec_src")
         if skip_ids is not None:
@@ -1075,26 +1078,3 @@ def _reader(path: str | Path) -> str:
     if p.suffix.lower() in (".parquet", ".pq"):
         return f"read_parquet('{_quote(p)}')"
     return f"read_csv('{_quote(p)}', all_varchar = true, header = true)"
-
-
-def summarise(by_status: dict[str, int]) -> list[tuple[str, int]]:
-    """(status, count) in the order of `STATUSES`, zeros included."""
-    return [(s, by_status.get(s, 0)) for s in STATUSES]
-
-
-def cccd_digits_agree(cccd: str, sex: str | None, year: int | None) -> bool:
-    """Whether digits 4-6 of a 12-digit number agree with a sex and birth year."""
-    info = decode_cccd(cccd)
-    if info is None:
-        return False
-    return (sex is None or sex == info.sex) and (year is None or year == info.birth_year)
-
-
-def as_arrow(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> pa.Table:
-    """An all-text Arrow table from dicts (missing keys empty), for in-memory inputs."""
-    return pa.table(
-        {
-            c: pa.array([("" if r.get(c) is None else str(r.get(c))) for r in rows], pa.string())
-            for c in columns
-        }
-    )
