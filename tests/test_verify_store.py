@@ -209,3 +209,23 @@ def test_cli_store_and_progress(
     assert result.exit_code == 0, result.output
     assert "http://his.bvbachmai.vn" in result.output
     assert "4 Patients in 2 source/facility groups" in " ".join(result.output.split())
+
+
+def test_store_verified_through_the_register_service(
+    engine: FhirEngine, people: dict[str, str], tmp_path: Path
+) -> None:
+    from lienthong.identity.register import HttpRegister
+    from tests.register_service import RegisterService, read_register, running
+
+    rows = read_register(write_register(tmp_path / "register.csv"))
+    with running(RegisterService(rows)) as service:
+        client = HttpRegister(service.url, rate_limit=0)
+        try:
+            run = verify_patients(engine, client, batch_size=2)
+        finally:
+            client.close()
+    assert (run.patients, run.written) == (4, 4)
+    assert run.by_status == {"verified": 1, "corrected": 1, "mismatch": 1, "missing_id": 1}
+    o = outcome(stored(engine, people["thu_mothers_number"])[1])
+    assert o["registerVersion"] == ["test-register-2026-11"]
+    assert o["suggestedCccd"] == ["001215006789"]
