@@ -106,8 +106,10 @@ SCORE_FULL = 32
 NORMALISATION_VERSION = 2
 """Part of the register cache's name: raise it whenever normalisation changes."""
 
-ACCEPT_SCORE = 16
-"""Least weight for proposing a register person as the owner of a record."""
+ACCEPT_SCORE = 22
+"""Least weight for proposing a register person as the owner of a record. Below it, on
+generated data, most candidates are namesakes of people absent from the register (same
+name and birth year, nothing else known), so no proposal is the honest answer."""
 ACCEPT_MARGIN = 5
 """Least lead of the best candidate over the next one: a proposal must be unambiguous."""
 
