@@ -19,6 +19,7 @@ import pytest
 
 from lienthong.identity.linkage import (
     FEATURE_COLUMNS,
+    PRIOR_MIN_RECORDS,
     REFERENCE_RECORDS,
     Linkage,
     LinkageModel,
@@ -269,10 +270,12 @@ def test_shipped_model() -> None:
     exact, other = given[0], given[-1]
     assert exact[1] / exact[2] > 50 and other[1] / other[2] < 0.1
     # The prior is stated for REFERENCE_RECORDS and shrinks as 1/N with the file size.
-    small, large = model.for_records(10_000), model.for_records(REFERENCE_RECORDS)
+    small, large = model.for_records(20_000), model.for_records(REFERENCE_RECORDS)
     prior = "probability_two_random_records_match"
     assert large[prior] == pytest.approx(model.prior)
-    assert small[prior] == pytest.approx(model.prior * (REFERENCE_RECORDS - 1) / 9_999)
+    assert small[prior] == pytest.approx(model.prior * (REFERENCE_RECORDS - 1) / 19_999)
+    # ... but not below PRIOR_MIN_RECORDS, where it would approach 1.
+    assert model.for_records(3)[prior] == model.for_records(PRIOR_MIN_RECORDS)[prior] < 0.01
 
 
 def test_training_on_the_input(

@@ -776,6 +776,11 @@ true matches, so the chance that two random records match falls as 1/N. Models a
 saved at this reference size and rescaled to the size of the file being linked, so a
 model trained on 100,000 records is not ten times too eager on a million."""
 
+PRIOR_MIN_RECORDS = 10_000
+"""Files smaller than this get the prior of a file of this size. The 1/N rule assumes
+each record's person has other records in the file; on a handful of records it would
+make the prior close to 1 and let a shared name and birth year link two people."""
+
 _PRIOR = "probability_two_random_records_match"
 
 
@@ -835,9 +840,9 @@ class LinkageModel:
         return out
 
     def for_records(self, n: int) -> dict[str, Any]:
-        """Splink settings for linking a file of `n` records."""
+        """Splink settings for linking a file of `n` records (see `PRIOR_MIN_RECORDS`)."""
         settings = dict(self.settings)
-        settings[_PRIOR] = _rescale(self.prior, REFERENCE_RECORDS, max(n, 2))
+        settings[_PRIOR] = _rescale(self.prior, REFERENCE_RECORDS, max(n, PRIOR_MIN_RECORDS))
         return settings
 
     def save_model(self, path: str | Path) -> None:
