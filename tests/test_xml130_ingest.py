@@ -436,3 +436,34 @@ def test_the_same_person_at_two_facilities_resolves_to_one_master(
     assert len(records) == 2 and len(masters) == 1
     linked = {link["other"]["reference"] for link in masters[0]["link"]}
     assert linked == {f"Patient/{p['id']}" for p in records}
+
+
+def test_a_corrected_resend_drops_what_the_visit_no_longer_has(
+    exports: Path, engine: FhirEngine
+) -> None:
+    v = next(
+        v
+        for v in visits_of(exports)
+        if field(v, "MA_BENH_KT", "MA_BENHKHAC") and len(v.rows("XML4")) >= 2
+    )
+    key = "MA_BENHKHAC" if v.standard == STANDARD_4210 else "MA_BENH_KT"
+    ingest = Xml130Ingest(engine)
+    ingest.ingest(envelope_xml(v.ma_cskcb, date(2025, 1, 1), [v.tables]), name="first.xml")
+    enc = one(engine.store, "Encounter", identifier=f"{visit_system(v.ma_cskcb)}|{v.ma_lk}")
+    at = f"Encounter/{enc['id']}"
+    assert len(find(engine.store, "Condition", encounter=at)) > 1
+    results = len(find(engine.store, "Observation", encounter=at, category="laboratory"))
+    corrected = {
+        **v.tables,
+        "XML1": [{**v.summary, key: ""}],  # the secondary diagnoses were a mistake
+        "XML4": v.rows("XML4")[:-1],  # and so was the last result
+    }
+    ingest.ingest(envelope_xml(v.ma_cskcb, date(2025, 1, 2), [corrected]), name="second.xml")
+    assert ingest.report.problems == [] and ingest.report.visits_updated == 1
+    conditions = find(engine.store, "Condition", encounter=at)
+    assert [c["code"]["coding"][0]["code"] for c in conditions] == [
+        normalize_icd10(field(v, "MA_BENH_CHINH", "MA_BENH"))
+    ]
+    after = find(engine.store, "Observation", encounter=at, category="laboratory")
+    assert len(after) == results - 1
+    assert len(one(engine.store, "Encounter", _id=enc["id"])["diagnosis"]) == 1

@@ -257,6 +257,7 @@ class Xml130Ingest:
         assert visit.bundle is not None
         bundle = orjson.loads(visit.bundle)
         try:
+            bundle["entry"].extend(self._dropped_parts(bundle))
             response = process_bundle(self.engine, bundle, validated=True)
         except FhirError as exc:
             report.visits_rejected += 1
@@ -276,6 +277,8 @@ class Xml130Ingest:
         body = response.json() or {}
         created = True
         for sent, answer in zip(bundle["entry"], body.get("entry") or [], strict=False):
+            if "resource" not in sent:
+                continue  # a part of an earlier version of the visit, deleted
             rtype = sent["resource"]["resourceType"]
             status = str((answer.get("response") or {}).get("status", ""))
             if status.startswith("201") or sent["request"]["method"] == "PUT":
@@ -289,6 +292,53 @@ class Xml130Ingest:
             report.visits_created += 1
         else:
             report.visits_updated += 1
+
+    def _dropped_parts(self, bundle: dict[str, Any]) -> list[dict[str, Any]]:
+        """DELETE entries for what an earlier version of a re-sent visit had and this one
+        has not (a drug line taken out, a diagnosis corrected away), so the record after a
+        re-send is the visit as last sent. Found through the record identifier and the
+        Encounter; nothing when the visit is new."""
+        entries = bundle["entry"]
+        encounter = next((e for e in entries if e["resource"]["resourceType"] == "Encounter"), None)
+        parts = [
+            e for e in entries if e["request"]["method"] == "PUT" and "?" not in e["request"]["url"]
+        ]
+        if encounter is None or not parts:
+            return []
+        record = parts[0]["resource"]["identifier"][0]["system"]
+        keep = {(e["resource"]["resourceType"], e["resource"]["id"]) for e in parts}
+        query = encounter["request"]["url"].split("?", 1)[1]
+        engine = self.engine
+        drop: list[dict[str, Any]] = []
+        with engine.store.reader() as session:
+            found = engine.match_conditional(session, "Encounter", query, "the re-sent visit")
+            if len(found) != 1:
+                return []
+            for rtype in _PART_TYPES:
+                req = engine.parse_search(
+                    rtype,
+                    [("encounter", f"Encounter/{found[0].res_id}"), ("identifier", f"{record}|")],
+                )
+                req.query.count = 1000
+                req.query.with_total = False
+                for stored in session.search(req.query).matches:
+                    if (rtype, stored.res_id) not in keep:
+                        drop.append(
+                            {"request": {"method": "DELETE", "url": f"{rtype}/{stored.res_id}"}}
+                        )
+        return drop
+
+
+# resource types made from parts of a visit that point at its Encounter
+_PART_TYPES = (
+    "Condition",
+    "Observation",
+    "MedicationRequest",
+    "ServiceRequest",
+    "Procedure",
+    "DiagnosticReport",
+    "ClinicalImpression",
+)
 
 
 def report_outcome(report: IngestReport) -> tuple[int, dict[str, Any]]:
