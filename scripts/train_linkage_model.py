@@ -5,7 +5,8 @@ Usage: ``.venv/bin/python scripts/train_linkage_model.py [--people 50000] [--see
 
 No labelled record pairs exist for Vietnam, so the model is estimated without labels
 (Splink: u by random sampling, m by expectation maximisation) on a synthetic population
-from `lienthong.synth` with a fixed seed: the same command always writes the same model.
+from `lienthong.synth` with a fixed seed: the same command writes the same model (up to
+the last digits of floating-point sums, and Splink's random `linker_uid`).
 The prior is saved for `REFERENCE_RECORDS` records and rescaled to each file linked.
 """
 

@@ -80,7 +80,8 @@ def test_train_model_and_save_model(population: Path, tmp_path: Path) -> None:
 
 
 def _write(path: Path, header: str, *rows: str) -> Path:
-    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    # surrogateescape: "\udce9" writes the single byte 0xE9 (Latin-1 "é", not UTF-8)
+    path.write_bytes(("\n".join([header, *rows]) + "\n").encode("utf-8", "surrogateescape"))
     return path
 
 
@@ -104,6 +105,8 @@ HEADER = "record_id,source,full_name,birth_date,sex,cccd"
             "record_id 'R1' appears more than once",
         ),
         ((HEADER, ",h,Lê An,1990,M,"), [], 1, "record 1: record_id is empty"),
+        ((HEADER, "R1,h,Lê An,1990,M,,extra"), [], 1, "Expected 6 columns, got 7"),
+        ((HEADER, "R1,h,Nguy\udce9n,1990,M,"), [], 1, "column 'full_name'"),
         ((HEADER, "R1,h,Lê An,1990,M,"), ["--train", "--model", "m.json"], 2, "choose one"),
         ((HEADER, "R1,h,Lê An,1990,M,"), ["--backend", "oracle"], 2, "--backend"),
         ((HEADER, "R1,h,Lê An,1990,M,"), ["--model", "absent.json"], 1, "--model:"),

@@ -161,7 +161,16 @@ def read_records(path: str | Path) -> pa.Table:
             ),
         )
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise RecordsError(f"{path}: {str(exc).splitlines()[0]}") from None
+        reason = str(exc).splitlines()[0]
+        # pyarrow numbers columns from 0; name the column instead
+        reason = re.sub(
+            r"column #(\d+)",
+            lambda m: (
+                f"column {names[int(m.group(1))]!r}" if int(m.group(1)) < len(names) else m[0]
+            ),
+            reason,
+        )
+        raise RecordsError(f"{path}: {reason}") from None
     return _with_input_columns(table)
 
 
