@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     import_batch_size: int = Field(1000, description="resources per all-or-nothing import batch")
     pg_pool_size: int = Field(8, description="PostgreSQL connection pool size")
     mpi: bool = Field(
-        False,
+        True,
         description="resolve every Patient written, by any door, to a person (master "
         "person index): master Patients are then stored beside the source records",
     )
