@@ -229,3 +229,23 @@ def test_store_verified_through_the_register_service(
     o = outcome(stored(engine, people["thu_mothers_number"])[1])
     assert o["registerVersion"] == ["test-register-2026-11"]
     assert o["suggestedCccd"] == ["001215006789"]
+
+
+def test_cli_store_when_the_service_fails(
+    engine: FhirEngine, people: dict[str, str], store_url: str, tmp_path: Path
+) -> None:
+    from tests.register_service import RegisterService, read_register, running
+
+    rows = read_register(write_register(tmp_path / "register.csv"))
+    with running(RegisterService(rows)) as service:
+        service.down_after(0)
+        args = ["verify", "--store", "--register-url", service.url, "--retries", "1",
+                "--rate-limit", "0", "--database", store_url]  # fmt: skip
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1
+        assert "register service failed" in " ".join(result.output.split())
+        assert current_outcome(stored(engine, people["hung"])[1]) is None  # nothing half-written
+        service.recover()
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert outcome(stored(engine, people["hung"])[1])["status"] == ["verified"]

@@ -115,10 +115,14 @@ def verify_command(
         raise _fail("give exactly one of --register FILE and --register-url URL")
     connector = _connector(register, register_url, register_token, rate_limit, timeout, retries)
     if store:
+        from lienthong.identity.register import RegisterUnavailable
         from lienthong.identity.verify_store import verify_store
 
         try:
             verify_store(database, connector, console=console, out_console=out_console)
+        except RegisterUnavailable as exc:
+            # finished batches are committed; a rerun skips Patients whose outcome stands
+            raise _fail(f"register service failed: {exc}; run again to continue", 1) from None
         finally:
             connector.close()
         return
