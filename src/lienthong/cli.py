@@ -15,6 +15,7 @@ from lienthong import __version__
 from lienthong.access.cli_audit import alerts_command, audit_app
 from lienthong.access.cli_users import token_command, user_app
 from lienthong.cli_options import DatabaseOpt
+from lienthong.demo import demo_command
 from lienthong.identity.cli_link import link_command
 from lienthong.identity.cli_mpi import mpi_app
 from lienthong.identity.cli_verify import verify_command
@@ -41,6 +42,7 @@ app.command("verify", help="Verify records against the population register.")(ve
 app.add_typer(mpi_app, name="mpi", help="Master person index: review, decide, merge, rebuild.")
 app.add_typer(terminology_app, name="terminology", help="Code systems: load ICD-10.")
 app.add_typer(xml130_app, name="xml130", help="Hospital XML exports (QĐ 130/4750, QĐ 4210).")
+app.command("demo", help="Build, load and serve a synthetic province.")(demo_command)
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
