@@ -107,6 +107,9 @@ def current_outcome(resource: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _patients(store: ResourceStore) -> Iterator[dict[str, Any]]:
+    """The source Patients: the master Patients the person index keeps are summaries of
+    them, not records of any source, and only the index may write them."""
+    from lienthong.identity.mpi import is_master
     from lienthong.storage.query import SearchQuery
 
     offset = 0
@@ -117,7 +120,9 @@ def _patients(store: ResourceStore) -> Iterator[dict[str, Any]]:
             )
         for stored in page.matches:
             if stored.content is not None:
-                yield orjson.loads(stored.content)
+                resource = orjson.loads(stored.content)
+                if not is_master(resource):
+                    yield resource
         if len(page.matches) < PAGE:
             return
         offset += PAGE
