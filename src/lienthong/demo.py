@@ -206,13 +206,9 @@ def build(
                 raise RuntimeError(f"{source}: {imported.rejected} resources rejected")
             run.loaded[source] = dict(sorted(imported.loaded.items()))
         connector = FileRegister(population / "register.csv")
-        # The outcome is an extension: no field the person index matches on changes, and
-        # `verify_patients` also reads the master Patients, which the index refuses to
-        # have written by anyone else; so this step writes with the index hook off.
-        verifying = FhirEngine(store, settings.model_copy(update={"mpi": False}))
         try:
             with run.step("Patients verified against the population register", "Patients") as bar:
-                verified = verify_patients(verifying, connector, on_batch=bar.advance)
+                verified = verify_patients(engine, connector, on_batch=bar.advance)
         finally:
             connector.close()
         run.verification = dict(sorted(verified.by_status.items()))
@@ -255,6 +251,12 @@ def _linked_person(settings: Settings) -> tuple[str, list[str]]:
 
     best = max(sorted(members), key=lambda m: (kinds(members[m]), len(members[m])))
     return best, sorted(members[best])
+
+
+def _own_record(records: list[str]) -> str:
+    """A hospital record when there is one (ids the hospital door gave), else the first."""
+    hospital = [r for r in records if not r.startswith(("TC", "TYT"))]
+    return (hospital or records)[0]
 
 
 def _hospital(settings: Settings) -> tuple[str, str]:
@@ -301,7 +303,10 @@ def create_users(settings: Settings, run: DemoRun) -> dict[str, str]:
             users.add("demo-admin", "data_admin"),
             users.add("demo-clinician", "clinician", organization=org),
             users.add("demo-analyst", "analyst"),
-            users.add("demo-citizen", "citizen", patient=person),
+            # the citizen's own record at the hospital: a person (master) record spans
+            # other sources' records, which the access policy shows a citizen only
+            # record by record
+            users.add("demo-citizen", "citizen", patient=_own_record(records)),
         ]
     finally:
         users.close()
@@ -318,6 +323,7 @@ def create_users(settings: Settings, run: DemoRun) -> dict[str, str]:
     finally:
         issuer.close()
     run.users["demo-clinician"]["provider_code"] = code
+    run.users["demo-citizen"]["person"] = person
     run.users["demo-citizen"]["records"] = records
     return tokens
 
@@ -340,14 +346,17 @@ def _a_family_name(settings: Settings) -> str:
 
 def try_urls(base: str, run: DemoRun, settings: Settings) -> list[tuple[str, str, str]]:
     """(what, user, URL) to try against the served API."""
-    person = run.users["demo-citizen"]["patient"]
+    person = run.users["demo-citizen"]["person"]
+    own = run.users["demo-citizen"]["patient"]
     family = _a_family_name(settings)
     match = quote(f"{base}/fhir/Patient/$match", safe=":/$")
     return [
         ("Patients by a Vietnamese family name (accents optional)", "demo-admin",
          f"{base}/fhir/Patient?family={quote(family)}&_count=5"),
-        ("one person's whole record, every source ($everything)", "demo-citizen",
+        ("one person's whole record, every source ($everything of the person)", "demo-admin",
          f"{base}/fhir/Patient/{person}/$everything"),
+        ("the citizen's own hospital record", "demo-citizen",
+         f"{base}/fhir/Patient/{own}/$everything"),
         ("a person's source records and the person (master) record", "demo-admin",
          f"{base}/fhir/Patient?_id={person}&_include=Patient:link"),
         ("vaccinations with the measles-rubella vaccine (CVX 04)", "demo-admin",
@@ -460,7 +469,7 @@ def demo_command(
         var = user.replace("demo-", "").upper()
         console.print(f"# {what}")
         if "$match" in url:
-            body = _match_body(settings, run.users["demo-citizen"]["patient"])
+            body = _match_body(settings, run.users["demo-citizen"]["person"])
             console.print(
                 f'curl -H "Authorization: Bearer ${var}" '
                 f"-H 'Content-Type: application/fhir+json' -d '{body}' '{url}'"

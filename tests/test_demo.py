@@ -1,0 +1,246 @@
+"""``lienthong demo``: the real command, as a user runs it, on a small province."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from lienthong.fhir.engine import FhirEngine
+from lienthong.fhir.interactions.search import search
+from lienthong.identity.mpi import is_master
+from lienthong.identity.verify_store import EXTENSION_URL, current_outcome
+from lienthong.settings import Settings
+from lienthong.storage.base import open_store
+from lienthong.synth.fhir_sources import SOURCE_URI
+from tests.pg_server import free_port
+
+MASTER = "http://fhir.lienthong.vn/mpi|master"
+ENV = {**os.environ, "COLUMNS": "250", "LIENTHONG_MPI": "false"}  # the demo switches it on
+TABLE_ROW = re.compile(r"^[│|]\s*([A-Za-z]+)\s*[│|]\s*([\d,]+)\s*[│|]\s*$")
+
+
+def demo(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lienthong.cli", "demo", *args]
+
+
+def printed_database_table(out: str) -> dict[str, int]:
+    """The rows of the 'In the database' table the demo printed."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if "In the database" in line)
+    rows: dict[str, int] = {}
+    for line in lines[start + 1 :]:
+        if line.startswith("└"):
+            break
+        m = TABLE_ROW.match(line)
+        if m:
+            rows[m.group(1)] = int(m.group(2).replace(",", ""))
+    return rows
+
+
+def record_source(resource: dict[str, Any]) -> str:
+    source = (resource.get("meta") or {}).get("source")
+    if source:
+        return str(source)
+    systems = [str(i.get("system", "")) for i in resource.get("identifier") or []]
+    return "hospital" if any("/sid/xml130/" in s for s in systems) else "?"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    folder = tmp_path_factory.mktemp("demo")
+    # a stale file of an earlier run must go: the database is replaced, saying so
+    (folder / "lienthong.db").write_bytes(b"not a database")
+    done = subprocess.run(
+        demo("--people", "240", "--seed", "3", "--dir", str(folder), "--no-serve"),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return folder, done.stdout
+
+
+def test_demo_database_matches_what_it_printed(built: tuple[Path, str]) -> None:
+    folder, out = built
+    assert "replacing the earlier demo" in out
+    printed = printed_database_table(out)
+    assert {"Patient", "Encounter", "Immunization", "Observation", "Claim"} <= set(printed)
+    settings = Settings.from_env({}).model_copy(
+        update={"database_url": f"sqlite:///{folder / 'lienthong.db'}", "mpi": True}
+    )
+    store = open_store(settings.database_url)
+    try:
+        engine = FhirEngine(store, settings)
+
+        def total(rtype: str, *params: tuple[str, str]) -> int:
+            body = search(engine, rtype, [*params, ("_summary", "count")]).json()
+            assert body is not None
+            return int(body["total"])
+
+        for rtype, n in printed.items():
+            if rtype == "total":
+                continue
+            if rtype == "Patient":
+                masters = total("Patient", ("_tag", MASTER))
+                assert total("Patient") + masters == n
+            else:
+                assert total(rtype) == n, rtype
+        assert printed["total"] == sum(n for t, n in printed.items() if t != "total")
+
+        # persons: the master Patients, and the source records they link
+        masters = total("Patient", ("_tag", MASTER))
+        sources = total("Patient")
+        m = re.search(r"persons: (\d+) \(master Patients\) linking (\d+) source Patient", out)
+        assert m is not None, out
+        assert (int(m.group(1)), int(m.group(2))) == (masters, sources)
+        assert 0 < masters < sources
+
+        ids = [e["resource"]["id"] for e in _all(engine, "Patient")]
+        ids += [e["resource"]["id"] for e in _all(engine, "Patient", ("_tag", MASTER))]
+        with store.reader() as session:
+            stored = session.read_many([("Patient", i) for i in ids])
+            patients = [orjson.loads(s.content) for s in stored if s.content]
+        assert len(patients) == masters + sources
+    finally:
+        store.close()
+    by_id = {p["id"]: p for p in patients}
+    # records of several sources link to one person
+    sources_of_person = [
+        {record_source(by_id[link["other"]["reference"][8:]]) for link in p.get("link") or []}
+        for p in patients
+        if any(t.get("code") == "master" for t in (p.get("meta") or {}).get("tag") or [])
+    ]
+    several = [s for s in sources_of_person if len(s) >= 2]
+    assert several, "no person links records of two sources"
+    assert any("hospital" in s and (set(SOURCE_URI.values()) & s) for s in several)
+    assert {SOURCE_URI["immunization"], SOURCE_URI["commune_station"], "hospital"} <= set().union(
+        *sources_of_person
+    )
+
+    # verification outcomes are on the Patients, counted as printed
+    statuses: Counter[str] = Counter()
+    for p in patients:
+        if is_master(p):
+            assert current_outcome(p) is None  # a person is not a record of any source
+            continue
+        ext = current_outcome(p)
+        assert ext is not None and ext["url"] == EXTENSION_URL, p["id"]
+        status = next(e["valueCode"] for e in ext["extension"] if e["url"] == "status")
+        statuses[status] += 1
+    line = next(x for x in out.splitlines() if x.startswith("Patients verified against"))
+    printed_statuses = dict(
+        (k, int(v)) for k, v in re.findall(r"(\w+): (\d+)", line.split("register:", 1)[1])
+    )
+    assert printed_statuses == dict(statuses)
+    assert statuses["verified"] > 0 and len(statuses) >= 2
+
+
+def _all(engine: FhirEngine, rtype: str, *params: tuple[str, str]) -> list[dict[str, Any]]:
+    body = search(engine, rtype, [*params, ("_count", "1000"), ("_elements", "id")]).json()
+    assert body is not None
+    entries: list[dict[str, Any]] = body.get("entry", [])
+    assert len(entries) == body["total"]  # one page holds them all
+    return entries
+
+
+def test_demo_files_and_sources(built: tuple[Path, str]) -> None:
+    folder, out = built
+    for path in ("population/register.csv", "population/records.csv", "demo-summary.json"):
+        assert (folder / path).is_file(), path
+    assert list((folder / "xml130").rglob("*.xml"))
+    immunizations = folder / "fhir/immunization/3-immunizations.ndjson"
+    vaccines = {
+        c["code"]
+        for line in immunizations.read_bytes().splitlines()
+        for c in orjson.loads(line)["vaccineCode"]["coding"]
+    }
+    assert {"19", "102"} & vaccines and {"213"} & vaccines  # children's schedule and adults
+    for step in ("population register", "hospital exports ingested", "verified against"):
+        assert re.search(rf"{step}.*\(\d+\.\d s\)", out), step
+
+
+def test_demo_serves_what_it_printed(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        demo("--people", "120", "--seed", "5", "--dir", str(tmp_path), "--port", str(port)),
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        deadline = time.time() + 240
+        assert proc.stdout is not None
+        while not any("serving the FHIR API" in line for line in lines):
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                raise AssertionError("demo stopped:\n" + "".join(lines))
+            lines.append(line)
+            assert time.time() < deadline, "".join(lines)
+        out = "".join(lines)
+        tokens = dict(re.findall(r"^([A-Z]+)=(\S+)  # demo-", out, re.MULTILINE))
+        assert set(tokens) == {"ADMIN", "CLINICIAN", "ANALYST", "CITIZEN"}
+        gets = re.findall(r"^curl -H \"Authorization: Bearer \$([A-Z]+)\" '([^']+)'$", out, re.M)
+        posts = re.findall(
+            r"^curl -H \"Authorization: Bearer \$([A-Z]+)\" -H '([^']+)' -d '([^']+)' '([^']+)'$",
+            out,
+            re.M,
+        )
+        assert len(gets) >= 6 and len(posts) == 1
+        urls = " ".join(url for _, url in gets)
+        for part in ("Patient?family=", "$everything", "Immunization?", "AuditEvent", "$lookup"):
+            assert part in urls, part
+        base = f"http://127.0.0.1:{port}"
+        while True:
+            try:
+                httpx.get(f"{base}/fhir/metadata", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.time() < deadline, "not listening"
+                time.sleep(0.3)
+        with httpx.Client(timeout=30) as client:
+            for who, url in gets:
+                r = client.get(url, headers={"Authorization": f"Bearer {tokens[who]}"})
+                assert r.status_code == 200, (who, url, r.text[:500])
+                assert r.headers["content-type"].startswith("application/fhir+json")
+            everything = next(u for who, u in gets if "$everything" in u and who == "ADMIN")
+            r = client.get(everything, headers={"Authorization": f"Bearer {tokens['ADMIN']}"})
+            kinds = Counter(e["resource"]["resourceType"] for e in r.json().get("entry", []))
+            assert kinds["Patient"] >= 3, kinds  # the person and their source records
+            own = next(u for who, u in gets if "$everything" in u and who == "CITIZEN")
+            r = client.get(own, headers={"Authorization": f"Bearer {tokens['CITIZEN']}"})
+            assert r.json()["entry"], "the citizen sees nothing of their own record"
+            someone_else = everything.replace("/$everything", "")
+            r = client.get(someone_else, headers={"Authorization": f"Bearer {tokens['CITIZEN']}"})
+            assert r.status_code in (403, 404)  # the person record spans other sources
+            family = next(url for _, url in gets if "family=" in url)
+            r = client.get(family, headers={"Authorization": f"Bearer {tokens['ADMIN']}"})
+            assert r.json()["total"] > 0
+            who, header, body, url = posts[0]
+            r = client.post(
+                url,
+                content=body.encode(),
+                headers={
+                    "Authorization": f"Bearer {tokens[who]}",
+                    header.split(": ")[0]: header.split(": ")[1],
+                },
+            )
+            assert r.status_code == 200, r.text[:500]
+            assert r.json()["entry"], "the person's own name and birth date found nobody"
+            # authentication is on: no token, no data
+            assert client.get(f"{base}/fhir/Patient").status_code == 401
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
