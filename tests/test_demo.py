@@ -239,6 +239,10 @@ def test_demo_serves_what_it_printed(tmp_path: Path) -> None:
             )
             assert r.status_code == 200, r.text[:500]
             assert r.json()["entry"], "the person's own name and birth date found nobody"
+            clinician = next(u for who, u in gets if who == "CLINICIAN")
+            r = client.get(clinician, headers={"Authorization": f"Bearer {tokens['CLINICIAN']}"})
+            seen = {e["resource"]["id"] for e in r.json().get("entry", [])}
+            assert own.split("/")[-2] in seen  # the citizen consented to this hospital
             # authentication is on: no token, no data
             assert client.get(f"{base}/fhir/Patient").status_code == 401
     finally:

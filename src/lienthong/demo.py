@@ -259,8 +259,9 @@ def _own_record(records: list[str]) -> str:
     return (hospital or records)[0]
 
 
-def _hospital(settings: Settings) -> tuple[str, str]:
-    """The Organization id and provider code of the hospital with the most visits."""
+def _hospital(settings: Settings, preferred: str | None = None) -> tuple[str, str]:
+    """The Organization id and provider code of ``preferred`` when it is a hospital, else
+    of the hospital with the most visits."""
     from lienthong.ingest.xml130.to_fhir import PROVIDER_CODE
 
     with _sqlite(settings) as conn:
@@ -286,15 +287,72 @@ def _hospital(settings: Settings) -> tuple[str, str]:
         if ref.startswith("Organization/") and ref[13:] in codes:
             seen[ref[13:]] += 1
     org = max(sorted(seen), key=lambda o: seen[o]) if seen else sorted(codes)[0]
+    if preferred in codes:
+        org = preferred
     return org, codes[org]
+
+
+def _managing_organization(settings: Settings, patient: str) -> str | None:
+    with _sqlite(settings) as conn:
+        row = conn.execute(
+            "SELECT v.content FROM resource r JOIN resource_version v"
+            " ON v.pk = r.pk AND v.version = r.version"
+            " WHERE r.res_type = 'Patient' AND r.res_id = ?",
+            (patient,),
+        ).fetchone()
+    if row is None:
+        return None
+    ref = str((json.loads(row[0]).get("managingOrganization") or {}).get("reference", ""))
+    return ref[len("Organization/") :] if ref.startswith("Organization/") else None
+
+
+def record_consent(settings: Settings, patient: str, organization: str) -> str:
+    """The citizen's consent that the hospital's clinicians see their record for
+    treatment (the synthetic visits are too old for a treatment relationship)."""
+    from lienthong.fhir.engine import FhirEngine
+    from lienthong.fhir.interactions.update import update
+    from lienthong.storage.base import open_store
+
+    consent = {
+        "resourceType": "Consent",
+        "id": "demo-consent",
+        "status": "active",
+        "scope": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+            "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0",
+                                  "display": "Patient Consent"}]}],
+        "patient": {"reference": f"Patient/{patient}"},
+        "dateTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "provision": {
+            "type": "permit",
+            "actor": [{
+                "role": {"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                    "code": "PRCP"}]},
+                "reference": {"reference": f"Organization/{organization}"}}],
+            "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+                         "code": "TREAT"}],
+        },
+    }  # fmt: skip
+    store = open_store(settings.database_url, settings.pg_pool_size)
+    try:
+        response = update(FhirEngine(store, settings), "Consent", "demo-consent", consent)
+    finally:
+        store.close()
+    if response.status not in (200, 201):
+        raise RuntimeError(f"the demo consent was not stored: {response.json()}")
+    return "demo-consent"
 
 
 def create_users(settings: Settings, run: DemoRun) -> dict[str, str]:
     """The four demo users and a token for each (name -> token)."""
     from lienthong.access.auth import TokenIssuer, UserDirectory
 
-    org, code = _hospital(settings)
     person, records = _linked_person(settings)
+    own = _own_record(records)
+    org, code = _hospital(settings, _managing_organization(settings, own))
+    consent = record_consent(settings, own, org)
     users = UserDirectory(settings.database_url)
     try:
         for name in DEMO_USERS:
@@ -306,7 +364,7 @@ def create_users(settings: Settings, run: DemoRun) -> dict[str, str]:
             # the citizen's own record at the hospital: a person (master) record spans
             # other sources' records, which the access policy shows a citizen only
             # record by record
-            users.add("demo-citizen", "citizen", patient=_own_record(records)),
+            users.add("demo-citizen", "citizen", patient=own),
         ]
     finally:
         users.close()
@@ -323,6 +381,7 @@ def create_users(settings: Settings, run: DemoRun) -> dict[str, str]:
     finally:
         issuer.close()
     run.users["demo-clinician"]["provider_code"] = code
+    run.users["demo-citizen"]["consent"] = f"Consent/{consent}"
     run.users["demo-citizen"]["person"] = person
     run.users["demo-citizen"]["records"] = records
     return tokens
@@ -363,7 +422,7 @@ def try_urls(base: str, run: DemoRun, settings: Settings) -> list[tuple[str, str
          f"{base}/fhir/Immunization?vaccine-code=http://hl7.org/fhir/sid/cvx|04&_count=5"),
         ("de-identified blood pressures for statistics", "demo-analyst",
          f"{base}/fhir/Observation?code=http://loinc.org|85354-9&_count=5"),
-        ("patients this hospital's clinician may see (treating or consented)", "demo-clinician",
+        ("patients the hospital's clinician may see: the citizen consented", "demo-clinician",
          f"{base}/fhir/Patient?_count=5"),
         ("who read the citizen's record (the audit trail)", "demo-citizen",
          f"{base}/fhir/AuditEvent?_count=5"),
