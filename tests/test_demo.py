@@ -248,3 +248,70 @@ def test_demo_serves_what_it_printed(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.communicate(timeout=20)
+
+
+def test_fhir_sources_follow_the_records_and_the_schedule(tmp_path: Path) -> None:
+    import csv
+    from datetime import date, timedelta
+
+    from lienthong.fhir.validate import validate_resource
+    from lienthong.synth.fhir_sources import CHILD_SCHEDULE, generate_fhir_sources
+    from lienthong.synth.population import REFERENCE_DATE, generate
+
+    generate(300, 11, tmp_path / "pop")
+    first = generate_fhir_sources(tmp_path / "pop", tmp_path / "a", seed=4)
+    generate_fhir_sources(tmp_path / "pop", tmp_path / "b", seed=4)
+    for source, paths in first.files.items():
+        for path in paths:  # same seed, same files
+            assert path.read_bytes() == (tmp_path / "b" / source / path.name).read_bytes()
+    with (tmp_path / "pop/records.csv").open(encoding="utf-8", newline="") as fh:
+        records = {r["record_id"]: r for r in csv.DictReader(fh)}
+    with (tmp_path / "pop/truth.csv").open(encoding="utf-8", newline="") as fh:
+        truth = {r["record_id"]: r["person_id"] for r in csv.DictReader(fh)}
+    with (tmp_path / "pop/register.csv").open(encoding="utf-8", newline="") as fh:
+        births = {r["cccd"]: date.fromisoformat(r["birth_date"]) for r in csv.DictReader(fh)}
+
+    def load(source: str, stem: str) -> list[dict[str, Any]]:
+        path = next(p for p in first.files[source] if p.stem.endswith(stem))
+        return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+    for source in ("immunization", "commune_station"):
+        patients = load(source, "patients")
+        expected = {rid for rid, r in records.items() if r["source"] == source}
+        assert {p["id"] for p in patients} == expected  # one Patient per source record
+        for p in patients:
+            validate_resource(p)
+            row = records[p["id"]]
+            assert p["name"][0]["text"] == " ".join(row["full_name"].split())  # as written
+            assert p["meta"]["source"] == SOURCE_URI[source]
+        assert sum(first.resources[source].values()) == sum(
+            len(load(source, stem))
+            for stem in ("organizations", "patients", "immunizations", "encounters")
+            + ("observations",)
+            if any(p.stem.endswith(stem) for p in first.files[source])
+        )
+    due = {(cvx, dose): days for cvx, _, _, dose, days in CHILD_SCHEDULE}
+    children = 0
+    for imm in load("immunization", "immunizations"):
+        validate_resource(imm)
+        record = imm["patient"]["reference"].split("/")[1]
+        when = date.fromisoformat(imm["occurrenceDateTime"])
+        assert when <= REFERENCE_DATE
+        birth = births.get(truth[record])
+        code = imm["vaccineCode"]["coding"][0]["code"]
+        dose = imm["protocolApplied"][0]["doseNumberPositiveInt"]
+        if birth is not None and (REFERENCE_DATE - birth).days < 6 * 365 and (code, dose) in due:
+            children += 1  # never before the age the schedule gives, at most 20 days late
+            assert birth + timedelta(days=due[(code, dose)]) <= when
+            assert when <= birth + timedelta(days=due[(code, dose)] + 20)
+    assert children > 0
+    pressures = [
+        o
+        for o in load("commune_station", "observations")
+        if o["code"]["coding"][0]["code"] == "85354-9"
+    ]
+    assert pressures
+    for o in pressures:
+        validate_resource(o)
+        systolic, diastolic = (c["valueQuantity"]["value"] for c in o["component"])
+        assert systolic > diastolic

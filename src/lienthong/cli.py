@@ -42,7 +42,7 @@ app.command("verify", help="Verify records against the population register.")(ve
 app.add_typer(mpi_app, name="mpi", help="Master person index: review, decide, merge, rebuild.")
 app.add_typer(terminology_app, name="terminology", help="Code systems: load ICD-10.")
 app.add_typer(xml130_app, name="xml130", help="Hospital XML exports (QĐ 130/4750, QĐ 4210).")
-app.command("demo", help="Build, load and serve a synthetic province.")(demo_command)
+app.command("demo", help="Build, load and serve synthetic health records to try.")(demo_command)
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 

@@ -1,4 +1,4 @@
-"""``lienthong demo``: a synthetic province built, loaded, linked, verified and served.
+"""``lienthong demo``: synthetic health records built, loaded, linked, verified and served.
 
 One command shows the whole platform on a fresh checkout, on the embedded SQLite
 default: the population register extract and the noisy records of every source
@@ -140,7 +140,7 @@ def build(
     settings: Settings,
     workers: int | None = None,
 ) -> DemoRun:
-    """Generate, load, link and verify the province into ``settings.database_url``."""
+    """Generate, load, link and verify the population's records into ``settings.database_url``."""
     from lienthong.fhir.engine import FhirEngine
     from lienthong.identity.register import FileRegister
     from lienthong.identity.verify_store import verify_patients
@@ -471,10 +471,8 @@ def print_run(run: DemoRun, folder: Path, settings: Settings) -> None:
 
 
 def demo_command(
-    people: Annotated[
-        int, typer.Option("--people", "-n", min=10, help="people in the synthetic province")
-    ] = 2000,
-    seed: Annotated[int, typer.Option("--seed", "-s", help="same seed, same province")] = 1,
+    people: Annotated[int, typer.Option("--people", "-n", min=10, help="synthetic people")] = 2000,
+    seed: Annotated[int, typer.Option("--seed", "-s", help="same seed, same data")] = 1,
     folder: Annotated[
         Path, typer.Option("--dir", help="where the files and the database go (replaced)")
     ] = DEFAULT_DIR,
@@ -488,7 +486,7 @@ def demo_command(
         typer.Option(help="processes preparing input ahead of the writer (default: CPU count)"),
     ] = None,
 ) -> None:
-    """Build a synthetic province, load and link it, verify it, and serve the API."""
+    """Build synthetic health records, load, link and verify them, and serve the API."""
     folder = folder.resolve()
     database_url = f"sqlite:///{folder / 'lienthong.db'}"
     settings = Settings.from_env().model_copy(
