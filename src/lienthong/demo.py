@@ -405,13 +405,15 @@ def _a_family_name(settings: Settings) -> str:
 
 def try_urls(base: str, run: DemoRun, settings: Settings) -> list[tuple[str, str, str]]:
     """(what, user, URL) to try against the served API."""
+    from lienthong.synth.population import strip_diacritics
+
     person = run.users["demo-citizen"]["person"]
     own = run.users["demo-citizen"]["patient"]
     family = _a_family_name(settings)
     match = quote(f"{base}/fhir/Patient/$match", safe=":/$")
     return [
-        ("Patients by a Vietnamese family name (accents optional)", "demo-admin",
-         f"{base}/fhir/Patient?family={quote(family)}&_count=5"),
+        (f"Patients named {family} (written with or without accents)", "demo-admin",
+         f"{base}/fhir/Patient?family={quote(strip_diacritics(family).lower())}&_count=5"),
         ("one person's whole record, every source ($everything of the person)", "demo-admin",
          f"{base}/fhir/Patient/{person}/$everything"),
         ("the citizen's own hospital record", "demo-citizen",
