@@ -59,6 +59,7 @@ def record_source(resource: dict[str, Any]) -> str:
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     folder = tmp_path_factory.mktemp("demo")
     # a stale file of an earlier run must go: the database is replaced, saying so
+    (folder / ".lienthong-demo").write_text("an earlier demo\n")
     (folder / "lienthong.db").write_bytes(b"not a database")
     done = subprocess.run(
         demo("--people", "240", "--seed", "3", "--dir", str(folder), "--no-serve"),
@@ -152,6 +153,22 @@ def _all(engine: FhirEngine, rtype: str, *params: tuple[str, str]) -> list[dict[
     entries: list[dict[str, Any]] = body.get("entry", [])
     assert len(entries) == body["total"]  # one page holds them all
     return entries
+
+
+def test_demo_leaves_a_database_it_did_not_make_alone(tmp_path: Path) -> None:
+    data = tmp_path / "lienthong.db"
+    data.write_bytes(b"someone's records")
+    done = subprocess.run(
+        demo("--people", "10", "--dir", str(tmp_path), "--no-serve"),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--dir" in done.stderr and "did not make" in done.stderr
+    assert data.read_bytes() == b"someone's records"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lienthong.db"]
 
 
 def test_demo_files_and_sources(built: tuple[Path, str]) -> None:

@@ -115,11 +115,27 @@ class DemoRun:
         }
 
 
+MARKER = ".lienthong-demo"
+"""Written first into a demo folder: only a folder holding it is ever emptied."""
+
+
+class NotADemoFolder(Exception):
+    """The folder holds a database the demo did not make: it is left alone."""
+
+
 def _fresh_dir(folder: Path) -> list[Path]:
-    """Remove what an earlier demo left in ``folder``: its databases and generated files."""
+    """Remove what an earlier demo left in ``folder``: its databases and generated files.
+
+    A folder with a lienthong database but without the demo's marker is someone's data
+    (``--dir ./lienthong-data`` by mistake): :class:`NotADemoFolder`, nothing removed."""
     removed: list[Path] = []
     if not folder.exists():
         return removed
+    if not (folder / MARKER).exists() and any(folder.glob("lienthong*.db")):
+        raise NotADemoFolder(
+            f"--dir: {folder} holds a lienthong database the demo did not make; "
+            "choose another folder (the demo replaces the database in its folder)"
+        )
     for path in sorted(folder.glob("lienthong*.db*")):
         path.unlink()
         removed.append(path)
@@ -500,10 +516,15 @@ def demo_command(
             "port": port,
         }
     )
-    removed = _fresh_dir(folder)
+    try:
+        removed = _fresh_dir(folder)
+    except NotADemoFolder as exc:
+        err_console.print(str(exc))
+        raise typer.Exit(2) from None
     if removed:
         console.print(f"replacing the earlier demo in {folder} ({len(removed)} items removed)")
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text("made by lienthong demo; the demo replaces this folder's data\n")
     console.print(f"lienthong {__version__} demo: {people:,} people, seed {seed}, in {folder}")
     try:
         run = build(folder, people, seed, settings, workers)
