@@ -474,7 +474,13 @@ def print_run(run: DemoRun, folder: Path, settings: Settings) -> None:
     )
     statuses = ", ".join(f"{s}: {n}" for s, n in run.verification.items())
     console.print(f"Patients verified against the register: {statuses}")
-    console.print(f"ICD-10: {run.icd10}")
+    from lienthong.identity.verify_store import print_progress
+
+    print_progress(settings.database_url, console)
+    # the catalogue names a loaded list by its CodeSystem, the fallback by its package
+    loaded_list = run.icd10.startswith("CodeSystem/")
+    hint = "" if loaded_list else " (load the Ministry's list with: lienthong terminology load)"
+    console.print(f"ICD-10: {run.icd10}{hint}")
     steps = Table(title="Time per step")
     steps.add_column("step")
     steps.add_column("seconds", justify="right")
