@@ -288,6 +288,14 @@ def test_validate_code_against_a_stored_value_set(client: TestClient, loaded: No
     assert r.status_code == 400 and r.json()["issue"][0]["expression"] == ["url"]
 
 
+def test_capability_statement_lists_the_terminology_operations(client: TestClient) -> None:
+    resources = {r["type"]: r for r in client.get("/fhir/metadata").json()["rest"][0]["resource"]}
+    assert [o["name"] for o in resources["CodeSystem"]["operation"]] == ["lookup"]
+    assert [o["name"] for o in resources["ValueSet"]["operation"]] == ["validate-code"]
+    # each listed operation is served
+    assert lookup(client, system=ICD10_SYSTEM, code="I10").status_code == 200
+
+
 def test_cli_load_reports_counts_replaces_and_is_audited(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     book = tiny_workbook(tmp_path / "icd.xlsx")

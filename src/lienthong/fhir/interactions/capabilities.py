@@ -36,6 +36,21 @@ SUPPORTED_PARAM_TYPES = {
 }
 
 
+_HL7_OPS = "http://hl7.org/fhir/OperationDefinition/"
+OPERATIONS: dict[str, list[tuple[str, str]]] = {
+    "Patient": [
+        ("everything", _HL7_OPS + "Patient-everything"),
+        ("match", _HL7_OPS + "Patient-match"),
+        ("merge", _HL7_OPS + "Patient-merge"),
+        # R4 defines no unmerge; this one is the platform's own
+        ("unmerge", "http://fhir.lienthong.vn/OperationDefinition/Patient-unmerge"),
+    ],
+    "CodeSystem": [("lookup", _HL7_OPS + "CodeSystem-lookup")],
+    "ValueSet": [("validate-code", _HL7_OPS + "ValueSet-validate-code")],
+}
+"""Operations per resource type, as the CapabilityStatement lists them."""
+
+
 @lru_cache(maxsize=4)
 def capability_statement(
     base_url: str, registry: SearchParamRegistry, extractor: IndexExtractor
@@ -70,24 +85,9 @@ def capability_statement(
             "searchRevInclude": ["*"],
             "searchParam": search_params,
         }
-        if rtype == "Patient":
+        if rtype in OPERATIONS:
             entry["operation"] = [
-                {
-                    "name": "everything",
-                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-                },
-                {
-                    "name": "match",
-                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-match",
-                },
-                {
-                    "name": "merge",
-                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-merge",
-                },
-                {
-                    "name": "unmerge",
-                    "definition": "http://fhir.lienthong.vn/OperationDefinition/Patient-unmerge",
-                },
+                {"name": name, "definition": definition} for name, definition in OPERATIONS[rtype]
             ]
         resources.append(entry)
     return {
