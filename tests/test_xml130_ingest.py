@@ -5,10 +5,6 @@ re-sending, valid and invalid visits side by side, refused files, the CLI, and
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -30,6 +26,7 @@ from lienthong.ingest.xml130.to_fhir import (
     INSURANCE_NUMBER,
     PATIENT_INTERNAL_ID,
     PROVIDER_CODE,
+    SOURCE,
     birth_date,
     local_datetime,
     number,
@@ -40,7 +37,7 @@ from lienthong.settings import Settings
 from lienthong.storage.base import ResourceStore, open_store
 from lienthong.synth.xml130 import envelope_xml, generate_xml130
 from lienthong.terminology import ICD10_SYSTEM, normalize_icd10
-from tests.pg_server import free_port
+from tests.live_server import live_server
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +98,7 @@ def test_round_trip_from_generated_exports(exports: Path, engine: FhirEngine) ->
         for card in filter(None, field(v, "MA_THE_BHYT", "MA_THE").split(";")):
             assert (INSURANCE_NUMBER, card) in ids
         assert patient["name"][0]["text"] == " ".join(field(v, "HO_TEN").split())
+        assert patient["meta"]["source"] == SOURCE
         assert (
             patient["gender"] == {"1": "male", "2": "female", "3": "unknown"}[field(v, "GIOI_TINH")]
         )
@@ -302,33 +300,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     finally:
         users.close()
         issuer.close()
-    port = free_port()
-    env = {**os.environ, "LIENTHONG_DATABASE_URL": url, "LIENTHONG_AUTH": "on"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lienthong.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(
-                    f"server did not start: {proc.stdout.read() if proc.stdout else ''}"
-                )
-            time.sleep(0.2)
-        yield base, tokens
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=10)
+    with live_server({"LIENTHONG_DATABASE_URL": url, "LIENTHONG_AUTH": "on"}) as live:
+        yield live.root, tokens
 
 
 def post(base: str, token: str, data: bytes) -> httpx.Response:

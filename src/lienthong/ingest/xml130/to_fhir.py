@@ -48,6 +48,8 @@ MEDICATION_CODE = "http://fhir.ehealth.gov.vn/core/CodeSystem/vn-core-medication
 PROCEDURE_CODE = "http://fhir.ehealth.gov.vn/core/CodeSystem/vn-core-procedureCode"
 # the platform's own systems for what VN Core does not name
 LT = "http://fhir.lienthong.vn"
+SOURCE = f"{LT}/source/hospital-xml130"
+"""``meta.source`` of the Patients this mapping writes: reports per source name it."""
 LAB_INDEX_CODE = f"{LT}/CodeSystem/xml130-ma-chi-so"
 SUPPLY_CODE = f"{LT}/CodeSystem/xml130-ma-vat-tu"
 COST_GROUP = f"{LT}/CodeSystem/xml130-ma-nhom"
@@ -303,6 +305,7 @@ class _Builder:
         words = name.split(" ")
         patient: dict[str, Any] = {
             "resourceType": "Patient",
+            "meta": {"source": SOURCE},
             "identifier": identifiers,
             "name": [
                 {
