@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,43 +10,15 @@ import pytest
 from fhirpy import SyncFHIRClient
 
 from tests.factories import CCCD, observation, patient
-from tests.pg_server import free_port
+from tests.live_server import live_server
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "LIENTHONG_DATABASE_URL": f"sqlite:///{tmp_path / 'e2e.db'}",
-        "LIENTHONG_AUTH": "off",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lienthong.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}/fhir"
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/metadata", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(
-                    f"server did not start: {proc.stdout.read() if proc.stdout else ''}"
-                )
-            time.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=10)
-    assert f"http://127.0.0.1:{port}/fhir" in out  # it said where it listens
+    env = {"LIENTHONG_DATABASE_URL": f"sqlite:///{tmp_path / 'e2e.db'}", "LIENTHONG_AUTH": "off"}
+    with live_server(env) as live:
+        yield live.fhir
+    assert live.fhir in live.output  # it said where it listens
 
 
 def test_fhir_client_round_trip(server: str) -> None:

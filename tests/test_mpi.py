@@ -4,10 +4,6 @@ $merge/$unmerge, review decisions, rollback, access; and pair scoring against Sp
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +29,7 @@ from lienthong.server.app import create_app
 from lienthong.settings import Settings
 from lienthong.storage.base import ResourceStore
 from tests.conftest import BASE_URL
-from tests.pg_server import free_port
+from tests.live_server import live_server
 
 MASTER = "http://fhir.lienthong.vn/mpi|master"
 MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
@@ -578,39 +574,14 @@ def test_capability_statement_lists_the_operations(api: TestClient) -> None:
 
 @pytest.fixture
 def server(tmp_path: Path, model_path: Path) -> Iterator[str]:
-    port = free_port()
     env = {
-        **os.environ,
         "LIENTHONG_DATABASE_URL": f"sqlite:///{tmp_path / 'e2e.db'}",
         "LIENTHONG_AUTH": "off",
         "LIENTHONG_MPI": "true",
         "LIENTHONG_MPI_MODEL": str(model_path),
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lienthong.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}/fhir"
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/metadata", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(
-                    f"server did not start: {proc.stdout.read() if proc.stdout else ''}"
-                )
-            time.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=10)
+    with live_server(env) as live:
+        yield live.fhir
 
 
 def test_person_index_over_a_real_server(server: str) -> None:
