@@ -8,19 +8,23 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from lienthong import __version__
 from lienthong.access.cli_audit import alerts_command, audit_app
 from lienthong.access.cli_users import token_command, user_app
+from lienthong.cli_common import (
+    audit_run,
+    counting_progress,
+    counts_table,
+    require_inputs,
+    settings_for,
+)
 from lienthong.cli_options import DatabaseOpt
 from lienthong.demo import demo_command
 from lienthong.identity.cli_link import link_command
 from lienthong.identity.cli_mpi import mpi_app
 from lienthong.identity.cli_verify import verify_command
 from lienthong.ingest.cli_xml130 import xml130_app
-from lienthong.settings import Settings
 from lienthong.synth.cli_synth import synth_app
 from lienthong.terminology.cli_terminology import terminology_app
 
@@ -47,14 +51,6 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
 
-def _settings(database: str | None, **overrides: object) -> Settings:
-    settings = Settings.from_env()
-    update = {k: v for k, v in overrides.items() if v is not None}
-    if database:
-        update["database_url"] = database
-    return settings.model_copy(update=update)
-
-
 @app.command()
 def version() -> None:
     """Print the version."""
@@ -72,7 +68,7 @@ def serve(
 
     import uvicorn
 
-    settings = _settings(database, host=host, port=port)
+    settings = settings_for(database, host=host, port=port)
     # the app factory reads its settings from the environment: hand the options over there
     for name, value in settings.model_dump().items():
         if value is not None:
@@ -126,16 +122,9 @@ def import_(
     from lienthong.ingest.bulk import BulkImporter, expand_paths
     from lienthong.storage.base import open_store
 
-    settings = _settings(database, import_batch_size=batch_size)
+    settings = settings_for(database, import_batch_size=batch_size)
     files = expand_paths(paths)
-    missing = [p for p in files if not p.exists()]
-    for p in missing:
-        err_console.print(f"{p}: no such file")
-    if missing:
-        raise typer.Exit(2)
-    if not files:
-        err_console.print("no .ndjson or .json files found")
-        raise typer.Exit(2)
+    require_inputs(files, err_console, "no .ndjson or .json files found")
     # Loading allocates millions of short-lived objects; a full GC pass every few
     # thousand allocations costs more than the memory it frees here.
     gc.set_threshold(100_000, 50, 100)
@@ -143,13 +132,7 @@ def import_(
     started = time.perf_counter()
     try:
         engine = FhirEngine(store, settings)
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed:,.0f} resources"),
-            TimeElapsedColumn(),
-            console=err_console,
-        ) as progress:
+        with counting_progress("resources", err_console) as progress:
             task = progress.add_task("importing", total=None)
 
             def advance(path: Path, n: int) -> None:
@@ -165,15 +148,22 @@ def import_(
         store.optimize()
     finally:
         store.close()
-    _audit_import(settings.database_url, files, report)
+    audit_run(
+        settings,
+        "import",
+        files,
+        f"{report.total_loaded} resources loaded, {report.rejected} rejected",
+        ok=not report.rejected,
+    )
     elapsed = time.perf_counter() - started
-    table = Table(title=f"Imported into {settings.database_url}")
-    table.add_column("resource type")
-    table.add_column("loaded", justify="right")
-    for rtype, n in sorted(report.loaded.items()):
-        table.add_row(rtype, str(n))
-    table.add_row("[bold]total[/]", f"[bold]{report.total_loaded}[/]")
-    console.print(table)
+    console.print(
+        counts_table(
+            f"Imported into {settings.database_url}",
+            "loaded",
+            report.loaded,
+            total=report.total_loaded,
+        )
+    )
     rate = report.total_loaded / elapsed if elapsed > 0 else 0.0
     unchanged = f", {report.unchanged} already present" if report.unchanged else ""
     console.print(
@@ -184,38 +174,6 @@ def import_(
         typer.echo(str(problem), err=True)
     if report.rejected:
         raise typer.Exit(1)
-
-
-def _audit_import(database_url: str, files: list[Path], report: object) -> None:
-    """The bulk-import door is audited like the API: one entry per run."""
-    import getpass
-
-    from lienthong.access.audit import AuditEntry, AuditLog
-
-    loaded = getattr(report, "total_loaded", 0)
-    rejected = getattr(report, "rejected", 0)
-    log = AuditLog(database_url, anchor_key=Settings.from_env().audit_key)
-    try:
-        log.append(
-            AuditEntry(
-                user=f"cli:{getpass.getuser()}",
-                role="data_admin",
-                on_behalf_of=None,
-                action="import",
-                resource_type=None,
-                resource_id=None,
-                query=" ".join(str(f) for f in files)[:2000],
-                patients=(),
-                outcome="error" if rejected else "success",
-                status=422 if rejected else 200,
-                purpose="HOPERAT",
-                break_glass=None,
-                source_ip=None,
-                detail=f"{loaded} resources loaded, {rejected} rejected",
-            )
-        )
-    finally:
-        log.close()
 
 
 if __name__ == "__main__":

@@ -206,11 +206,11 @@ def verify_store(
     console: Console,
     out_console: Console,
 ) -> None:
-    from lienthong.cli import _settings
+    from lienthong.cli_common import settings_for
     from lienthong.fhir.engine import FhirEngine
     from lienthong.storage.base import open_store
 
-    settings = _settings(database)
+    settings = settings_for(database)
     store = open_store(settings.database_url, settings.pg_pool_size)
     try:
         engine = FhirEngine(store, settings)
@@ -278,10 +278,10 @@ def progress(store: ResourceStore) -> dict[tuple[str, str], SourceProgress]:
 
 
 def print_progress(database: str | None, out_console: Console) -> None:
-    from lienthong.cli import _settings
+    from lienthong.cli_common import settings_for
     from lienthong.storage.base import open_store
 
-    settings = _settings(database)
+    settings = settings_for(database)
     store = open_store(settings.database_url, settings.pg_pool_size)
     try:
         rows = progress(store)

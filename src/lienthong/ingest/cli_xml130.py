@@ -18,11 +18,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from lienthong.cli_common import counting_progress, require_inputs, settings_for
 from lienthong.cli_options import DatabaseOpt
-from lienthong.ingest.xml130.cli_ingest import ingest_command
+from lienthong.ingest.xml130.cli_ingest import expand_xml_paths, ingest_command
 from lienthong.ingest.xml130.validate import (
     IcdCatalogue,
     ValidationReport,
@@ -44,17 +44,6 @@ err_console = Console(stderr=True, soft_wrap=True)
 @xml130_app.callback()
 def _xml130() -> None:
     """Hospital XML exports (a callback keeps ``validate`` a subcommand)."""
-
-
-def expand_xml_paths(paths: list[Path]) -> list[Path]:
-    """Files as given; folders contribute their ``*.xml`` files (recursively, sorted)."""
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() == ".xml"))
-        else:
-            files.append(path)
-    return files
 
 
 def icd_catalogue(settings: Settings) -> tuple[IcdCatalogue, str]:
@@ -96,27 +85,11 @@ def validate_command(
 ) -> None:
     """Check exports against the data dictionary and the gateway's rules; exit 1 when a
     file fails (any problem), 2 when a file does not exist."""
-    settings = Settings.from_env()
-    if database:
-        settings = settings.model_copy(update={"database_url": database})
+    settings = settings_for(database)
     files = expand_xml_paths(paths)
-    missing = [p for p in files if not p.exists()]
-    for p in missing:
-        err_console.print(f"{p}: no such file")
-    if missing:
-        raise typer.Exit(2)
-    if not files:
-        err_console.print("no .xml files found")
-        raise typer.Exit(2)
+    require_inputs(files, err_console, "no .xml files found")
     catalogue, catalogue_label = icd_catalogue(settings)
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:,.0f} visits"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=as_json,
-    ) as progress:
+    with counting_progress("visits", err_console, transient=as_json) as progress:
         task = progress.add_task("validating", total=None)
 
         def advance(name: str, n: int) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import time
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +9,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from lienthong.cli_common import audit_run, settings_for
 from lienthong.cli_options import DatabaseOpt
+from lienthong.settings import Settings
 from lienthong.terminology.icd10 import DEFAULT_VERSION, ICD10_SYSTEM, WorkbookError
 
 terminology_app = typer.Typer(no_args_is_help=True, add_completion=False)
@@ -32,16 +33,13 @@ def load_command(
     """
     from lienthong.fhir.engine import FhirEngine
     from lienthong.fhir.errors import FhirError
-    from lienthong.settings import Settings
     from lienthong.storage.base import open_store
     from lienthong.terminology.load import load_icd10_workbook
 
     if not file.is_file():
         err_console.print(f"{file}: no such file")
         raise typer.Exit(2)
-    settings = Settings.from_env()
-    if database:
-        settings = settings.model_copy(update={"database_url": database})
+    settings = settings_for(database)
     started = time.perf_counter()
     store = open_store(settings.database_url, settings.pg_pool_size)
     try:
@@ -69,31 +67,6 @@ def load_command(
     )
 
 
-def _audit(settings: object, file: Path, detail: str, ok: bool) -> None:
+def _audit(settings: Settings, file: Path, detail: str, ok: bool) -> None:
     """The terminology door is audited like the API: one entry per load."""
-    from lienthong.access.audit import AuditEntry, AuditLog
-    from lienthong.settings import Settings
-
-    assert isinstance(settings, Settings)
-    log = AuditLog(settings.database_url, anchor_key=settings.audit_key)
-    try:
-        log.append(
-            AuditEntry(
-                user=f"cli:{getpass.getuser()}",
-                role="data_admin",
-                on_behalf_of=None,
-                action="terminology-load",
-                resource_type="CodeSystem",
-                resource_id=None,
-                query=str(file)[:2000],
-                patients=(),
-                outcome="success" if ok else "error",
-                status=200 if ok else 422,
-                purpose="HOPERAT",
-                break_glass=None,
-                source_ip=None,
-                detail=detail[:500],
-            )
-        )
-    finally:
-        log.close()
+    audit_run(settings, "terminology-load", [file], detail, ok=ok, resource_type="CodeSystem")
