@@ -44,12 +44,12 @@ from lienthong.identity.identifiers import (
     one_digit_apart,
 )
 from lienthong.identity.normalize import (
+    birth_parts,
     name_key,
+    name_keys,
     normalize_address,
     normalize_phone,
     normalize_sex,
-    parse_date,
-    split_name,
 )
 
 __all__ = [
@@ -212,26 +212,6 @@ def _check_ids(ids: list[str]) -> None:
 # Normalisation is cached per distinct value: a million records hold far fewer distinct
 # names, dates, phone numbers and places, and the normalisers (tone placement, the
 # phone-number metadata, the address parser) are costly per call.
-
-
-@functools.lru_cache(maxsize=1 << 20)
-def _name_keys(full_name: str) -> tuple[str | None, str | None, str | None, str | None]:
-    parts = split_name(full_name)
-    return (
-        name_key(parts.family) or None,
-        name_key(parts.middle) or None,
-        name_key(parts.given) or None,
-        name_key(full_name) or None,
-    )
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _birth(raw: str) -> tuple[int | None, int | None, int | None]:
-    try:
-        born = parse_date(raw)
-    except ValueError:
-        return None, None, None
-    return born.year, born.month, born.day
 
 
 @functools.lru_cache(maxsize=256)
@@ -404,8 +384,8 @@ def _identifiers(
 
 
 _NORMALISERS: dict[str, Callable[[Any], Any]] = {
-    "name": _name_keys,
-    "birth": _birth,
+    "name": name_keys,
+    "birth": birth_parts,
     "sex": _sex,
     "phone": _phone,
     "place": _place,

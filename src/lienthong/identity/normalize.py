@@ -171,6 +171,22 @@ def split_name(raw: str) -> NameParts:
     return NameParts(words[0], " ".join(words[1:-1]), words[-1])
 
 
+@functools.lru_cache(maxsize=1 << 20)
+def name_keys(full_name: str) -> tuple[str | None, str | None, str | None, str | None]:
+    """Matching keys of a name: family, middle, given and whole name (None when empty).
+
+    Record linkage and the person index compare names by these keys; cached because a
+    population holds far fewer distinct names than records, and splitting is costly.
+    """
+    parts = split_name(full_name)
+    return (
+        name_key(parts.family) or None,
+        name_key(parts.middle) or None,
+        name_key(parts.given) or None,
+        name_key(full_name) or None,
+    )
+
+
 # --------------------------------------------------------------------------- dates
 
 
@@ -271,6 +287,17 @@ _SEX_CODES: dict[str, Sex] = {
     "khác": "O",
     "3": "O",
 }
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def birth_parts(raw: str) -> tuple[int | None, int | None, int | None]:
+    """Year, month and day of a birth date as far as known; all None when unreadable
+    (a matching feature, not a check: a bad date must not stop the comparison)."""
+    try:
+        born = parse_date(raw)
+    except ValueError:
+        return None, None, None
+    return born.year, born.month, born.day
 
 
 def normalize_sex(raw: str | int | None) -> Sex | None:

@@ -29,13 +29,14 @@ from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler
 
 from lienthong.identity.identifiers import check_bhxh, check_bhyt, check_cccd, decode_bhyt
 from lienthong.identity.normalize import (
+    birth_parts,
     current_units,
     name_key,
+    name_keys,
     normalize_address,
     normalize_phone,
     normalize_sex,
     parse_date,
-    split_name,
 )
 
 __all__ = [
@@ -168,8 +169,8 @@ def record_features(row: Mapping[str, Any]) -> dict[str, Any]:
         value = row.get(key)
         return "" if value is None else str(value).strip()
 
-    family, middle, given, full = _name_keys(text("full_name"))
-    year, month, day = _birth_parts(text("birth_date"))
+    family, middle, given, full = name_keys(text("full_name"))
+    year, month, day = birth_parts(text("birth_date"))
     sex = normalize_sex(text("sex") or None)
     sex = sex if sex in ("M", "F") else None
     cccd = text("cccd")
@@ -207,26 +208,6 @@ def record_features(row: Mapping[str, Any]) -> dict[str, Any]:
         "province": province,
         "commune": commune,
     }
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _name_keys(full_name: str) -> tuple[str | None, str | None, str | None, str | None]:
-    parts = split_name(full_name)
-    return (
-        name_key(parts.family) or None,
-        name_key(parts.middle) or None,
-        name_key(parts.given) or None,
-        name_key(full_name) or None,
-    )
-
-
-@functools.lru_cache(maxsize=1 << 12)
-def _birth_parts(raw: str) -> tuple[int | None, int | None, int | None]:
-    try:
-        born = parse_date(raw)
-    except ValueError:
-        return None, None, None
-    return born.year, born.month, born.day
 
 
 @functools.lru_cache(maxsize=1 << 16)
