@@ -25,20 +25,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lienthong.cli_options import DatabaseOpt
+from lienthong.identity import layouts
 
 if TYPE_CHECKING:
     from lienthong.identity.register import FileRegister, HttpRegister
 
-# Kept here rather than imported from `verify` so that the CLI starts without DuckDB.
-RECORD_COLUMNS = (
-    "record_id", "source", "full_name", "birth_date", "sex", "cccd", "province_code",
-    "commune_code",
-)  # fmt: skip
-REPORT_COLUMNS = (
-    "record_id", "status", "reasons", "cccd_suggested", "score", "full_name_register",
-    "birth_date_register", "sex_register", "province_code_register", "commune_code_register",
-)  # fmt: skip
-STATUSES = ("verified", "corrected", "mismatch", "not_found", "invalid_id", "missing_id")
+# From `layouts`, not `verify`, so that the CLI starts without DuckDB.
+RECORD_COLUMNS = layouts.VERIFY_RECORD_COLUMNS
+REPORT_COLUMNS = layouts.VERIFY_REPORT_COLUMNS
+STATUSES = layouts.VERIFY_STATUSES
 
 out_console = Console()
 console = Console(stderr=True, soft_wrap=True)

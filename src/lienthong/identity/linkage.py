@@ -36,6 +36,7 @@ from typing import Any, TypeAlias
 
 import pyarrow as pa
 
+from lienthong.identity import layouts
 from lienthong.identity.identifiers import (
     check_bhxh,
     check_bhyt,
@@ -99,20 +100,7 @@ Records: TypeAlias = "Iterable[Mapping[str, Any]] | str | Path | pa.Table"
 REQUIRED_COLUMNS = ("record_id", "full_name", "birth_date")
 """Columns a records file must have (values may still be empty, except record_id)."""
 
-INPUT_COLUMNS = (
-    "record_id",
-    "source",
-    "full_name",
-    "birth_date",
-    "sex",
-    "cccd",
-    "bhxh",
-    "bhyt",
-    "phone",
-    "address",
-    "province_code",
-    "commune_code",
-)
+INPUT_COLUMNS = layouts.RECORDS_COLUMNS
 """The records layout; columns other than `REQUIRED_COLUMNS` may be absent (read as empty)."""
 
 PARALLEL_MIN_RECORDS = 50_000

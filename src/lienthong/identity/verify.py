@@ -35,6 +35,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from lienthong.identity import layouts
 from lienthong.identity.identifiers import check_cccd
 from lienthong.identity.normalize import (
     SURNAME_KEYS,
@@ -44,42 +45,14 @@ from lienthong.identity.normalize import (
     parse_date,
 )
 
-STATUSES = ("verified", "corrected", "mismatch", "not_found", "invalid_id", "missing_id")
+STATUSES = layouts.VERIFY_STATUSES
 """Outcomes, from best to worst; `verified` and `corrected` mean the number is the record's."""
 
 ACCEPTED = frozenset(("verified", "corrected"))
 
-REGISTER_COLUMNS = (
-    "cccd",
-    "full_name",
-    "birth_date",
-    "sex",
-    "province_code",
-    "commune_code",
-    "address",
-)
-RECORD_COLUMNS = (
-    "record_id",
-    "source",
-    "full_name",
-    "birth_date",
-    "sex",
-    "cccd",
-    "province_code",
-    "commune_code",
-)
-REPORT_COLUMNS = (
-    "record_id",
-    "status",
-    "reasons",
-    "cccd_suggested",
-    "score",
-    "full_name_register",
-    "birth_date_register",
-    "sex_register",
-    "province_code_register",
-    "commune_code_register",
-)
+REGISTER_COLUMNS = layouts.REGISTER_COLUMNS
+RECORD_COLUMNS = layouts.VERIFY_RECORD_COLUMNS
+REPORT_COLUMNS = layouts.VERIFY_REPORT_COLUMNS
 
 # Candidate scoring weights, in rough bits of evidence (log2 of how much likelier the
 # agreement is for the same person than for a random one in the block). Given names are

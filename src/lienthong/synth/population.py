@@ -35,34 +35,14 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
+from lienthong.identity import layouts
 from lienthong.synth import names
 
 REFERENCE_DATE = date(2025, 12, 31)
 """Ages are computed at this date; fixed so that output never depends on the clock."""
 
-REGISTER_HEADER = (
-    "cccd",
-    "full_name",
-    "birth_date",
-    "sex",
-    "province_code",
-    "commune_code",
-    "address",
-)
-RECORDS_HEADER = (
-    "record_id",
-    "source",
-    "full_name",
-    "birth_date",
-    "sex",
-    "cccd",
-    "bhxh",
-    "bhyt",
-    "phone",
-    "address",
-    "province_code",
-    "commune_code",
-)
+REGISTER_HEADER = layouts.REGISTER_COLUMNS
+RECORDS_HEADER = layouts.RECORDS_COLUMNS
 TRUTH_HEADER = ("record_id", "person_id")
 SOURCES = ("hospital", "immunization", "commune_station", "telehealth")
 
