@@ -118,7 +118,9 @@ def world(store: ResourceStore, store_url: str) -> Iterator[World]:
         w.put({"resourceType": "Organization", "name": "Bệnh viện A"}, "org-a")
         w.put({"resourceType": "Organization", "name": "Trạm y tế B"}, "org-b")
         for i in range(1, 6):
-            w.put(patient(family=f"Nguyễn{i}", cccd=f"00109001234{i}"), f"p{i}")
+            # different given names: five persons to the person index, not one
+            given = ["Văn", ("Bình", "Cường", "Dũng", "Hải", "Khoa")[i - 1]]
+            w.put(patient(family=f"Nguyễn{i}", given=given, cccd=f"00109001234{i}"), f"p{i}")
             r = client.post(
                 "/fhir/Observation", json=observation(f"Patient/p{i}"), headers=w.as_("adm")
             )

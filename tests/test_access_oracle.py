@@ -136,7 +136,10 @@ def test_server_agrees_with_oracle(world: list[Person], asks: list[tuple[str, in
                     put({"resourceType": "Organization", "name": o}, o)
                 for i, person in enumerate(world):
                     pid = f"p{i}"
-                    put(patient(cccd=None), pid)
+                    # different given names and birth dates: one person each to the
+                    # person index, as the oracle counts them
+                    given = ["Văn", ("Bình", "Cường", "Dũng", "Hải")[i]]
+                    put(patient(given=given, birth=f"199{i}-0{i + 1}-1{i}", cccd=None), pid)
                     put(observation(f"Patient/{pid}"), f"obs-{i}")
                     obs[pid] = f"obs-{i}"
                     for j, v in enumerate(person.visits):

@@ -649,7 +649,7 @@ class AuditLog:
 
     def search(
         self,
-        patient: str | None = None,
+        patient: str | list[str] | None = None,
         user: str | None = None,
         since: str | None = None,
         until: str | None = None,
@@ -666,8 +666,11 @@ class AuditLog:
         where: list[str] = []
         args: list[Any] = []
         if patient:
-            where.append("seq IN (SELECT seq FROM audit_patient WHERE patient_id = ?)")
-            args.append(patient_id(patient))
+            # several ids: entries about any of one person's records
+            ids = [patient_id(p) for p in ([patient] if isinstance(patient, str) else patient)]
+            marks = ", ".join("?" for _ in ids)
+            where.append(f"seq IN (SELECT seq FROM audit_patient WHERE patient_id IN ({marks}))")
+            args.extend(ids)
         if user:
             where.append("user_name = ?")
             args.append(user)

@@ -1,8 +1,9 @@
 """The audit trail over the API: ``GET /fhir/AuditEvent`` and the alert list.
 
 Auditors and data administrators read every entry; a citizen reads the
-entries about their own record — who looked at it, when, why — and nothing
-else. Reading the audit trail is itself audited.
+entries about their own records — those of their person, as the master person
+index links them now: who looked at them, when, why — and nothing else.
+Reading the audit trail is itself audited.
 """
 
 from __future__ import annotations
@@ -21,14 +22,22 @@ from lienthong.fhir.search_index import date_range
 READERS = {"auditor", "data_admin"}
 
 
-def _for(ctx: AccessContext, record: AuditRecord, base_url: str) -> dict[str, Any]:
+def _person(gate: AccessGate, ctx: AccessContext) -> frozenset[str]:
+    """The Patient ids whose audit entries a citizen reads: their person's."""
+    with gate.engine.store.reader() as session:
+        return gate.policy.person_patients(ctx.principal, session)
+
+
+def _for(
+    ctx: AccessContext, record: AuditRecord, base_url: str, person: frozenset[str]
+) -> dict[str, Any]:
     """The AuditEvent as this reader may see it: a citizen learns who accessed their
     record, when, why and with what outcome — not which other patients the same
     request touched, what was searched for, or the chain's hashes."""
     if ctx.role in READERS:
         return record.to_fhir(base_url)
-    own = ctx.principal.patient or ""
-    entry = replace(record.entry, patients=(own,), query=None, detail=None, source_ip=None)
+    own = tuple(p for p in record.entry.patients if p in person)
+    entry = replace(record.entry, patients=own, query=None, detail=None, source_ip=None)
     event = replace(record, entry=entry).to_fhir(base_url)
     event["extension"] = [
         x for x in event.get("extension", []) if "hash" not in str(x.get("url", ""))
@@ -38,14 +47,16 @@ def _for(ctx: AccessContext, record: AuditRecord, base_url: str) -> dict[str, An
     return event
 
 
-def _patient_filter(ctx: AccessContext, requested: str | None) -> str | None:
+def _patient_filter(
+    ctx: AccessContext, requested: str | None, person: frozenset[str]
+) -> list[str] | None:
     wanted = requested.split("/", 1)[1] if requested and "/" in requested else requested
     if ctx.role in READERS:
-        return wanted
+        return [wanted] if wanted else None
     if ctx.role == "citizen" and ctx.principal.patient:
-        if wanted not in (None, ctx.principal.patient):
-            raise forbidden("a citizen reads the audit entries about their own record only")
-        return ctx.principal.patient
+        if wanted is not None and wanted not in person:
+            raise forbidden("a citizen reads the audit entries about their own records only")
+        return [wanted] if wanted else sorted(person | {ctx.principal.patient})
     raise forbidden(f"role {ctx.role} may not read the audit trail")
 
 
@@ -53,7 +64,8 @@ def search(
     gate: AccessGate, engine: FhirEngine, ctx: AccessContext, params: list[tuple[str, str]]
 ) -> FhirResponse:
     args = dict(params)
-    patient = _patient_filter(ctx, args.get("patient"))
+    person = _person(gate, ctx) if ctx.role == "citizen" else frozenset()
+    patient = _patient_filter(ctx, args.get("patient"), person)
     try:
         count = min(int(args.get("_count", "50")), 1000)
         offset = int(args.get("_offset", "0"))
@@ -101,7 +113,7 @@ def search(
         bundle["entry"] = [
             {
                 "fullUrl": f"{path}/{r.seq}",
-                "resource": _for(ctx, r, engine.base_url),
+                "resource": _for(ctx, r, engine.base_url, person),
                 "search": {"mode": "match"},
             }
             for r in records
@@ -110,13 +122,12 @@ def search(
 
 
 def read(gate: AccessGate, engine: FhirEngine, ctx: AccessContext, res_id: str) -> FhirResponse:
-    _patient_filter(ctx, None)
+    person = _person(gate, ctx) if ctx.role == "citizen" else frozenset()
+    _patient_filter(ctx, None, person)
     record = gate.audit.read(int(res_id)) if res_id.isdigit() else None
-    if record is None or (
-        ctx.role not in READERS and ctx.principal.patient not in record.entry.patients
-    ):
+    if record is None or (ctx.role not in READERS and not person & set(record.entry.patients)):
         raise not_found(f"AuditEvent/{res_id} is not known")
-    return FhirResponse(200, _for(ctx, record, engine.base_url))
+    return FhirResponse(200, _for(ctx, record, engine.base_url, person))
 
 
 def alerts(gate: AccessGate, ctx: AccessContext, params: dict[str, str]) -> FhirResponse:

@@ -41,6 +41,10 @@ from lienthong.storage.base import (
 from lienthong.storage.query import Criterion, SearchQuery
 
 RELATIONSHIP_TYPES = {"Encounter", "Consent"}
+# the person operations ($merge, $unmerge) are a data administrator's, and they write
+# masters through the index's own session, past this guard: any write transaction of
+# this role may have moved records between persons
+PERSON_OPERATORS = {"data_admin"}
 
 
 def compartment_of(res_type: str, res_id: str, rows: IndexRows) -> frozenset[str]:
@@ -77,13 +81,17 @@ class GuardedStore(ResourceStore):
 
     @contextmanager
     def writer(self) -> Iterator[WriteSession]:
-        changed = False
+        changed = persons = False
         with self.inner.writer() as session:
             guarded = GuardedSession(session, self)
             yield guarded
             changed = guarded.relationship_written
+            persons = guarded.patient_written or self.ctx.role in PERSON_OPERATORS
         if changed:
             self.policy.relationship_changed()
+        if persons:
+            # a Patient written is resolved into a person in the same transaction
+            self.policy.persons_changed()
 
     def close(self) -> None:  # the request does not own the store
         pass
@@ -102,6 +110,7 @@ class GuardedSession(WriteSession):
         self.ctx = store.ctx
         self.policy = store.policy
         self.relationship_written = False
+        self.patient_written = False
 
     # -- helpers ----------------------------------------------------------------
 
@@ -267,6 +276,8 @@ class GuardedSession(WriteSession):
             self._check_write(op)
             if op.res_type in RELATIONSHIP_TYPES:
                 self.relationship_written = True
+            if op.res_type == "Patient":
+                self.patient_written = True
         return self.inner.write(ops)
 
     def flush(self) -> None:
@@ -300,12 +311,13 @@ class GuardedSession(WriteSession):
             if consent_for is None or consent_for not in new:
                 self.policy_deny("Consent.patient must be a reference of the form Patient/<id>")
         if role == "citizen":
-            own = self.ctx.principal.patient
+            # their person: the master and its records as the index links them now
+            own = self._vis().patients or frozenset()
             if (
                 op.res_type == "Consent"
                 and own
-                and (new | old) <= {own}
-                and (consent_for == own or op.content is None)
+                and (new | old) <= own
+                and (consent_for in own or op.content is None)
             ):
                 return
             self.policy_deny("a citizen may only write their own Consents")

@@ -12,8 +12,10 @@ need consent. In terms of this platform:
   provision permit, purpose treatment or unspecified, period covering now)
   naming the user's organisation or practitioner; break-the-glass lifts the
   restriction for reads, with the reason recorded and an alert raised;
-- ``citizen``: their own Patient and its compartment; they manage their own
-  Consents;
+- ``citizen``: their person — with the master person index on, the master
+  and every source record the index links to it now (whether the user is
+  linked by the master's id or by one record's id), else the one Patient —
+  and those records' compartments; they manage their own Consents;
 - ``analyst``: searches and reads come back de-identified (no names,
   identifiers, contacts, addresses, narrative; birth dates cut to the year);
 - ``auditor``: the audit trail, no clinical data.
@@ -198,6 +200,8 @@ class Policy:
         self._generation = 0  # bumped by writes that change relationships or consents
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str | None, str | None, int], frozenset[str]] = {}
+        self._person_generation = 0  # bumped by writes that may change the person index
+        self._person_cache: dict[tuple[str, str, int], frozenset[str]] = {}
 
     # -- what a role and its scopes allow ------------------------------------
 
@@ -234,8 +238,7 @@ class Policy:
         if role == "analyst":
             return Visibility(None, deidentify=True)
         if role == "citizen":
-            own = ctx.principal.patient
-            return Visibility(frozenset([own]) if own else frozenset())
+            return Visibility(self.person_patients(ctx.principal, session))
         if role in CARE_ROLES:
             if ctx.break_glass:
                 return Visibility(None)
@@ -267,6 +270,35 @@ class Policy:
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[key] = patients
+        return patients
+
+    def person_patients(self, principal: Principal, session: Session) -> frozenset[str]:
+        """The Patient ids a citizen's data spans: their person's master and source
+        records as the index links them (:func:`lienthong.identity.mpi.person_patients`),
+        or their one Patient when the index is off.
+
+        Cached like a clinician's set, within the same bounds: writes through this
+        process that may move a record between persons refresh it at once, writes by
+        other processes (``lienthong mpi``, imports) within CACHE_SECONDS; so a split
+        record leaves its former person's view by then, and a merged one joins it.
+        """
+        own = principal.patient
+        if not own:
+            return frozenset()
+        if not self.settings.mpi:
+            return frozenset([own])
+        epoch = int(time.monotonic() // CACHE_SECONDS)
+        key = (principal.name, own, self._person_generation * 1_000_000_007 + epoch)
+        cached = self._person_cache.get(key)
+        if cached is not None:
+            return cached
+        from lienthong.identity.mpi import person_patients
+
+        patients = person_patients(session, own)
+        with self._lock:
+            if len(self._person_cache) > 10_000:
+                self._person_cache.clear()
+            self._person_cache[key] = patients
         return patients
 
     def _encounter_patients(self, principal: Principal, session: Session) -> frozenset[str]:
@@ -314,6 +346,11 @@ class Policy:
         with self._lock:
             self._generation += 1
             self._cache.clear()
+
+    def persons_changed(self) -> None:
+        with self._lock:
+            self._person_generation += 1
+            self._person_cache.clear()
 
 
 _VERB = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}

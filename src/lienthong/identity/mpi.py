@@ -56,6 +56,7 @@ __all__ = [
     "Candidate",
     "MasterPersonIndex",
     "is_master",
+    "person_patients",
     "raw_session",
 ]
 
@@ -86,6 +87,48 @@ def raw_session(session: Session) -> SqlSession:
         if inner is None:
             raise TypeError("the person index needs a SQL store session")
     return inner
+
+
+def person_patients(session: Session, patient_id: str) -> frozenset[str]:
+    """Every Patient id of the person ``patient_id`` stands for, as the index links them now.
+
+    ``patient_id`` may be a source record or a master; a master retired by a merge is
+    followed along its ``replaced-by`` link to the person it went into. The answer holds
+    the id itself, the masters on the way, the current master and its source records; an
+    id the index does not know stands for itself alone. Read-only: the access policy
+    asks this to learn whose records one person may see.
+    """
+    raw = raw_session(session)
+    out = {patient_id}
+    rows = raw.side("SELECT master_id FROM mpi_record WHERE res_id = ?", (patient_id,))
+    master = str(rows[0][0]) if rows else None
+    if master is None:
+        current = patient_id
+        for _ in range(16):  # merges chain; a loop would be a broken index, not a person
+            stored = raw.read("Patient", current)
+            resource = orjson.loads(stored.content) if stored and stored.content else {}
+            if not is_master(resource):
+                return frozenset(out)
+            out.add(current)
+            if raw.side("SELECT 1 FROM mpi_record WHERE master_id = ? LIMIT 1", (current,)):
+                master = current
+                break
+            nxt = [
+                str((link.get("other") or {}).get("reference", ""))[len("Patient/") :]
+                for link in resource.get("link") or []
+                if link.get("type") == "replaced-by"
+                and str((link.get("other") or {}).get("reference", "")).startswith("Patient/")
+            ]
+            if not nxt or nxt[0] in out:
+                return frozenset(out)
+            current = nxt[0]
+        if master is None:
+            return frozenset(out)
+    out.add(master)
+    out.update(
+        str(r[0]) for r in raw.side("SELECT res_id FROM mpi_record WHERE master_id = ?", (master,))
+    )
+    return frozenset(out)
 
 
 def blocking_keys(f: Mapping[str, Any]) -> list[str]:
