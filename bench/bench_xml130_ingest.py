@@ -29,10 +29,10 @@ from pathlib import Path
 
 import orjson
 
+from bench.bench_import import run_import
 from bench.bench_xml130 import exports
 from bench.common import ROOT, machine
 from lienthong.fhir.engine import FhirEngine
-from lienthong.ingest.bulk import BulkImporter
 from lienthong.ingest.xml130.ingest import Xml130Ingest
 from lienthong.settings import Settings
 from lienthong.storage.base import open_store
@@ -93,19 +93,6 @@ def dump_ndjson(
         fh.close()
     conn.close()
     return paths
-
-
-def run_import(url: str, files: list[Path], workers: int, settings: Settings) -> tuple[int, float]:
-    store = open_store(url)
-    try:
-        engine = FhirEngine(store, settings)
-        started = time.perf_counter()
-        report = BulkImporter(engine, workers=workers).run(files)
-        elapsed = time.perf_counter() - started
-        assert report.rejected == 0, report.problems[:3]
-        return report.total_loaded, elapsed
-    finally:
-        store.close()
 
 
 def main() -> None:
