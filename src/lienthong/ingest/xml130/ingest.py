@@ -83,16 +83,12 @@ class PreparedFile:
     file_problems: list[Problem] = field(default_factory=list)
 
 
-def _fhir_problems(visit: Visit, exc: FhirError, entry: str = "") -> list[Problem]:
+def _fhir_problems(file: str, ma_lk: str, exc: FhirError, lead: str) -> list[Problem]:
+    """One problem per FHIR issue that kept a visit out of the store, whether the models
+    refused it while preparing or the engine refused the transaction; `lead` says which."""
     return [
         Problem(
-            visit.file,
-            visit.ma_lk,
-            "",
-            ", ".join(issue.expression),
-            "fhir",
-            f"visit {visit.index}: not written: {entry}{issue.diagnostics}",
-            "",
+            file, ma_lk, "", ", ".join(issue.expression), "fhir", f"{lead}{issue.diagnostics}", ""
         )
         for issue in exc.issues
     ]
@@ -135,14 +131,27 @@ def prepare_visits(
             try:
                 bundle = mapper(visit, icd)
             except FhirError as exc:
-                yield PreparedVisit(visit.file, visit.ma_lk, _fhir_problems(visit, exc))
+                yield PreparedVisit(
+                    visit.file,
+                    visit.ma_lk,
+                    _fhir_problems(
+                        visit.file, visit.ma_lk, exc, f"visit {visit.index}: not written: "
+                    ),
+                )
                 continue
             failed: list[Problem] = []
             for i, entry in enumerate(bundle["entry"]):
                 try:
                     validate_resource(entry["resource"])
                 except FhirError as exc:
-                    failed.extend(_fhir_problems(visit, exc, f"Bundle.entry[{i}]: "))
+                    failed.extend(
+                        _fhir_problems(
+                            visit.file,
+                            visit.ma_lk,
+                            exc,
+                            f"visit {visit.index}: not written: Bundle.entry[{i}]: ",
+                        )
+                    )
             if failed:
                 yield PreparedVisit(visit.file, visit.ma_lk, failed)
             else:
@@ -261,18 +270,7 @@ class Xml130Ingest:
             response = process_bundle(self.engine, bundle, validated=True)
         except FhirError as exc:
             report.visits_rejected += 1
-            for issue in exc.issues:
-                report.problems.append(
-                    Problem(
-                        visit.file,
-                        visit.ma_lk,
-                        "",
-                        ", ".join(issue.expression),
-                        "fhir",
-                        f"not written: {issue.diagnostics}",
-                        "",
-                    )
-                )
+            report.problems.extend(_fhir_problems(visit.file, visit.ma_lk, exc, "not written: "))
             return
         body = response.json() or {}
         created = True
