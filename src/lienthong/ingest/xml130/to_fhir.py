@@ -60,6 +60,7 @@ DEPARTMENT = f"{LT}/CodeSystem/xml130-ma-khoa"
 ROUTE = f"{LT}/CodeSystem/xml130-duong-dung"
 V3_ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 DISCHARGE_DISPOSITION = "http://terminology.hl7.org/CodeSystem/discharge-disposition"
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 VND = "VND"
 VN_OFFSET = "+07:00"  # the exports write local time in Viet Nam
 
@@ -143,6 +144,11 @@ def _coding(system: str, code: str | None, display: str | None = None) -> dict[s
     if display:
         out["display"] = display
     return out
+
+
+def _observation_category(code: str) -> list[dict[str, Any]]:
+    """Observation.category from the HL7 observation-category codes (vital-signs, laboratory)."""
+    return [{"coding": [_coding(OBSERVATION_CATEGORY, code)]}]
 
 
 def _concept(system: str, code: str | None, text: str | None = None) -> dict[str, Any]:
@@ -478,16 +484,7 @@ class _Builder:
             {
                 "resourceType": "Observation",
                 "status": "final",
-                "category": [
-                    {
-                        "coding": [
-                            _coding(
-                                "http://terminology.hl7.org/CodeSystem/observation-category",
-                                "vital-signs",
-                            )
-                        ]
-                    }
-                ],
+                "category": _observation_category("vital-signs"),
                 "code": {"coding": [_coding("http://loinc.org", "29463-7", "Body weight")]},
                 "subject": {"reference": patient},
                 "encounter": {"reference": encounter},
@@ -606,16 +603,7 @@ class _Builder:
             observation: dict[str, Any] = {
                 "resourceType": "Observation",
                 "status": "final",
-                "category": [
-                    {
-                        "coding": [
-                            _coding(
-                                "http://terminology.hl7.org/CodeSystem/observation-category",
-                                "laboratory",
-                            )
-                        ]
-                    }
-                ],
+                "category": _observation_category("laboratory"),
                 "code": {"coding": coding, "text": (g("TEN_CHI_SO") or "").strip()},
                 "subject": {"reference": patient},
                 "encounter": {"reference": encounter},
