@@ -239,12 +239,23 @@ def test_demo_serves_what_it_printed(tmp_path: Path) -> None:
             own = next(u for who, u in gets if "$everything" in u and who == "CITIZEN")
             r = client.get(own, headers={"Authorization": f"Bearer {tokens['CITIZEN']}"})
             assert r.json()["entry"], "the citizen sees nothing of their own record"
-            someone_else = everything.replace("/$everything", "")
-            r = client.get(someone_else, headers={"Authorization": f"Bearer {tokens['CITIZEN']}"})
-            assert r.status_code in (403, 404)  # the person record spans other sources
+            citizen = {"Authorization": f"Bearer {tokens['CITIZEN']}"}
+            person = everything.replace("/$everything", "")
+            r = client.get(person, headers=citizen)
+            assert r.status_code == 200, r.text[:500]  # linked to the person, they read it
+            r = client.get(everything, headers=citizen)
+            assert r.status_code == 200, r.text[:500]
+            seen_kinds = Counter(e["resource"]["resourceType"] for e in r.json()["entry"])
+            assert seen_kinds["Patient"] == kinds["Patient"]  # every source's record
+            mine = {e["resource"]["id"] for e in r.json()["entry"]}
             family = next(url for _, url in gets if "family=" in url)
             r = client.get(family, headers={"Authorization": f"Bearer {tokens['ADMIN']}"})
             assert r.json()["total"] > 0
+            others = [e["resource"]["id"] for e in r.json()["entry"]]
+            others = [i for i in others if i not in mine and i != person.rsplit("/", 1)[1]]
+            assert others, "the name search found only the citizen's own records"
+            r = client.get(f"{base}/fhir/Patient/{others[0]}", headers=citizen)
+            assert r.status_code == 404  # nobody else's record
             who, header, body, url = posts[0]
             r = client.post(
                 url,

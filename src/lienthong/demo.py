@@ -377,10 +377,9 @@ def create_users(settings: Settings, run: DemoRun) -> dict[str, str]:
             users.add("demo-admin", "data_admin"),
             users.add("demo-clinician", "clinician", organization=org),
             users.add("demo-analyst", "analyst"),
-            # the citizen's own record at the hospital: a person (master) record spans
-            # other sources' records, which the access policy shows a citizen only
-            # record by record
-            users.add("demo-citizen", "citizen", patient=own),
+            # the person (master) record: the citizen sees the records every source
+            # holds of them, as the person index links them
+            users.add("demo-citizen", "citizen", patient=person),
         ]
     finally:
         users.close()
@@ -399,6 +398,7 @@ def create_users(settings: Settings, run: DemoRun) -> dict[str, str]:
     run.users["demo-clinician"]["provider_code"] = code
     run.users["demo-citizen"]["consent"] = f"Consent/{consent}"
     run.users["demo-citizen"]["person"] = person
+    run.users["demo-citizen"]["record"] = own
     run.users["demo-citizen"]["records"] = records
     return tokens
 
@@ -424,7 +424,7 @@ def try_urls(base: str, run: DemoRun, settings: Settings) -> list[tuple[str, str
     from lienthong.synth.population import strip_diacritics
 
     person = run.users["demo-citizen"]["person"]
-    own = run.users["demo-citizen"]["patient"]
+    own = run.users["demo-citizen"]["record"]
     family = _a_family_name(settings)
     match = quote(f"{base}/fhir/Patient/$match", safe=":/$")
     return [
