@@ -16,6 +16,7 @@ from rich.table import Table
 
 from lienthong.access.alerts import AlertEngine
 from lienthong.access.audit import AuditLog
+from lienthong.cli_common import settings_for
 from lienthong.settings import Settings
 
 audit_app = typer.Typer(
@@ -33,11 +34,6 @@ Database = Annotated[
         help="sqlite:///PATH or postgresql://... (default: LIENTHONG_DATABASE_URL)",
     ),
 ]
-
-
-def _settings(database: str | None) -> Settings:
-    settings = Settings.from_env()
-    return settings.model_copy(update={"database_url": database}) if database else settings
 
 
 def _short(instant: str) -> str:
@@ -70,7 +66,7 @@ def verify(database: Database = None) -> None:
     Exit codes: 0 intact, 1 broken (the entry and the reason are printed), 2 the
     log could not be opened.
     """
-    settings = _settings(database)
+    settings = settings_for(database)
     _require_log(settings.database_url)
     try:
         log = AuditLog(settings.database_url, anchor_key=anchor_key(settings))
@@ -101,7 +97,7 @@ def list_entries(
     database: Database = None,
 ) -> None:
     """List audit entries, newest first."""
-    settings = _settings(database)
+    settings = settings_for(database)
     _require_log(settings.database_url)
     log = AuditLog(settings.database_url)
     try:
@@ -145,7 +141,7 @@ def alerts_command(
     database: Database = None,
 ) -> None:
     """List raised alerts, newest first."""
-    settings = _settings(database)
+    settings = settings_for(database)
     _require_log(settings.database_url)
     engine = AlertEngine(settings, settings.database_url, rebuild=False)
     try:

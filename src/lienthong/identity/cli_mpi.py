@@ -26,13 +26,11 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 @contextmanager
 def _engine(database: str | None) -> Iterator[Any]:
+    from lienthong.cli_common import settings_for
     from lienthong.fhir.engine import FhirEngine
-    from lienthong.settings import Settings
     from lienthong.storage.base import open_store
 
-    settings = Settings.from_env().model_copy(update={"mpi": True})
-    if database:
-        settings = settings.model_copy(update={"database_url": database})
+    settings = settings_for(database, mpi=True)
     store = open_store(settings.database_url, settings.pg_pool_size)
     try:
         yield FhirEngine(store, settings)
