@@ -15,7 +15,13 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from lienthong.settings import Settings
@@ -55,6 +61,18 @@ def counting_progress(unit: str, console: Console, *, transient: bool = False) -
         TimeElapsedColumn(),
         console=console,
         transient=transient,
+    )
+
+
+def sized_progress(console: Console, label: str | None = None) -> Progress:
+    """A bar for a job whose size is known: `label` (else the task's description), done of
+    total, time elapsed."""
+    return Progress(
+        TextColumn(label if label is not None else "[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
     )
 
 

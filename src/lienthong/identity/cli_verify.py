@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from lienthong.cli_common import sized_progress
 from lienthong.cli_options import DatabaseOpt
 from lienthong.identity import layouts
 
@@ -205,13 +205,7 @@ def _verify_file(
     totals: dict[str, dict[str, int]] = {}
     whole = connector.whole
     try:
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as bar:
+        with sized_progress(console) as bar:
             if whole:
                 task = bar.add_task("loading the register", total=None)
                 assert isinstance(connector, FileRegister)

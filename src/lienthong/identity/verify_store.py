@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from lienthong.identity.verify import RECORD_COLUMNS, STATUSES
@@ -206,7 +205,7 @@ def verify_store(
     console: Console,
     out_console: Console,
 ) -> None:
-    from lienthong.cli_common import settings_for
+    from lienthong.cli_common import settings_for, sized_progress
     from lienthong.fhir.engine import FhirEngine
     from lienthong.storage.base import open_store
 
@@ -214,13 +213,7 @@ def verify_store(
     store = open_store(settings.database_url, settings.pg_pool_size)
     try:
         engine = FhirEngine(store, settings)
-        with Progress(
-            TextColumn("verifying Patients"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as bar:
+        with sized_progress(console, "verifying Patients") as bar:
             task = bar.add_task("verify", total=None)
             run = verify_patients(engine, connector, on_batch=lambda n: bar.update(task, advance=n))
     finally:

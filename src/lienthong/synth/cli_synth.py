@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from lienthong.cli_common import sized_progress
 from lienthong.synth.population import generate
 
 synth_app = typer.Typer(
@@ -42,14 +42,7 @@ def population_command(
     ] = 2.0,
 ) -> None:
     """Write register.csv, records.csv and truth.csv into OUT."""
-    with Progress(
-        TextColumn("[bold]people"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
+    with sized_progress(console, "[bold]people") as bar:
         task = bar.add_task("people", total=people)
         summary = generate(
             people,
@@ -92,13 +85,7 @@ def xml130_command(
     if population is not None and not (population / "register.csv").exists():
         console.print(f"{population}: no register.csv (make one with 'synth population')")
         raise typer.Exit(2)
-    with Progress(
-        TextColumn("[bold]visits"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bar:
+    with sized_progress(console, "[bold]visits") as bar:
         task = bar.add_task("visits", total=visits)
         summary = generate_xml130(
             visits,
