@@ -19,6 +19,7 @@ from lienthong.fhir.engine import FhirEngine
 from lienthong.fhir.interactions.search import search
 from lienthong.identity.mpi import is_master
 from lienthong.identity.verify_store import EXTENSION_URL, current_outcome
+from lienthong.ingest.xml130.to_fhir import SOURCE as HOSPITAL_SOURCE
 from lienthong.settings import Settings
 from lienthong.storage.base import open_store
 from lienthong.synth.fhir_sources import SOURCE_URI
@@ -49,10 +50,7 @@ def printed_database_table(out: str) -> dict[str, int]:
 
 def record_source(resource: dict[str, Any]) -> str:
     source = (resource.get("meta") or {}).get("source")
-    if source:
-        return str(source)
-    systems = [str(i.get("system", "")) for i in resource.get("identifier") or []]
-    return "hospital" if any("/sid/xml130/" in s for s in systems) else "?"
+    return "hospital" if source == HOSPITAL_SOURCE else str(source or "?")
 
 
 @pytest.fixture(scope="module")
