@@ -5,7 +5,10 @@ ended how many days ago or still in progress) and consents (to which
 organisation, active or not, for which purpose), then users of every role and
 requests of every kind. A few lines of plain Python — written from the rules,
 not from the implementation — say what each request must return; the server
-must agree every time.
+must agree every time. Some persons arrive from a second source too (the same
+name, birth date and CCCD under another id, with no visits of its own): the
+person index links the two, so the person's citizen sees both records, while a
+clinician's relationship covers only the record the visits and consents name.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class Grant:
 class Person:
     visits: tuple[Visit, ...]
     grants: tuple[Grant, ...]
+    second_source: bool = False  # a second record of the person, under id q<i>
 
 
 # days away from the window edge, so the clock moving during a test cannot flip a case
@@ -58,7 +62,10 @@ grants = st.builds(
 )
 people = st.lists(
     st.builds(
-        Person, st.lists(visits, max_size=2).map(tuple), st.lists(grants, max_size=2).map(tuple)
+        Person,
+        st.lists(visits, max_size=2).map(tuple),
+        st.lists(grants, max_size=2).map(tuple),
+        st.booleans(),
     ),
     min_size=1,
     max_size=4,
@@ -87,6 +94,18 @@ def oracle_sees(role: str, org: str | None, own: str | None, pid: str, person: P
                 return True
         return any(g.org == org and g.active and g.purpose in TREATMENT for g in person.grants)
     return False
+
+
+def oracle_sees_record(
+    role: str, org: str | None, own: str | None, rid: str, person: Person
+) -> bool:
+    """A record ``p<i>`` or ``q<i>`` of person ``i``: a citizen sees each record of their
+    person; visits and consents name ``p<i>`` only."""
+    if role == "citizen":
+        return own is not None and rid[1:] == own[1:]
+    if rid.startswith("q") and role == "clinician":
+        return False
+    return oracle_sees(role, org, own, f"p{rid[1:]}", person)
 
 
 def expected_status(kind: str, role: str, sees: bool) -> int:
@@ -139,9 +158,15 @@ def test_server_agrees_with_oracle(world: list[Person], asks: list[tuple[str, in
                     # different given names and birth dates: one person each to the
                     # person index, as the oracle counts them
                     given = ["Văn", ("Bình", "Cường", "Dũng", "Hải")[i]]
-                    put(patient(given=given, birth=f"199{i}-0{i + 1}-1{i}", cccd=None), pid)
+                    record = patient(
+                        given=given, birth=f"1990-0{i + 1}-1{i}", cccd=f"00109000123{i}"
+                    )
+                    put(record, pid)
                     put(observation(f"Patient/{pid}"), f"obs-{i}")
                     obs[pid] = f"obs-{i}"
+                    if person.second_source:
+                        put(record, f"q{i}")
+                        put(observation(f"Patient/q{i}"), f"obs-q{i}")
                     for j, v in enumerate(person.visits):
                         end = None if v.ended_days_ago is None else -v.ended_days_ago
                         start = -100 if end is not None else -1
@@ -165,10 +190,14 @@ def test_server_agrees_with_oracle(world: list[Person], asks: list[tuple[str, in
                                 e["resource"]["subject"]["reference"][8:]
                                 for e in r.json().get("entry", [])
                             }
+                            records = [(f"p{k}", per) for k, per in enumerate(world)]
+                            records += [
+                                (f"q{k}", per) for k, per in enumerate(world) if per.second_source
+                            ]
                             expect = {
-                                f"p{k}"
-                                for k, per in enumerate(world)
-                                if oracle_sees(role, org, own, f"p{k}", per)
+                                rid
+                                for rid, per in records
+                                if oracle_sees_record(role, org, own, rid, per)
                             }
                             assert got == expect, (name, got, expect)
                         continue
