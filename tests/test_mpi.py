@@ -293,6 +293,13 @@ def test_masters_are_the_index_s_own(api: TestClient) -> None:
     r = api.post("/fhir/Patient", json=forged, headers=FHIR)
     assert r.status_code == 422
     assert len(masters(api)) == 1
+    # nor deleted, so that its id cannot be taken over by a client's record afterwards
+    r = api.delete(f"/fhir/Patient/{master['id']}")
+    assert r.status_code == 422 and "person index" in r.text
+    assert api.get(f"/fhir/Patient/{master['id']}").status_code == 200
+    plain = {**rec("Bùi Thị Thu", "1999-09-09", "F"), "id": master["id"]}
+    assert api.put(f"/fhir/Patient/{master['id']}", json=plain, headers=FHIR).status_code == 422
+    assert person_of(api, a)["id"] == master["id"]
 
 
 def test_a_failing_bundle_leaves_no_person_behind(api: TestClient) -> None:

@@ -199,12 +199,11 @@ class MasterPersonIndex:
         for op in ops:
             if op.res_type != "Patient":
                 continue
-            if op.content is None:
-                self._detach(raw, op.res_id, op.last_updated, dirty)
-                continue
-            resource = orjson.loads(op.content)
-            if is_master(resource) or (
-                op.version > 1 and self._was_master(raw, op.res_id, op.version - 1)
+            resource = orjson.loads(op.content) if op.content is not None else None
+            # Masters are written by the index itself, never through the engine: a client
+            # may not make one, change one, delete one, nor reuse the id of a retired one.
+            if (resource is not None and is_master(resource)) or self._was_master(
+                raw, op.res_id, op.version - 1
             ):
                 raise FhirError(
                     422,
@@ -217,6 +216,9 @@ class MasterPersonIndex:
                         )
                     ],
                 )
+            if resource is None:
+                self._detach(raw, op.res_id, op.last_updated, dirty)
+                continue
             self.resolve(raw, op.res_id, resource, op.last_updated, dirty)
         if dirty:
             self._write_masters(raw, dirty, max(op.last_updated for op in ops))
@@ -229,9 +231,14 @@ class MasterPersonIndex:
             raw.side("SELECT pg_advisory_xact_lock(?)", (MPI_LOCK,))
 
     def _was_master(self, raw: SqlSession, res_id: str, version: int) -> bool:
-        """Whether a version of the Patient is a master record."""
-        stored = raw.vread("Patient", res_id, version)
-        return bool(stored and stored.content and is_master(orjson.loads(stored.content)))
+        """Whether the Patient's last version with content, at or before ``version``, is a
+        master record (a deletion in between, by a client or by the index retiring the
+        master, does not make the id a source record's)."""
+        for v in range(version, 0, -1):
+            stored = raw.vread("Patient", res_id, v)
+            if stored is not None and stored.content:
+                return is_master(orjson.loads(stored.content))
+        return False
 
     # ------------------------------------------------------------------ resolution
 
