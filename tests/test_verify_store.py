@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 from lienthong.cli import app
 from lienthong.fhir.engine import FhirEngine
 from lienthong.fhir.interactions.create import create
+from lienthong.fhir.interactions.delete import delete
+from lienthong.fhir.interactions.update import update
 from lienthong.identity.register import FileRegister
 from lienthong.identity.verify_store import (
     EXTENSION_URL,
@@ -145,6 +147,35 @@ def test_outcomes_recorded_once(
     assert third.written == 4  # the register version is part of the outcome
     ext = [e for e in stored(engine, people["hung"])[1]["extension"] if e["url"] == EXTENSION_URL]
     assert len(ext) == 1  # replaced, not added
+
+
+def test_patients_changed_during_the_run_are_left_for_the_next(
+    engine: FhirEngine, people: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    connector = FileRegister(write_register(tmp_path / "register.csv"))
+    edited, deleted = people["mai_swapped"], people["no_number"]
+    done: list[int] = []
+
+    def meanwhile(n: int) -> None:
+        # after the first batch, someone edits one Patient and deletes another
+        if not done:
+            version, resource = stored(engine, edited)
+            resource["telecom"] = [{"system": "phone", "value": "0901111111"}]
+            assert update(engine, "Patient", edited, resource).status == 200
+            assert delete(engine, "Patient", deleted).status in (200, 204)
+        done.append(n)
+
+    # one Patient a batch, in the order they were made: Hùng's batch comes first
+    run = verify_patients(engine, connector, batch_size=1, on_batch=meanwhile)
+    assert (run.written, run.moved_on) == (2, 2)
+    _, now = stored(engine, edited)
+    assert now["telecom"] == [{"system": "phone", "value": "0901111111"}]  # not reverted
+    with engine.store.reader() as session:
+        gone = session.read("Patient", deleted)
+    assert gone is not None and gone.deleted  # not brought back
+    again = verify_patients(engine, connector)
+    assert again.moved_on == 0 and current_outcome(stored(engine, edited)[1]) is not None
 
 
 def _register_rows() -> list[tuple[str, ...]]:

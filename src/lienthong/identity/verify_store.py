@@ -132,6 +132,7 @@ class StoreRun:
     patients: int = 0
     written: int = 0
     unchanged: int = 0
+    moved_on: int = 0  # changed or deleted by someone else during the run: next run's
     by_status: Counter[str] = field(default_factory=Counter)
 
 
@@ -144,6 +145,7 @@ def verify_patients(
     """Verify every Patient and record the outcome on those whose outcome changed."""
     import pyarrow as pa
 
+    from lienthong.fhir.engine import etag
     from lienthong.fhir.interactions.update import update_in
     from lienthong.identity.register import FileRegister
     from lienthong.identity.verify import VerifyEngine
@@ -187,11 +189,27 @@ def verify_patients(
                 with engine.store.writer() as session:  # the batch commits whole or not at all
                     for resource in changed:
                         meta = resource.get("meta") or {}
+                        read_version = str(meta.get("versionId") or "")
+                        res_id = str(resource["id"])
+                        # The outcome goes on the version that was verified: a Patient
+                        # edited or deleted since it was read is left for the next run
+                        # rather than overwritten with stale content or brought back.
+                        current = session.read("Patient", res_id)
+                        if (
+                            current is None
+                            or current.deleted
+                            or (str(current.version) != read_version)
+                        ):
+                            run.moved_on += 1
+                            continue
                         resource["meta"] = {
                             k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")
                         }
-                        update_in(engine, session, "Patient", str(resource["id"]), resource)
-                run.written += len(changed)
+                        update_in(
+                            engine, session, "Patient", res_id, resource,
+                            if_match=etag(current.version),
+                        )  # fmt: skip
+                        run.written += 1
             if on_batch is not None:
                 on_batch(len(batch))
     finally:
@@ -222,6 +240,11 @@ def verify_store(
     out_console.print(
         f"{run.patients:,} Patients verified against {connector.version or 'the register'} "
         f"({counts}); outcome written on {run.written:,}, {run.unchanged:,} unchanged"
+        + (
+            f", {run.moved_on:,} changed by others during the run (verified next time)"
+            if run.moved_on
+            else ""
+        )
     )
 
 
