@@ -4,6 +4,7 @@ $merge/$unmerge, review decisions, rollback, access; and pair scoring against Sp
 from __future__ import annotations
 
 import csv
+import getpass
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from lienthong.access.audit import AuditLog
 from lienthong.access.auth import TokenIssuer, UserDirectory
 from lienthong.cli import app as cli_app
 from lienthong.identity.scoring import (
@@ -509,6 +511,19 @@ def test_review_decisions_stick(api: TestClient, store_url: str, model_path: Pat
 
     code, out = cli("decide", f"{a}:nobody", "match", store_url=store_url, model_path=model_path)
     assert code == 1 and "nobody" in out
+    # every command-line change of persons is in the audit trail, the refused one too
+    log = AuditLog(store_url)
+    try:
+        entries = [r.entry for r in log.search(user=f"cli:{getpass.getuser()}", count=100)[0]]
+    finally:
+        log.close()
+    assert [(e.action, e.outcome) for e in reversed(entries)] == [
+        ("mpi-decide", "success"),
+        ("mpi-decide", "success"),
+        ("mpi-rebuild", "success"),
+        ("mpi-decide", "error"),
+    ]
+    assert pair in entries[-1].detail and "nobody" in entries[0].detail
     code, out = cli("decide", "no-colon", "match", store_url=store_url, model_path=model_path)
     assert code == 2 and "ID:ID" in out
 

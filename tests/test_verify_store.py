@@ -3,6 +3,7 @@ the store (SQLite and PostgreSQL), idempotently, and counted per source and faci
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from lienthong.access.audit import AuditLog
 from lienthong.cli import app
 from lienthong.fhir.engine import FhirEngine
 from lienthong.fhir.interactions.create import create
@@ -235,6 +237,13 @@ def test_cli_store_and_progress(
         app, ["verify", "--store", "--register", str(register), "--database", store_url]
     )
     assert "outcome written on 0, 4 unchanged" in " ".join(result.output.split())
+    log = AuditLog(store_url)  # the store door is audited, each run
+    try:
+        runs = [r.entry for r in log.search(user=f"cli:{getpass.getuser()}")[0]]
+    finally:
+        log.close()
+    assert [(e.action, e.outcome) for e in runs] == [("verify-store", "success")] * 2
+    assert "outcome written on 0, 4 unchanged" in runs[0].detail
     monkeypatch.setenv("COLUMNS", "250")  # a table this wide would wrap in 80 columns
     result = runner.invoke(app, ["verify", "--progress", "--database", store_url])
     assert result.exit_code == 0, result.output

@@ -45,17 +45,26 @@ def _operator() -> str:
         return "cli:operator"
 
 
-def _run(fn: Callable[[], Any]) -> Any:
-    """Run an operation; a FHIR error becomes one line per problem and exit status 1."""
+def _run(engine: Any, action: str, what: str, fn: Callable[[], Any]) -> Any:
+    """Run an operation that changes persons; a FHIR error becomes one line per problem
+    and exit status 1. Either way the run is written to the audit trail, as the API's
+    $merge/$unmerge are."""
+    from lienthong.cli_common import audit_run
     from lienthong.fhir.errors import FhirError
 
     try:
-        return fn()
+        result = fn()
     except FhirError as exc:
+        lines = []
         for issue in exc.issues:
             where = f"{', '.join(issue.expression)}: " if issue.expression else ""
-            err_console.print(f"{where}{issue.diagnostics}")
+            lines.append(f"{where}{issue.diagnostics}")
+            err_console.print(lines[-1])
+        audit_run(engine.settings, action, [], f"{what}: {'; '.join(lines)}", ok=False,
+                  resource_type="Patient")  # fmt: skip
         raise typer.Exit(1) from None
+    audit_run(engine.settings, action, [], f"{what}: {result}", ok=True, resource_type="Patient")
+    return result
 
 
 @mpi_app.command("stats")
@@ -103,7 +112,7 @@ def decide_command(
             with engine.store.writer() as session:
                 return engine.mpi.decide(session, a, b, decision, _operator())
 
-        result = _run(run)
+        result = _run(engine, "mpi-decide", f"{pair} {decision}", run)
     done = (
         f"; merged into Patient/{result['target']}"
         if decision == "match" and "target" in result
@@ -127,7 +136,7 @@ def merge_command(
             with engine.store.writer() as session:
                 return engine.mpi.merge(session, source, target, _operator())
 
-        result = _run(run)
+        result = _run(engine, "mpi-merge", f"{source} into {target}", run)
     console.print(
         f"merged Patient/{result['source']} into Patient/{result['target']}: "
         f"{len(result['records'])} records moved (event {result['event']})"
@@ -150,7 +159,8 @@ def unmerge_command(
             with engine.store.writer() as session:
                 return engine.mpi.unmerge(session, _operator(), event_id=event, record=record)
 
-        result = _run(run)
+        what = f"event {event}" if event else f"record {record}"
+        result = _run(engine, "mpi-unmerge", what, run)
     console.print(
         f"unmerged: {len(result['records'])} records now under Patient/"
         f"{result['source'] if event else result['target']} (event {result['event']})"
@@ -182,7 +192,7 @@ def rebuild_command(database: DatabaseOpt = None) -> None:
         def advance(n: int, total: int) -> None:
             progress.update(task, advance=n, total=total)
 
-        stats = engine.mpi.rebuild(progress=advance)
+        stats = _run(engine, "mpi-rebuild", "every Patient", lambda: engine.mpi.rebuild(advance))
     console.print(
         f"rebuilt: {stats['resolved']:,} records resolved to {stats['persons']:,} persons, "
         f"{stats['pending_reviews']:,} pairs to review ({stats['masters_retired']:,} "

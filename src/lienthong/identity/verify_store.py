@@ -223,22 +223,28 @@ def verify_store(
     console: Console,
     out_console: Console,
 ) -> None:
-    from lienthong.cli_common import settings_for, sized_progress
+    from lienthong.cli_common import audit_run, settings_for, sized_progress
     from lienthong.fhir.engine import FhirEngine
     from lienthong.storage.base import open_store
 
     settings = settings_for(database)
     store = open_store(settings.database_url, settings.pg_pool_size)
+    register = connector.version or "the register"
     try:
         engine = FhirEngine(store, settings)
         with sized_progress(console, "verifying Patients") as bar:
             task = bar.add_task("verify", total=None)
             run = verify_patients(engine, connector, on_batch=lambda n: bar.update(task, advance=n))
+    except Exception as exc:
+        # the store door is audited like the API, failed runs included
+        audit_run(settings, "verify-store", [], f"against {register}: {exc}", ok=False,
+                  resource_type="Patient")  # fmt: skip
+        raise
     finally:
         store.close()
     counts = ", ".join(f"{run.by_status.get(s, 0):,} {s}" for s in STATUSES)
-    out_console.print(
-        f"{run.patients:,} Patients verified against {connector.version or 'the register'} "
+    summary = (
+        f"{run.patients:,} Patients verified against {register} "
         f"({counts}); outcome written on {run.written:,}, {run.unchanged:,} unchanged"
         + (
             f", {run.moved_on:,} changed by others during the run (verified next time)"
@@ -246,6 +252,8 @@ def verify_store(
             else ""
         )
     )
+    audit_run(settings, "verify-store", [], summary, ok=True, resource_type="Patient")
+    out_console.print(summary)
 
 
 _DIGITS = re.compile(r"\d+")
