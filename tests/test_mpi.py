@@ -443,6 +443,29 @@ def test_split_one_record_out(api: TestClient) -> None:
     assert links(person_of(api, b)) == {b}
 
 
+def test_a_no_match_outweighs_a_match_with_another_record_of_the_person(
+    api: TestClient, store: ResourceStore, store_url: str, model_path: Path
+) -> None:
+    a = post(api, rec("Nguyễn Văn An", "1980-03-04", "M", cccd="079080001234"))
+    c = post(api, rec("Nguyen Van An", "1980-03-04", "M", cccd="079080001234"))
+    b = post(api, rec("Phạm Thị Bình", "1955-07-08", "F"))
+    r = api.post("/fhir/Patient/$merge", json=params(ref("source-patient", b),
+                 ref("target-patient", a)), headers=FHIR)  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert links(person_of(api, a)) == {a, b, c}
+    # the merge recorded its "match" with one record of the person; a reviewer then says
+    # b is not the person of the other one
+    with store.reader() as session:
+        pairs = session.side("SELECT a_id, b_id FROM mpi_pair WHERE status = 'match'")
+    (matched,) = {x for pair in pairs for x in pair} - {b}
+    other = c if matched == a else a
+    code, out = cli("decide", f"{other}:{b}", "no-match", store_url=store_url,
+                    model_path=model_path)  # fmt: skip
+    assert code == 0, out
+    assert links(person_of(api, b)) == {b}
+    assert links(person_of(api, a)) == {a, c}
+
+
 def test_everything_on_a_master_spans_its_records(api: TestClient) -> None:
     a = post(api, rec("Lương Văn Tài", "1955-02-02", "M", phone="0944555666"))
     b = post(api, rec("LUONG VAN TAI", "02/02/1955", "M", phone="0944555666"))

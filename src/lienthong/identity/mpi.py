@@ -265,11 +265,13 @@ class MasterPersonIndex:
         refused = {
             masters_of[o] for o, d in decisions.items() if d == "no-match" and o in masters_of
         }
+        # A "no-match" with any record of a person outweighs a "match" with another of
+        # its records: a wrong merge shows one person's history to another.
         forced = next(
             (
                 masters_of[o]
                 for o, d in sorted(decisions.items())
-                if d == "match" and o in masters_of
+                if d == "match" and o in masters_of and masters_of[o] not in refused
             ),
             None,
         )
