@@ -596,9 +596,12 @@ class MasterPersonIndex:
                 "UPDATE mpi_record SET master_id = ?, how = 'merge', score = 1.0 WHERE res_id = ?",
                 (tgt, rid),
             )
+        # A match with every record of the target person, not one: splitting any one of
+        # them out later must not leave the moved records without a decision (they would
+        # then be re-scored on their next update and could leave the merged person).
         decided = []
-        for rid in moved:
-            a, b = _pair(rid, kept[0])
+        for rid, other in ((r, k) for r in moved for k in kept):
+            a, b = _pair(rid, other)
             self._decide_pair(raw, a, b, "match", who, now)
             decided.append([a, b])
         for a, b in ((x, y) for x in moved for y in kept):
