@@ -550,6 +550,13 @@ def test_review_decisions_stick(api: TestClient, store_url: str, model_path: Pat
     assert "3 records resolved to 2 persons" in out
     assert links(person_of(api, a)) == {a, b}
     assert links(person_of(api, c)) == {c}
+    # persons keep their master ids through a rebuild (citizens and consents name them)
+    before = {pid: person_of(api, pid)["id"] for pid in (a, c)}
+    code, out = cli("rebuild", store_url=store_url, model_path=model_path)
+    assert code == 0, out
+    assert "(0 earlier masters deleted)" in out
+    assert {pid: person_of(api, pid)["id"] for pid in (a, c)} == before
+    assert links(person_of(api, a)) == {a, b} and links(person_of(api, c)) == {c}
     code, out = cli("events", store_url=store_url, model_path=model_path)
     assert out.count(" decide ") == 2 and " merge " in out
 
@@ -564,6 +571,7 @@ def test_review_decisions_stick(api: TestClient, store_url: str, model_path: Pat
     assert [(e.action, e.outcome) for e in reversed(entries)] == [
         ("mpi-decide", "success"),
         ("mpi-decide", "success"),
+        ("mpi-rebuild", "success"),
         ("mpi-rebuild", "success"),
         ("mpi-decide", "error"),
     ]

@@ -188,6 +188,7 @@ class MasterPersonIndex:
         self.scorer = scorer or PairScorer.default()
         self.match_threshold = match_threshold
         self.review_threshold = review_threshold
+        self._earlier_masters: dict[str, str] = {}  # record -> its master before a rebuild
 
     # ------------------------------------------------------------------ the write hook
 
@@ -309,13 +310,22 @@ class MasterPersonIndex:
             self._set_record(raw, res_id, None, features, None, how)
             pending.add(previous)
         if target is None:
-            target = self.engine.new_id()
+            target = self._reusable_id(raw, res_id) or self.engine.new_id()
         known = previous is not None and previous == target
         self._set_record(raw, res_id, target, features, score, how, known)
         pending.add(target)
         if dirty is None:
             self._write_masters(raw, pending, now)
         return target
+
+    def _reusable_id(self, raw: SqlSession, res_id: str) -> str | None:
+        """During a rebuild, the master id the record's person had before, unless another
+        person of the rebuild has taken it: citizens, consents and merge events name
+        persons by these ids."""
+        hint = self._earlier_masters.get(res_id)
+        if hint and not raw.side("SELECT 1 FROM mpi_record WHERE master_id = ? LIMIT 1", (hint,)):
+            return hint
+        return None
 
     def candidates(
         self,
@@ -782,13 +792,16 @@ class MasterPersonIndex:
     ) -> dict[str, int]:
         """Re-resolve every source Patient from scratch; decisions are kept and win again.
 
-        Runs in batches (each all-or-nothing); the first one retires every master.
+        Runs in batches (each all-or-nothing); the first one retires every master, and a
+        person remade keeps the master id its first record had where no other has taken it.
         """
         store = self.engine.store
         with store.writer() as session:
             raw = raw_session(session)
+            self.lock(raw)
             now = now_instant()
-            masters = [r[0] for r in raw.side("SELECT DISTINCT master_id FROM mpi_record")]
+            earlier = dict(raw.side("SELECT res_id, master_id FROM mpi_record"))
+            masters = sorted(set(earlier.values()))
             raw.side("DELETE FROM mpi_record")
             raw.side("DELETE FROM mpi_key")
             raw.side("DELETE FROM mpi_pair WHERE status = 'review'")
@@ -803,23 +816,30 @@ class MasterPersonIndex:
                 )
             ]
         sources = 0
-        for chunk in _chunks(ids, batch):
-            with store.writer() as session:
-                raw = raw_session(session)
-                self.lock(raw)
-                dirty: set[str] = set()
-                now = now_instant()
-                for stored in raw.read_many([("Patient", i) for i in chunk]):
-                    resource = orjson.loads(stored.content or b"{}")
-                    if is_master(resource):
-                        continue
-                    self.resolve(raw, stored.res_id, resource, now, dirty)
-                    sources += 1
-                self._write_masters(raw, dirty, now)
-            if progress is not None:
-                progress(len(chunk), len(ids))
+        self._earlier_masters = earlier
+        try:
+            for chunk in _chunks(ids, batch):
+                with store.writer() as session:
+                    raw = raw_session(session)
+                    self.lock(raw)
+                    dirty: set[str] = set()
+                    now = now_instant()
+                    for stored in raw.read_many([("Patient", i) for i in chunk]):
+                        resource = orjson.loads(stored.content or b"{}")
+                        if is_master(resource):
+                            continue
+                        self.resolve(raw, stored.res_id, resource, now, dirty)
+                        sources += 1
+                    self._write_masters(raw, dirty, now)
+                if progress is not None:
+                    progress(len(chunk), len(ids))
+        finally:
+            self._earlier_masters = {}
         with store.reader() as session:
-            return {**self.stats(session), "resolved": sources, "masters_retired": len(masters)}
+            raw = raw_session(session)
+            kept = {r[0] for r in raw.side("SELECT DISTINCT master_id FROM mpi_record")}
+            retired = len(set(masters) - kept)
+            return {**self.stats(session), "resolved": sources, "masters_retired": retired}
 
 
 def _completeness(f: Mapping[str, Any]) -> int:
