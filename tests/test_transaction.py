@@ -6,6 +6,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from lienthong.fhir.engine import FhirEngine
+from lienthong.storage.base import ResourceStore
 from tests.factories import CCCD, observation, organization, patient
 
 FHIR = {"Content-Type": "application/fhir+json"}
@@ -181,3 +183,58 @@ def test_bundle_errors(client: TestClient) -> None:
     dangling = observation("urn:uuid:99999999-0000-4000-8000-000000000000")
     r = client.post("/fhir", json=bundle("transaction", post(dangling)), headers=FHIR)
     assert r.status_code == 404 and total(client, "Observation") == 0
+
+
+def test_a_transaction_may_change_each_resource_once(client: TestClient) -> None:
+    one = {**patient(), "id": "twice"}
+    b = bundle(
+        "transaction",
+        {"resource": one, "request": {"method": "PUT", "url": "Patient/twice"}},
+        {
+            "resource": {**one, "gender": "male"},
+            "request": {"method": "PUT", "url": "Patient/twice"},
+        },
+    )
+    r = client.post("/fhir", json=b, headers=FHIR)
+    assert r.status_code == 400
+    assert "Patient/twice is written by entries 0 and 1" in r.json()["issue"][0]["diagnostics"]
+    assert total(client, "Patient") == 0
+
+
+def test_transactions_in_savepoints_of_one_commit_fail_alone(
+    engine: FhirEngine, store: ResourceStore
+) -> None:
+    """Several transaction bundles in one write session: one that fails after it has
+    written is undone alone (its buffered and its flushed writes), the others commit."""
+    from lienthong.fhir.errors import FhirError
+    from lienthong.fhir.interactions.transaction import process_bundle
+
+    def visit(n: int, late_failure: bool) -> dict[str, Any]:
+        entries: list[dict[str, Any]] = [
+            post(organization(), f"urn:uuid:00000000-0000-4000-8000-00000000000{n}"),
+            {
+                "resource": {**patient(family=f"Họ{n}"), "id": f"p{n}"},
+                "request": {"method": "PUT", "url": f"Patient/p{n}"},
+            },
+        ]
+        if late_failure:  # processed after the writes above: a stale If-Match
+            entries.append(
+                {
+                    "resource": {**observation(f"Patient/p{n}"), "id": f"o{n}"},
+                    "request": {"method": "PUT", "url": f"Observation/o{n}", "ifMatch": 'W/"3"'},
+                }
+            )
+        return bundle("transaction", *entries)
+
+    failed = []
+    with store.writer() as session:
+        for n in range(1, 5):
+            try:
+                process_bundle(engine, visit(n, n == 2), validated=False, session=session)
+            except FhirError as exc:
+                failed.append((n, exc.status))
+    assert failed == [(2, 412)]
+    with store.reader() as session:
+        kept = {s.res_id for s in session.read_many([("Patient", f"p{n}") for n in range(1, 5)])}
+    assert kept == {"p1", "p3", "p4"}
+    assert store.counts() == {"Organization": 3, "Patient": 3}

@@ -440,3 +440,45 @@ def test_a_corrected_resend_drops_what_the_visit_no_longer_has(
     after = find(engine.store, "Observation", encounter=at, category="laboratory")
     assert len(after) == results - 1
     assert len(one(engine.store, "Encounter", _id=enc["id"])["diagnosis"]) == 1
+
+
+def test_a_visit_refused_by_the_engine_is_undone_alone_within_its_batch(
+    exports: Path, store: ResourceStore, settings: Settings
+) -> None:
+    """Visits share database commits (``batch``), each in a savepoint: a visit whose
+    transaction fails after it has written its Patient (and resolved it to a person) is
+    undone whole, and the visits before and after it in the same commit stay."""
+    from lienthong.ingest.xml130.to_fhir import visit_bundle
+
+    engine = FhirEngine(store, settings.model_copy(update={"mpi": True}))
+    file = files_of(exports)[0]
+    sent = list(parse(file))
+    assert len(sent) >= 3
+    doomed = sent[1].ma_lk
+
+    def mapper(visit: Visit, icd: Any) -> dict[str, Any]:
+        bundle = visit_bundle(visit, icd)
+        if visit.ma_lk == doomed:  # a PUT processed after the visit's own: stale If-Match
+            bundle["entry"].append(
+                {
+                    "resource": {"resourceType": "Basic", "id": "late", "code": {"text": "x"}},
+                    "request": {"method": "PUT", "url": "Basic/late", "ifMatch": 'W/"4"'},
+                }
+            )
+        return bundle
+
+    ingest = Xml130Ingest(engine, mapper=mapper, batch=len(sent))
+    ingest.ingest(file)
+    report = ingest.report
+    assert report.visits_rejected == 1 and report.visits_created == len(sent) - 1
+    assert {p.ma_lk for p in report.problems} == {doomed}
+    assert any("If-Match" in p.message for p in report.problems)
+    for v in sent:
+        found = find(store, "Encounter", identifier=f"{visit_system(v.ma_cskcb)}|{v.ma_lk}")
+        assert len(found) == (0 if v.ma_lk == doomed else 1)
+    patients = {p["id"] for p in find(store, "Patient", _tag="http://fhir.lienthong.vn/mpi|master")}
+    with store.reader() as session:
+        stats = engine.mpi.stats(session)
+    sources = store.counts()["Patient"] - len(patients)
+    assert stats["records"] == sources == len(report.patients)
+    assert len(report.patients) == len({v.summary.get("MA_BN") for v in sent if v.ma_lk != doomed})

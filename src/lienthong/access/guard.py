@@ -15,7 +15,7 @@ leave them out of the results and the totals.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 
 from lienthong.access.policy import (
@@ -279,6 +279,10 @@ class GuardedSession(WriteSession):
             if op.res_type == "Patient":
                 self.patient_written = True
         return self.inner.write(ops)
+
+    def savepoint(self) -> AbstractContextManager[None]:
+        assert isinstance(self.inner, WriteSession)
+        return self.inner.savepoint()
 
     def flush(self) -> None:
         flush = getattr(self.inner, "flush", None)

@@ -116,6 +116,22 @@ class WriteSession(Session):
     def write(self, ops: list[WriteOp]) -> list[int]:
         """Write new versions and replace their index rows; returns the resource keys."""
 
+    @abstractmethod
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A unit nested in this transaction: when its block raises, its writes alone are
+        undone and the transaction goes on (several transaction bundles in one commit,
+        each whole or not at all)."""
+
+    def current_versions(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Stored]:
+        """The current version (a deletion marker included) of each key that exists, as
+        :meth:`read` gives it; sessions answer them in one query where they can."""
+        found: dict[tuple[str, str], Stored] = {}
+        for key in keys:
+            stored = self.read(*key)
+            if stored is not None:
+                found[key] = stored
+        return found
+
 
 class ResourceStore(ABC):
     """One database holding every version of every resource and its search index."""

@@ -9,7 +9,8 @@ and backends that implement a few primitives.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import fields
 from typing import Any
 
@@ -68,6 +69,7 @@ class SqlSession(WriteSession):
         self._pending: list[WriteOp] = []
         self._pk_pool: list[int] = []
         self._last_pk = 0  # the highest key this session has allocated
+        self._savepoints = 0  # how deep the open savepoints are
 
     # -- primitives -----------------------------------------------------
 
@@ -291,6 +293,34 @@ class SqlSession(WriteSession):
         if existing:
             self._execute_writes([], existing)
         return [op.pk for op in ops if op.pk is not None]
+
+    def current_versions(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Stored]:
+        return {(s.res_type, s.res_id): s for s in self.read_many(keys, include_deleted=True)}
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """``SAVEPOINT`` … ``RELEASE``, or ``ROLLBACK TO`` when the block raises; writes
+        buffered before it are flushed first, so a rollback drops only its own."""
+        if not self.writable:
+            raise RuntimeError("savepoint on a read-only session")
+        self.flush()
+        self._savepoints += 1
+        name = f"lt_sp{self._savepoints}"
+        cur = self.conn.cursor()
+        try:
+            cur.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+                self.flush()
+            except BaseException:
+                self._pending = []
+                cur.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                cur.execute(f"RELEASE SAVEPOINT {name}")
+                raise
+            cur.execute(f"RELEASE SAVEPOINT {name}")
+        finally:
+            self._savepoints -= 1
+            cur.close()
 
     def flush(self) -> None:
         """Write the buffered new resources."""

@@ -12,6 +12,8 @@ each entry on its own and reports each entry's outcome.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -51,10 +53,15 @@ class Entry:
 
 
 def process_bundle(
-    engine: FhirEngine, bundle: Any, prefer_return: str | None = None, validated: bool = False
+    engine: FhirEngine,
+    bundle: Any,
+    prefer_return: str | None = None,
+    validated: bool = False,
+    session: WriteSession | None = None,
 ) -> FhirResponse:
     """Process a batch or transaction. ``validated`` says the entries' resources were
-    structurally validated already (bulk import does that in worker processes)."""
+    structurally validated already (bulk import does that in worker processes);
+    ``session`` runs a transaction inside that open write session, in a savepoint."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise bad_request("expected a Bundle", "Bundle")
     kind = bundle.get("type")
@@ -75,8 +82,10 @@ def process_bundle(
                         validate_resource(e.resource)
                     except FhirError as err:
                         raise _in_entry(err, e.index, e.res_type) from None
-        responses = run_transaction(engine, entries, prefer_return, validated=True)
+        responses = run_transaction(engine, entries, prefer_return, True, session)
     else:
+        if session is not None:
+            raise bad_request("a batch runs each entry in a transaction of its own", "Bundle.type")
         responses = run_batch(engine, raw_entries, prefer_return)
     return FhirResponse(
         200, {"resourceType": "Bundle", "type": f"{kind}-response", "entry": responses}
@@ -150,30 +159,64 @@ def _in_entry(err: FhirError, index: int, res_type: str) -> FhirError:
 
 
 def run_transaction(
-    engine: FhirEngine, entries: list[Entry], prefer_return: str | None, validated: bool = False
+    engine: FhirEngine,
+    entries: list[Entry],
+    prefer_return: str | None,
+    validated: bool = False,
+    session: WriteSession | None = None,
 ) -> list[dict[str, Any]]:
+    """Run a transaction's entries, all or nothing: in a transaction of its own, or, with
+    ``session``, in a savepoint of that open transaction (several bundles per commit;
+    a failed one leaves the others as they were)."""
     now = now_instant()
     responses: dict[int, dict[str, Any]] = {}
     current: Entry | None = None
+    unit: AbstractContextManager[Any] = (
+        engine.store.writer() if session is None else _in_savepoint(session)
+    )
     try:
-        with engine.store.writer() as session:
+        with unit as session:
             ids: dict[str, str] = {}
+            targets: dict[tuple[str, str], int] = {}
             for current in entries:
                 _assign_id(engine, session, current, ids)
+                if current.method != "GET" and current.res_id and current.existing is None:
+                    key = (current.res_type, current.res_id)
+                    if key in targets:
+                        raise bad_request(
+                            f"{key[0]}/{key[1]} is written by entries {targets[key]} and "
+                            f"{current.index}; a transaction changes each resource once"
+                        )
+                    targets[key] = current.index
             current = None
             cache: dict[str, str] = {}
             for current in entries:
                 if current.resource is not None:
                     current.resource = _rewrite(engine, session, current.resource, ids, cache)
-            for current in sorted(entries, key=lambda e: (ORDER[e.method], e.index)):
+            current = None
+            ordered = sorted(entries, key=lambda e: (ORDER[e.method], e.index))
+            versions: dict[tuple[str, str], Stored] | None = None
+            for current in ordered:
+                if current.method == "PUT" and versions is None:
+                    # every PUT's current version in one read, before any of them is
+                    # written: a read after a write would flush the write buffer first
+                    versions = session.current_versions(
+                        [(e.res_type, e.res_id) for e in ordered if e.method == "PUT" and e.res_id]
+                    )
                 responses[current.index] = _execute(
-                    engine, session, current, now, prefer_return, validated
+                    engine, session, current, now, prefer_return, validated, versions
                 )
     except FhirError as err:
         if current is None:
             raise
         raise _in_entry(err, current.index, current.res_type) from None
     return [responses[e.index] for e in entries]
+
+
+@contextmanager
+def _in_savepoint(session: WriteSession) -> Iterator[WriteSession]:
+    with session.savepoint():
+        yield session
 
 
 def _assign_id(engine: FhirEngine, session: WriteSession, e: Entry, ids: dict[str, str]) -> None:
@@ -268,6 +311,7 @@ def _execute(
     now: str,
     prefer_return: str | None,
     validated: bool = False,
+    versions: dict[tuple[str, str], Stored] | None = None,
 ) -> dict[str, Any]:
     if e.method == "DELETE":
         if e.res_id is not None:
@@ -287,7 +331,7 @@ def _execute(
     if e.method == "PUT":
         assert e.resource is not None and e.res_id is not None
         status, stored = update_in(
-            engine, session, e.res_type, e.res_id, e.resource, e.if_match, now, validated
+            engine, session, e.res_type, e.res_id, e.resource, e.if_match, now, validated, versions
         )
         return _written(status, stored, prefer_return)
     return _get(engine, session, e)

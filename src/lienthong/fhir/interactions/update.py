@@ -20,8 +20,12 @@ def update_in(
     if_match: str | None = None,
     now: str | None = None,
     validated: bool = False,
+    versions: dict[tuple[str, str], Stored] | None = None,
 ) -> tuple[int, Stored]:
-    """Write a new version of ``res_type/res_id``; creates it (201) when absent."""
+    """Write a new version of ``res_type/res_id``; creates it (201) when absent.
+
+    ``versions``, when given, holds the current versions read ahead for a whole
+    transaction (``WriteSession.current_versions``): a resource not in it is absent."""
     validate_resource(resource, res_type, structure=not validated)
     if not valid_id(res_id):
         raise bad_request(f"invalid resource id {res_id!r}", f"{res_type}.id")
@@ -32,7 +36,10 @@ def update_in(
         raise bad_request(
             f"the resource id {body_id!r} does not match the URL id {res_id!r}", f"{res_type}.id"
         )
-    previous = session.read(res_type, res_id)
+    if versions is not None:
+        previous = versions.get((res_type, res_id))
+    else:
+        previous = session.read(res_type, res_id)
     if if_match is not None:
         expected = parse_etag(if_match)
         if previous is None or previous.deleted or previous.version != expected:

@@ -26,6 +26,7 @@ from lienthong.ingest.xml130.model import Visit, Xml130Error
 from lienthong.ingest.xml130.parse import DEFAULT_MAX_BYTES, parse
 from lienthong.ingest.xml130.to_fhir import visit_bundle
 from lienthong.ingest.xml130.validate import FileValidation, Problem
+from lienthong.storage.base import Session, WriteSession
 from lienthong.terminology.catalogue import Icd10Catalogue, icd10_catalogue
 
 
@@ -61,6 +62,16 @@ class FacilityRefused(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+
+
+@dataclass
+class _Outcome:
+    """What writing one visit did, counted into the report once its batch commits."""
+
+    problems: list[Problem]
+    created: bool = True
+    resources: Counter[str] = field(default_factory=Counter)
+    patients: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -197,8 +208,10 @@ class Xml130Ingest:
         facilities: frozenset[str] | None = None,
         on_visit: Callable[[str, bool], None] | None = None,
         mapper: Callable[[Visit, Icd10Catalogue], dict[str, Any]] = visit_bundle,
+        batch: int = 50,
     ) -> None:
         self.engine = engine
+        self.batch = max(1, batch)
         self.icd = icd if icd is not None else icd10_catalogue(engine)
         self.max_bytes = max_bytes
         self.facilities = facilities
@@ -251,47 +264,69 @@ class Xml130Ingest:
             report.refused_files.append(prepared.label)
             report.problems.append(prepared.refused)
             return
+        batch: list[PreparedVisit] = []
         for visit in visits:
             if visit.bundle is None:
                 report.visits_rejected += 1
                 report.problems.extend(visit.problems)
-            else:
-                self._write(visit)
-            if self.on_visit is not None:
-                self.on_visit(visit.file, visit.bundle is not None)
+                if self.on_visit is not None:
+                    self.on_visit(visit.file, False)
+                continue
+            batch.append(visit)
+            if len(batch) >= self.batch:
+                self._write_batch(batch)
+                batch = []
+        if batch:
+            self._write_batch(batch)
         report.problems.extend(prepared.file_problems)
 
-    def _write(self, visit: PreparedVisit) -> None:
+    def _write_batch(self, batch: list[PreparedVisit]) -> None:
+        """Visits in one database commit, each in a savepoint of its own: a visit the
+        engine refuses is undone alone and the others of the batch go in. The report
+        counts a batch only once it is committed."""
+        outcomes: list[_Outcome] = []
+        with self.engine.store.writer() as session:
+            for visit in batch:
+                outcomes.append(self._write(visit, session))
         report = self.report
+        for visit, outcome in zip(batch, outcomes, strict=True):
+            if outcome.problems:
+                report.visits_rejected += 1
+                report.problems.extend(outcome.problems)
+            elif outcome.created:
+                report.visits_created += 1
+            else:
+                report.visits_updated += 1
+            report.resources.update(outcome.resources)
+            report.patients.update(outcome.patients)
+            if self.on_visit is not None:
+                self.on_visit(visit.file, not outcome.problems)
+
+    def _write(self, visit: PreparedVisit, session: WriteSession) -> _Outcome:
         assert visit.bundle is not None
         bundle = orjson.loads(visit.bundle)
         try:
-            bundle["entry"].extend(self._dropped_parts(bundle))
-            response = process_bundle(self.engine, bundle, validated=True)
+            bundle["entry"].extend(self._dropped_parts(bundle, session))
+            response = process_bundle(self.engine, bundle, validated=True, session=session)
         except FhirError as exc:
-            report.visits_rejected += 1
-            report.problems.extend(_fhir_problems(visit.file, visit.ma_lk, exc, "not written: "))
-            return
+            return _Outcome(_fhir_problems(visit.file, visit.ma_lk, exc, "not written: "))
+        outcome = _Outcome([])
         body = response.json() or {}
-        created = True
         for sent, answer in zip(bundle["entry"], body.get("entry") or [], strict=False):
             if "resource" not in sent:
                 continue  # a part of an earlier version of the visit, deleted
             rtype = sent["resource"]["resourceType"]
             status = str((answer.get("response") or {}).get("status", ""))
             if status.startswith("201") or sent["request"]["method"] == "PUT":
-                report.resources[rtype] += 1  # not a facility that was already known
+                outcome.resources[rtype] += 1  # not a facility that was already known
             location = str((answer.get("response") or {}).get("location", ""))
             if rtype == "Encounter":
-                created = status.startswith("201")
+                outcome.created = status.startswith("201")
             if rtype == "Patient" and location:
-                report.patients.add(location.split("/_history")[0].rsplit("/", 2)[-1])
-        if created:
-            report.visits_created += 1
-        else:
-            report.visits_updated += 1
+                outcome.patients.add(location.split("/_history")[0].rsplit("/", 2)[-1])
+        return outcome
 
-    def _dropped_parts(self, bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    def _dropped_parts(self, bundle: dict[str, Any], session: Session) -> list[dict[str, Any]]:
         """DELETE entries for what an earlier version of a re-sent visit had and this one
         has not (a drug line taken out, a diagnosis corrected away), so the record after a
         re-send is the visit as last sent. Found through the record identifier and the
@@ -308,22 +343,21 @@ class Xml130Ingest:
         query = encounter["request"]["url"].split("?", 1)[1]
         engine = self.engine
         drop: list[dict[str, Any]] = []
-        with engine.store.reader() as session:
-            found = engine.match_conditional(session, "Encounter", query, "the re-sent visit")
-            if len(found) != 1:
-                return []
-            for rtype in _PART_TYPES:
-                req = engine.parse_search(
-                    rtype,
-                    [("encounter", f"Encounter/{found[0].res_id}"), ("identifier", f"{record}|")],
-                )
-                req.query.count = 1000
-                req.query.with_total = False
-                for stored in session.search(req.query).matches:
-                    if (rtype, stored.res_id) not in keep:
-                        drop.append(
-                            {"request": {"method": "DELETE", "url": f"{rtype}/{stored.res_id}"}}
-                        )
+        found = engine.match_conditional(session, "Encounter", query, "the re-sent visit")
+        if len(found) != 1:
+            return []
+        for rtype in _PART_TYPES:
+            req = engine.parse_search(
+                rtype,
+                [("encounter", f"Encounter/{found[0].res_id}"), ("identifier", f"{record}|")],
+            )
+            req.query.count = 1000
+            req.query.with_total = False
+            for stored in session.search(req.query).matches:
+                if (rtype, stored.res_id) not in keep:
+                    drop.append(
+                        {"request": {"method": "DELETE", "url": f"{rtype}/{stored.res_id}"}}
+                    )
         return drop
 
 
