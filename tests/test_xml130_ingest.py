@@ -19,9 +19,11 @@ from lienthong.access.audit import AuditLog
 from lienthong.access.auth import TokenIssuer, UserDirectory
 from lienthong.cli import app
 from lienthong.fhir.engine import FhirEngine
+from lienthong.identity.scoring import patient_features
 from lienthong.ingest.xml130 import STANDARD_4210, Visit, parse
 from lienthong.ingest.xml130.ingest import Xml130Ingest
 from lienthong.ingest.xml130.to_fhir import (
+    ADMINISTRATIVE_ADDRESS,
     CITIZEN_ID,
     INSURANCE_NUMBER,
     PATIENT_INTERNAL_ID,
@@ -103,6 +105,28 @@ def test_round_trip_from_generated_exports(exports: Path, engine: FhirEngine) ->
             patient["gender"] == {"1": "male", "2": "female", "3": "unknown"}[field(v, "GIOI_TINH")]
         )
         assert patient.get("birthDate") == birth_date(field(v, "NGAY_SINH"))
+        address = patient["address"][0]
+        assert address["text"] == field(v, "DIA_CHI")
+        want = {"state": field(v, "MATINH_CU_TRU"), "ward": field(v, "MAXA_CU_TRU")}
+        if v.standard == STANDARD_4210:
+            assert "extension" not in address  # the 4210 summary has no unit codes
+        else:
+            assert all(want.values())
+            (units,) = address["extension"]
+            assert units["url"] == ADMINISTRATIVE_ADDRESS
+            got = {u["url"]: u["valueCodeableConcept"]["coding"][0] for u in units["extension"]}
+            assert {k: got[k]["code"] for k in want} == want
+            assert "district" not in got  # MAHUYEN_CU_TRU 000: no district since 2025
+            # the person index takes the place from the codes, not from the text
+            features = patient_features({"address": [{"extension": address["extension"]}]})
+            assert patient_features(patient)["province"] == features["province"]
+            codes_only = {"address": [{"state": want["state"], "city": want["ward"]}]}
+            by_codes = patient_features(codes_only)
+            assert features["province"] is not None
+            assert (features["province"], features["commune"]) == (
+                by_codes["province"],
+                by_codes["commune"],
+            )
         # the facility
         org = one(store, "Organization", _id=enc["serviceProvider"]["reference"].split("/")[1])
         assert {"system": PROVIDER_CODE, "value": fac} in org["identifier"]
@@ -253,7 +277,9 @@ def test_cli_ingest_prints_counts_problems_and_is_audited(tmp_path: Path) -> Non
     with (tmp_path / "x" / "defects.csv").open(encoding="utf-8") as fh:
         seeded = {row["ma_lk"] for row in csv.DictReader(fh)}
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    result = CliRunner().invoke(app, ["xml130", "ingest", str(tmp_path / "x"), "--database", url])
+    result = CliRunner().invoke(
+        app, ["xml130", "ingest", str(tmp_path / "x"), "--database", url, "--batch", "5"]
+    )
     assert result.exit_code == (1 if seeded else 0), result.stderr
     written = 12 - len(seeded)
     assert f"{written} visits written, 0 updated, {len(seeded)} rejected" in result.stdout

@@ -72,7 +72,8 @@ def patient_row(patient: Mapping[str, Any]) -> dict[str, str]:
 
     Names come from ``name[0].text`` when given (sources write the whole name in their
     own order), otherwise family then given names; identifiers by their VN Core system;
-    the place from ``address[0]``: ``state``/``city`` when they hold province (2 digits)
+    the place from ``address[0]``: the VN Core administrative-address extension's
+    ``state`` and ``ward`` codes, or ``state``/``city`` when they hold province (2 digits)
     and commune (5 digits) codes, otherwise its text for the address parser.
     """
     row = dict.fromkeys(
@@ -105,6 +106,9 @@ def patient_row(patient: Mapping[str, Any]) -> dict[str, str]:
     if addresses:
         addr = addresses[0]
         state, city = str(addr.get("state") or ""), str(addr.get("city") or "")
+        units = _unit_codes(addr)
+        if units.get("state"):
+            state, city = units["state"], units.get("ward", "")
         if len(state) == 2 and state.isdigit():
             row["province_code"] = state
             if len(city) == 5 and city.isdigit():
@@ -113,6 +117,25 @@ def patient_row(patient: Mapping[str, Any]) -> dict[str, str]:
             parts = [*(addr.get("line") or []), city, str(addr.get("district") or ""), state]
             row["address"] = str(addr.get("text") or ", ".join(p for p in parts if p))
     return row
+
+
+ADMINISTRATIVE_ADDRESS = (
+    "http://fhir.ehealth.gov.vn/core/StructureDefinition/extension-administrative-address"
+)
+
+
+def _unit_codes(address: Mapping[str, Any]) -> dict[str, str]:
+    """Unit codes of an address in the VN Core administrative-address extension
+    (``state``, ``district``, ``ward``), by part."""
+    found: dict[str, str] = {}
+    for ext in address.get("extension") or []:
+        if ext.get("url") != ADMINISTRATIVE_ADDRESS:
+            continue
+        for part in ext.get("extension") or []:
+            codings = (part.get("valueCodeableConcept") or {}).get("coding") or []
+            if codings and codings[0].get("code"):
+                found[str(part.get("url"))] = str(codings[0]["code"])
+    return found
 
 
 def patient_from_record(row: Mapping[str, Any]) -> dict[str, Any]:

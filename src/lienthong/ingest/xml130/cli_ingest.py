@@ -53,9 +53,17 @@ def ingest_command(
             help="processes preparing files ahead of the writer (default: CPU count; 0: none)"
         ),
     ] = None,
+    batch: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="visits per database commit; each visit is still all or nothing on its own",
+        ),
+    ] = 50,
 ) -> None:
-    """Write each valid visit as FHIR resources (one transaction per visit); report the
-    others, one line per problem. Exit status 1 when any visit or file was rejected."""
+    """Write each valid visit as FHIR resources (one transaction per visit, in a savepoint
+    of a commit of --batch visits); report the others, one line per problem. Exit status
+    1 when any visit or file was rejected."""
     from lienthong.fhir.engine import FhirEngine
     from lienthong.ingest.xml130.ingest import Xml130Ingest
     from lienthong.storage.base import open_store
@@ -73,7 +81,9 @@ def ingest_command(
             def advance(file: str, ok: bool) -> None:
                 progress.update(task, advance=1, description=f"ingesting {file}")
 
-            ingest = Xml130Ingest(engine, max_bytes=settings.xml130_max_bytes, on_visit=advance)
+            ingest = Xml130Ingest(
+                engine, max_bytes=settings.xml130_max_bytes, on_visit=advance, batch=batch
+            )
             ingest.ingest_paths(files, (os.cpu_count() or 1) if workers is None else workers)
         report = ingest.report
         source = getattr(ingest.icd, "source", "ICD-10")

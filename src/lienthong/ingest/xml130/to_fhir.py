@@ -46,6 +46,10 @@ PRACTITIONER_LICENSE = f"{VN_SID}/provider-medical-license-number"
 # VN Core code systems of the Ministry's common code sets
 MEDICATION_CODE = "http://fhir.ehealth.gov.vn/core/CodeSystem/vn-core-medicationCode"
 PROCEDURE_CODE = "http://fhir.ehealth.gov.vn/core/CodeSystem/vn-core-procedureCode"
+ADMINISTRATIVE_ADDRESS = (
+    "http://fhir.ehealth.gov.vn/core/StructureDefinition/extension-administrative-address"
+)
+ADMINISTRATIVE_UNIT = "http://fhir.ehealth.gov.vn/core/CodeSystem/vn-core-administrative-address"
 # the platform's own systems for what VN Core does not name
 LT = "http://fhir.lienthong.vn"
 SOURCE = f"{LT}/source/hospital-xml130"
@@ -326,12 +330,41 @@ class _Builder:
             "telecom": [{"system": "phone", "value": self.f("DIEN_THOAI")}]
             if self.f("DIEN_THOAI")
             else [],
-            "address": [{"use": "home", "text": self.f("DIA_CHI")}] if self.f("DIA_CHI") else [],
+            "address": self.address(),
             "managingOrganization": {"reference": org},
         }
         if self.f("KET_QUA_DTRI") in _DIED and self.f("NGAY_RA"):
             patient["deceasedDateTime"] = local_datetime(self.f("NGAY_RA"))
         return self.put(patient, _by_identifier(patient_system(self.facility), ma_bn))
+
+    def address(self) -> list[dict[str, Any]]:
+        """The home address: ``DIA_CHI`` as text, and the unit codes of the residence
+        (``MATINH_CU_TRU``, ``MAHUYEN_CU_TRU`` unless ``000``, ``MAXA_CU_TRU``) in the
+        VN Core administrative-address extension, which the person index matches on
+        without parsing the text."""
+        parts = [
+            (part, code)
+            for part, code in (
+                ("state", self.f("MATINH_CU_TRU")),
+                ("district", self.f("MAHUYEN_CU_TRU")),
+                ("ward", self.f("MAXA_CU_TRU")),
+            )
+            if code and code.isdigit() and int(code) != 0
+        ]
+        address: dict[str, Any] = {"use": "home"}
+        if parts:
+            address["extension"] = [
+                {
+                    "url": ADMINISTRATIVE_ADDRESS,
+                    "extension": [
+                        {"url": part, "valueCodeableConcept": _concept(ADMINISTRATIVE_UNIT, code)}
+                        for part, code in parts
+                    ],
+                }
+            ]
+        if self.f("DIA_CHI"):
+            address["text"] = self.f("DIA_CHI")
+        return [address] if len(address) > 1 else []
 
     def encounter(
         self, full_url: str, at: int, patient: str, org: str, diagnoses: list[tuple[str, int]]
