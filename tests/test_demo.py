@@ -185,6 +185,51 @@ def test_demo_files_and_sources(built: tuple[Path, str]) -> None:
         assert re.search(rf"{step}.*\(\d+\.\d s\)", out), step
 
 
+def test_demo_builds_one_province(built: tuple[Path, str]) -> None:
+    """Everyone in the register lives in the demo's province, every hospital export is
+    from one of its facilities, and the run says which."""
+    import csv
+
+    from lienthong.identity.identifiers import check_facility_code
+    from lienthong.synth.population import communes_of
+
+    folder, out = built
+    communes = {c.code for c in communes_of("01")}
+    legacy = {c.legacy_province_code for c in communes_of("01")}
+    with (folder / "population/register.csv").open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and {r["province_code"] for r in rows} == {"01"}
+    assert {r["commune_code"] for r in rows} <= communes
+    summary = orjson.loads((folder / "demo-summary.json").read_bytes())
+    assert summary["province"] == {"code": "01", "name": "Thành phố Hà Nội"}
+    facilities = {p.parent.name for p in (folder / "xml130").rglob("*.xml")}
+    assert facilities and facilities <= set(summary["facilities"])
+    for code in summary["facilities"]:
+        assert check_facility_code(code) == [] and code[:2] in legacy
+    assert "province 01 Thành phố Hà Nội; hospitals: " in out
+    # the stations of the commune-station source are the province's too
+    stations = {
+        orjson.loads(line)["id"]
+        for path in (folder / "fhir/commune_station").glob("*.ndjson")
+        for line in path.read_bytes().splitlines()
+        if orjson.loads(line)["resourceType"] == "Organization"
+    }
+    assert stations and {s.removeprefix("tyt-") for s in stations} <= communes
+
+
+def test_demo_refuses_an_unknown_province(tmp_path: Path) -> None:
+    done = subprocess.run(
+        demo("--province", "99", "--dir", str(tmp_path / "d"), "--no-serve"),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "--province: no province with code '99'" in done.stderr
+    assert not (tmp_path / "d").exists()
+
+
 def test_demo_serves_what_it_printed(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(

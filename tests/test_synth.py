@@ -258,3 +258,27 @@ def test_register_identifiers_pass_the_identity_checks(tmp_path: Path) -> None:
         cards = [r["bhyt"] for r in csv.DictReader(fh) if r["bhyt"]]
     valid = sum(1 for c in cards if not check_bhyt(c))
     assert cards and valid / len(cards) > 0.9  # the rest carry deliberate typos
+
+
+def test_a_synthetic_province(tmp_path: Path) -> None:
+    """With a province, every household lives there (the register's current codes),
+    while some people's CCCD still says their birth was registered elsewhere."""
+    from lienthong.synth.population import communes_of, provinces
+
+    generate(600, 5, tmp_path, province="48")
+    with (tmp_path / "register.csv").open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) > 300
+    assert {r["province_code"] for r in rows} == {"48"}
+    assert {r["commune_code"] for r in rows} <= {c.code for c in communes_of("48")}
+    assert len({r["commune_code"] for r in rows}) > 10  # spread over the province
+    born = Counter(r["cccd"][:3] for r in rows)
+    legacy = {"0" + c.legacy_province_code for c in communes_of("48")}
+    assert sum(n for p, n in born.items() if p in legacy) > 0.7 * len(rows)
+    assert provinces()["48"] == "Thành phố Đà Nẵng"
+    with pytest.raises(ValueError, match="no province with code '99'"):
+        generate(10, 5, tmp_path / "x", province="99")
+    result = CliRunner().invoke(
+        synth_app, ["population", "-n", "10", "--province", "99", "--out", str(tmp_path / "y")]
+    )
+    assert result.exit_code == 2 and not (tmp_path / "y").exists()

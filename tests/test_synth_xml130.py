@@ -218,3 +218,27 @@ def test_mistyped_cards_of_the_sources_stay_out(tmp_path: Path) -> None:
     }
     assert cards["082063800798"] == ""  # benefit level 9: not a card
     assert cards["079190000001"] == "HT3790123456789"
+
+
+def test_exports_of_one_province(tmp_path: Path) -> None:
+    """With a province, the visits are to its facilities (codes under the legacy
+    provinces merged into it, valid facility codes) by people who live there."""
+    from lienthong.identity.identifiers import check_facility_code
+    from lienthong.synth.population import communes_of
+    from lienthong.synth.xml130 import province_facilities
+
+    facilities = province_facilities("79")
+    legacy = {c.legacy_province_code for c in communes_of("79")}
+    assert len(facilities) >= 3 and len({code for code, _ in facilities}) == len(facilities)
+    assert {code[:2] for code, _ in facilities} == legacy  # HCMC took in two provinces
+    assert all(check_facility_code(code) == [] for code, _ in facilities)
+    summary = generate_xml130(60, tmp_path, seed=3, province="79")
+    assert set(summary.visits_by_facility) <= {code for code, _ in facilities}
+    communes = {c.code for c in communes_of("79")}
+    for f in sorted(tmp_path.rglob("*.xml")):
+        for v in parse(f):
+            assert v.ma_cskcb in summary.visits_by_facility
+            if v.standard == STANDARD_130:
+                assert v.summary["MATINH_CU_TRU"] == "79"
+                assert v.summary["MAXA_CU_TRU"] in communes
+            assert validate_visit(v, WhoIcd10()) == []

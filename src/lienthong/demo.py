@@ -46,6 +46,8 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_DIR = Path("lienthong-data/demo")
+DEFAULT_PROVINCE = "01"
+"""The demo's synthetic province: Hà Nội."""
 DEMO_USERS = ("demo-admin", "demo-clinician", "demo-analyst", "demo-citizen")
 TOKEN_TTL = 12 * 3600  # long enough to try the API for an afternoon
 SOURCE_LABELS = {
@@ -83,6 +85,8 @@ class DemoRun:
         self.users: dict[str, dict[str, Any]] = {}
         self.files: dict[str, str] = {}
         self.icd10 = ""
+        self.province: dict[str, str] = {}
+        self.facilities: dict[str, str] = {}  # MA_CSKCB -> name
 
     @contextmanager
     def step(self, name: str, unit: str = "", total: int | None = None) -> Iterator[_Bar]:
@@ -112,6 +116,8 @@ class DemoRun:
             "users": self.users,
             "files": self.files,
             "icd10": self.icd10,
+            "province": self.province,
+            "facilities": self.facilities,
         }
 
 
@@ -155,8 +161,10 @@ def build(
     seed: int,
     settings: Settings,
     workers: int | None = None,
+    province: str = DEFAULT_PROVINCE,
 ) -> DemoRun:
-    """Generate, load, link and verify the population's records into ``settings.database_url``."""
+    """Generate one province's population and records, load, link and verify them into
+    ``settings.database_url``."""
     from lienthong.fhir.engine import FhirEngine
     from lienthong.identity.register import FileRegister
     from lienthong.identity.verify_store import verify_patients
@@ -165,20 +173,24 @@ def build(
     from lienthong.ingest.xml130.ingest import Xml130Ingest
     from lienthong.storage.base import open_store
     from lienthong.synth.fhir_sources import generate_fhir_sources
-    from lienthong.synth.population import generate
-    from lienthong.synth.xml130 import generate_xml130
+    from lienthong.synth.population import communes_of, generate
+    from lienthong.synth.xml130 import generate_xml130, province_facilities
 
     workers = (os.cpu_count() or 1) if workers is None else workers
     run = DemoRun()
+    run.province = {"code": province, "name": communes_of(province)[0].province_name}
+    run.facilities = dict(province_facilities(province))
     population, exports, fhir = folder / "population", folder / "xml130", folder / "fhir"
     visits = max(10, people // 4)
 
     with run.step(f"population register and source records of {people:,} people", "people",
                   people) as bar:  # fmt: skip
-        summary = generate(people, seed, population, progress=bar.to)
+        summary = generate(people, seed, population, progress=bar.to, province=province)
     run.files.update({k: str(v) for k, v in summary.files.items()})
     with run.step(f"hospital XML exports of {visits:,} visits", "visits", visits) as bar:
-        generate_xml130(visits, exports, seed=seed, population=population, progress=bar.to)
+        generate_xml130(
+            visits, exports, seed=seed, population=population, progress=bar.to, province=province
+        )
     run.files["hospital exports"] = str(exports)
     with run.step("immunization registry and commune station FHIR exports"):
         sources = generate_fhir_sources(population, fhir, seed)
@@ -451,6 +463,10 @@ def try_urls(base: str, run: DemoRun, settings: Settings) -> list[tuple[str, str
 
 
 def print_run(run: DemoRun, folder: Path, settings: Settings) -> None:
+    console.print(
+        f"province {run.province['code']} {run.province['name']}; hospitals: "
+        + ", ".join(f"{code} {name}" for code, name in run.facilities.items())
+    )
     loaded = Table(title="Loaded, by source (resources written)")
     types = sorted({t for counts in run.loaded.values() for t in counts})
     loaded.add_column("resource type")
@@ -509,8 +525,20 @@ def demo_command(
         int | None,
         typer.Option(help="processes preparing input ahead of the writer (default: CPU count)"),
     ] = None,
+    province: Annotated[
+        str,
+        typer.Option(help="the synthetic province: a current two-digit province code"),
+    ] = DEFAULT_PROVINCE,
 ) -> None:
-    """Build synthetic health records, load, link and verify them, and serve the API."""
+    """Build a synthetic province's health records, load, link and verify them, and serve
+    the API."""
+    from lienthong.synth.population import communes_of
+
+    try:
+        province_name = communes_of(province)[0].province_name
+    except ValueError as exc:
+        err_console.print(f"--province: {exc}")
+        raise typer.Exit(2) from None
     folder = folder.resolve()
     database_url = f"sqlite:///{folder / 'lienthong.db'}"
     settings = Settings.from_env().model_copy(
@@ -531,9 +559,12 @@ def demo_command(
         console.print(f"replacing the earlier demo in {folder} ({len(removed)} items removed)")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MARKER).write_text("made by lienthong demo; the demo replaces this folder's data\n")
-    console.print(f"lienthong {__version__} demo: {people:,} people, seed {seed}, in {folder}")
+    console.print(
+        f"lienthong {__version__} demo: {province_name} ({province}), {people:,} people, "
+        f"seed {seed}, in {folder}"
+    )
     try:
-        run = build(folder, people, seed, settings, workers)
+        run = build(folder, people, seed, settings, workers, province)
     except (RuntimeError, ValueError, OSError) as exc:
         err_console.print(f"demo failed: {exc}")
         raise typer.Exit(1) from None

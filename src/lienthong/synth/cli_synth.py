@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from lienthong.cli_common import sized_progress
-from lienthong.synth.population import generate
+from lienthong.synth.population import communes_of, generate
 
 synth_app = typer.Typer(
     name="synth",
@@ -24,6 +24,27 @@ synth_app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+ProvinceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--province",
+        help="A current two-digit province code (01 Hà Nội, 79 TP Hồ Chí Minh, ...): "
+        "everyone lives there and visits its facilities (default: the whole country).",
+    ),
+]
+
+
+def _check_province(province: str | None) -> None:
+    if province is None:
+        return
+    try:
+        communes_of(province)
+    except ValueError as exc:
+        err_console.print(f"--province: {exc}")
+        raise typer.Exit(2) from None
 
 
 @synth_app.callback()
@@ -40,8 +61,10 @@ def population_command(
         float,
         typer.Option("--records-per-person", min=0.0, help="Mean records per person."),
     ] = 2.0,
+    province: ProvinceOpt = None,
 ) -> None:
     """Write register.csv, records.csv and truth.csv into OUT."""
+    _check_province(province)
     with sized_progress(console, "[bold]people") as bar:
         task = bar.add_task("people", total=people)
         summary = generate(
@@ -50,6 +73,7 @@ def population_command(
             out,
             records_per_person=records_per_person,
             progress=lambda done: bar.update(task, completed=done),
+            province=province,
         )
     console.print(
         f"{summary.people:,} people in {summary.households:,} households, "
@@ -78,10 +102,12 @@ def xml130_command(
         typer.Option(help="A 'synth population' folder to take patients from (default: new)."),
     ] = None,
     per_file: Annotated[int, typer.Option("--per-file", min=1, help="Visits per file.")] = 500,
+    province: ProvinceOpt = None,
 ) -> None:
     """Write hospital XML exports (QĐ 130 envelopes, some QĐ 4210) into OUT/<facility>/."""
     from lienthong.synth.xml130 import generate_xml130
 
+    _check_province(province)
     if population is not None and not (population / "register.csv").exists():
         console.print(f"{population}: no register.csv (make one with 'synth population')")
         raise typer.Exit(2)
@@ -95,6 +121,7 @@ def xml130_command(
             population=population,
             visits_per_file=per_file,
             progress=lambda done: bar.update(task, completed=done),
+            province=province,
         )
     standards = ", ".join(f"QĐ {k}: {v:,}" for k, v in sorted(summary.visits_by_standard.items()))
     console.print(

@@ -232,7 +232,10 @@ def generate_fhir_sources(population: Path, out_dir: Path, seed: int = 0) -> Fhi
         ),
     }
     stations: dict[str, set[str]] = {source: set() for source in writers}
-    fallback = sorted(communes)[0]
+    # for a record of someone not in the register whose own code is not a commune of
+    # today: the commune most of the population lives in
+    living = Counter(p.commune for p in people.values() if p.commune in communes)
+    fallback = living.most_common(1)[0][0] if living else sorted(communes)[0]
     try:
         with (population / "records.csv").open(encoding="utf-8", newline="") as fh:
             for row in csv.DictReader(fh):
@@ -241,9 +244,12 @@ def generate_fhir_sources(population: Path, out_dir: Path, seed: int = 0) -> Fhi
                     continue
                 out = writers[source]
                 person = people.get(row["record_id"])
-                code = row["commune_code"] if row["commune_code"] in communes else None
-                code = code or (person.commune if person is not None else fallback)
+                # the station of the commune the person lives in; the record's own code
+                # may be a pre-2025 ward code that is some other commune's code today
+                code = person.commune if person is not None else row["commune_code"]
                 commune = communes.get(code) or communes[fallback]
+                if person is None and commune.province_code != row["province_code"]:
+                    commune = communes[fallback]  # a pre-2025 code naming another place
                 if commune.code not in stations[source]:
                     stations[source].add(commune.code)
                     out.write("organizations", _station(commune))

@@ -245,6 +245,21 @@ class Commune:
     weight: float
 
 
+def provinces() -> dict[str, str]:
+    """The current (post-July-2025) provinces: two-digit code to name."""
+    return {c.province_code: c.province_name for c in load_communes()}
+
+
+def communes_of(province: str) -> tuple[Commune, ...]:
+    """The communes of one current province (by its two-digit code); ValueError naming
+    the known codes when there is no such province."""
+    found = tuple(c for c in load_communes() if c.province_code == province)
+    if not found:
+        known = ", ".join(f"{k} {v}" for k, v in sorted(provinces().items()))
+        raise ValueError(f"no province with code {province!r}; the codes are: {known}")
+    return found
+
+
 def _package_data() -> Path:
     """Where ``vietnamadminunits`` keeps its SQLite database and conversion tables."""
     import vietnamadminunits
@@ -435,9 +450,11 @@ def _poisson_table(mean: float) -> _Table:
 class _Generator:
     """Holds the random stream and lookup tables; one instance per :func:`generate` call."""
 
-    def __init__(self, seed: int, records_per_person: float) -> None:
+    def __init__(self, seed: int, records_per_person: float, province: str | None = None) -> None:
         self.rng = Random(seed)
         communes = load_communes()
+        if province is not None:
+            communes = communes_of(province)
         self.communes = _Table([(c, c.weight) for c in communes])
         by_province: dict[str, list[Commune]] = {}
         for c in communes:
@@ -778,8 +795,13 @@ def generate(
     out_dir: Path,
     records_per_person: float = 2.0,
     progress: Callable[[int], None] | None = None,
+    province: str | None = None,
 ) -> SynthSummary:
     """Write ``register.csv``, ``records.csv`` and ``truth.csv`` for ``people`` people.
+
+    With ``province`` (a current two-digit code), every household lives in that
+    province — a synthetic province rather than a sample of the country; some people
+    still had their birth registered elsewhere (their CCCD says where).
 
     ``records_per_person`` is the mean of a Poisson count, so some people have no
     record at all - as in reality. ``progress`` is called after each chunk with the
@@ -791,7 +813,7 @@ def generate(
         raise ValueError("people must be >= 0")
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    gen = _Generator(seed, records_per_person)
+    gen = _Generator(seed, records_per_person, province)
     rng = gen.rng
     paths = {
         "register": out_dir / "register.csv",

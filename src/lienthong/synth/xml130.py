@@ -25,6 +25,7 @@ from random import Random
 from xml.sax.saxutils import escape
 
 from lienthong.identity.identifiers import check_bhyt
+from lienthong.synth.population import communes_of
 from lienthong.synth.population import generate as generate_population
 
 # Facilities: code (legacy province prefix + 3 characters), name, province.
@@ -36,6 +37,35 @@ FACILITIES: tuple[tuple[str, str], ...] = (
     ("38002", "Bệnh viện Đa khoa tỉnh Thanh Hóa"),
     ("92006", "Bệnh viện Đa khoa Cần Thơ"),
 )
+
+
+def province_facilities(province: str) -> tuple[tuple[str, str], ...]:
+    """Facilities of one current province: its general hospital and an obstetrics and
+    paediatrics hospital, coded under the legacy province most of its communes come
+    from, and a regional health centre for each of up to three other legacy provinces
+    merged into it (or, when it merged none, for its two largest communes)."""
+    communes = communes_of(province)
+    name = communes[0].province_name
+    weight: dict[str, float] = {}
+    for c in communes:
+        weight[c.legacy_province_code] = weight.get(c.legacy_province_code, 0.0) + c.weight
+    legacy = sorted(weight, key=lambda code: (-weight[code], code))
+    out = [
+        (f"{legacy[0]}001", f"Bệnh viện Đa khoa {name}"),
+        (f"{legacy[0]}002", f"Bệnh viện Sản - Nhi {name}"),
+    ]
+    others = legacy[1:4]
+    if others:
+        for i, code in enumerate(others):
+            largest = max((c for c in communes if c.legacy_province_code == code),
+                          key=lambda c: c.weight)  # fmt: skip
+            out.append((f"{code}{101 + i}", f"Trung tâm Y tế khu vực {largest.name}"))
+    else:
+        for i, c in enumerate(sorted(communes, key=lambda c: -c.weight)[:2]):
+            out.append((f"{legacy[0]}{101 + i}", f"Trung tâm Y tế khu vực {c.name}"))
+    return tuple(out)
+
+
 LEGACY_SHARE = 0.15  # visits exported in the QĐ 4210 field set (archives)
 INPATIENT_SHARE = 0.3
 VISITS_PER_FILE = 500
@@ -662,10 +692,13 @@ def generate_xml130(
     population: Path | None = None,
     visits_per_file: int = VISITS_PER_FILE,
     progress: Callable[[int], None] | None = None,
+    province: str | None = None,
 ) -> Xml130Summary:
     """Write ``visits`` visits as envelope files under ``out_dir/<facility>/`` plus
     ``defects.csv``. Patients come from ``population`` (a ``synth population`` folder);
-    without it a population is generated into ``out_dir/population``."""
+    without it a population is generated into ``out_dir/population``. With
+    ``province`` the visits are to that province's facilities
+    (:func:`province_facilities`), and a generated population lives there."""
     if visits < 0:
         raise ValueError("visits must be >= 0")
     if not 0.0 <= defects <= 1.0:
@@ -674,7 +707,10 @@ def generate_xml130(
     out_dir.mkdir(parents=True, exist_ok=True)
     if population is None:
         population = out_dir / "population"
-        generate_population(max(50, visits // 3), seed, population, records_per_person=1.5)
+        generate_population(
+            max(50, visits // 3), seed, population, records_per_person=1.5, province=province
+        )
+    facilities = FACILITIES if province is None else province_facilities(province)
     rng = Random(seed)
     builder = _Builder(rng, _load_people(population))
     summary = Xml130Summary(paths={"population": population})
@@ -701,7 +737,7 @@ def generate_xml130(
         writer = csv.writer(fh)
         writer.writerow(("file", "ma_lk", "defect", "rule"))
         for n in range(visits):
-            facility = rng.choice(FACILITIES)[0]
+            facility = rng.choice(facilities)[0]
             legacy = rng.random() < LEGACY_SHARE
             tables = builder.visit(facility, legacy)
             if legacy:
