@@ -21,6 +21,9 @@ from lienthong.storage.schema import SQLITE_TYPES, ddl
 from lienthong.storage.sql import Dialect, SqlSession
 from lienthong.storage.sql_search import ParamIds
 
+ANALYZE_FROM_ROWS = 1000  # below this the planner's guesses are good enough
+ANALYZE_SAMPLE = 1000  # rows ANALYZE looks at per index (PRAGMA analysis_limit)
+
 
 class SqliteDialect(Dialect):
     name = "sqlite"
@@ -67,6 +70,7 @@ class SqliteStore(ResourceStore):
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 raise
+            self._analyzed_rows = self._rows_at_last_analyze()
 
     def _reader_conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -99,6 +103,30 @@ class SqliteStore(ResourceStore):
                 raise
             else:
                 self._writer.execute("COMMIT")
+            self._analyze_when_grown()
+
+    def _analyze_when_grown(self) -> None:
+        """Refresh the planner's statistics each time the store has doubled since they
+        were taken (sampled: ``analysis_limit``, milliseconds even for gigabytes). Without
+        them SQLite would drive a conditional update's identifier look-up through the
+        resource table's type index — a scan of every resource of the type, so each
+        write would cost more as the store grows; with them it goes through the search
+        index row and the primary key. PostgreSQL's autovacuum does this by itself."""
+        (rows,) = self._writer.execute("SELECT COALESCE(MAX(pk), 0) FROM resource").fetchone()
+        if rows < max(ANALYZE_FROM_ROWS, 2 * self._analyzed_rows):
+            return
+        self._writer.execute(f"PRAGMA analysis_limit = {ANALYZE_SAMPLE}")
+        self._writer.execute("ANALYZE")
+        self._analyzed_rows = int(rows)
+
+    def _rows_at_last_analyze(self) -> int:
+        try:
+            row = self._writer.execute(
+                "SELECT stat FROM sqlite_stat1 WHERE tbl = 'resource' LIMIT 1"
+            ).fetchone()
+        except sqlite3.OperationalError:
+            return 0  # never analysed: no sqlite_stat1 table yet
+        return int(str(row[0]).split()[0]) if row else 0
 
     def counts(self) -> dict[str, int]:
         with self.reader() as s:
