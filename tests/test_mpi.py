@@ -304,6 +304,34 @@ def test_masters_are_the_index_s_own(api: TestClient) -> None:
     assert person_of(api, a)["id"] == master["id"]
 
 
+def test_searches_in_bundles_leave_masters_out_as_ordinary_searches_do(
+    api: TestClient,
+) -> None:
+    a = post(api, rec("Đinh Văn Khoa", "1980-02-03", "M"))
+    master = person_of(api, a)
+    plain = api.get("/fhir/Patient", params={"birthdate": "1980-02-03"}).json()
+    assert [e["resource"]["id"] for e in plain["entry"]] == [a]
+    for kind in ("batch", "transaction"):
+        bundle = {
+            "resourceType": "Bundle",
+            "type": kind,
+            "entry": [
+                {"request": {"method": "GET", "url": "Patient?birthdate=1980-02-03"}},
+                {
+                    "request": {
+                        "method": "GET",
+                        "url": "Patient?_tag=http://fhir.lienthong.vn/mpi|master",
+                    }
+                },
+            ],
+        }
+        r = api.post("/fhir", json=bundle, headers=FHIR)
+        assert r.status_code == 200, r.text
+        ordinary, tagged = (e["resource"] for e in r.json()["entry"])
+        assert [e["resource"]["id"] for e in ordinary["entry"]] == [a], kind
+        assert [e["resource"]["id"] for e in tagged["entry"]] == [master["id"]], kind
+
+
 def test_a_failing_bundle_leaves_no_person_behind(api: TestClient) -> None:
     bundle = {
         "resourceType": "Bundle",

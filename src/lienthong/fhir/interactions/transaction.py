@@ -353,7 +353,9 @@ def _written(status: int, stored: Stored, prefer_return: str | None) -> dict[str
 
 def _get(engine: FhirEngine, session: Session, e: Entry) -> dict[str, Any]:
     if e.res_id is None:
-        req = engine.parse_search(e.res_type, parse_qsl(e.query or "", keep_blank_values=True))
+        params = parse_qsl(e.query or "", keep_blank_values=True)
+        req = engine.parse_search(e.res_type, params)
+        engine.hide_masters(e.res_type, params, req.query)  # as an ordinary search does
         page = session.search(req.query)
         bundle = searchset(
             engine, req, f"{engine.base_url}/{e.res_type}", page.matches, [], page.total
