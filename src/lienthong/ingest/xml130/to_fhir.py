@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from lienthong.identity.scoring import ADMINISTRATIVE_ADDRESS
 from lienthong.ingest.xml130.model import STANDARD_4210, Visit
 from lienthong.terminology.catalogue import Icd10Catalogue
 from lienthong.terminology.icd10 import ICD10_SYSTEM, normalize_icd10
@@ -46,9 +47,6 @@ PRACTITIONER_LICENSE = f"{VN_SID}/provider-medical-license-number"
 # VN Core code systems of the Ministry's common code sets
 MEDICATION_CODE = "http://fhir.ehealth.gov.vn/core/CodeSystem/vn-core-medicationCode"
 PROCEDURE_CODE = "http://fhir.ehealth.gov.vn/core/CodeSystem/vn-core-procedureCode"
-ADMINISTRATIVE_ADDRESS = (
-    "http://fhir.ehealth.gov.vn/core/StructureDefinition/extension-administrative-address"
-)
 ADMINISTRATIVE_UNIT = "http://fhir.ehealth.gov.vn/core/CodeSystem/vn-core-administrative-address"
 # the platform's own systems for what VN Core does not name
 LT = "http://fhir.lienthong.vn"
