@@ -4,7 +4,9 @@ from lienthong.terminology.catalogue import (
     Designation,
     Icd10Catalogue,
     LoadedIcd10,
+    ShippedIcd10,
     WhoIcd10,
+    default_icd10_catalogue,
     icd10_catalogue,
 )
 from lienthong.terminology.icd10 import (
@@ -20,9 +22,11 @@ __all__ = [
     "Designation",
     "Icd10Catalogue",
     "LoadedIcd10",
+    "ShippedIcd10",
     "WhoIcd10",
     "WorkbookError",
     "code_system",
+    "default_icd10_catalogue",
     "icd10_catalogue",
     "normalize_icd10",
     "read_workbook",

@@ -39,6 +39,9 @@ _COLUMNS = {
     "chapter": "MÃ CHƯƠNG",
     "chapter_en": "CHAPTER NAME",
     "chapter_vi": "TÊN CHƯƠNG",
+    "group": "MÃ NHÓM CHÍNH",
+    "group_en": "MAIN GROUP NAME I",
+    "group_vi": "TÊN NHÓM CHÍNH",
     "code": "MÃ BỆNH",
     "name_en": "DISEASE NAME",
     "name_vi": "TÊN BỆNH",
@@ -80,6 +83,12 @@ class Icd10Concept:
     parent: str | None = None
     chapter: str | None = None
     marks: set[str] = field(default_factory=set)
+    group: str | None = None
+    """the main group (``MÃ NHÓM CHÍNH``, a code range such as ``A00-A09``)"""
+    chapter_names: tuple[str, str] = ("", "")
+    """(Vietnamese, English) name of the chapter, as the row gives it"""
+    group_names: tuple[str, str] = ("", "")
+    """(Vietnamese, English) name of the main group, as the row gives it"""
 
 
 def _clean(value: Any) -> str:
@@ -173,7 +182,15 @@ def _concept(
     vi, en = cell("name_vi").lstrip("?"), cell("name_en")
     if not vi and not en:
         raise WorkbookError(f"{path}: row {line}: code {raw} has no name")
-    return raw, Icd10Concept(code, vi or en, en or vi, chapter=cell("chapter") or None)
+    return raw, Icd10Concept(
+        code,
+        vi or en,
+        en or vi,
+        chapter=cell("chapter") or None,
+        group=cell("group") or None,
+        chapter_names=(cell("chapter_vi"), cell("chapter_en")),
+        group_names=(cell("group_vi"), cell("group_en")),
+    )
 
 
 def code_system(concepts: list[Icd10Concept], version: str, source: str) -> dict[str, Any]:
