@@ -1,8 +1,10 @@
-"""ICD-10: code forms, the Ministry's workbook as a CodeSystem, the WHO fallback,
-``CodeSystem/$lookup`` and ``ValueSet/$validate-code``."""
+"""ICD-10: code forms, the Ministry's workbook as a CodeSystem, the shipped Ministry list
+and the WHO option, ``CodeSystem/$lookup`` and ``ValueSet/$validate-code``."""
 
 from __future__ import annotations
 
+import importlib.util
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +19,21 @@ from lienthong.fhir.engine import FhirEngine
 from lienthong.storage.base import ResourceStore, open_store
 from lienthong.terminology import (
     ICD10_SYSTEM,
+    Designation,
     LoadedIcd10,
+    ShippedIcd10,
     WhoIcd10,
     WorkbookError,
+    default_icd10_catalogue,
     icd10_catalogue,
     normalize_icd10,
     read_workbook,
 )
 from lienthong.terminology.load import load_icd10_workbook
+from lienthong.terminology.shipped import SHIPPED_PATH, ShippedListError, encode, read_shipped
 from tests.conftest import SHARED, need_shared
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_icd10_list.py"
 
 FHIR = {"Content-Type": "application/fhir+json"}
 HEADER = (
@@ -139,8 +147,13 @@ def test_loading_twice_makes_a_new_version_not_a_duplicate(
     assert [h.res_id for h in hits.matches] == [first.res_id]
 
 
-def test_without_a_loaded_list_the_who_classification_answers(store: ResourceStore) -> None:
-    catalogue = icd10_catalogue(store)
+def test_the_who_classification_answers_when_chosen(
+    store: ResourceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LIENTHONG_ICD10_FALLBACK", "who")
+    assert isinstance(icd10_catalogue(None), WhoIcd10)
+    monkeypatch.delenv("LIENTHONG_ICD10_FALLBACK")
+    catalogue = icd10_catalogue(store, fallback="who")
     assert isinstance(catalogue, WhoIcd10)
     assert catalogue.exists("J18.9") and catalogue.exists("j189") and catalogue.exists("E11")
     assert not catalogue.exists("A00.5") and not catalogue.exists("Z99.99")
@@ -148,7 +161,7 @@ def test_without_a_loaded_list_the_who_classification_answers(store: ResourceSto
     assert catalogue.display("I10", "en") == "Essential (primary) hypertension"
     assert catalogue.display("I10", "vi") is None  # the WHO names are English only
     assert catalogue.parent("A09.0") == "A09"
-    assert isinstance(icd10_catalogue(None), WhoIcd10)
+    assert not catalogue.exists("A90")  # dengue fever as Vietnamese hospitals code it
 
 
 def lookup(client: TestClient, **params: str) -> Any:
@@ -214,11 +227,29 @@ def test_lookup_errors_name_the_parameter(client: TestClient, loaded: None) -> N
     assert r.status_code == 400 and r.json()["issue"][0]["expression"] == ["system"]
 
 
-def test_lookup_falls_back_to_the_who_list(client: TestClient) -> None:
+def test_lookup_without_a_loaded_list_answers_from_the_shipped_list(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = lookup(client, system=ICD10_SYSTEM, code="a970")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert value(body, "display") == "Sốt xuất huyết không có dấu hiệu cảnh báo"
+    assert value(body, "version") == "QĐ 4469/QĐ-BYT"
+    english = lookup(client, system=ICD10_SYSTEM, code="A97.0", displayLanguage="en").json()
+    assert value(english, "display") == "Dengue without warning signs"
+    parent = [p["part"][1]["valueCode"] for p in parts(body, "property")]
+    assert parent == ["A97.0", "A97"]
+    assert lookup(client, system=ICD10_SYSTEM, code="A90").status_code == 200
+    assert lookup(client, system=ICD10_SYSTEM, code="A91").status_code == 404
+    assert lookup(client, system=ICD10_SYSTEM, code="A00.5").status_code == 404
+    ok = validate(client, url="http://hl7.org/fhir/ValueSet/icd-10", code="C84.2")
+    assert value(ok, "result") is True and value(ok, "display") == "U lympho vùng T"
+    # the WHO edition, when chosen, knows no A90 but has English names of its own
+    monkeypatch.setenv("LIENTHONG_ICD10_FALLBACK", "who")
+    assert lookup(client, system=ICD10_SYSTEM, code="A90").status_code == 404
     r = lookup(client, system=ICD10_SYSTEM, code="I10", displayLanguage="en")
     assert r.status_code == 200, r.text
     assert value(r.json(), "display") == "Essential (primary) hypertension"
-    assert lookup(client, system=ICD10_SYSTEM, code="A00.5").status_code == 404
 
 
 def validate(client: TestClient, **params: str) -> dict[str, Any]:
@@ -349,3 +380,85 @@ def test_the_ministry_workbook(tmp_path: Path) -> None:
         assert known > 0.9 * len(concepts)
     finally:
         store.close()
+
+
+def test_a_fresh_store_accepts_the_codes_vietnamese_facilities_use(store: ResourceStore) -> None:
+    catalogue = icd10_catalogue(store)
+    assert isinstance(catalogue, ShippedIcd10) and catalogue is default_icd10_catalogue()
+    assert catalogue.version == "QĐ 4469/QĐ-BYT" and len(catalogue) > 12_000
+    for code in ("A90", "a90", "A97.0", "A970", "C84.2", "U07.1", "a090", "A09.0†", "A09.0*"):
+        assert catalogue.exists(code), code
+    # the Ministry's list has no A91 (and the WHO's none of Zika A92.5 in the Ministry's)
+    assert not catalogue.exists("A91") and not catalogue.exists("A92.5")
+    assert not catalogue.exists("not a code") and not catalogue.exists("A00.5")
+    assert catalogue.display("A90") == "Sốt Dengue (Dengue cổ điển)"
+    assert catalogue.display("A90", "en") == "Dengue fever (classical Dengue)"
+    assert catalogue.display("A90", "fr") is None
+    assert catalogue.designations("A970") == [
+        Designation("vi", "Sốt xuất huyết không có dấu hiệu cảnh báo"),
+        Designation("en", "Dengue without warning signs"),
+    ]
+    assert catalogue.parent("A97.0") == "A97" and catalogue.parent("A97") is None
+    assert catalogue.chapter("C84.2") == "C00-D48" and catalogue.group("A00.0") == "A00-A09"
+    assert catalogue.marks("A17") == "†" and catalogue.marks("A00") == ""
+    # worker processes get the shared list back, not a copy of its rows
+    assert pickle.loads(pickle.dumps(catalogue)) is default_icd10_catalogue()
+
+
+def test_the_fallback_setting_is_checked(
+    store: ResourceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LIENTHONG_ICD10_FALLBACK", "WHO ")
+    assert isinstance(icd10_catalogue(store), WhoIcd10)
+    assert isinstance(icd10_catalogue(store, fallback="ministry"), ShippedIcd10)
+    monkeypatch.setenv("LIENTHONG_ICD10_FALLBACK", "icd11")
+    with pytest.raises(ValueError, match="LIENTHONG_ICD10_FALLBACK: 'icd11' is not one of"):
+        icd10_catalogue(store)
+    with pytest.raises(ValueError, match="fallback: 'x' is not one of ministry, who"):
+        icd10_catalogue(None, fallback="x")
+
+
+def test_a_loaded_list_wins_over_the_shipped_one(
+    tmp_path: Path, engine: FhirEngine, store: ResourceStore
+) -> None:
+    assert icd10_catalogue(store).exists("A90")
+    newer = [*TINY, row("A91", "Dengue haemorrhagic fever", "Sốt xuất huyết Dengue")]
+    load_icd10_workbook(engine, tiny_workbook(tmp_path / "newer.xlsx", newer), "2026")
+    catalogue = icd10_catalogue(store, fallback="ministry")
+    assert isinstance(catalogue, LoadedIcd10) and catalogue.version == "2026"
+    assert catalogue.exists("A91") and not catalogue.exists("A90")
+
+
+def test_a_broken_shipped_file_says_why(tmp_path: Path) -> None:
+    (tmp_path / "a.json.gz").write_bytes(b"not gzip")
+    with pytest.raises(ShippedListError, match="cannot be read"):
+        read_shipped(tmp_path / "a.json.gz")
+    (tmp_path / "b.json.gz").write_bytes(encode({"format": 99}))
+    with pytest.raises(ShippedListError, match="not an ICD-10 list of format 1"):
+        ShippedIcd10(tmp_path / "b.json.gz")
+
+
+def test_the_shipped_list_is_what_the_script_derives_from_the_workbook(tmp_path: Path) -> None:
+    book = need_shared(SHARED / "standards" / "icd10_qd4469.xlsx")
+    spec = importlib.util.spec_from_file_location("build_icd10_list", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "icd10.json.gz"
+    assert script.main(["build_icd10_list.py", str(book), str(out)]) == 0
+    derived = read_shipped(out)
+    shipped = read_shipped(SHIPPED_PATH)
+    assert derived["about"] == shipped["about"]
+    assert derived == shipped
+    assert out.read_bytes() == SHIPPED_PATH.read_bytes()  # the build is reproducible
+    about = shipped["about"]
+    assert "4469/QĐ-BYT" in about["decision"] and about["workbook"] == book.name
+    assert about["built_by"] == "scripts/build_icd10_list.py"
+    assert SHIPPED_PATH.stat().st_size < 1_000_000
+    concepts = read_workbook(book)
+    catalogue = ShippedIcd10(out)
+    assert catalogue.codes() == [c.code for c in concepts]
+    for c in concepts[::250]:
+        assert catalogue.display(c.code) == c.display_vi
+        assert catalogue.display(c.code, "en") == c.display_en
+        assert catalogue.parent(c.code) == c.parent

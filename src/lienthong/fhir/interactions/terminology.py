@@ -4,8 +4,9 @@ https://hl7.org/fhir/R4/codesystem-operation-lookup.html and
 https://hl7.org/fhir/R4/valueset-operation-validate-code.html. Parameters come
 from the URL (GET) or from a ``Parameters`` body (POST), including the
 ``coding`` / ``codeableConcept`` forms. The answer comes from the catalogue
-(:func:`lienthong.terminology.icd10_catalogue`): the Ministry's list when it
-has been loaded, else the WHO ICD-10.
+(:func:`lienthong.terminology.icd10_catalogue`): the list loaded into the store
+when there is one, else the Ministry's list (QĐ 4469/QĐ-BYT) shipped with the
+package, or the WHO ICD-10 2019 edition when ``LIENTHONG_ICD10_FALLBACK=who``.
 """
 
 from __future__ import annotations
