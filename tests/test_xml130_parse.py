@@ -162,22 +162,9 @@ HOSTILE: dict[str, tuple[bytes, str]] = {
     "external entity": (_EXTERNAL_ENTITY, "DOCTYPE"),
     "entity bomb": (_BILLION_LAUGHS, "DOCTYPE"),
     "external DTD": (_EXTERNAL_DTD, "DOCTYPE"),
-    "entity in an embedded table": (
-        _envelope_with(
-            base64.b64encode(_EXTERNAL_ENTITY.replace(b"GIAMDINHHS", b"TONG_HOP")).decode()
-        ),
-        "DOCTYPE",
-    ),
     "truncated": (
         envelope_xml("01012", date(2025, 1, 1), [_visit_tables(SUMMARY_130)])[:-40],
         "not well-formed",
-    ),
-    "bad base64": (_envelope_with("@@not base64@@"), "not valid base64"),
-    "base64 of non-XML": (_envelope_with(base64.b64encode(b"hello").decode()), "not well-formed"),
-    "empty NOIDUNGFILE": (_envelope_with(""), "NOIDUNGFILE is empty"),
-    "unknown LOAIHOSO": (
-        _envelope_with(base64.b64encode(_GOOD).decode()).replace(b">XML1<", b">XML99<"),
-        "LOAIHOSO",
     ),
     "empty file": (b"", "empty"),
     "not XML": (b"MA_LK,HO_TEN\n1,An\n", "not well-formed"),
@@ -197,6 +184,46 @@ def test_hostile_and_broken_files_are_rejected(case: str, tmp_path: Path) -> Non
     assert message.startswith("hostile.xml: ")
     assert reason in message
     assert "root:" not in message  # never echoes /etc/passwd
+
+
+# A table of the envelope that cannot be read costs its visit, not the file: the visit
+# comes out with the table in Visit.broken (the validator blocks that visit).
+BROKEN_TABLES: dict[str, tuple[bytes, str, str]] = {
+    "entity in an embedded table": (
+        _envelope_with(
+            base64.b64encode(_EXTERNAL_ENTITY.replace(b"GIAMDINHHS", b"TONG_HOP")).decode()
+        ),
+        "XML1",
+        "DOCTYPE",
+    ),
+    "bad base64": (_envelope_with("@@not base64@@"), "XML1", "not valid base64"),
+    "base64 of non-XML": (
+        _envelope_with(base64.b64encode(b"hello").decode()),
+        "XML1",
+        "not well-formed",
+    ),
+    "empty NOIDUNGFILE": (_envelope_with(""), "XML1", "NOIDUNGFILE is empty"),
+    "unknown LOAIHOSO": (
+        _envelope_with(base64.b64encode(_GOOD).decode()).replace(b">XML1<", b">XML99<"),
+        "XML99",
+        "LOAIHOSO",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_TABLES))
+def test_a_broken_embedded_table_is_reported_in_its_visit(case: str, tmp_path: Path) -> None:
+    data, table, reason = BROKEN_TABLES[case]
+    path = tmp_path / "hostile.xml"
+    path.write_bytes(data)
+    (visit,) = parse(path)
+    assert visit.tables == {}
+    assert len(visit.broken) == 1
+    sent, why = visit.broken[0]
+    assert sent == table
+    assert reason in why
+    assert "root:" not in why  # never echoes /etc/passwd
+    assert scan(path) == 1
 
 
 def test_dtd_is_refused_before_any_visit_is_produced() -> None:

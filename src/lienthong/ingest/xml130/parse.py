@@ -10,9 +10,29 @@ Two shapes reach us:
 
 Files come from outside the platform, so the reader trusts nothing: no DTD is accepted
 (which rules out entity expansion and external references), the network is never touched,
-the file size is capped, and every failure becomes an :class:`Xml130Error` naming the file
-and the reason. The envelope is read with ``iterparse`` and each ``HOSO`` is dropped from
-the tree once handed out, so memory holds one visit, not the file.
+the file size is capped, and a file that cannot be read safely or completely raises an
+:class:`Xml130Error` naming the file and the reason. The envelope is read with
+``iterparse`` and each ``HOSO`` is dropped from the tree once handed out, so memory holds
+one visit, not the file.
+
+Real exports are well-formed XML written in several vendor dialects, and the reader takes
+them as they come (see :class:`_CleanReader` and :func:`_clean_table`):
+
+* namespace declarations are irrelevant to the standard (tags are matched by local name,
+  upper-cased), so a declaration whose URI libxml2 refuses, such as
+  ``xmlns:xsi="http://www.w3.org/2001/XMLSchema instance"`` (a space in the URI), is
+  percent-encoded before parsing; a document whose only faults are namespace faults is
+  still read;
+* byte-order marks at the start, after the XML declaration or inside text, whitespace
+  before the declaration, CRLF line ends, a UTF-16 table, a declaration saying ``utf-16``
+  over UTF-8 bytes, and base64 wrapped at any width or without its padding.
+
+A broken table costs only its visit: in the envelope, a ``FILEHOSO`` whose content cannot
+be read (bad base64, not well-formed, a DOCTYPE inside the table, unknown ``LOAIHOSO``) is
+recorded in :attr:`Visit.broken` with its reason, and the visit's other tables and the
+following visits are read on. The whole file is refused for a DOCTYPE in the outer
+document, a file over the size limit, an empty file, or an outer document that is not
+well-formed (truncated).
 """
 
 from __future__ import annotations
@@ -20,7 +40,10 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import re
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,24 +54,64 @@ from lienthong.ingest.xml130.model import STANDARD_130, STANDARD_4210, Visit, Xm
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 """Largest export accepted (bytes); ``LIENTHONG_XML130_MAX_BYTES`` overrides it."""
 
-# Root element of each table's own XML document (QĐ 130 appendix, tables 1-5; the same
-# names as QĐ 4210). Tables 6-15 are recognised through LOAIHOSO inside the envelope.
+# Root element of each table's own XML document, and the repeated row element of the
+# tables that hold a list. The official data dictionary (QĐ 130 as amended by QĐ 4750,
+# ``qd4750_appendix.xlsx``) has one sheet per table, named below, listing the table's
+# fields; it does not name the XML elements around them, and the gateway's XSD is not
+# published. The names here are the ones the gateway takes and HIS products write (the
+# names of tables 1-5 are the same under QĐ 4210). A single-row table's root element is
+# its row.
+TABLE_SHEETS: dict[str, str] = {
+    "XML0": "Bang Check-in",  # check-in message sent at admission
+    "XML1": "Bang 1_Tong hop",
+    "XML2": "Bang 2_Thuoc",
+    "XML3": "Bang 3_DVKT, VTYT",
+    "XML4": "Bang 4_Dich vu CLS",
+    "XML5": "Bang 5_Dien bien lam sang",
+    "XML6": "Bang 6_HIV.AIDS",
+    "XML7": "Bang 7_Giay ra vien",
+    "XML8": "Bang 8_Tom tat HSBA",
+    "XML9": "Bang 9_Giay chung sinh",
+    "XML10": "Bang 10_Giay nghi duong thai",
+    "XML11": "Bang 11_Giay nghi huong BHXH",
+    "XML12": "Bang 12_GDYK",
+    "XML13": "Bang 13_Giay chuyen tuyen BHYT",
+    "XML14": "Bang 14_Giay hen kham lai",
+    "XML15": "Bang 15_Lao",
+}
 TABLE_ROOTS: dict[str, str] = {
-    "TONG_HOP": "XML1",
+    "CHI_TIEU_TRANG_THAI_KCB": "XML0",
+    "TONG_HOP": "XML1",  # single row
     "CHITIEU_CHITIET_THUOC": "XML2",
     "CHITIEU_CHITIET_DVKT_VTYT": "XML3",
     "CHITIEU_CHITIET_DICHVUCANLAMSANG": "XML4",
     "CHITIEU_CHITIET_DIENBIENLAMSANG": "XML5",
+    "CHI_TIEU_HO_SO_BENH_AN_CHAM_SOC_VA_DIEU_TRI_HIV_AIDS": "XML6",
+    "CHI_TIEU_DU_LIEU_GIAY_RA_VIEN": "XML7",  # single row
+    "CHI_TIEU_DU_LIEU_TOM_TAT_HO_SO_BENH_AN": "XML8",  # single row
+    "CHI_TIEU_DU_LIEU_GIAY_CHUNG_SINH": "XML9",
+    "CHI_TIEU_DU_LIEU_GIAY_NGHI_DUONG_THAI": "XML10",  # single row
+    "CHI_TIEU_DU_LIEU_GIAY_CHUNG_NHAN_NGHI_VIEC_HUONG_BAO_HIEM_XA_HOI": "XML11",  # single row
+    "CHI_TIEU_DU_LIEU_GIAM_DINH_YKHOA": "XML12",  # single row
+    "CHI_TIEU_GIAYCHUYENTUYEN": "XML13",  # single row
+    "CHI_TIEU_GIAYHEN_KHAMLAI": "XML14",  # single row
+    "CHI_TIEU_DIEUTRI_BENHLAO": "XML15",
 }
-# Repeated row element of the detail tables.
 ROW_TAGS: dict[str, str] = {
+    "TRANG_THAI_KCB": "XML0",
     "CHI_TIET_THUOC": "XML2",
     "CHI_TIET_DVKT": "XML3",
     "CHI_TIET_CLS": "XML4",
     "CHI_TIET_DIEN_BIEN_BENH": "XML5",
+    "HO_SO_BENH_AN_CHAM_SOC_VA_DIEU_TRI_HIV_AIDS": "XML6",
+    "DU_LIEU_GIAY_CHUNG_SINH": "XML9",
+    "CHITIET_DIEUTRI_BENHLAO": "XML15",
 }
 _ENVELOPE_FIELDS = {"MACSKCB", "NGAYLAP", "SOLUONGHOSO"}
 _TABLE_NAMES = {f"XML{i}" for i in range(0, 16)}
+_SIGNATURE_TAGS = {"CHUKYDONVI", "SIGNATURE"}
+# LOAIHOSO as written: "XML1", "xml1", " XML1 ", "XML01"
+_LOAIHOSO = re.compile(r"XML0*(\d{1,2})")
 
 
 def _parser_options() -> dict[str, Any]:
@@ -63,8 +126,18 @@ def _parser_options() -> dict[str, Any]:
     }
 
 
-def _inner_parser() -> etree.XMLParser:
-    return etree.XMLParser(**_parser_options())
+_parsers = threading.local()
+
+
+def _inner_parser(recover: bool = False) -> etree.XMLParser:
+    """The parser for embedded tables, one per thread (an lxml parser is not thread-safe,
+    and building one per table costs more than parsing a small table)."""
+    name = "recover" if recover else "strict"
+    parser: etree.XMLParser | None = getattr(_parsers, name, None)
+    if parser is None:
+        parser = etree.XMLParser(recover=recover, **_parser_options())
+        setattr(_parsers, name, parser)
+    return parser
 
 
 def detect_standard(summary: dict[str, str]) -> str:
@@ -77,6 +150,16 @@ def detect_standard(summary: dict[str, str]) -> str:
     return STANDARD_130
 
 
+def table_name(loaihoso: str) -> str | None:
+    """The table a ``LOAIHOSO`` value names ("XML0" ... "XML15"), however it is written
+    ("XML1", "xml1", " XML1 ", "XML01"); None when it names none."""
+    match = _LOAIHOSO.fullmatch(loaihoso.strip().upper())
+    if match is None:
+        return None
+    name = f"XML{int(match.group(1))}"
+    return name if name in _TABLE_NAMES else None
+
+
 def _local(tag: object) -> str:
     """Tag without namespace, upper-cased (some HIS products write lower-case tags)."""
     if tag.__class__ is not str:
@@ -87,25 +170,38 @@ def _local(tag: object) -> str:
     return text if text.isupper() else text.upper()
 
 
+# tag as parsed -> _local(tag): a field's name is looked up once, not worked out per row
+_NAMES: dict[str, str] = {}
+_MAX_NAMES = 10_000  # bounded: a hostile file may invent any number of tags
+
+
 def _row(element: etree._Element) -> dict[str, str] | None:
     """The fields of ``element`` when it is a row: an element whose children are all plain
-    fields (no grandchildren). List containers (``DSACH_...``) are never rows, even when
-    empty. One pass over the children: element proxies are the cost of parsing here."""
+    fields (no grandchildren; a signature inside a single-row table is skipped). List
+    containers (``DSACH_...``) are never rows, even when empty. One pass over the children:
+    element proxies are the cost of parsing here."""
     if len(element) == 0:
         return None
     fields: dict[str, str] = {}
+    names = _NAMES
     for child in element:
-        if len(child):
-            return None
         tag = child.tag
-        if tag.__class__ is not str:
-            continue
-        name = _local(tag)
+        name = names.get(tag)
+        if name is None:
+            if tag.__class__ is not str:
+                continue
+            name = _local(tag)
+            if len(names) < _MAX_NAMES:
+                names[tag] = name
+        if len(child):
+            if name in _SIGNATURE_TAGS:
+                continue
+            return None
         if name.startswith("DSACH"):
             return None
         text = child.text
         fields[name] = text.strip() if text else ""
-    return fields
+    return fields or None
 
 
 def _rows_of(root: etree._Element) -> list[dict[str, str]]:
@@ -118,7 +214,7 @@ def _rows_of(root: etree._Element) -> list[dict[str, str]]:
             rows.append(fields)
             return
         for child in element:
-            if len(child):
+            if len(child) and _local(child.tag) not in _SIGNATURE_TAGS:
                 walk(child)
 
     walk(root)
@@ -133,30 +229,217 @@ def _reject_doctype(element: etree._Element, where: str) -> None:
         )
 
 
-def _table_rows(name: str, loai: str, content: str, index: int) -> list[dict[str, str]]:
-    """Decode one FILEHOSO: base64 text -> table XML -> rows."""
-    where = f"{name}: visit {index} ({loai})"
+# ------------------------------------------------------------------ vendor dialects
+
+_BOM = b"\xef\xbb\xbf"  # U+FEFF in UTF-8; these three bytes mean nothing else in UTF-8
+_WHITESPACE = b" \t\r\n"
+# a start tag that declares a namespace (no "<" or ">" can occur inside a tag)
+_XMLNS_TAG = re.compile(rb"<[A-Za-z_][^<>]*?\sxmlns[^<>]*>")
+_XMLNS_ATTR = re.compile(rb"""(\sxmlns(?::[^\s=<>]+)?\s*=\s*)("[^"]*"|'[^']*')""")
+# characters allowed in a URI (RFC 3986 unreserved, reserved and "%")
+_URI_CHARS = (
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:/?#[]@!$&'()*+,;=%"
+)
+_DECLARATION = re.compile(rb"<\?xml\s[^>]*?\?>")
+_ENCODING = re.compile(rb"""(\sencoding\s*=\s*)(["'])([A-Za-z0-9._-]*)(["'])""")
+_UTF16_NAMES = {b"utf-16", b"utf16", b"ucs-2", b"unicode", b"utf-16le", b"utf-16be"}
+_UTF8_NAMES = {b"utf-8", b"utf8"}
+_MAX_CARRY = 1 << 20  # a start tag longer than this is passed on unexamined
+
+
+def _percent_encode(match: re.Match[bytes]) -> bytes:
+    quoted = match.group(2)
+    value = quoted[1:-1]
+    if not value.translate(None, _URI_CHARS):
+        return match.group(0)
+    fixed = b"".join(
+        bytes((c,)) if c in _URI_CHARS else b"%%%02X" % c for c in value
+    )  # only bad URIs get here
+    return match.group(1) + quoted[:1] + fixed + quoted[:1]
+
+
+def _fix_namespace_tag(match: re.Match[bytes]) -> bytes:
+    return _XMLNS_ATTR.sub(_percent_encode, match.group(0))
+
+
+def _fix_namespaces(data: bytes) -> bytes:
+    """Percent-encode the characters of namespace URIs that are not allowed in a URI (the
+    space of ``.../XMLSchema instance``), so libxml2 takes the declaration. Namespaces do
+    not matter to the reader; the document keeps every declaration and prefix."""
+    if b"xmlns" not in data:
+        return data
+    return _XMLNS_TAG.sub(_fix_namespace_tag, data)
+
+
+def _looks_utf16(head: bytes) -> bool:
+    return head[:2] in (b"\xff\xfe", b"\xfe\xff") or (
+        len(head) >= 2 and (head[0] == 0) != (head[1] == 0)
+    )
+
+
+def _clean_head(data: bytes) -> tuple[bytes, bool]:
+    """The start of an ASCII-compatible document with leading byte-order marks and
+    whitespace removed, and a declaration saying ``utf-16`` over bytes that are not
+    UTF-16 corrected to ``utf-8`` (a common writer mistake). Also says whether the
+    document is UTF-8, where a stray byte-order mark can be removed anywhere."""
+    while True:
+        stripped = data.lstrip(_WHITESPACE)
+        if stripped.startswith(_BOM):
+            stripped = stripped[3:]
+        if stripped == data:
+            break
+        data = stripped
+    utf8 = True
+    declaration = _DECLARATION.match(data)
+    if declaration is not None:
+        encoding = _ENCODING.search(declaration.group(0))
+        if encoding is not None:
+            name = encoding.group(3).lower()
+            if name in _UTF16_NAMES:
+                fixed = _ENCODING.sub(rb'\1"utf-8"', declaration.group(0), count=1)
+                data = fixed + data[declaration.end() :]
+            elif name not in _UTF8_NAMES:
+                utf8 = False
+    return data, utf8
+
+
+class _CleanReader:
+    """The export as ``iterparse`` reads it: the bytes of the file with the dialects of HIS
+    writers neutralised (:func:`_clean_head` at the start; namespace URIs fixed and, in
+    UTF-8, byte-order marks removed throughout). Works chunk by chunk: a chunk is cut
+    before an unfinished start tag or byte-order mark, which then starts the next one.
+    UTF-16 documents go to libxml2 unchanged (it reads them itself)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._carry = b""
+        self._started = False
+        self._active = True
+        self._utf8 = True
+
+    def read(self, size: int = -1) -> bytes:
+        size = size if size and size > 0 else 1 << 16
+        while True:
+            chunk = self._raw.read(size)
+            if not self._started:
+                while chunk and len(chunk) < 4096:
+                    more = self._raw.read(4096)
+                    if not more:
+                        break
+                    chunk += more
+                self._started = True
+                if _looks_utf16(chunk):
+                    self._active = False
+                else:
+                    chunk, self._utf8 = _clean_head(chunk)
+            if not self._active:
+                return chunk
+            data = self._carry + chunk if self._carry else chunk
+            if not chunk:
+                self._carry = b""
+                return self._clean(data)
+            cut = len(data)
+            lt = data.rfind(b"<")
+            if lt >= 0 and data.find(b">", lt) < 0 and cut - lt < _MAX_CARRY:
+                cut = lt
+            if data.endswith(b"\xef"):
+                cut = min(cut, len(data) - 1)
+            elif data.endswith(b"\xef\xbb"):
+                cut = min(cut, len(data) - 2)
+            self._carry = data[cut:]
+            out = self._clean(data[:cut])
+            if out:
+                return out
+
+    def _clean(self, data: bytes) -> bytes:
+        if self._utf8 and _BOM in data:
+            data = data.replace(_BOM, b"")
+        return _fix_namespaces(data)
+
+
+def _namespace_only(exc: etree.XMLSyntaxError) -> bool:
+    """Whether every error behind ``exc`` is a namespace error: the XML itself is
+    well-formed (libxml2 reads on after such an error), only a namespace declaration or
+    prefix is wrong, which does not matter to the reader."""
+    errors = [e for e in exc.error_log if e.level >= etree.ErrorLevels.ERROR]
+    return bool(errors) and all(e.domain == etree.ErrorDomains.NAMESPACE for e in errors)
+
+
+class _BrokenTable(Exception):
+    """One embedded table that cannot be read; the message is the reason."""
+
+
+def _clean_table(raw: bytes) -> bytes:
+    """A decoded table's bytes, ready for libxml2: UTF-16 re-encoded as UTF-8 without its
+    declaration, then the same cleaning as the outer document."""
+    if raw[:1] == b"<" and _BOM not in raw:
+        # the common case, checked cheaply: no byte-order mark, nothing before the
+        # declaration; only the encoding it names needs a look
+        end = raw.find(b"?>", 0, 512) if raw[:5] == b"<?xml" else 0
+        if b"16" not in raw[:end]:
+            return _fix_namespaces(raw)
+    if _looks_utf16(raw):
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            codec = "utf-16"
+        else:
+            codec = "utf-16-be" if raw[0] == 0 else "utf-16-le"
+        try:
+            text = raw.decode(codec)
+        except UnicodeDecodeError as exc:
+            raise _BrokenTable(f"the table in NOIDUNGFILE is not valid UTF-16 ({exc})") from None
+        text = text.replace("\ufeff", "").lstrip()
+        if text.startswith("<?xml"):
+            end = text.find("?>")
+            text = text[end + 2 :] if end >= 0 else text
+        raw = text.encode("utf-8")
+    raw, utf8 = _clean_head(raw)
+    if utf8 and _BOM in raw:
+        raw = raw.replace(_BOM, b"")
+    return _fix_namespaces(raw)
+
+
+def _decode_base64(content: str) -> bytes:
     compact = "".join(content.split())
     if not compact:
-        raise Xml130Error(f"{where}: NOIDUNGFILE is empty")
+        raise _BrokenTable("NOIDUNGFILE is empty")
+    missing = -len(compact) % 4
+    if missing in (1, 2) and not compact.endswith("="):
+        compact += "=" * missing  # padding left out by some writers
     try:
-        raw = base64.b64decode(compact, validate=True)
+        return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise Xml130Error(f"{where}: NOIDUNGFILE is not valid base64 ({exc})") from None
+        raise _BrokenTable(f"NOIDUNGFILE is not valid base64 ({exc})") from None
+
+
+def _table_rows(content: str) -> list[dict[str, str]]:
+    """Decode one FILEHOSO: base64 text -> table XML -> rows; :class:`_BrokenTable` says
+    why it cannot be read."""
+    raw = _decode_base64(content)
     if not raw.strip():
-        raise Xml130Error(f"{where}: NOIDUNGFILE decodes to nothing")
+        raise _BrokenTable("NOIDUNGFILE decodes to nothing")
+    raw = _clean_table(raw)
     try:
         root = etree.fromstring(raw, _inner_parser())
     except etree.XMLSyntaxError as exc:
-        raise Xml130Error(
-            f"{where}: the table in NOIDUNGFILE is not well-formed XML ({exc})"
-        ) from None
-    _reject_doctype(root, where)
+        if not _namespace_only(exc):
+            raise _BrokenTable(f"the table in NOIDUNGFILE is not well-formed XML ({exc})") from None
+        # well-formed, only a namespace is wrong: libxml2 builds the same tree when told
+        # to go on (it never has to repair anything)
+        root = etree.fromstring(raw, _inner_parser(recover=True))
+    if root.getroottree().docinfo.doctype:
+        raise _BrokenTable(
+            "a DOCTYPE declaration is not allowed in the table (DTDs, entities and external "
+            "references are refused)"
+        )
     return _rows_of(root)
 
 
 def _visit(
-    name: str, index: int, tables: dict[str, list[dict[str, str]]], envelope: dict[str, str]
+    name: str,
+    index: int,
+    tables: dict[str, list[dict[str, str]]],
+    envelope: dict[str, str],
+    broken: list[tuple[str, str]] | None = None,
 ) -> Visit:
     summary = tables.get("XML1", [{}])
     first = summary[0] if summary else {}
@@ -170,6 +453,7 @@ def _visit(
         tables=tables,
         envelope=dict(envelope),
         index=index,
+        broken=broken or [],
     )
 
 
@@ -211,7 +495,9 @@ def parse(
     ``source`` is a path or the file's bytes (``name`` labels bytes in messages). Raises
     :class:`Xml130Error` for hostile or broken input; a DTD is refused before any visit is
     produced, but truncation can only show at the point it happens, so a caller that must
-    write all-or-nothing reads the whole file first (see :func:`scan`).
+    write all-or-nothing reads the whole file first (see :func:`scan`). A table of the
+    envelope that cannot be read is not an error of the file: its visit comes out with the
+    table in :attr:`Visit.broken`.
     """
     stream, label = _open(source, name, max_bytes)
     try:
@@ -228,9 +514,15 @@ def scan(
     return sum(1 for _ in parse(source, name=name, max_bytes=max_bytes))
 
 
+@dataclass
+class _State:
+    closed: bool = False  # the root element's end was read: the document is complete
+
+
 def _parse_stream(stream: IO[bytes], label: str) -> Iterator[Visit]:
-    events = etree.iterparse(stream, events=("start", "end"), **_parser_options())
+    events = etree.iterparse(_CleanReader(stream), events=("start", "end"), **_parser_options())
     it = iter(events)
+    state = _State()
     try:
         try:
             _event, root = next(it)
@@ -238,42 +530,68 @@ def _parse_stream(stream: IO[bytes], label: str) -> Iterator[Visit]:
             raise Xml130Error(f"{label}: no XML element found") from None
         _reject_doctype(root, label)
         if _local(root.tag) == "GIAMDINHHS":
-            yield from _envelope(it, root, label)
+            yield from _envelope(it, root, label, state)
         else:
-            yield from _bare(it, root, label)
+            yield from _bare(it, root, label, state)
     except etree.XMLSyntaxError as exc:
         raise Xml130Error(f"{label}: not well-formed XML ({exc})") from None
 
 
-def _envelope(it: Iterator[tuple[str, Any]], root: etree._Element, label: str) -> Iterator[Visit]:
+def _read_on(exc: etree.XMLSyntaxError, state: _State) -> bool:
+    """libxml2 reports namespace faults when the document ends; a complete document whose
+    only faults they are has been read whole."""
+    return state.closed and _namespace_only(exc)
+
+
+def _envelope(
+    it: Iterator[tuple[str, Any]], root: etree._Element, label: str, state: _State
+) -> Iterator[Visit]:
     envelope: dict[str, str] = {}
     index = 0
-    for event, element in it:
-        if event != "end":
+    try:
+        for event, element in it:
+            if event != "end":
+                continue
+            tag = _local(element.tag)
+            if tag in _ENVELOPE_FIELDS and len(element) == 0:
+                envelope[tag] = (element.text or "").strip()
+            elif tag == "HOSO":
+                index += 1
+                tables, broken = _hoso(element)
+                _drop(element)
+                yield _visit(label, index, tables, envelope, broken)
+            elif tag in _SIGNATURE_TAGS:
+                _drop(element)
+            elif element is root:
+                state.closed = True
+    except etree.XMLSyntaxError as exc:
+        if not _read_on(exc, state):
+            raise
+
+
+def _hoso(element: etree._Element) -> tuple[dict[str, list[dict[str, str]]], list[tuple[str, str]]]:
+    """The tables of one HOSO, and those of them that cannot be read with the reason."""
+    tables: dict[str, list[dict[str, str]]] = {}
+    broken: list[tuple[str, str]] = []
+    for file_hoso in element:
+        if _local(file_hoso.tag) != "FILEHOSO":
             continue
-        tag = _local(element.tag)
-        if tag in _ENVELOPE_FIELDS and len(element) == 0:
-            envelope[tag] = (element.text or "").strip()
-        elif tag == "HOSO":
-            index += 1
-            tables: dict[str, list[dict[str, str]]] = {}
-            for file_hoso in element:
-                if _local(file_hoso.tag) != "FILEHOSO":
-                    continue
-                parts = {_local(c.tag): (c.text or "") for c in file_hoso}
-                loai = parts.get("LOAIHOSO", "").strip().upper()
-                if loai not in _TABLE_NAMES:
-                    raise Xml130Error(
-                        f"{label}: visit {index}: LOAIHOSO {loai!r} is not one of XML0 ... XML15"
-                    )
-                if "NOIDUNGFILE" not in parts:
-                    raise Xml130Error(f"{label}: visit {index} ({loai}): NOIDUNGFILE is missing")
-                rows = _table_rows(label, loai, parts["NOIDUNGFILE"], index)
-                tables.setdefault(loai, []).extend(rows)
-            _drop(element)
-            yield _visit(label, index, tables, envelope)
-        elif tag in ("CHUKYDONVI", "SIGNATURE"):
-            _drop(element)
+        parts = {_local(c.tag): (c.text or "") for c in file_hoso}
+        sent = parts.get("LOAIHOSO", "").strip()
+        loai = table_name(sent)
+        if loai is None:
+            broken.append((sent, f"LOAIHOSO {sent!r} is not one of XML0 ... XML15"))
+            continue
+        if "NOIDUNGFILE" not in parts:
+            broken.append((sent, "NOIDUNGFILE is missing"))
+            continue
+        try:
+            rows = _table_rows(parts["NOIDUNGFILE"])
+        except _BrokenTable as exc:
+            broken.append((sent, str(exc)))
+            continue
+        tables.setdefault(loai, []).extend(rows)
+    return tables, broken
 
 
 def _drop(element: etree._Element) -> None:
@@ -285,40 +603,79 @@ def _drop(element: etree._Element) -> None:
             del parent[0]
 
 
-def _bare(it: Iterator[tuple[str, Any]], root: etree._Element, label: str) -> Iterator[Visit]:
+def _bare(
+    it: Iterator[tuple[str, Any]], root: etree._Element, label: str, state: _State
+) -> Iterator[Visit]:
     """Bare tables: rows of any table, grouped into visits by MA_LK in order of first
     appearance. Rows are freed as read; only their field dictionaries are kept, because a
-    detail table may list a visit's rows after other visits."""
+    detail table may list a visit's rows after other visits. Under a wrapper holding
+    several tables, rows of an element that is no table of the standard are recorded as
+    broken in their visit (when they carry a MA_LK) and the other tables are read on."""
     visits: dict[str, dict[str, list[dict[str, str]]]] = {}
+    broken: dict[str, list[tuple[str, str]]] = {}
+    unknown: str | None = None  # first element no table claims, for the message
     open_tables: list[str | None] = [TABLE_ROOTS.get(_local(root.tag))]
-    for event, element in it:
-        tag = _local(element.tag)
-        if event == "start":
-            open_tables.append(TABLE_ROOTS.get(tag))
-            continue
-        table_here = open_tables.pop() if open_tables else None
-        fields = _row(element)
-        if fields is None:
-            continue
-        table = (
-            table_here
-            or ROW_TAGS.get(tag)
-            or next((t for t in reversed(open_tables) if t is not None), None)
-        )
-        if table is None:
+    skip = 0  # depth inside a signature
+    try:
+        for event, element in it:
+            if event == "start":
+                tag = _local(element.tag)
+                if skip or tag in _SIGNATURE_TAGS:
+                    skip += 1
+                    open_tables.append(None)
+                else:
+                    open_tables.append(TABLE_ROOTS.get(tag))
+                continue
+            table_here = open_tables.pop() if open_tables else None
+            if not open_tables:
+                state.closed = True
+            if skip:
+                skip -= 1
+                if skip == 0:
+                    _remove(element)
+                continue
+            fields = _row(element)
+            if fields is None:
+                continue
+            tag = _local(element.tag)
+            table = (
+                table_here
+                or ROW_TAGS.get(tag)
+                or next((t for t in reversed(open_tables) if t is not None), None)
+            )
+            if table is None:
+                parent = element.getparent()
+                sent = tag if parent is None or parent is root else _local(parent.tag)
+                unknown = unknown or sent
+                ma_lk = fields.get("MA_LK", "")
+                if ma_lk:
+                    reason = f"<{sent}> is not a table of the standard"
+                    entries = broken.setdefault(ma_lk, [])
+                    if (sent, reason) not in entries:
+                        entries.append((sent, reason))
+                    visits.setdefault(ma_lk, {})
+            else:
+                visits.setdefault(fields.get("MA_LK", ""), {}).setdefault(table, []).append(fields)
+            _remove(element)
+    except etree.XMLSyntaxError as exc:
+        if not _read_on(exc, state):
+            raise
+    if not any(visits.values()):
+        if unknown is not None:
             raise Xml130Error(
-                f"{label}: cannot tell which table <{tag}> belongs to (expected a gateway "
+                f"{label}: cannot tell which table <{unknown}> belongs to (expected a gateway "
                 f"envelope GIAMDINHHS or a table such as {', '.join(TABLE_ROOTS)})"
             )
-        visits.setdefault(fields.get("MA_LK", ""), {}).setdefault(table, []).append(fields)
-        parent = element.getparent()
-        element.clear(keep_tail=False)
-        if parent is not None:
-            parent.remove(element)
-    if not visits:
         raise Xml130Error(
             f"{label}: no visit found (root element <{_local(root.tag)}> is neither the gateway "
             "envelope GIAMDINHHS nor a table of the standard)"
         )
-    for index, tables in enumerate(visits.values(), start=1):
-        yield _visit(label, index, tables, {})
+    for index, (ma_lk, tables) in enumerate(visits.items(), start=1):
+        yield _visit(label, index, tables, {}, broken.get(ma_lk))
+
+
+def _remove(element: etree._Element) -> None:
+    parent = element.getparent()
+    element.clear(keep_tail=False)
+    if parent is not None:
+        parent.remove(element)
