@@ -174,10 +174,11 @@ _VIQR_TONE = {"s": "'", "f": "`", "r": "?", "x": "~", "j": "."}
 
 
 @lru_cache(maxsize=1 << 14)
-def _syllable(word: str) -> tuple[list[tuple[str, str | None]], str | None]:
-    """A word as (base letter, shape mark) pairs and its tone key (s f r x j or None)."""
+def _syllable(word: str) -> tuple[list[tuple[str, str | None]], str | None, int]:
+    """A word as (base letter, shape mark) pairs, its tone key (s f r x j or None) and the
+    index of the letter that carries the tone."""
     out: list[tuple[str, str | None]] = []
-    tone = None
+    tone, at = None, -1
     for ch in word:
         if ch in "đĐ":
             out.append(("d" if ch == "đ" else "D", "d"))
@@ -186,21 +187,21 @@ def _syllable(word: str) -> tuple[list[tuple[str, str | None]], str | None]:
         shape = None
         for mark in parts[1:]:
             if mark in _TONES:
-                tone = _TONES[mark]
+                tone, at = _TONES[mark], len(out)
             elif mark in _SHAPES:
                 shape = _SHAPES[mark]
         out.append((parts[0], shape))
-    return out, tone
+    return out, tone, at
 
 
 def _plain(word: str) -> str:
-    letters, _ = _syllable(word)
+    letters, _, _ = _syllable(word)
     return "".join(b for b, _ in letters)
 
 
 def telex(word: str) -> str:
-    """Thắng" -> "Thawngs": what a Telex keyboard leaves when the IME was off."""
-    letters, tone = _syllable(word)
+    """Telex residue, "Thắng" -> "Thawngs": what a Telex keyboard leaves with the IME off."""
+    letters, tone, _ = _syllable(word)
     out = []
     for base, shape in letters:
         if shape == "d":
@@ -215,8 +216,8 @@ def telex(word: str) -> str:
 
 
 def vni(word: str) -> str:
-    """Nguyễn" -> "Nguye6n4": VNI digits, shape after its vowel, tone at the end."""
-    letters, tone = _syllable(word)
+    """VNI residue, "Nguyễn" -> "Nguye6n4": shape digit after its vowel, tone at the end."""
+    letters, tone, _ = _syllable(word)
     out = []
     for base, shape in letters:
         out.append(base + ("9" if shape == "d" else _VNI_SHAPE.get(shape or "", "")))
@@ -224,22 +225,12 @@ def vni(word: str) -> str:
 
 
 def viqr(word: str) -> str:
-    """Nguyễn" -> "Nguye^~n": VIQR marks right after the vowel that carries them."""
-    letters, tone = _syllable(word)
+    """VIQR residue, "Nguyễn" -> "Nguye^~n": marks right after the vowel that carries them."""
+    letters, tone, at = _syllable(word)
     out = []
-    tone_at = None
-    if tone:
-        for i, (base, shape) in enumerate(letters):
-            if base.lower() in "aeiouy" and (shape in _SHAPES.values() or tone_at is None):
-                tone_at = i
-                if shape in _SHAPES.values():
-                    break
     for i, (base, shape) in enumerate(letters):
-        if shape == "d":
-            out.append(base + "d")
-        else:
-            out.append(base + (shape or ""))
-        if i == tone_at and tone:
+        out.append(base + ("d" if shape == "d" else shape or ""))
+        if i == at and tone:
             out.append(_VIQR_TONE[tone])
     return "".join(out)
 
@@ -1026,6 +1017,9 @@ class Writer:
         options: list[tuple[str, Person]] = []
         for rel in ("spouse", "parent", "sibling", "child"):
             options.extend((rel, q) for q in p.relatives.get(rel, []) if q.cccd)
+        twins = [q for rel, q in options if rel == "sibling" and q.born == p.born]
+        if twins and rng.random() < 0.7:  # twins' papers are the ones most often mixed up
+            return "twin", twins[0].cccd
         namesakes = [
             q for q in self.pop.by_name.get(no_marks(p.full_name).lower(), []) if q is not p
         ]
@@ -1084,7 +1078,9 @@ class Writer:
 
     def _birth(self, src: Source, p: Person, kinds: list[str]) -> str:
         rng = self.rng
-        y, m, d = p.born.year, p.born.month, p.born.day
+        y = p.born.year
+        m: int | None = p.born.month
+        d: int | None = p.born.day
         style: str = src.dates.draw(rng)
         fill = False
         if style == "year":

@@ -1,11 +1,14 @@
 #!/usr/bin/env python
 """Record linkage at scale: `lienthong link` with the shipped model against plain Splink.
 
-Usage: ``.venv/bin/python -m bench.bench_link [--people 500000] [--seed 0] [--out DIR]``
+Usage: ``.venv/bin/python -m bench.bench_link [--people 500000] [--seed 0]
+[--generator synth|alt] [--out DIR]``
 
-Generates a synthetic population (``lienthong.synth``; about two records per person, so
-500,000 people give about 1,000,000 records) into ``bench/out/`` unless it is already
-there, then in the same run:
+Generates a synthetic population (``--generator synth``: ``lienthong.synth``, about two
+records per person, so 500,000 people give about 1,000,000 records; ``alt``:
+``bench.altpop``, built apart from it so that the shipped model meets data it was not
+tuned on) into ``bench/out/link`` (``link-alt``) unless it is already there, then in the
+same run:
 
 1. ``lienthong link RECORDS --out PERSONS`` as a subprocess, with the shipped model (no
    training): wall time, peak memory (largest process: the command or one of its
@@ -34,19 +37,29 @@ from pathlib import Path
 import duckdb
 
 from bench.common import ROOT, machine
-from lienthong.synth.population import generate
 
 THRESHOLD = 0.95
+GENERATORS = ("synth", "alt")
 
 
-def _population(people: int, seed: int, out: Path) -> Path:
+def _population(people: int, seed: int, out: Path, generator: str = "synth") -> Path:
     marker = out / "population.json"
-    wanted = {"people": people, "seed": seed}
+    wanted: dict[str, object] = {"people": people, "seed": seed}
+    if generator != "synth":
+        wanted["generator"] = generator
     if not (marker.exists() and json.loads(marker.read_text()) == wanted):
         started = time.perf_counter()
-        s = generate(people, seed, out)
+        if generator == "alt":
+            from bench.altpop import generate as generate_alt
+
+            records = generate_alt(people, seed, out).records
+        else:
+            from lienthong.synth.population import generate
+
+            records = generate(people, seed, out).records
         marker.write_text(json.dumps(wanted))
-        print(f"generated: {s.records:,} records of {s.people:,} people in "
+        label = "" if generator == "synth" else f" ({generator})"
+        print(f"generated{label}: {records:,} records of {people:,} people in "
               f"{time.perf_counter() - started:.0f} s -> {out}")  # fmt: skip
     return out / "records.csv"
 
@@ -152,13 +165,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--people", type=int, default=500_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "link")
+    parser.add_argument(
+        "--generator",
+        choices=GENERATORS,
+        default="synth",
+        help="synth: lienthong.synth; alt: bench.altpop, an independently built population",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="default bench/out/link[-alt]")
     args = parser.parse_args()
+    if args.out is None:
+        suffix = "" if args.generator == "synth" else f"-{args.generator}"
+        args.out = ROOT / "bench" / "out" / f"link{suffix}"
     args.out.mkdir(parents=True, exist_ok=True)
-    records = _population(args.people, args.seed, args.out)
+    records = _population(args.people, args.seed, args.out, args.generator)
     truth = args.out / "truth.csv"
     n = duckdb.sql(f"SELECT count(*) FROM read_csv('{records}', all_varchar = true)")
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at start")
+    if args.generator != "synth":
+        print(f"generator: {args.generator}")
     print(f"records: {n.fetchall()[0][0]:,}")
 
     seconds, summary = run_lienthong(records, args.out)

@@ -2,11 +2,14 @@
 """Throughput, memory and accuracy of verification against the population register.
 
 Usage: ``.venv/bin/python -m bench.bench_verify [--people 1000000] [--seed 11]
-[--records-per-person 1.0] [--out bench/out/verify]``
+[--records-per-person 1.0] [--generator synth|alt] [--out bench/out/verify]``
 
 Generates (once, kept under ``--out``) a synthetic population with `lienthong.synth`:
-about a million records against a register of about a million people. Then, each in a
-fresh process so that peak memory is its own:
+about a million records against a register of about a million people; with
+``--generator alt``, with ``bench.altpop`` instead (built apart from `lienthong.synth`,
+about two records per person, kept under ``bench/out/verify-alt``), which also gives the
+accuracy per kind of wrong number (a relative's, a namesake's, a typo, the old card).
+Then, each in a fresh process so that peak memory is its own:
 
 * the baseline: an exact DuckDB join on the CCCD and the raw fields (what a naive
   "cleaning" does, and why it reports false mismatches);
@@ -68,6 +71,12 @@ def _accuracy(con: Any, data: Path) -> dict[str, int]:
             f"read_csv('{data / (name + '.csv')}', all_varchar = true)"
         )
     con.execute("UPDATE records SET cccd = coalesce(cccd, '')")
+    # A number that lost its leading zeros (a spreadsheet took it for a number) is still
+    # the person's own number: counted with the own numbers, not as somebody else's.
+    con.execute(
+        "UPDATE records SET cccd = lpad(cccd, 12, '0') "
+        "WHERE regexp_full_match(cccd, '[0-9]{10,11}')"
+    )
     row = con.execute(ACCURACY_SQL).fetchall()[0]
     keys = ("own", "false_mismatch", "others", "false_accept", "wanted", "right", "wrong")
     return dict(zip(keys, (int(v) for v in row), strict=True))
@@ -160,20 +169,75 @@ def _print_accuracy(name: str, r: dict[str, Any]) -> None:
     print(f"{name} wrong suggestions: {r['wrong']:,}")
 
 
+NUMBER_KINDS_SQL = """
+    WITH n AS (
+        SELECT record_id, unnest(string_split(coalesce(noise, ''), ';')) AS kind
+        FROM read_csv('{noise}', all_varchar = true)
+    )
+    SELECT n.kind, count(*) AS records,
+           count(*) FILTER (WHERE r.status IN ('verified', 'corrected')) AS accepted,
+           count(*) FILTER (WHERE r.cccd_suggested = t.person_id) AS suggested_right
+    FROM n
+    JOIN read_csv('{report}', all_varchar = true) r USING (record_id)
+    JOIN read_csv('{truth}', all_varchar = true) t USING (record_id)
+    WHERE n.kind = 'child_on_parent_id' OR n.kind LIKE 'other_id_%' OR n.kind LIKE 'id_%'
+       OR n.kind = 'cmnd'
+    GROUP BY n.kind ORDER BY n.kind
+"""
+
+
+def _print_number_kinds(data: Path) -> None:
+    """Accepted and rightly suggested records per kind of wrong number (alt generator)."""
+    import duckdb
+
+    rows = duckdb.sql(
+        NUMBER_KINDS_SQL.format(
+            noise=data / "noise.csv", report=data / "report.csv", truth=data / "truth.csv"
+        )
+    ).fetchall()
+    for kind, n, accepted, right in rows:
+        print(
+            f"lienthong records with {kind}: {n:,}; accepted {_pct(accepted, n)}; "
+            f"suggestion right {_pct(right, n)}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--people", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--records-per-person", type=float, default=1.0)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "verify")
+    parser.add_argument(
+        "--records-per-person", type=float, default=None, help="synth only (default 1.0)"
+    )
+    parser.add_argument(
+        "--generator",
+        choices=("synth", "alt"),
+        default="synth",
+        help="synth: lienthong.synth; alt: bench.altpop, an independently built population",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="default bench/out/verify[-alt]")
     args = parser.parse_args()
-    data = args.out / f"p{args.people}-s{args.seed}-r{args.records_per_person}"
+    alt = args.generator == "alt"
+    if alt and args.records_per_person is not None:
+        parser.error("--records-per-person: applies to --generator synth only")
+    rpp = 1.0 if args.records_per_person is None else args.records_per_person
+    if args.out is None:
+        args.out = ROOT / "bench" / "out" / ("verify-alt" if alt else "verify")
+    data = args.out / (f"alt-p{args.people}-s{args.seed}" if alt else
+                       f"p{args.people}-s{args.seed}-r{rpp}")  # fmt: skip
     if not (data / "truth.csv").exists():
-        from lienthong.synth.population import generate
-
         print(f"generating {args.people:,} people into {data} ...", flush=True)
-        generate(args.people, args.seed, data, records_per_person=args.records_per_person)
+        if alt:
+            from bench.altpop import generate as generate_alt
+
+            generate_alt(args.people, args.seed, data)
+        else:
+            from lienthong.synth.population import generate
+
+            generate(args.people, args.seed, data, records_per_person=rpp)
     print(f"machine: {machine()}; load average before: {os.getloadavg()}")
+    if alt:
+        print("generator: alt (bench.altpop)")
     base = _in_child(baseline, data)
     print(f"baseline (exact DuckDB join) records/s: {base['records'] / base['seconds']:,.0f}")
     print(f"baseline seconds: {base['seconds']:.1f}")
@@ -202,6 +266,8 @@ def main() -> None:
     counts = ", ".join(f"{k} {v:,}" for k, v in sorted(r["by_status"].items()))
     print(f"lienthong statuses: {counts}")
     _print_accuracy("lienthong", r)
+    if alt:
+        _print_number_kinds(data)
     print(f"load average after: {os.getloadavg()}")
 
 
