@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sqlite3
 import time
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,8 +78,45 @@ W_NUMBER, W_NUMBER_NEAR = 6, 8
 SCORE_FULL = 32
 """Weight of a record without a number that agrees on every field: `score` = weight / this."""
 
-NORMALISATION_VERSION = 2
-"""Part of the register cache's name: raise it whenever normalisation changes."""
+NORMALISATION_VERSION = 3
+"""Part of the register cache's name: raise it whenever normalisation changes (3: the
+register carries its name frequencies)."""
+
+# Evidence that the register holder of a record's number is the record's person, in bits
+# (log2 of how much likelier each finding is when the number is the person's own than when
+# it is a namesake's: the confusion a name cannot rule out). A number copied from the
+# wrong line of a list or a look-up by name lands on someone who shares the name, often
+# the birth year too, seldom the date or the commune; the name's agreement is therefore
+# worth little, and the less the commoner the name (`E_NAMESAKES_CAP`).
+E_PRIOR = 6
+"""The number itself: most records carry their owner's number."""
+E_NAMESAKES_CAP = 6
+"""At most this many bits off for the register people who share the name (64 or more)."""
+E_NAME_MINOR = -1
+"""A name that is the holder's with a slip (a letter, diacritics, a part left out)."""
+E_DATE = {
+    "form": 8,  # the full date agrees
+    "month": 4,  # year and month agree, the record knows no day
+    "year": 2,  # the year agrees, the record knows no month or day
+    "swap": 4,  # day and month swapped
+    "year_slip": 4,  # day and month agree, the year is off by one or one keystroke
+    "digit": 0,  # the year agrees, the day or the month is one keystroke away
+    "register_partial": 2,  # the register knows only part of the date, which agrees
+    "day": -3,  # the year and month agree, the day is another
+    "month_only": -3,  # the year and day agree, the month is another
+    "other": -8,  # the year agrees, day and month are others: a namesake born that year
+    "differ": -12,
+    "absent": 0,
+    "unreadable": 0,
+}
+E_SEX = {"form": 0, "differ": -4}
+E_PLACE = {
+    "commune": 4,  # the record's commune (read before or after the 2025 reform)
+    "province": 1,  # the record names only a province, and it agrees
+    "other_commune": -1,  # same province, another commune (people move)
+    "other_province": -4,
+    "none": 0,
+}
 
 ACCEPT_SCORE = 22
 """Least weight for proposing a register person as the owner of a record. Below it, on
@@ -185,14 +224,42 @@ def _sex_map(values: Iterable[str | None]) -> pa.Table:
 _TOKENS: dict[str, tuple[str, str]] = {}
 
 
+def _spelling_as_key(canon: str, key: str) -> str:
+    """`canon` (one word) with the i/y spelling its key chose ("lí" -> "lý" when the key
+    is "ly"): Lí and Lý are one name spelt two ways, so they must compare equal with their
+    tone marks too. `name_key` decides which syllables alternate; others are unchanged."""
+    decomposed = unicodedata.normalize("NFD", canon)
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c)).replace("đ", "d")
+    if plain == key or not key.endswith("y") or plain[:-1] != key[:-1] or plain[-1:] != "i":
+        return canon
+    at = decomposed.rfind("i")
+    return unicodedata.normalize("NFC", decomposed[:at] + "y" + decomposed[at + 1 :])
+
+
 def _token(word: str) -> tuple[str, str]:
-    """(canonical, folded) form of one word: lower case, NFC, the new tone placement
-    ("hoà" for "hòa"); and without diacritics, đ -> d, punctuation dropped."""
+    """(canonical, folded) form of one word: lower case, NFC, input-method keystrokes
+    decoded ("nguyeenx" -> "nguyễn"), the new tone placement ("hoà" for "hòa"), the i/y
+    spelling of the key; and the key (`name_key`: no diacritics, đ -> d, i/y folded)."""
     found = _TOKENS.get(word)
     if found is None:
         canon = normalize_name(word).lower()
-        found = _TOKENS[word] = (canon, name_key(canon))
+        key = name_key(canon)
+        found = _TOKENS[word] = (_spelling_as_key(canon, key), key)
     return found
+
+
+# Marks of VIQR typing ("Nguye^~n"): a name with any is decoded whole, since whether a
+# final "." is a tone mark depends on the other words.
+_VIQR_CHARS = frozenset("^(+'`?~.")
+
+
+def _name_tokens(raw: str) -> list[tuple[str, str]]:
+    lowered = raw.lower()
+    if not _VIQR_CHARS.isdisjoint(lowered):
+        words = normalize_name(lowered).lower().split()
+        keys = [name_key(w) for w in words]
+        return [(_spelling_as_key(w, k), k) for w, k in zip(words, keys, strict=True)]
+    return [_token(w) for w in lowered.split()]
 
 
 def _name_parts(tokens: list[str]) -> tuple[str, str, str]:
@@ -220,7 +287,7 @@ def _name_map(values: Iterable[str | None]) -> pa.Table:
         k: [] for k in ("raw", "canon", "fold", "is_ascii", "cs", "fs", "fam", "mid", "giv")
     }
     for raw in values:
-        words = [_token(w) for w in (raw or "").lower().split()]
+        words = _name_tokens(raw or "")
         canon_words = [c for c, _ in words]
         fold_words = [f for _, f in words if f]
         fold = " ".join(fold_words)
@@ -317,6 +384,14 @@ def _iso(y: int | None, m: int | None, d: int | None) -> str:
     return f"{y:04d}-{m:02d}-{d:02d}"
 
 
+def _letter_apart(a: str, b: str) -> bool:
+    """One letter apart, the keys' i/y folding undone ("ti" for "thi" is one letter, though
+    its key is "ty")."""
+    return (
+        levenshtein(a, b, 2) <= 1 or levenshtein(a.replace("y", "i"), b.replace("y", "i"), 2) <= 1
+    )
+
+
 def compare_name(
     r: Person, g: Person, distances: tuple[int, int, int, int] | None = None
 ) -> tuple[str, str]:
@@ -349,7 +424,7 @@ def compare_name(
         # one part mistyped by a letter (a first letter lost spoils the word order
         # too: "oàng Thị Nhạn"), perhaps with the middle name left out
         typed = extra[0]
-        if any(levenshtein(typed, m, 2) <= 1 for m in missing):
+        if any(_letter_apart(typed, m) for m in missing):
             lost = " and a name part is missing" if len(missing) == 2 else ""
             return "minor", f"full_name: a letter differs{lost}: {said}"
     if distances is None:
@@ -379,11 +454,21 @@ def _one_keystroke(a: str, b: str) -> bool:
     diffs = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
     if len(diffs) == 1:
         return True
-    return len(diffs) == 2 and diffs[1] == diffs[0] + 1 and a[diffs[0]] == b[diffs[1]]
+    if len(diffs) != 2 or diffs[1] != diffs[0] + 1:
+        return False
+    i, j = diffs
+    return a[i] == b[j] and a[j] == b[i]
+
+
+DATE_LEVELS = tuple(E_DATE)
 
 
 def compare_date(r: Person, g: Person) -> tuple[str, str]:
-    """('form' | 'absent' | 'unreadable' | 'swap' | 'day' | 'year' | 'differ', reason)."""
+    """(level, reason) for the record's birth date against the register's; levels are the
+    keys of `E_DATE`. 'form', 'month' and 'year' agree as far as the record knows the
+    date; 'swap', 'year_slip' and 'digit' are the known slips (day and month exchanged, a
+    year off by one or one keystroke, a day or month one keystroke away); 'day',
+    'month_only' and 'other' keep the year but not the rest; 'differ' is another year."""
     reg = _iso(g.y, g.m, g.d)
     if r.y is None:
         if r.raw_date.strip():
@@ -393,20 +478,28 @@ def compare_date(r: Person, g: Person) -> tuple[str, str]:
             )
         return "absent", f"birth_date: absent from the record; the register has {reg}"
     if r.y == g.y and (r.m is None or (r.m == g.m and (r.d is None or r.d == g.d))):
-        return "form", ""
+        return ("form" if r.d is not None else "month" if r.m is not None else "year"), ""
     rec = _iso(r.y, r.m, r.d)
     said = f"the record has {rec}, the register {reg}"
-    if r.y == g.y and r.m == g.d and r.d == g.m:
-        return "swap", f"birth_date: day and month swapped: {said}"
     if r.y == g.y:
-        return "day", f"birth_date: {said}"
+        if g.m is None or (r.m == g.m and g.d is None):
+            return "register_partial", f"birth_date: the register knows less: {said}"
+        if r.m == g.d and r.d == g.m:
+            return "swap", f"birth_date: day and month swapped: {said}"
+        if r.m == g.m and r.d is not None and g.d is not None:
+            slip = _one_keystroke(f"{r.d:02d}", f"{g.d:02d}")
+            return ("digit" if slip else "day"), f"birth_date: {said}"
+        if r.d is not None and r.d == g.d and r.m is not None:
+            slip = _one_keystroke(f"{r.m:02d}", f"{g.m:02d}")
+            return ("digit" if slip else "month_only"), f"birth_date: {said}"
+        return "other", f"birth_date: day and month differ: {said}"
     if (
         g.y is not None
         and r.m == g.m
         and r.d == g.d
         and (abs(r.y - g.y) <= 1 or _one_keystroke(f"{r.y:04d}", f"{g.y:04d}"))
     ):
-        return "year", f"birth_date: year differs: {said}"
+        return "year_slip", f"birth_date: year differs: {said}"
     return "differ", f"birth_date: {said}"
 
 
@@ -442,6 +535,17 @@ def compare_place(r: Person, g: Person) -> tuple[str, str]:
     )
 
 
+def place_level(r: Person, g: Person) -> str:
+    """How far the record's place agrees with the register's: a key of `E_PLACE`."""
+    if not r.province and not r.commune:
+        return "none"
+    if r.commune and g.commune in r.cset:
+        return "commune"
+    if g.province in r.pset:
+        return "other_commune" if r.commune else "province"
+    return "other_province"
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """The outcome for one record."""
@@ -454,16 +558,29 @@ class Finding:
     register_cccd: str | None = None  # whose register values fill the *_register columns
 
 
-def _same_person(name: str, date: str, sex: str) -> bool:
-    """Whether the register holder of the record's number is the person on the record.
+def holder_evidence(
+    name: str, date: str, sex: str, place: str, namesakes: int
+) -> tuple[float, str]:
+    """(bits, account) of evidence that the holder of the record's number is its person.
 
-    The number itself is strong evidence, so small slips in the other fields are allowed;
-    a name that is another name, or a name slip together with a different birth year,
-    means someone else's number, as does a birth date that is not one slip away.
-    """
-    if name == "differ":
-        return False
-    return date != "differ"
+    `name`, `date`, `sex` are levels of `compare_name`, `compare_date`, `compare_sex`,
+    `place` one of `place_level`; `namesakes` is how many register people bear the name
+    the record agrees with (the holder among them). A number is taken as the person's
+    only when the sum is at least 0: agreeing on "Nguyễn Văn Hùng" proves little, so a
+    common name with another day and month of birth and another place is not enough."""
+    crowd = min(E_NAMESAKES_CAP, math.log2(max(1, namesakes)))
+    bits = E_PRIOR - crowd + E_DATE[date] + E_SEX[sex] + E_PLACE[place]
+    if name == "minor":
+        bits += E_NAME_MINOR
+    account = (
+        f"the name is borne by {namesakes} register {'person' if namesakes == 1 else 'people'}"
+        f", birth date {date.replace('_', ' ')}, place {place.replace('_', ' ')}"
+        + (", sex differs" if sex == "differ" else "")
+    )
+    return bits, account
+
+
+_DATE_AGREES = frozenset(("form", "month", "year"))
 
 
 def decide(
@@ -475,12 +592,15 @@ def decide(
     best: tuple[str, float, float] | None,
     distances: tuple[int, int, int, int] | None = None,
     holder_weight: float | None = None,
+    namesakes: int = 1,
 ) -> Finding:
     """The status of one record that carries a number and did not pass the fast path.
 
     `holder` is the register entry for the record's number (None if the register does not
     hold it); `best` is (cccd, weight, runner-up weight) of the best register candidate
-    found by search, or None.
+    other than the holder, found by search, or None; `holder_weight` the holder's weight
+    under the same scoring (with the credit for carrying its number); `namesakes` how many
+    register people share the holder's name.
     """
     suggestion = _suggestion(best)
     if holder is not None and holder_cccd is not None:
@@ -488,20 +608,27 @@ def decide(
         date, date_why = compare_date(r, holder)
         sex, sex_why = compare_sex(r, holder)
         place, place_why = compare_place(r, holder)
+        bits, account = holder_evidence(name, date, sex, place_level(r, holder), namesakes)
         # Another register person who fits the record clearly better than the holder,
-        # once the holder's credit for the number is set aside (twins, siblings).
-        rival = False
-        if name != "form" and best is not None and holder_weight is not None:
+        # once the holder's credit for the number is set aside (twins, siblings,
+        # namesakes): the record is that person's, or at least not surely the holder's.
+        outmatched = False
+        holder_alone = holder_weight - W_NUMBER if holder_weight is not None else None
+        if best is not None:
             top_cccd, top, second = best
-            if top_cccd != holder_cccd:
-                runner_up = holder_weight - W_NUMBER if second == holder_weight else second
-                rival = top >= ACCEPT_SCORE and top - runner_up >= ACCEPT_MARGIN
-                if rival:
-                    suggestion = (top_cccd, min(1.0, top / SCORE_FULL))
-        if _same_person(name, date, sex) and not rival:
+            rival_to = max(second, holder_alone) if holder_alone is not None else second
+            outmatched = top >= ACCEPT_SCORE and (
+                holder_alone is None or top - holder_alone >= ACCEPT_MARGIN
+            )
+            suggestion = (
+                (top_cccd, min(1.0, top / SCORE_FULL))
+                if top >= ACCEPT_SCORE and top - rival_to >= ACCEPT_MARGIN
+                else None
+            )
+        if name != "differ" and bits >= 0 and not outmatched:
             reasons = tuple(x for x in (name_why, date_why, sex_why, place_why) if x)
             substantive = (
-                name == "minor" or date not in ("form",) or sex == "differ" or place == "differ"
+                name == "minor" or date not in _DATE_AGREES or sex == "differ" or place == "differ"
             )
             return Finding(
                 record_id,
@@ -519,11 +646,16 @@ def decide(
                 f"cccd: the holder was born {r.y - holder.y} years before this person: "
                 "a parent's number on a child's record"
             )
-        if rival and suggestion is not None:
-            why.append(
-                f"cccd: the record fits the register's {suggestion[0]} better than the holder"
-            )
-        why.extend(x for x in (name_why, date_why, sex_why) if x)
+        if outmatched:
+            if suggestion is not None:
+                why.append(
+                    f"cccd: the record fits the register's {suggestion[0]} better than the holder"
+                )
+            else:
+                why.append("cccd: other register people fit the record better than the holder")
+        elif name != "differ":
+            why.append(f"cccd: too little agrees to take the number as this person's: {account}")
+        why.extend(x for x in (name_why, date_why, sex_why, place_why) if x)
         if suggestion is not None and suggestion[0] == holder_cccd:
             suggestion = None
         return _with_suggestion(record_id, "mismatch", why, suggestion)
@@ -676,8 +808,12 @@ class VerifyEngine:
         )
         self._normalise("reg_cols", "reg_all", with_source=False)
         # One entry per number: the register should hold none twice, keep the first if so.
+        # Each entry carries how many register people share its name (the same words) and
+        # its family and given names: what agreeing on the name is worth (`decide`).
         con.execute(
-            "CREATE OR REPLACE TABLE reg AS SELECT row_number() OVER () AS gid, * FROM ("
+            "CREATE OR REPLACE TABLE reg AS SELECT row_number() OVER () AS gid, *,"
+            " count(*) OVER (PARTITION BY fs) AS n_full,"
+            " count(*) OVER (PARTITION BY fam, giv) AS n_fg FROM ("
             " SELECT * FROM reg_all WHERE cccd <> ''"
             " QUALIFY row_number() OVER (PARTITION BY cccd) = 1)"
         )
@@ -793,10 +929,12 @@ class VerifyEngine:
         )
 
     def _candidates(self) -> None:
-        """Best and runner-up register person for every record not verified outright,
-        by blocked equi-joins (family + given + birth year; given + birth date; family +
-        birth date; the same words + birth year; birth date + commune; the record's own
-        number; numbers one keystroke away) scored in SQL."""
+        """Best and runner-up register person other than the holder of the record's own
+        number, for every record not verified outright, by blocked equi-joins (family +
+        given + birth year; given + birth date; family + birth date; the same words +
+        birth year and the month, the day or the commune; birth date + commune; numbers
+        one keystroke away) scored in SQL. The holder is scored too (`pairs.own`), so that
+        `decide` can tell whether someone else fits the record better."""
         con = self.con
         con.execute(
             """
@@ -844,6 +982,7 @@ class VerifyEngine:
                 UNION
                 SELECT n.rn, g.gid FROM need n JOIN reg g ON n.fs = g.fs AND n.y = g.y
                  WHERE n.d IS NULL OR n.m = g.m OR n.d = g.d
+                    OR list_contains(n.cset, g.commune_code)
                 UNION
                 SELECT n.rn, g.gid FROM (
                     SELECT rn, y, m, d, unnest(cset) AS commune FROM need WHERE d IS NOT NULL
@@ -854,7 +993,7 @@ class VerifyEngine:
                 UNION
                 SELECT n.rn, g.gid FROM near n JOIN reg g ON g.cccd = n.v
             )
-            SELECT k.rn, g.cccd, g.gid,
+            SELECT k.rn, g.cccd, g.gid, r.cccd = g.cccd AS own,
                 greatest(
                 (CASE WHEN r.fam = g.fam THEN {W_FAMILY[0]}
                       WHEN r.fam <> '' AND levenshtein(r.fam, g.fam) <= 1 THEN {W_FAMILY[1]}
@@ -903,7 +1042,7 @@ class VerifyEngine:
             FROM (
                 SELECT rn, cccd, gid, w,
                        row_number() OVER (PARTITION BY rn ORDER BY w DESC, cccd) AS k
-                FROM pairs
+                FROM pairs WHERE NOT own
             ) WHERE k <= 2 GROUP BY rn
             """
         )
@@ -921,8 +1060,18 @@ class VerifyEngine:
                    g.cccd, g.full_name, g.canon, g.fold, g.is_ascii, g.fam, g.mid, g.giv,
                    g.birth_date, g.y, g.m, g.d, g.sx, g.province_code, g.commune_code,
                    b.cccd, b.w, b.w2,
-                   levenshtein(n.fam, g.fam), levenshtein(n.giv, g.giv),
-                   levenshtein(n.mid, g.mid), levenshtein(n.fs, g.fs), h.w
+                   -- edit distances with the keys' i/y folding undone (a slip "Tị" for
+                   -- "Thị" is one letter, though the keys are "ty" and "thi")
+                   least(levenshtein(n.fam, g.fam), levenshtein(replace(n.fam, 'y', 'i'),
+                                                                replace(g.fam, 'y', 'i'))),
+                   least(levenshtein(n.giv, g.giv), levenshtein(replace(n.giv, 'y', 'i'),
+                                                                replace(g.giv, 'y', 'i'))),
+                   least(levenshtein(n.mid, g.mid), levenshtein(replace(n.mid, 'y', 'i'),
+                                                                replace(g.mid, 'y', 'i'))),
+                   least(levenshtein(n.fs, g.fs), levenshtein(replace(n.fs, 'y', 'i'),
+                                                              replace(g.fs, 'y', 'i'))),
+                   h.w,
+                   CASE WHEN n.fs = g.fs THEN g.n_full ELSE g.n_fg END
             FROM need n
             LEFT JOIN reg g ON g.cccd = n.cccd
             LEFT JOIN best b ON b.rn = n.rn
@@ -955,7 +1104,8 @@ class VerifyEngine:
                 best = (row[33], float(row[34]), float(row[35])) if row[33] is not None else None
                 dist = (row[36], row[37], row[38], row[39]) if holder is not None else None
                 hw = float(row[40]) if row[40] is not None else None
-                f = decide(str(row[0]), row[1], r, holder, row[18], best, dist, hw)
+                namesakes = int(row[41]) if row[41] is not None else 1
+                f = decide(str(row[0]), row[1], r, holder, row[18], best, dist, hw, namesakes)
                 ids.append(row[0])
                 statuses.append(f.status)
                 reasons.append("; ".join(f.reasons))
