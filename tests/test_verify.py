@@ -46,10 +46,12 @@ def record(**fields: str) -> dict[str, str]:
     return base
 
 
-def run(tmp_path: Path, *records: dict[str, str]) -> dict[str, dict[str, Any]]:
+def run(
+    tmp_path: Path, *records: dict[str, str], register: list[tuple[str, ...]] = REGISTER
+) -> dict[str, dict[str, Any]]:
     engine = VerifyEngine()
     try:
-        engine.load_register(write_register(tmp_path / "register.csv"))
+        engine.load_register(write_register(tmp_path / "register.csv", register))
         table = pa.table(
             {c: pa.array([r[c] for r in records], pa.string()) for c in RECORD_COLUMNS}
         )
@@ -311,6 +313,194 @@ def test_cli_constants_follow_the_engine() -> None:
     assert cli_verify.REPORT_COLUMNS == verify.REPORT_COLUMNS
     assert cli_verify.STATUSES == verify.STATUSES
     assert set(cli_verify.STATUS_LABELS) == set(verify.STATUSES)
+
+
+# ------------------------------------------------- someone else's number: the hard cases
+
+# Namesakes: Nguyễn Văn Hùng is common (twelve in this register, three born in 1985), and
+# so is Trần Thị Mai; Khổng Tú Quyên and Mạc Đăng Khoa are borne by one person each.
+NAMESAKES = [
+    ("079085777777", "Nguyễn Văn Hùng", "1985-10-27", "M", "79", "26734", "HCM"),
+    ("036085555555", "Nguyễn Văn Hùng", "1985-11-30", "M", "33", "12577", "Hưng Yên"),
+    *(
+        (
+            f"0010{y % 100:02d}00{i:04d}",
+            "Nguyễn Văn Hùng",
+            f"{y}-0{1 + i % 9}-1{i % 10}",
+            "M",
+            "01",
+            "00091",
+            "Hà Nội",
+        )
+        for i, y in enumerate((1960, 1962, 1970, 1975, 1979, 1990, 1992, 1995, 2000))
+    ),
+    ("001188004322", "Trần Thị Mai", "1988-05-07", "F", "01", "00004", "Hà Nội"),
+    ("079188123456", "Trần Thị Mai", "1975-02-03", "F", "79", "26734", "HCM"),
+    ("079070333333", "Trần Thị Mai", "1990-09-09", "F", "79", "26737", "HCM"),
+    ("001193765432", "Khổng Tú Quyên", "1993-06-17", "F", "01", "00004", "Hà Nội"),
+    ("001092765433", "Mạc Đăng Khoa", "1992-04-21", "M", "01", "00091", "Hà Nội"),
+    ("001188765434", "Nguyễn Thị Lan", "1988-02-19", "F", "01", "00004", "Hà Nội"),
+    ("031094765435", "Lý Thị Hoa", "1994-08-30", "F", "31", "11311", "Hải Phòng"),
+    ("001089765436", "Nguyễn Văn Long", "1989-12-01", "M", "01", "00004", "Số 1, Hà Nội"),
+]
+HARD = REGISTER + NAMESAKES
+
+
+def hard(tmp_path: Path, register: list[tuple[str, ...]] = HARD, **fields: str) -> dict[str, Any]:
+    return run(tmp_path, record(**fields), register=register)["R1"]
+
+
+def test_the_register_counts_the_bearers_of_each_name(tmp_path: Path) -> None:
+    engine = VerifyEngine()
+    try:
+        engine.load_register(write_register(tmp_path / "register.csv", HARD))
+        counts = dict(
+            engine.con.execute(
+                "SELECT cccd, n_full FROM reg WHERE cccd IN "
+                "('001085001234', '001193765432', '001188004321')"
+            ).fetchall()
+        )
+    finally:
+        engine.close()
+    assert counts == {"001085001234": 12, "001193765432": 1, "001188004321": 4}
+
+
+def test_a_namesakes_number_is_a_mismatch_with_the_right_persons_number(tmp_path: Path) -> None:
+    # Hùng of Hà Nội carries the number of the Hùng of Hồ Chí Minh City born the same
+    # year: same common name, another day and month, another place.
+    row = hard(tmp_path, **{**HUNG, "cccd": "079085777777"})
+    assert row["status"] == "mismatch"
+    assert "belongs to Nguyễn Văn Hùng (born 1985-10-27)" in row["reasons"]
+    assert row["cccd_suggested"] == "001085001234"
+    assert row["full_name_register"] == "Nguyễn Văn Hùng"
+    assert row["birth_date_register"] == "1985-03-14"
+
+
+def test_a_namesakes_number_is_a_mismatch_when_the_person_is_not_in_the_register(
+    tmp_path: Path,
+) -> None:
+    absent = [r for r in HARD if r[0] != "001085001234"]
+    row = hard(tmp_path, absent, **{**HUNG, "cccd": "079085777777"})
+    assert row["status"] == "mismatch"
+    assert "too little agrees to take the number as this person's" in row["reasons"]
+    assert "birth_date: day and month differ: the record has 1985-03-14" in row["reasons"]
+    assert row["cccd_suggested"] is None
+    # the same record, its place unknown: still not enough
+    row = hard(tmp_path, absent, **{**HUNG, "cccd": "036085555555", "commune_code": "",
+                                    "province_code": ""})  # fmt: skip
+    assert (row["status"], row["cccd_suggested"]) == ("mismatch", None)
+
+
+def test_what_agreeing_on_the_name_is_worth_depends_on_how_common_it_is(tmp_path: Path) -> None:
+    """Another day and month of the same year in the register's commune: enough for a
+    name one person bears, not for a name twelve bear."""
+    rare = hard(tmp_path, full_name="Khổng Tú Quyên", birth_date="1993-11-02", sex="F",
+                cccd="001193765432", province_code="01", commune_code="00004")  # fmt: skip
+    assert rare["status"] == "corrected"
+    assert "birth_date: day and month differ" in rare["reasons"]
+    common = hard(tmp_path, full_name="Nguyễn Văn Hùng", birth_date="1985-11-02", sex="M",
+                  cccd="001085001234", province_code="01", commune_code="00004")  # fmt: skip
+    assert common["status"] == "mismatch"
+    assert "the name is borne by 12 register people" in common["reasons"]
+    # the common name itself, in a register where it is borne once, is enough again
+    alone = [r for r in HARD if r[1] != "Nguyễn Văn Hùng" or r[0] == "001085001234"]
+    row = hard(tmp_path, alone, full_name="Nguyễn Văn Hùng", birth_date="1985-11-02", sex="M",
+               cccd="001085001234", province_code="01", commune_code="00004")  # fmt: skip
+    assert row["status"] == "corrected"
+
+
+def test_a_relatives_number_is_a_mismatch(tmp_path: Path) -> None:
+    # Long carries his brother Hùng's number: same family, house and commune
+    row = hard(tmp_path, full_name="Nguyễn Văn Long", birth_date="01/12/1989", sex="M",
+               cccd="001085001234", province_code="01", commune_code="00004")  # fmt: skip
+    assert row["status"] == "mismatch"
+    assert "belongs to Nguyễn Văn Hùng" in row["reasons"]
+    assert row["cccd_suggested"] == "001089765436"
+
+
+def test_a_rare_name_with_a_one_digit_date_error_is_corrected(tmp_path: Path) -> None:
+    row = hard(tmp_path, full_name="Khổng Tú Quyên", birth_date="18/06/1993", sex="F",
+               cccd="001193765432", province_code="01", commune_code="00004")  # fmt: skip
+    assert row["status"] == "corrected"
+    assert "birth_date: the record has 1993-06-18, the register 1993-06-17" in row["reasons"]
+    assert row["birth_date_register"] == "1993-06-17"
+    # even with its place unknown and a slip in the name
+    row = hard(tmp_path, full_name="Mạc Đăng Kho", birth_date="1992-04-27", sex="M",
+               cccd="001092765433")  # fmt: skip
+    assert row["status"] == "corrected"
+    assert "full_name: a letter differs" in row["reasons"]
+
+
+def test_own_number_with_the_birth_year_off_by_one_is_corrected(tmp_path: Path) -> None:
+    row = hard(tmp_path, **{**HUNG, "birth_date": "14/03/1986"})
+    assert row["status"] == "corrected"
+    assert "birth_date: year differs: the record has 1986-03-14" in row["reasons"]
+    assert row["birth_date_register"] == "1985-03-14"
+
+
+def test_telex_typed_name_with_its_own_number_is_verified(tmp_path: Path) -> None:
+    row = hard(tmp_path, full_name="Nguyeenx Thij Lan", birth_date="19/02/1988", sex="F",
+               cccd="001188765434", province_code="01", commune_code="00004")  # fmt: skip
+    assert (row["status"], row["reasons"]) == ("verified", "")
+
+
+@pytest.mark.parametrize("name", ["Lí Thị Hoa", "LÍ THỊ HOA", "Li Thi Hoa", "Lys Thij Hoa"])
+def test_i_y_spelling_is_form(tmp_path: Path, name: str) -> None:
+    row = hard(tmp_path, full_name=name, birth_date="30/08/1994", sex="F",
+               cccd="031094765435", province_code="31", commune_code="11311")  # fmt: skip
+    assert (row["status"], row["reasons"]) == ("verified", ""), name
+
+
+def test_a_better_candidate_elsewhere_in_the_register_is_a_mismatch_with_that_number(
+    tmp_path: Path,
+) -> None:
+    # Mai of 1988-07-05 carries the number of the Mai of her commune born 1988-05-07: on
+    # its own that would read as a day-month swap, but the register holds a Mai who
+    # fits the record exactly
+    row = hard(tmp_path, full_name="Trần Thị Mai", birth_date="1988-07-05", sex="F",
+               cccd="001188004322", province_code="01", commune_code="00004")  # fmt: skip
+    assert row["status"] == "mismatch"
+    assert "fits the register's 001188004321 better than the holder" in row["reasons"]
+    assert row["cccd_suggested"] == "001188004321"
+    assert row["birth_date_register"] == "1988-07-05"
+    # without that Mai in the register, the swap is the record's to correct
+    absent = [r for r in HARD if r[0] != "001188004321"]
+    row = hard(tmp_path, absent, full_name="Trần Thị Mai", birth_date="1988-07-05", sex="F",
+               cccd="001188004322", province_code="01", commune_code="00004")  # fmt: skip
+    assert row["status"] == "corrected"
+    assert "birth_date: day and month swapped" in row["reasons"]
+
+
+def test_the_old_cases_hold_in_the_larger_register(tmp_path: Path) -> None:
+    """The parent's number on a child and the twins, with namesakes about."""
+    rows = run(
+        tmp_path,
+        record(record_id="child", full_name="Nguyễn Minh Thư", birth_date="23/09/2015",
+               sex="Nữ", cccd="001188004321", province_code="01", commune_code="00004"),
+        record(record_id="twin", full_name="Nguyễn Minh Thu", birth_date="2015-09-23",
+               sex="F", cccd="001215006789", province_code="01", commune_code="00004"),
+        record(record_id="own", **HUNG),
+        register=HARD,
+    )  # fmt: skip
+    assert rows["child"]["status"] == "mismatch"
+    assert "a parent's number on a child's record" in rows["child"]["reasons"]
+    assert rows["child"]["cccd_suggested"] == "001215006789"
+    assert (rows["twin"]["status"], rows["twin"]["cccd_suggested"]) == ("mismatch", "001215006790")
+    assert rows["own"]["status"] == "verified"
+
+
+def test_holder_evidence_weighs_each_finding() -> None:
+    sure, _ = verify.holder_evidence("form", "form", "form", "commune", 1)
+    namesake, account = verify.holder_evidence("form", "other", "form", "other_province", 12)
+    assert sure > 0 > namesake
+    assert "borne by 12 register people" in account and "other province" in account
+    # more bearers of the name, less evidence; a known slip weighs more than another date
+    assert (
+        verify.holder_evidence("form", "digit", "form", "none", 40)[0]
+        < (verify.holder_evidence("form", "digit", "form", "none", 2)[0])
+    )
+    for slip in ("swap", "digit", "year_slip", "month", "year"):
+        assert verify.E_DATE[slip] > verify.E_DATE["other"], slip
 
 
 # ---------------------------------------------------------------------------- the CLI
