@@ -16,14 +16,22 @@ from lienthong.identity.normalize import (
     Address,
     NameParts,
     PartialDate,
+    clean_text,
     current_units,
+    decode_keystrokes,
+    fold_key,
+    is_form_difference,
+    is_syllable,
     name_key,
+    name_keys,
     normalize_address,
     normalize_name,
     normalize_phone,
     normalize_sex,
+    order_free_key,
     parse_date,
     split_name,
+    token_key,
 )
 
 # ----------------------------------------------------------------- names
@@ -368,3 +376,283 @@ def test_every_current_province_code_is_one_of_the_34() -> None:
 
     for code in LEGACY_PROVINCES:
         assert current_units(code).province_code in the_34, code
+
+
+# ----------------------------------------------------------------- data-entry noise in names
+
+# Syllables of Vietnamese names, written out for these tests (new tone placement): family,
+# middle and given names of every region, with each rhyme type (open, closed by a stop,
+# diphthongs, triphthongs, qu/gi onsets).
+_REAL_TEXT = """
+An Anh Ánh Ân Bảo Bắc Bích Bình Bá Bạch Cảnh Cường Chi Chính Chiến Chung Công Cúc Dân
+Diệp Diệu Dung Dũng Duy Duyên Dương Đan Đào Đạt Điệp Định Đông Đức Gấm Giang Hà Hải Hạnh
+Hào Hậu Hiền Hiếu Hiệp Hoa Hoà Hoài Hoàn Hoàng Hồng Huệ Hùng Hưng Hương Hường Huy Huyền
+Huỳnh Khang Khánh Khoa Khôi Khuê Kiên Kiều Kim Lan Lâm Lệ Liên Liễu Linh Loan Lộc Long
+Luân Lực Lương Ly Lý Mai Mạnh Minh My Mỹ Nam Nga Ngân Nghĩa Ngọc Nguyên Nguyệt Nhàn Nhân
+Nhật Nhi Nhung Như Oanh Phát Phong Phúc Phụng Phước Phương Phượng Quang Quân Quế Quốc
+Quyên Quyết Quý Sang Sâm Sơn Sương Tài Tâm Tân Thạch Thái Thắm Thắng Thanh Thành Thảo Thi
+Thịnh Thoa Thơ Thu Thuận Thuý Thuỷ Thư Thương Tiến Tiên Toàn Trà Trang Trâm Trí Trinh
+Trung Trúc Truyền Tú Tuấn Tuệ Tùng Tuyết Tường Uyên Vân Văn Việt Vinh Vũ Vy Xuân Yên Yến
+Thị Nguyễn Trần Lê Phạm Võ Đặng Bùi Đỗ Hồ Ngô Đinh Lưu Trương Khổng Ông Mông Nông Giáp
+Gia Nghiêm Khúc Ứng Ưng Uông Oánh Khuyến Huấn Ngoãn Khoẻ Chuyên Giỏi Nhuận Dậu Tuyền
+Xuyến Chiêu Kiểm Đoàn Ngoạn Loát Thuyền Khuya Ngoan Hoạch Khuếch Quỳnh Giao Gấm Hợi Cương
+Nhường Ngừng Khương Tưởng Đương Hướng Chương Lượng Trượng Sửu Bưởi Tươi Mười Người Chúc
+"""
+REAL_SYLLABLES = _REAL_TEXT.split()
+# Surnames whose every spelling has a sign other than a final hỏi (see the weak-sign test).
+MARKED_SURNAMES = ("Nguyễn", "Trần", "Lê", "Phạm", "Võ", "Đặng", "Bùi", "Đỗ", "Hồ", "Ngô",
+                   "Đinh", "Trương", "Lưu", "Dương", "Hoàng", "Vũ", "Đào", "Lâm")  # fmt: skip
+# Names of ethnic minorities and foreigners, spelt with letters that are keystrokes in some
+# input method: none of them is residue.
+OTHER_NAMES = (
+    "Ksor", "Niê", "H'Hen", "Ayun", "Rcom", "Siu", "Mlô", "Êban", "Byă", "Kpă", "Rmah",
+    "Bkrông", "Y Mơr", "Kdăm", "Nay", "Rơ Châm", "Ea Bar", "H'Bar Ksor", "Y Wơn",
+    "Y Bar H'Mai", "John", "Mary", "Peter", "David", "Lisa", "Anna",
+)  # fmt: skip
+
+_TONE_KEYS = {  # combining mark -> (Telex, VNI, VIQR)
+    "\u0301": ("s", "1", "'"),
+    "\u0300": ("f", "2", "`"),
+    "\u0309": ("r", "3", "?"),
+    "\u0303": ("x", "4", "~"),
+    "\u0323": ("j", "5", "."),
+}
+_QUALITY_KEYS = {  # letter -> (Telex, VNI, VIQR)
+    "â": ("aa", "a6", "a^"), "ê": ("ee", "e6", "e^"), "ô": ("oo", "o6", "o^"),
+    "ă": ("aw", "a8", "a("), "ơ": ("ow", "o7", "o+"), "ư": ("uw", "u7", "u+"),
+    "đ": ("dd", "d9", "dd"),
+}  # fmt: skip
+
+
+def _keystrokes(name: str, scheme: int) -> str:
+    """`name` as typed with the input method off: 0 Telex, 1 VNI, 2 VIQR. Telex and VNI put
+    the tone key at the end of the word, VIQR right after the vowel that carries it."""
+    out = []
+    for word in name.split():
+        typed, tone = "", ""
+        for ch in unicodedata.normalize("NFC", word):
+            parts = unicodedata.normalize("NFD", ch)
+            mark = "".join(c for c in parts if c in _TONE_KEYS)
+            letter = unicodedata.normalize("NFC", "".join(c for c in parts if c not in _TONE_KEYS))
+            if letter.lower() in _QUALITY_KEYS:
+                keys = _QUALITY_KEYS[letter.lower()][scheme]
+                letter = keys.upper() if letter.isupper() else keys
+            typed += letter
+            if mark:
+                tone = _TONE_KEYS[mark][scheme]
+                if scheme == 2:
+                    typed += tone
+        out.append(typed if scheme == 2 else typed + tone)
+    return " ".join(out)
+
+
+def _ascii(text: str) -> str:
+    decomposed = unicodedata.normalize("NFD", text.replace("đ", "d").replace("Đ", "D"))
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def test_keystroke_encoder_of_the_tests() -> None:
+    assert _keystrokes("Nguyễn Thị Thắng", 0) == "Nguyeenx Thij Thawngs"
+    assert _keystrokes("Đường", 0) == "DDuwowngf"
+    assert _keystrokes("Nguyễn Trần", 1) == "Nguye6n4 Tra6n2"
+    assert _keystrokes("Nguyễn Trần Thị", 2) == "Nguye^~n Tra^`n Thi."
+
+
+@pytest.mark.parametrize(
+    ("typed", "display"),
+    [
+        ("Nguyeenx Thij Thawngs", "Nguyễn Thị Thắng"),  # Telex
+        ("Traanf", "Trần"),
+        ("dduwowngf", "Đường"),
+        ("Nguyeexn Vawn Hoafng", "Nguyễn Văn Hoàng"),  # tone key before the final consonant
+        ("NGUYEENX THIJ LANF", "Nguyễn Thị Làn"),
+        ("truwowng thij huwowngf", "Trương Thị Hường"),
+        ("Hoawcj", "Hoặc"),
+        ("Nguye6n4 Va8n Tra6n2", "Nguyễn Văn Trần"),  # VNI
+        ("d9a8ng5 thi5 thu3y", "Đặng Thị Thuỷ"),
+        ("Thu3y Ngo5c", "Thuỷ Ngọc"),  # VNI tone right after its vowel
+        ("Nguye^~n Tra^`n", "Nguyễn Trần"),  # VIQR
+        ("Le^ Thi. Ha?i", "Lê Thị Hải"),
+        ("ddo^~ thi. hu+o+ng", "Đỗ Thị Hương"),
+        ("Pha.m Thi. Thu+", "Phạm Thị Thư"),
+        ("Nguyen Thi Thuys", "Nguyen Thi Thuý"),  # only one word typed with Telex
+    ],
+)
+def test_keystrokes_are_decoded(typed: str, display: str) -> None:
+    assert normalize_name(typed) == display
+    assert name_key(typed) == name_key(display)
+    assert is_form_difference(typed, display)
+
+
+def test_decode_keystrokes_word_by_word() -> None:
+    assert decode_keystrokes("Nguyeenx") == "nguyễn"
+    assert decode_keystrokes("Nguye6n4") == "nguyễn"
+    assert decode_keystrokes("Nguye^~n") == "nguyễn"
+    assert decode_keystrokes("dduwowngf") == "đường"
+    assert decode_keystrokes("Thuy") == "Thuy"  # already a syllable: unchanged, case kept
+    assert decode_keystrokes("Ksor") == "Ksor"  # decodes to no syllable ("ksỏ")
+    assert decode_keystrokes("Nguyeenxx") == "Nguyeenxx"
+
+
+def test_real_names_are_never_decoded() -> None:
+    """Every syllable of the list is plausible as written, without its diacritics and in
+    capitals, so neither the display form nor the key of a real name changes."""
+    for syllable in REAL_SYLLABLES:
+        plain = _ascii(syllable)
+        assert is_syllable(syllable) and is_syllable(plain), syllable
+        for form in (syllable, plain, plain.upper(), syllable.upper()):
+            assert decode_keystrokes(form) == form, form
+        assert normalize_name(syllable) == syllable
+        assert normalize_name(plain.upper()) == plain
+        assert name_key(syllable) == name_key(plain)
+    whole = " ".join(REAL_SYLLABLES)
+    assert normalize_name(whole) == whole
+    assert normalize_name(_ascii(whole)) == _ascii(whole)
+
+
+@pytest.mark.parametrize("name", OTHER_NAMES)
+def test_minority_and_foreign_names_are_not_decoded(name: str) -> None:
+    assert normalize_name(name) == name
+    assert name_key(name) == fold_key(name)
+
+
+def test_not_syllables() -> None:
+    for word in ("Nguyeenx", "Thij", "Ksor", "Mlô", "ngyuen", "cing", "kan", "quu", "Thu3y",
+                 "ắ", "hoàt", "thỏc"):  # fmt: skip
+        assert not is_syllable(word), word  # "hoàt", "thỏc": a stop takes sắc or nặng only
+    for word in ("Ngoãn", "khuỷu", "Quý", "gì", "giường", "Khuya", "oanh", "Ưng", "y", "Yến"):
+        assert is_syllable(word), word
+
+
+def test_weak_signs_need_another_word_with_keystrokes() -> None:
+    """A final "r" is how Central Highlands names end, and a final "." may close an
+    abbreviation: alone they are kept; beside clear keystrokes they are tones."""
+    assert normalize_name("Thuyr") == "Thuyr"
+    assert normalize_name("Nguyeenx Thij Thuyr") == "Nguyễn Thị Thuỷ"
+    assert normalize_name("Nguyễn Văn A.") == "Nguyễn Văn A."
+    assert normalize_name("Nguye^~n Va(n A.") == "Nguyễn Văn Ạ"
+    assert normalize_name("Ea Bar") == "Ea Bar"
+
+
+@given(
+    st.sampled_from(MARKED_SURNAMES),
+    st.lists(st.sampled_from(REAL_SYLLABLES), min_size=1, max_size=3),
+    st.sampled_from((0, 1, 2)),
+    st.booleans(),
+)
+def test_typed_without_input_method_gives_the_same_key(
+    surname: str, rest: list[str], scheme: int, upper: bool
+) -> None:
+    name = " ".join([surname, *rest])
+    typed = _keystrokes(name, scheme)
+    if upper:
+        typed = typed.upper()
+    assert name_key(typed) == name_key(name), typed
+    assert normalize_name(typed) == normalize_name(name), typed
+    assert is_form_difference(typed, name)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("Mĩ", "Mỹ"), ("Lí", "Lý"), ("Quí", "Quý"), ("Kì", "Kỳ"), ("Tí", "Tý"), ("Hi", "Hy"),
+        ("Si", "Sy"), ("Vi", "Vy"), ("Nguyễn Thị Mĩ Linh", "Nguyen Thi My Linh"),
+        ("Lí Thị Kì", "LÝ THỊ KỲ"),
+    ],
+)  # fmt: skip
+def test_i_y_spellings_share_a_key_but_keep_their_display(a: str, b: str) -> None:
+    assert name_key(a) == name_key(b)
+    assert is_form_difference(a, b)
+    assert normalize_name(a) != normalize_name(b) or a.upper() == b.upper()
+    assert normalize_name("Mĩ") == "Mĩ" and normalize_name("Mỹ") == "Mỹ"
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [("Thi", "Thy"), ("Chi", "Chy"), ("Linh", "Lynh"), ("Kim", "Kym"), ("Lan", "Lang")],
+)
+def test_i_y_folding_is_only_for_open_syllables_after_those_consonants(a: str, b: str) -> None:
+    assert token_key(a) != token_key(b)
+
+
+def test_invisible_characters_and_lookalikes_are_folded() -> None:
+    plain = "Đặng Văn An"
+    for noisy in (
+        "Ðặng Văn An",  # U+00D0 Icelandic eth
+        "Ɖặng Văn An",  # U+0189 African D
+        "\ufeffĐặng Văn An",
+        "Đặng\u200b Văn\u00a0An",
+        "Đặng  Văn \u2003 An ",
+        "Đặ\u00adng Văn An",
+        unicodedata.normalize("NFD", "Đặng Văn An"),
+        "Đặ\u200dng Văn \u2060An",
+    ):
+        assert normalize_name(noisy) == plain, repr(noisy)
+        assert name_key(noisy) == "dang van an", repr(noisy)
+        assert is_form_difference(noisy, plain)
+    assert clean_text("a\u200bb\ufeffc") == "abc"
+    assert name_key("ðào") == "dao"
+
+
+def test_tone_placement_variants_share_key_and_display() -> None:
+    for old, new in [("Nguyễn Thị Hòa", "Nguyễn Thị Hoà"), ("Lê Thủy", "Lê Thuỷ"),
+                     ("Khỏe", "Khoẻ"), ("Thúy", "Thuý")]:  # fmt: skip
+        assert normalize_name(old) == new
+        assert is_form_difference(old, new)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("Nguyễn Văn An", "nguyen van an", True),
+        ("Nguyễn Văn An", "An Nguyễn Văn", True),  # name order
+        ("Nguyễn Văn An", "Văn An Nguyễn", True),
+        ("Nguyễn  Văn   An", "NGUYỄN VĂN AN", True),
+        ("Nguyeenx Vawn An", "Nguyễn Văn An", True),
+        ("Trần Thị Mĩ", "Tran Thi My", True),
+        ("Nguyễn Văn An", "Nguyễn Văn Anh", False),  # a letter more
+        ("Nguyễn Văn An", "Nguyễn An", False),  # a word missing
+        ("Nguyễn Văn An", "Nguyễn Văn Ân", True),  # diacritics only
+        ("Lê Thị Thu", "Lê Thị Thư Thu", False),
+        ("", "", False),
+        ("Nguyễn Văn An", "", False),
+    ],
+)
+def test_is_form_difference(a: str, b: str, same: bool) -> None:
+    assert is_form_difference(a, b) is same
+    assert is_form_difference(b, a) is same
+    assert (order_free_key(a) == order_free_key(b) and bool(order_free_key(a))) is same
+
+
+def test_name_keys_and_split_see_the_decoded_name() -> None:
+    assert split_name("Nguyeenx Thij Thawngs") == NameParts("Nguyễn", "Thị", "Thắng")
+    assert name_keys("Thij Thawngs Nguyeenx") == ("nguyen", "thi", "thang", "thi thang nguyen")
+    assert name_keys("Nguyễn Thị Mĩ")[2] == name_keys("Nguyen Thi My")[2] == "my"
+
+
+def test_place_names_keep_their_spelling_in_fold_key() -> None:
+    assert fold_key("Phường Vị Thanh") == "phuong vi thanh"
+    assert name_key("Phường Vị Thanh") == "phuong vy thanh"
+    assert fold_key("Xã Ea Bar, Huyện Sông Hinh") == "xa ea bar huyen song hinh"
+    assert fold_key("Xã A Rooi") == "xa a rooi"
+
+
+KEYSTROKE_TEXT = st.text(
+    alphabet=st.sampled_from(
+        list("abcdeghiklmnopqrstuvwxyzADEOUW0123456789^(+'`?~.- ")
+        + list("ăâđêôơưĐÐàảãáạằẳẵắặầẩẫấậ")
+        + ["\u00a0", "\u200b", "\ufeff", "\u0301", "\u0323"]
+    ),
+    max_size=30,
+)
+
+
+@given(KEYSTROKE_TEXT)
+def test_normalising_twice_is_normalising_once(raw: str) -> None:
+    once = normalize_name(raw)
+    assert normalize_name(once) == once
+    key = name_key(raw)
+    assert name_key(key) == key
+    assert key.isascii() and key == key.lower() and "  " not in key
+    assert name_key(once) == key
+    assert fold_key(fold_key(raw)) == fold_key(raw)

@@ -5,6 +5,28 @@ hand-typed forms, so the same person shows up with different tone-mark placement
 order, date formats, sex codes, phone prefixes and pre-2025 addresses. Every function here
 is pure (apart from reading the data bundled with `vietnamadminunits`) and either returns a
 canonical form or says plainly that it could not (None fields or ValueError), never a guess.
+
+Names, as data entry really writes them, go through these steps (in `normalize_name` for
+display and in the keys for comparison, so every caller gets them):
+
+* `clean_text`: NFC (decomposed input composed), zero-width characters, soft hyphens,
+  direction marks and U+FEFF dropped, Đ look-alikes (Ð U+00D0, Ɖ U+0189) read as Đ; white
+  space of any kind (NBSP, doubled spaces) collapses when words are split.
+* `decode_keystrokes`: Telex ("Nguyeenx Thij Thawngs"), VNI ("Nguye6n4") and VIQR
+  ("Nguye^~n") left by an input method that was off become diacritics, but only for a word
+  that is not already a plausible syllable (`is_syllable`: onset + rhyme + tone, from
+  Vietnamese orthography) and whose decoded form is a valid one; signs that are also
+  letters or punctuation in real names (a final "r" as in Ksor or Ea Bar, a final "." or
+  "?") count only when another word of the same name shows keystrokes.
+* Tone marks in the new placement (hoà for hòa, thuỷ for thủy).
+
+Comparison keys, never displayed: `name_key(full_name)` (diacritics and case folded, đ ->
+d, keystrokes decoded, the i/y spelling of open syllables folded to y: Mĩ/Mỹ, Lí/Lý,
+Quí/Quý, Kì/Kỳ, Tí/Tý, Hi/Hy, Si/Sy, Vi/Vy), `token_key(word)` (the same for one word),
+`name_keys(full_name)` (family, middle, given and whole, cached), `order_free_key`
+(word order set aside) and `is_form_difference(a, b)`: two names that differ only by
+diacritics, case, spacing, Unicode form, tone placement, word order, keystrokes or i/y.
+Place names are compared with `fold_key`, which folds diacritics and case only.
 """
 
 from __future__ import annotations
@@ -20,9 +42,26 @@ import phonenumbers
 
 # --------------------------------------------------------------------------- names
 
+# Characters that carry nothing in a name but break comparisons: zero-width space and
+# joiners, word joiner, soft hyphen, direction marks, the byte-order mark U+FEFF (left by
+# editors saving "UTF-8 with BOM"). Removed before anything else. No-break and other
+# Unicode spaces need nothing: `str.split()` treats them as white space.
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\u00ad\ufeff\u180e\u200e\u200f"))
+# Letters that look like Đ/đ but are others (Icelandic eth U+00D0/U+00F0, African D
+# U+0189/U+0256), from the wrong keyboard or legacy-font converters: read as Đ/đ.
+_LOOKALIKES = {0xD0: "\u0110", 0xF0: "\u0111", 0x189: "\u0110", 0x256: "\u0111"}
+_CLEAN: dict[int, str | None] = {**_INVISIBLE, **_LOOKALIKES}
+
+
+def clean_text(raw: str) -> str:
+    """NFC, invisible characters dropped, Đ look-alikes read as Đ; white space kept."""
+    return unicodedata.normalize("NFC", raw.translate(_CLEAN))
+
+
 # Combining tone marks (NFD): grave (huyền), acute (sắc), hook above (hỏi), tilde (ngã),
 # dot below (nặng). The other combining marks (breve, circumflex, horn) change the vowel.
 _TONES = frozenset("\u0300\u0301\u0309\u0303\u0323")
+_GRAVE, _ACUTE, _HOOK, _TILDE, _DOT = "\u0300", "\u0301", "\u0309", "\u0303", "\u0323"
 _VOWELS = frozenset("aăâeêioôơuưy")
 _MARKED_VOWELS = frozenset("ăâêôơư")
 
@@ -91,15 +130,332 @@ def _capitalise(word: str) -> str:
     return re.sub(r"(^|['\-])(\w)", lambda m: m.group(1) + m.group(2).upper(), word)
 
 
+# --------------------------------------------------------------------------- syllables
+#
+# Vietnamese phonotactics, written from the orthography rather than from any name list:
+# a syllable is an onset (possibly empty), a rhyme (optional medial o/u, a nucleus, an
+# optional final consonant or semivowel) and a tone; a rhyme closed by a stop (c, ch, p,
+# t) takes only the sắc or nặng tone. Used to tell a real syllable ("Thuy", "Quang")
+# from keystrokes left in it when the input method was off ("Thuyr", "Quangf").
+
+_ONSETS = (
+    "ngh", "ng", "nh", "ch", "gh", "gi", "kh", "ph", "qu", "th", "tr",
+    "b", "c", "d", "đ", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "x", "",
+)  # fmt: skip
+# Nucleus (with its medial) -> the endings it takes; "-" is the open syllable. The
+# endings i, o, u, y, a make the diphthongs and triphthongs (ai, ươi, iêu, oay, uya, ...).
+# The "oo" of a few loanwords (xoong, boong) is left out: in a name, "oong" is Telex "ông".
+_NUCLEI = {
+    "a": "- c ch m n ng nh p t i o u y", "ă": "c m n ng p t", "â": "c m n ng p t u y",
+    "e": "- c m n ng p t o", "ê": "- ch m n nh p t u", "i": "- ch m n nh p t u a",
+    "y": "- ch n nh p t u", "o": "- c m n ng p t i", "ô": "- c m n ng p t i",
+    "ơ": "- m n p t i", "u": "- c m n ng p t i a", "ư": "- c m n ng t i u a",
+    "iê": "c m n ng p t u", "yê": "c m n ng p t u", "uô": "c m n ng t i",
+    "ươ": "c m n ng p t i u", "oa": "- c ch m n ng nh p t i y o", "oă": "c m n ng t",
+    "oe": "- n t o", "uâ": "n ng t y", "uê": "- ch n nh t", "uy": "- ch n nh p t u a",
+    "uyê": "n t", "uơ": "-",
+}  # fmt: skip
+_STOPS = frozenset(("c", "ch", "p", "t"))
+#: Rhyme (no tone mark) -> whether it ends in a stop.
+_RHYMES: dict[str, bool] = {
+    nucleus + ("" if end == "-" else end): end in _STOPS
+    for nucleus, ends in _NUCLEI.items()
+    for end in ends.split()
+}
+_FRONT = frozenset("iyeê")
+
+
+def _strip_marks(text: str) -> str:
+    decomposed = unicodedata.normalize("NFD", text.replace("đ", "d"))
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+_FOLDED_RHYMES = frozenset(_strip_marks(r) for r in _RHYMES)
+
+
+def _onset_allows(onset: str, rhyme: str) -> bool:
+    first = rhyme[0]
+    if onset in ("k", "gh", "ngh"):
+        return first in _FRONT
+    if onset == "c":
+        return first not in _FRONT
+    if onset == "qu":  # quốc, quơ but not quo: only ô and ơ follow it among the o's
+        return first not in "uưo" or (first == "o" and rhyme.isascii())
+    return True
+
+
+def _valid_syllable(base: str, tone: str | None) -> bool:
+    """Whether the lower-case, toneless `base` with `tone` is a Vietnamese syllable; a base
+    without any diacritic is checked against the rhymes with their diacritics removed."""
+    folded = base.isascii()
+    for onset in _ONSETS:
+        if not base.startswith(onset) or len(base) == len(onset):
+            continue
+        rhyme = base[len(onset) :]
+        if not _onset_allows(onset, rhyme):
+            continue
+        stop_ok = tone in (None, _ACUTE, _DOT)
+        if folded:
+            if rhyme in _FOLDED_RHYMES and (stop_ok or not rhyme.endswith(("c", "ch", "p", "t"))):
+                return True
+        elif rhyme in _RHYMES and (stop_ok or not _RHYMES[rhyme]):
+            return True
+    return False
+
+
+def is_syllable(word: str) -> bool:
+    """Whether `word` is a plausible Vietnamese syllable (any case, NFC or not).
+
+    Letters without diacritics are plausible when some choice of diacritics makes a
+    syllable ("Nguyen", "Thuy", "Quang"); letters with diacritics must be one as written.
+    """
+    try:
+        base, tone = _split_tone(unicodedata.normalize("NFC", word).lower())
+    except ValueError:
+        return False
+    return _valid_syllable(base, tone)
+
+
+# --------------------------------------------------------------------------- keystrokes
+#
+# With the input method switched off, what the clerk typed for the diacritics stays in the
+# text. Three conventions are in use: Telex (tones s f r x j, aa ee oo for â ê ô, aw ow uw
+# for ă ơ ư, dd for đ), VNI (digits: 1-5 tones, 6 â ê ô, 7 ơ ư, 8 ă, 9 đ) and VIQR
+# (marks after the vowel: ' ` ? ~ . for the tones, ^ ( + for â ê ô / ă / ơ ư, dd for đ).
+# The bogo IME library decodes Telex and VNI, but it was last released in 2014, installs
+# only from a distutils setup script and has no VIQR; the decoder below is small and is
+# bound by the syllable check above.
+
+_TELEX_TONES = {"s": _ACUTE, "f": _GRAVE, "r": _HOOK, "x": _TILDE, "j": _DOT}
+_VNI_TONES = {"1": _ACUTE, "2": _GRAVE, "3": _HOOK, "4": _TILDE, "5": _DOT}
+_VIQR_TONES = {"'": _ACUTE, "`": _GRAVE, "?": _HOOK, "~": _TILDE, ".": _DOT}
+_CIRCUMFLEX = {"a": "â", "e": "ê", "o": "ô"}
+_HORN = {"o": "ơ", "u": "ư"}
+_TELEX_KEYS = frozenset("sfrxjwz")
+_VIQR_MARKS = frozenset("^(+'`?~.")
+_VIQR_CLEAR = frozenset("^(+`~")  # never punctuation in a name
+
+
+def _vowel_group(buf: list[str]) -> list[int]:
+    """Indices of the last run of vowels in `buf`."""
+    end = len(buf)
+    while end and buf[end - 1] not in _VOWELS:
+        end -= 1
+    start = end
+    while start and buf[start - 1] in _VOWELS:
+        start -= 1
+    return list(range(start, end))
+
+
+def _horn(buf: list[str], group: list[int]) -> bool:
+    """Put the horn on the last vowel group (uo -> ươ, o -> ơ, u -> ư); False if none."""
+    letters = "".join(buf[i] for i in group)
+    for pair in ("uo", "ưo", "uơ"):
+        if (k := letters.find(pair)) >= 0:
+            buf[group[k]], buf[group[k + 1]] = "ư", "ơ"
+            return True
+    for i in reversed(group):
+        if buf[i] in _HORN:
+            buf[i] = _HORN[buf[i]]
+            return True
+    return False
+
+
+def _set_quality(buf: list[str], group: list[int], table: dict[str, str]) -> bool:
+    for i in reversed(group):
+        if buf[i] in table:
+            buf[i] = table[buf[i]]
+            return True
+    return False
+
+
+def _telex(word: str) -> tuple[str, str | None] | None:
+    buf: list[str] = []
+    tone: str | None = None
+    tone_at = -1
+    for ch in word:
+        group = _vowel_group(buf)
+        if ch in _TELEX_TONES and any(c in _VOWELS for c in buf):
+            if tone == _TELEX_TONES[ch]:
+                return None  # the key typed twice cancels the tone: a literal letter
+            tone, tone_at = _TELEX_TONES[ch], len(buf)
+        elif ch == "z" and tone is not None:
+            tone = None
+        elif ch == "w":
+            letters = "".join(buf[i] for i in group)
+            if not group:
+                return None  # a leading "w" is a letter of another language (Y Wơn)
+            if letters in ("ua", "uai"):
+                buf[group[0]] = "ư"  # muwa / muaw: mưa
+            elif not (_set_quality(buf, group, {"a": "ă"}) or _horn(buf, group)):
+                return None
+        elif ch in _CIRCUMFLEX and buf and buf[-1] == ch:
+            buf[-1] = _CIRCUMFLEX[ch]
+        elif ch == "d" and buf and buf[-1] == "d":
+            buf[-1] = "đ"
+        else:
+            buf.append(ch)
+    if tone_at >= 0 and any(c in _VOWELS for c in buf[tone_at:]):
+        return None  # a tone key inside the vowels ("mary"): not typed as Telex
+    return "".join(buf), tone
+
+
+def _vni(word: str) -> tuple[str, str | None] | None:
+    buf: list[str] = []
+    tone: str | None = None
+    for ch in word:
+        group = _vowel_group(buf)
+        if ch in _VNI_TONES:
+            if not group:
+                return None
+            tone = _VNI_TONES[ch]
+        elif ch == "0":
+            tone = None
+        elif ch == "6":
+            if not _set_quality(buf, group, _CIRCUMFLEX):
+                return None
+        elif ch == "7":
+            if not _horn(buf, group):
+                return None
+        elif ch == "8":
+            if not _set_quality(buf, group, {"a": "ă"}):
+                return None
+        elif ch == "9":
+            if "d" not in buf:
+                return None
+            buf[buf.index("d")] = "đ"
+        else:
+            buf.append(ch)
+    return "".join(buf), tone  # digits are never letters: a tone anywhere is one
+
+
+def _viqr(word: str) -> tuple[str, str | None] | None:
+    buf: list[str] = []
+    tone: str | None = None
+    for ch in word:
+        last = buf[-1] if buf else ""
+        if ch == "^":
+            if last not in _CIRCUMFLEX:
+                return None
+            buf[-1] = _CIRCUMFLEX[last]
+        elif ch == "(":
+            if last != "a":
+                return None
+            buf[-1] = "ă"
+        elif ch == "+":
+            if last not in _HORN and last != "ơ":
+                return None
+            buf[-1] = _HORN.get(last, last)
+            if len(buf) > 1 and buf[-2] == "u" and buf[-1] == "ơ":
+                buf[-2] = "ư"  # uo+ is written for ươ
+        elif ch in _VIQR_TONES:
+            if last not in _VOWELS or tone is not None:
+                return None
+            tone = _VIQR_TONES[ch]
+        elif ch == "d" and last == "d":
+            buf[-1] = "đ"
+        else:
+            buf.append(ch)
+    return "".join(buf), tone
+
+
+def _viqr_clear(word: str) -> bool:
+    """Whether `word` carries a VIQR mark that cannot be anything else: ^ ( + ` ~ after a
+    vowel, or ' . ? between a vowel and a letter ("Ha?i"). A final "." or "?" may be
+    punctuation ("Văn A."), an apostrophe after a consonant is part of the name (H'Hen)."""
+    after_vowel = _VOWELS | _VIQR_MARKS
+    return any(
+        c in _VIQR_MARKS
+        and word[i - 1] in after_vowel
+        and (c in _VIQR_CLEAR or (i + 1 < len(word) and word[i + 1].isalpha()))
+        for i, c in enumerate(word[1:], 1)
+    )
+
+
+def _compose(base: str, tone: str | None) -> str:
+    base = unicodedata.normalize("NFC", base)
+    if tone is None:
+        return base
+    idx = _tone_index(base)
+    if idx is None:
+        return base
+    marked = unicodedata.normalize("NFD", base[idx]) + tone
+    return unicodedata.normalize("NFC", base[:idx] + marked + base[idx + 1 :])
+
+
+def _telex_weak(word: str) -> bool:
+    """Whether the only Telex sign in `word` is a final "r" (hỏi): that is also how
+    Central Highlands names end (Ksor, Ea Bar, Y Mơr), so it is read as a tone only when
+    another word of the name shows keystrokes."""
+    first = next((i for i, c in enumerate(word) if c in _VOWELS), len(word))
+    inner = word[first:-1]
+    return (
+        word.endswith("r")
+        and not any(c in _TELEX_KEYS for c in inner)
+        and not re.search(r"aa|ee|oo|dd", word)
+    )
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _decode(word: str, context: bool = False) -> str:
+    """`word` (lower case) with Telex, VNI or VIQR keystrokes turned into diacritics, or
+    unchanged. Decoded only when the word is plain ASCII, is not itself a plausible
+    syllable, and the decoded form is a valid one. `context`: another word of the same
+    name shows keystrokes, so the ambiguous signs (a final VIQR "." or "?", a final Telex
+    "r") count too."""
+    if not word.isascii() or not any(c.isalpha() for c in word) or is_syllable(word):
+        return word
+    if any(c in _VIQR_MARKS for c in word):
+        if not (context or _viqr_clear(word)):
+            return word
+        decoded = _viqr(word)
+    elif any(c.isdigit() for c in word):
+        decoded = _vni(word)
+    elif any(c in _TELEX_KEYS for c in word) or re.search(r"aa|ee|oo|dd", word):
+        if _telex_weak(word) and not context:
+            return word
+        decoded = _telex(word)
+    else:
+        return word
+    if decoded is None or not decoded[0].isalpha() or not _valid_syllable(*decoded):
+        return word
+    return _compose(*decoded)
+
+
+def decode_keystrokes(word: str) -> str:
+    """One word with the keystrokes of an input method that was switched off turned into
+    diacritics, in lower case: Telex "Nguyeenx" / VNI "Nguye6n4" / VIQR "Nguye^~n" ->
+    "nguyễn", "dduwowngf" -> "đường". A word that is already a plausible Vietnamese
+    syllable ("Thuy", "Hoa", "Quang"), that does not decode to a valid one, or whose only
+    sign is ambiguous (`_decode`), comes back unchanged (original case)."""
+    text = clean_text(word).lower()
+    decoded = _decode(text)
+    return decoded if decoded != text else word
+
+
+def _keystroke_context(words: list[str]) -> bool:
+    """Whether some word of a name shows keystrokes beyond doubt."""
+    return any(_viqr_clear(w) or _decode(w) != w for w in words)
+
+
+def _decode_words(words: list[str]) -> list[str]:
+    """Decode each lower-case word of one name (see `_decode` for the context)."""
+    context = _keystroke_context(words)
+    return [_decode(w, context) for w in words]
+
+
 def normalize_name(raw: str) -> str:
     """Canonical display form of a person's name.
 
-    Unicode NFC; tone marks moved to the "new" placement (hoà, thuỷ, khoẻ rather than
-    hòa, thủy, khỏe: both are in use, and records must compare equal whichever a clerk
-    typed); runs of white space collapsed; each syllable title-cased with its Vietnamese
-    letters kept ("nguyễn THỊ hòa" -> "Nguyễn Thị Hoà").
+    Invisible characters dropped and Đ look-alikes read as Đ (`clean_text`); Unicode NFC;
+    keystrokes of an input method that was off decoded ("Nguyeenx Thij" -> "Nguyễn
+    Thị", `decode_keystrokes`); tone marks moved to the "new" placement (hoà, thuỷ, khoẻ
+    rather than hòa, thủy, khỏe: both are in use, and records must compare equal
+    whichever a clerk typed); runs of white space collapsed; each syllable title-cased
+    with its Vietnamese letters kept ("nguyễn THỊ hòa" -> "Nguyễn Thị Hoà"). The i/y
+    spelling a clerk chose (Mĩ, Mỹ) is kept: only the keys fold it.
     """
-    words = unicodedata.normalize("NFC", raw).lower().split()
+    words = _decode_words(clean_text(raw).lower().split())
     return " ".join(_capitalise(_place_tone(w)) for w in words)
 
 
@@ -109,14 +465,62 @@ def _fold(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
+# The orthographic i/y alternation of open syllables: Mĩ/Mỹ, Lí/Lý, Kì/Kỳ, Quí/Quý, Tí/Tý,
+# Hi/Hy, Si/Sy, Vi/Vy are one name spelt two ways (the 1984 and 2018 spelling rules
+# disagree on it); keys use y. "Thi", "Chi", "Nghi" and the like have no y spelling.
+_I_Y = re.compile(r"(?<![a-z])(k|l|m|qu|t|h|s|v)i(?![a-z])")
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _word_key(word: str, context: bool) -> str:
+    folded = _fold(_decode(word, context)).replace("'", "")
+    out = []
+    for token in re.sub(r"[^0-9a-z]+", " ", folded).split():
+        decoded = _decode(token)  # Telex in a part of a hyphenated or dotted word
+        out.append(_fold(decoded) if decoded != token else token)
+    return _I_Y.sub(r"\1y", " ".join(out))
+
+
+def fold_key(text: str) -> str:
+    """Diacritics, case and punctuation folded, nothing else: "Phường Vị Thanh" ->
+    "phuong vi thanh". For place names, compared with the keys of the administrative-unit
+    tables: no keystroke decoding and no i/y folding, which are for person names."""
+    folded = _fold(clean_text(text)).lower().replace("'", "")
+    return " ".join(re.sub(r"[^0-9a-z]+", " ", folded).split())
+
+
 def name_key(raw: str) -> str:
     """Accent-folded matching key: "Nguyễn Văn Đức" -> "nguyen van duc".
 
     Lower case, no diacritics, đ -> d, apostrophes dropped, other punctuation treated as a
-    space, single spaces. Idempotent. Used for blocking and comparing candidate matches,
-    never for display."""
-    folded = _fold(unicodedata.normalize("NFC", raw)).lower().replace("'", "")
-    return " ".join(re.sub(r"[^0-9a-z]+", " ", folded).split())
+    space, single spaces; invisible characters and Đ look-alikes as in `clean_text`;
+    Telex/VNI/VIQR keystrokes decoded first ("Nguyeenx" -> "nguyen"); the i/y spelling
+    of open syllables folded to y ("Mĩ", "Mỹ" -> "my"; "Quí" -> "quy"). Idempotent.
+    Used for blocking and comparing candidate matches, never for display."""
+    words = clean_text(raw).lower().split()
+    context = _keystroke_context(words)
+    return " ".join(k for w in words if (k := _word_key(w, context)))
+
+
+def token_key(word: str) -> str:
+    """The comparison key of one name word (`name_key` of it): "Mĩ", "Mỹ", "MY" -> "my",
+    "Thawngs" -> "thang"."""
+    return name_key(word)
+
+
+def order_free_key(full_name: str) -> str:
+    """`name_key` with its words sorted: equal for "Nguyễn Văn An" and "An Nguyễn Văn"."""
+    return " ".join(sorted(name_key(full_name).split()))
+
+
+def is_form_difference(a: str, b: str) -> bool:
+    """Whether two full names are the same name written differently: they differ at most
+    by diacritics, case, spacing, invisible characters, Unicode form, tone-mark placement,
+    word order, Telex/VNI/VIQR keystrokes and the i/y spelling. False when either has no
+    letters at all. A letter added, lost or changed, or a word missing, is not a form
+    difference."""
+    ka, kb = order_free_key(a), order_free_key(b)
+    return bool(ka) and ka == kb
 
 
 # Common Vietnamese family names (họ), by approximate frequency; Hoàng/Huỳnh and Vũ/Võ are
