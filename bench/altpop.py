@@ -499,6 +499,13 @@ class Population:
             self.by_name.setdefault(no_marks(p.full_name).lower(), []).append(p)
         return p
 
+    def rename(self, p: Person, middle: list[str], given: str) -> None:
+        if p.cccd:
+            self.by_name[no_marks(p.full_name).lower()].remove(p)
+        p.middle, p.given = middle, given
+        if p.cccd:
+            self.by_name.setdefault(no_marks(p.full_name).lower(), []).append(p)
+
     def phone(self) -> str:
         prefix = self.rng.choice(
             ("32", "33", "34", "35", "36", "37", "38", "39", "70", "76", "77", "78", "79",
@@ -557,7 +564,7 @@ class Population:
             # registered where the family lived when the child was born
             if home.previous is not None and born < home.since:
                 return home.previous.place.old_province_code
-            if home.previous is None and parent != home.place.old_province_code:
+            if rng.random() < 0.05:  # born at the grandparents' home, registered there
                 return parent
             return home.place.old_province_code
 
@@ -579,24 +586,25 @@ class Population:
         father_born = self.birth(1948, 2000)
         prov_f = origin if rng.random() < 0.8 else self.place().old_province_code
         prov_m = origin if rng.random() < 0.7 else self.place().old_province_code
+        single = rng.random() < 0.06  # a mother alone with her children
         surname = self.surname(prov_f)
-        father = self.person("M", father_born, surname, home, prov_f, "parent")
         mother_born = self.birth(father_born.year - 1, min(father_born.year + 8, 2003))
         mother = self.person("F", mother_born, self.surname(prov_m), home, prov_m, "parent")
-        single = rng.random() < 0.06
-        parents = [mother] if single else [father, mother]
+        parents = [mother]
         if single:
-            surname = mother.surname
+            surname, prov_f = mother.surname, prov_m
         else:
+            father = self.person("M", father_born, surname, home, prov_f, "parent")
             father.relatives["spouse"] = [mother]
             mother.relatives["spouse"] = [father]
+            parents = [father, mother]
         people.extend(parents)
         # grandparents: the father's parents live with them in a quarter of homes
-        if not single and rng.random() < 0.25:
-            gp_born = self.birth(father_born.year - 35, father_born.year - 20)
+        if not single and father_born.year >= 1952 and rng.random() < 0.25:
+            gp_born = self.birth(max(1930, father_born.year - 35), father_born.year - 20)
             gf = self.person("M", gp_born, surname, home, prov_f, "grandparent")
             gm = self.person(
-                "F", self.birth(gp_born.year - 1, gp_born.year + 6), self.surname(prov_f),
+                "F", self.birth(max(1930, gp_born.year - 1), gp_born.year + 6), self.surname(prov_f),
                 home, prov_f, "grandparent",
             )  # fmt: skip
             gf.relatives["spouse"], gm.relatives["spouse"] = [gm], [gf]
@@ -608,7 +616,7 @@ class Population:
         n_children = Weighted([(0, 8), (1, 28), (2, 42), (3, 16), (4, 6)]).draw(rng)
         first = mother_born.year + rng.randint(19, 27)
         year = first
-        phone = mother.phone or father.phone
+        phone = next((q.phone for q in parents if q.phone), "")
         while len(children) < n_children and year <= 2025:
             born = self.birth(year, year)
             if born > TODAY:
@@ -620,9 +628,10 @@ class Population:
             if rng.random() < 0.02:  # twins: same day, names one syllable apart
                 sex2 = sex if rng.random() < 0.6 else ("F" if sex == "M" else "M")
                 twin = self.person(sex2, born, surname, home, prov, "child", phone)
-                twin.middle = list(child.middle) if sex2 == sex else twin.middle
-                while twin.given == child.given:
-                    twin.given = self.given_name(sex2, born.year)
+                given = twin.given
+                while given == child.given:
+                    given = self.given_name(sex2, born.year)
+                self.rename(twin, list(child.middle) if sex2 == sex else twin.middle, given)
                 child.twin = twin.twin = True
                 children.append(twin)
             year += rng.randint(2, 6)

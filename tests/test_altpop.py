@@ -91,6 +91,32 @@ def test_truth_holds_together(population: Path) -> None:
     }  # fmt: skip
 
 
+def test_the_population_has_households_twins_namesakes_and_all_ages(population: Path) -> None:
+    register = _rows(population / "register.csv")
+    years = [int(r["birth_date"][:4]) for r in register]
+    assert min(years) < 1940 and max(years) >= 2024 and min(years) >= 1930
+    homes = Counter(r["address"] for r in register)
+    assert sum(n for n in homes.values() if n >= 3) > 0.4 * len(register)
+    names = Counter(r["full_name"] for r in register)
+    assert sum(n for n in names.values() if n >= 2) > 0.05 * len(register)
+    assert names.most_common(1)[0][0].startswith("Nguyễn")
+    surnames = Counter(r["full_name"].split()[0] for r in register)
+    assert 0.25 < surnames["Nguyễn"] / len(register) < 0.40
+    # twins: same home and birth date, same family name, different names
+    twins = Counter((r["address"], r["birth_date"], r["full_name"].split()[0]) for r in register)
+    pairs = [k for k, n in twins.items() if n == 2]
+    assert pairs
+    by_key: dict[tuple[str, str, str], list[str]] = {}
+    for r in register:
+        by_key.setdefault((r["address"], r["birth_date"], r["full_name"].split()[0]), []).append(
+            r["full_name"]
+        )
+    assert all(len(set(by_key[k])) == 2 for k in pairs)
+    # the number says where the birth was registered: not always where one lives now
+    moved = sum(r["cccd"][1:3] != r["province_code"] for r in register)
+    assert moved > 0.1 * len(register)
+
+
 def test_every_noise_kind_appears_and_shows(population: Path) -> None:
     records = {r["record_id"]: r for r in _rows(population / "records.csv")}
     truth = {t["record_id"]: t["person_id"] for t in _rows(population / "truth.csv")}
@@ -118,13 +144,16 @@ def test_every_noise_kind_appears_and_shows(population: Path) -> None:
     for r, person in each("id_swap"):
         diff = [i for i in range(12) if r["cccd"].zfill(12)[i] != person[i]]
         assert len(diff) == 1 or (
-            len(diff) == 2 and diff[1] == diff[0] + 1 and sorted(r["cccd"]) == sorted(person)
+            len(diff) == 2
+            and diff[1] == diff[0] + 1
+            and sorted(r["cccd"].zfill(12)) == sorted(person)
         ), r
     for r, person in each("id_digit"):
         assert sum(a != b for a, b in zip(r["cccd"].zfill(12), person, strict=True)) == 1, r
     for r, person in each("id_lost_zero"):
         assert r["cccd"] != person and len(r["cccd"]) < 12 and not r["cccd"].startswith("0"), r
-    for kind in ("other_id_spouse", "other_id_parent", "other_id_namesake", "child_on_parent_id"):
+    others = [k for k in kinds if k.startswith("other_id_")] + ["child_on_parent_id"]
+    for kind in others:
         for r, person in each(kind):
             assert r["cccd"] in register and r["cccd"] != person, (kind, r)
     for r, person in each("other_id_namesake"):
