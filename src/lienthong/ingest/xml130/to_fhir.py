@@ -14,9 +14,17 @@ XML2 (drugs)              MedicationRequest, and a Claim item per line
 XML3 (services, supplies) ServiceRequest (tests, imaging, function tests),
                           Procedure (procedures and surgery), a Claim item per
                           line (beds, consultations and supplies only there)
-XML4 (paraclinical)       Observation per result, DiagnosticReport per service
+XML4 (paraclinical)       Observation per result, DiagnosticReport per service,
+                          laboratory, imaging or procedure (see
+                          :func:`result_kind`)
 XML5 (clinical progress)  ClinicalImpression per note
 ========================  ===================================================
+
+Every text value is read once through :func:`fhir_text`, which removes what the
+FHIR string type forbids or what only hides in a value (byte-order marks, zero-width
+and other invisible format characters, control characters except tab and line feed)
+and composes Vietnamese letters (NFC), so names, addresses, diagnoses and notes
+compare and index as they read.
 
 Re-sending a visit must update it, never duplicate it, so every resource gets
 an identifier scoped to the facility (``MA_LK`` is unique only within one
@@ -27,6 +35,7 @@ facility is a conditional create on its provider code.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -60,7 +69,11 @@ DISCHARGE_TYPE = f"{LT}/CodeSystem/xml130-ma-loai-rv"
 TREATMENT_RESULT = f"{LT}/CodeSystem/xml130-ket-qua-dtri"
 DEPARTMENT = f"{LT}/CodeSystem/xml130-ma-khoa"
 ROUTE = f"{LT}/CodeSystem/xml130-duong-dung"
+INITIAL_REGISTRATION = f"{LT}/StructureDefinition/xml130-initial-registration"
+"""Extension of a health-insurance card identifier: the facility of first registration
+(``MA_DKBD``), where VN Core's table puts it (``Patient.identifier.extension``)."""
 V3_ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+DIAGNOSTIC_SERVICE_SECTION = "http://terminology.hl7.org/CodeSystem/v2-0074"
 DISCHARGE_DISPOSITION = "http://terminology.hl7.org/CodeSystem/discharge-disposition"
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 VND = "VND"
@@ -100,6 +113,228 @@ _PROCEDURES = {"8", "18"}  # procedures and surgery (also paid at a rate): Proce
 _GROUPS_NOT_CARE = {"7", "10", "11", "12", "13", "14", "15", "16", "17", "19"}
 _GENDER = {"1": "male", "2": "female", "3": "unknown"}
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+_MAPPED_TABLES = ("XML1", "XML2", "XML3", "XML4", "XML5")
+
+# Control characters other than tab and line feed (C0, DEL, C1), and the invisible format
+# characters exports carry: soft hyphen, zero-width space/joiners, direction marks and
+# embeddings, word joiner and invisible operators, the byte-order mark (U+FEFF, which
+# editors and HIS exports leave at the start of values), interlinear annotation marks and
+# the noncharacters U+FFFE/U+FFFF. The FHIR string type admits no control characters but
+# tab, CR and LF (https://hl7.org/fhir/R4/datatypes.html#string).
+_INVISIBLE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\u00ad\u180e\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\ufffe\uffff]"
+)
+_LINE_BREAKS = re.compile("\r\n?|[\x85\u2028\u2029]")
+
+
+def fhir_text(value: str | None) -> str:
+    """``value`` as a FHIR string can hold it: without invisible and control characters
+    (tab and line feed stay; CR LF, CR, NEL and the Unicode line and paragraph separators
+    become line feeds), in composed form (NFC), without surrounding white space."""
+    if not value:
+        return ""
+    v = _LINE_BREAKS.sub("\n", value)
+    v = _INVISIBLE.sub("", v)
+    if not v.isascii() and not unicodedata.is_normalized("NFC", v):
+        v = unicodedata.normalize("NFC", v)
+    return v.strip()
+
+
+def _fold(text: str) -> str:
+    """Lower case without Vietnamese tone and vowel marks (``đ`` as ``d``), for matching."""
+    decomposed = unicodedata.normalize("NFD", text.casefold().replace("đ", "d"))
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+# -- what an XML4 result is -----------------------------------------------------------
+#
+# The XML3 line of the same MA_DICH_VU says it by its cost group (QĐ 5937 Phụ lục 3
+# MA_NHOM): 1 xét nghiệm (laboratory), 2 chẩn đoán hình ảnh (imaging: X-ray, ultrasound,
+# CT, MRI), 3 thăm dò chức năng (functional tests: ECG, EEG, endoscopy, lung function — the
+# result of a procedure), 8 and 18 procedures and surgery. The group, an official field,
+# wins over any reading of the name. Without one (a result whose service is not in XML3,
+# a line without a group, or another group) the service's name decides — XML3 TEN_DICH_VU,
+# else XML4 TEN_CHI_SO — by the words Vietnamese service names use (_PROCEDURE_WORDS,
+# then _IMAGING_WORDS); then the chapter of the service code in the Ministry's list of
+# technical services (Thông tư 43/2013/TT-BYT, 21/2017/TT-BYT; codes ``CC.NNNN.PPPP``:
+# XVIII điện quang and XIX y học hạt nhân are imaging, XX nội soi and XXI thăm dò chức năng
+# procedures) — the name comes first because the same examination is listed in several
+# chapters (an abdominal ultrasound under 02 nội khoa as well as 18). Otherwise the result
+# is a laboratory one, which most XML4 rows are.
+_KIND_BY_GROUP = {
+    "1": "laboratory",
+    "2": "imaging",
+    "3": "procedure",
+    "8": "procedure",
+    "18": "procedure",
+}
+_PROCEDURE_WORDS = re.compile(
+    r"\b(noi soi|dien tim|dien tam do|ecg|ekg|holter|dien nao|eeg|dien co|emg"
+    r"|chuc nang ho hap|ho hap ky|luu huyet)\b"
+)
+_IMAGING_WORDS = re.compile(
+    r"\b(sieu am|x[ -]?quang|xq|chup|ct|cat lop|mri|cong huong tu|pet|spect|xa hinh"
+    r"|doppler|mammo\w*|dsa|chieu)\b"
+)
+_KIND_BY_CHAPTER = {"18": "imaging", "19": "imaging", "20": "procedure", "21": "procedure"}
+_SERVICE_CODE = re.compile(r"^(\d{2})\.\d{4}\.\d{4}$")
+# v2-0074 diagnostic service sections (DiagnosticReport.category), the specific one by name
+_SECTION_WORDS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\bsieu am (tim|qua thuc quan)\b"), "CUS"),
+    (re.compile(r"\bsieu am (thai|san|phu khoa|tu cung)\b"), "OUS"),
+    (re.compile(r"\b(sieu am doppler mach|doppler mach)\b"), "VUS"),
+    (re.compile(r"\bsieu am\b"), "RUS"),
+    (re.compile(r"\b(mri|cong huong tu)\b"), "NMR"),
+    (re.compile(r"\b(ct|cat lop)\b"), "CT"),
+    (re.compile(r"\b(pet|spect|xa hinh)\b"), "NMS"),
+    (re.compile(r"\b(x[ -]?quang|xq)\b"), "RX"),
+    (re.compile(r"\b(dien tim|dien tam do|ecg|ekg|holter)\b"), "EC"),
+    (re.compile(r"\b(dien nao|eeg|dien co|emg)\b"), "EN"),
+    (re.compile(r"\b(chuc nang ho hap|ho hap ky)\b"), "PF"),
+)
+_GENERAL_SECTION = {"laboratory": "LAB", "imaging": "RAD", "procedure": "OTH"}
+_SECTION_DISPLAY = {
+    "LAB": "Laboratory",
+    "RAD": "Radiology",
+    "OTH": "Other",
+    "RUS": "Radiology Ultrasound",
+    "CUS": "Cardiac Ultrasound",
+    "OUS": "OB Ultrasound",
+    "VUS": "Vascular Ultrasound",
+    "NMR": "Nuclear Magnetic Resonance",
+    "CT": "CAT Scan",
+    "NMS": "Nuclear Medicine Scan",
+    "RX": "Radiograph",
+    "EC": "Electrocardiac (e.g., EKG, EEC, Holter)",
+    "EN": "Electroneuro (EEG, EMG,EP,PSG)",
+    "PF": "Pulmonary Function",
+}
+_CATEGORY_DISPLAY = {
+    "vital-signs": "Vital Signs",
+    "laboratory": "Laboratory",
+    "imaging": "Imaging",
+    "procedure": "Procedure",
+}
+
+
+def result_kind(group: str | None, code: str | None, *names: str | None) -> str:
+    """``laboratory``, ``imaging`` or ``procedure`` (observation-category codes) for an
+    XML4 result of the service ``code``, from the XML3 cost group ``group`` (MA_NHOM),
+    else from the service's ``names``, else from the chapter of its code (rule above)."""
+    g = (group or "").strip().lstrip("0")
+    if g in _KIND_BY_GROUP:
+        return _KIND_BY_GROUP[g]
+    for name in names:
+        folded = _fold(name or "")
+        if _PROCEDURE_WORDS.search(folded):
+            return "procedure"
+        if _IMAGING_WORDS.search(folded):
+            return "imaging"
+    m = _SERVICE_CODE.match((code or "").strip())
+    if m and m.group(1) in _KIND_BY_CHAPTER:
+        return _KIND_BY_CHAPTER[m.group(1)]
+    return "laboratory"
+
+
+def report_sections(kind: str, *names: str | None) -> list[str]:
+    """v2-0074 codes of a DiagnosticReport: the general section of ``kind`` (LAB, RAD or
+    OTH), and a specific one the service's name shows (RUS ultrasound, RX X-ray, CT, NMR,
+    EC ECG, ...); an ECG or EEG is its section alone."""
+    folded = " ".join(_fold(n or "") for n in names)
+    specific = next((code for pattern, code in _SECTION_WORDS if pattern.search(folded)), None)
+    if kind == "laboratory":
+        return ["LAB"]
+    if kind == "procedure" and specific in ("EC", "EN", "PF"):
+        return [specific]
+    general = _GENERAL_SECTION[kind]
+    if kind == "imaging" and specific in ("EC", "EN", "PF"):
+        specific = None
+    return [general] + ([specific] if specific and specific != general else [])
+
+
+# -- diagnosis names ------------------------------------------------------------------
+
+_CODE_TOKEN = re.compile(r"(?<![0-9A-Za-z])([A-Za-z][0-9]{2}(?:\.?[0-9A-Za-z]{1,3})?)[†*+]?")
+_SEPARATORS = " \t\n-–—:,.()[]"
+# words of diagnosis names that say nothing of which disease it is
+_NAME_STOP = frozenset(
+    ["benh", "ly", "khong", "dac", "hieu", "khac", "do", "va", "co", "cua", "o", "chua", "xac"]
+    + ["dinh", "noi"]
+)
+_NAME_MATCH = 0.45
+"""Least similarity (:func:`name_similarity`) for a part to be a code's own name."""
+
+
+def _name_grams(text: str) -> tuple[set[str], set[tuple[str, str]]]:
+    words = re.findall(r"\w+", _fold(text))
+    kept = {w for w in words if w not in _NAME_STOP}
+    pairs = {(a, b) for a, b in zip(words, words[1:], strict=False) if a in kept and b in kept}
+    return kept, pairs
+
+
+def name_similarity(part: str, name: str) -> float:
+    """How well a written diagnosis ``part`` matches a catalogue ``name``, 0 to 1: the
+    F-measure of their shared syllables and syllable pairs (accents folded, words such as
+    ``bệnh``, ``không``, ``đặc hiệu`` left out), so that a short part matches the short
+    name it abbreviates rather than every long name containing one of its syllables."""
+    pw, pp = _name_grams(part)
+    nw, np_ = _name_grams(name)
+    if not pw or not nw:
+        return 0.0
+    shared = len(pw & nw) + len(pp & np_)
+    precision, recall = shared / (len(pw) + len(pp)), shared / (len(nw) + len(np_))
+    return 2 * precision * recall / (precision + recall) if shared else 0.0
+
+
+def diagnosis_parts(text: str) -> list[str]:
+    """The diagnoses of a discharge-diagnosis string (CHAN_DOAN_RV), which lists several
+    separated by ``;`` (some exports use line breaks)."""
+    return [p.strip() for p in re.split(r"[;\n]", text) if p.strip()]
+
+
+def _without_code(part: str, code: str) -> str:
+    """A part written ``A09.0 - Tiêu chảy`` or ``Tiêu chảy (A09)`` without its code."""
+    for m in _CODE_TOKEN.finditer(part):
+        if normalize_icd10(m.group(1)) == code:
+            rest = (part[: m.start()].rstrip(_SEPARATORS), part[m.end() :].lstrip(_SEPARATORS))
+            rest_text = " ".join(x for x in rest if x).strip(_SEPARATORS)
+            return rest_text or part
+    return part
+
+
+def own_names(codes: list[str], text: str, display: Callable[[str], str | None]) -> dict[str, str]:
+    """Which part of the discharge-diagnosis ``text`` names each (normalised) code: first
+    a part that carries the code itself (``K21.9 - Trào ngược ...``), then, best pair first,
+    the part most similar to the catalogue's name of a code (:func:`name_similarity` at
+    least ``_NAME_MATCH``); a text of one part is the first code's when no other code claims
+    it. Codes without a part of their own are left out."""
+    parts = diagnosis_parts(text)
+    out: dict[str, str] = {}
+    claimed: set[int] = set()
+    for code in codes:
+        for i, part in enumerate(parts):
+            if i not in claimed and any(
+                normalize_icd10(m.group(1)) == code for m in _CODE_TOKEN.finditer(part)
+            ):
+                out[code] = _without_code(part, code)
+                claimed.add(i)
+                break
+    pairs: list[tuple[float, int, int]] = []
+    for c, code in enumerate(codes):
+        name = display(code) if code not in out else None
+        for i, part in enumerate(parts):
+            if name and i not in claimed:
+                score = name_similarity(part, name)
+                if score >= _NAME_MATCH:
+                    pairs.append((-score, c, i))
+    for _, c, i in sorted(pairs):
+        if codes[c] not in out and i not in claimed:
+            out[codes[c]] = parts[i]
+            claimed.add(i)
+    if codes and codes[0] not in out and len(parts) == 1 and not claimed:
+        out[codes[0]] = parts[0]
+    return out
 
 
 def local_datetime(value: str | None) -> str | None:
@@ -149,8 +384,9 @@ def _coding(system: str, code: str | None, display: str | None = None) -> dict[s
 
 
 def _observation_category(code: str) -> list[dict[str, Any]]:
-    """Observation.category from the HL7 observation-category codes (vital-signs, laboratory)."""
-    return [{"coding": [_coding(OBSERVATION_CATEGORY, code)]}]
+    """Observation.category from the HL7 observation-category codes (vital-signs,
+    laboratory, imaging, procedure)."""
+    return [{"coding": [_coding(OBSERVATION_CATEGORY, code, _CATEGORY_DISPLAY.get(code))]}]
 
 
 def _concept(system: str, code: str | None, text: str | None = None) -> dict[str, Any]:
@@ -199,7 +435,12 @@ class _Builder:
     def __init__(self, visit: Visit, icd: Icd10Catalogue) -> None:
         self.visit = visit
         self.icd = icd
-        self.s = visit.summary
+        # every value the mapping reads, once, through fhir_text
+        self.tables = {
+            name: [{k: fhir_text(v) for k, v in row.items()} for row in visit.rows(name)]
+            for name in _MAPPED_TABLES
+        }
+        self.s = self.tables["XML1"][0] if self.tables["XML1"] else {}
         self.legacy = visit.standard == STANDARD_4210
         self.facility = visit.ma_cskcb.strip()
         self.ma_lk = visit.ma_lk.strip()
@@ -209,7 +450,11 @@ class _Builder:
 
     def f(self, name_130: str, name_4210: str | None = None) -> str:
         name = name_4210 if self.legacy and name_4210 else name_130
-        return (self.s.get(name) or "").strip()
+        return self.s.get(name) or ""
+
+    def rows(self, table: str) -> list[dict[str, str]]:
+        """Rows of a detail table, their values cleaned (:func:`fhir_text`)."""
+        return self.tables.get(table, [])
 
     def url(self) -> str:
         self._n += 1
@@ -300,15 +545,7 @@ class _Builder:
         cccd = self.f("SO_CCCD")
         if cccd:
             identifiers.append({"use": "official", "system": CITIZEN_ID, "value": cccd})
-        cards = [c.strip() for c in self.f("MA_THE_BHYT", "MA_THE").split(";") if c.strip()]
-        starts = [p.strip() for p in self.f("GT_THE_TU").split(";")]
-        ends = [p.strip() for p in self.f("GT_THE_DEN").split(";")]
-        for i, card in enumerate(cards):
-            period = {
-                "start": local_datetime(starts[i] if i < len(starts) else None),
-                "end": local_datetime(ends[i] if i < len(ends) else None),
-            }
-            identifiers.append({"system": INSURANCE_NUMBER, "value": card, "period": period})
+        identifiers.extend(self.cards())
         name = " ".join(self.f("HO_TEN").split())
         words = name.split(" ")
         patient: dict[str, Any] = {
@@ -334,6 +571,44 @@ class _Builder:
         if self.f("KET_QUA_DTRI") in _DIED and self.f("NGAY_RA"):
             patient["deceasedDateTime"] = local_datetime(self.f("NGAY_RA"))
         return self.put(patient, _by_identifier(patient_system(self.facility), ma_bn))
+
+    def cards(self) -> list[dict[str, Any]]:
+        """The visit's health-insurance cards as identifiers, in the order sent: MA_THE_BHYT
+        may hold several cards separated by ``;`` (a card renewed or changed during the
+        stay), with MA_DKBD, GT_THE_TU and GT_THE_DEN aligned by position. The facility of
+        first registration is an extension of the identifier, as VN Core's table has it."""
+
+        def split(name: str) -> list[str]:
+            return [x.strip() for x in self.f(name).split(";")]
+
+        cards = split("MA_THE") if self.legacy else split("MA_THE_BHYT")
+        places, starts, ends = split("MA_DKBD"), split("GT_THE_TU"), split("GT_THE_DEN")
+
+        def at(values: list[str], i: int) -> str | None:
+            return values[i] if i < len(values) and values[i] else None
+
+        out: list[dict[str, Any]] = []
+        for i, card in enumerate(cards):
+            if not card:
+                continue
+            identifier: dict[str, Any] = {
+                "system": INSURANCE_NUMBER,
+                "value": card,
+                "period": {
+                    "start": local_datetime(at(starts, i)),
+                    "end": local_datetime(at(ends, i)),
+                },
+            }
+            place = at(places, i)
+            if place:
+                identifier["extension"] = [
+                    {
+                        "url": INITIAL_REGISTRATION,
+                        "valueIdentifier": {"system": PROVIDER_CODE, "value": place},
+                    }
+                ]
+            out.append(identifier)
+        return out
 
     def address(self) -> list[dict[str, Any]]:
         """The home address: ``DIA_CHI`` as text, and the unit codes of the residence
@@ -452,16 +727,26 @@ class _Builder:
         result = self.f("KET_QUA_DTRI")
         recorded = local_datetime(self.f("NGAY_RA")) or local_datetime(self.f("NGAY_VAO"))
         out: list[tuple[str, int]] = []
-        codes = [(main, "dx-main", self.f("CHAN_DOAN_RV", "TEN_BENH"))] if main else []
+        codes = [(main, "dx-main")] if main else []
         seen = {normalize_icd10(main)}
         for raw in others.split(";"):
             code = normalize_icd10(raw)
             if code and code not in seen:
                 seen.add(code)
-                codes.append((raw.strip(), f"dx-{code}", ""))
-        for rank, (raw, part, text) in enumerate(codes, start=1):
-            code = normalize_icd10(raw) or raw
-            display = self.icd.display(code, "vi") or self.icd.display(code, "en")
+                codes.append((raw.strip(), f"dx-{code}"))
+
+        def display(code: str) -> str | None:
+            return self.icd.display(code, "vi") or self.icd.display(code, "en")
+
+        # CHAN_DOAN_RV (TEN_BENH in 4210) lists the discharge diagnoses, several separated
+        # by ';': each Condition is named by its own part of it, else by the catalogue's
+        # name of its code; the whole string stays on the main diagnosis as a note
+        discharge = self.f("CHAN_DOAN_RV", "TEN_BENH")
+        normalised = [normalize_icd10(raw) or raw for raw, _ in codes]
+        names = own_names(normalised, discharge, display) if discharge else {}
+        for rank, ((_, part), code) in enumerate(zip(codes, normalised, strict=True), start=1):
+            shown = display(code)
+            text = names.get(code) or shown or code
             status = "resolved" if part == "dx-main" and result == "1" else "active"
             condition: dict[str, Any] = {
                 "resourceType": "Condition",
@@ -489,14 +774,13 @@ class _Builder:
                         ]
                     }
                 ],
-                "code": {
-                    "coding": [_coding(ICD10_SYSTEM, code, display)],
-                    "text": text or display,
-                },
+                "code": {"coding": [_coding(ICD10_SYSTEM, code, shown)], "text": text},
                 "subject": {"reference": patient},
                 "encounter": {"reference": encounter},
                 "recordedDate": recorded,
             }
+            if part == "dx-main" and discharge and discharge != text:
+                condition["note"] = [{"text": f"Chẩn đoán ra viện: {discharge}"}]
             if part == "dx-main" and result:
                 condition["extension"] = [
                     {
@@ -533,7 +817,7 @@ class _Builder:
     # -- XML2 ... XML5 -----------------------------------------------------
 
     def drugs(self, patient: str, encounter: str) -> None:
-        for n, row in enumerate(self.visit.rows("XML2"), start=1):
+        for n, row in enumerate(self.rows("XML2"), start=1):
             g = row.get
             dosage = "; ".join(x for x in (g("LIEU_DUNG", ""), g("CACH_DUNG", "")) if x.strip())
             qty = number(g("SO_LUONG"))
@@ -572,7 +856,7 @@ class _Builder:
         """ServiceRequests and Procedures of XML3; returns the ServiceRequest of each
         service code, for the DiagnosticReports of XML4."""
         ordered: dict[str, str] = {}
-        for n, row in enumerate(self.visit.rows("XML3"), start=1):
+        for n, row in enumerate(self.rows("XML3"), start=1):
             g = row.get
             code = (g("MA_DICH_VU") or "").strip()
             group = (g("MA_NHOM") or "").strip().lstrip("0")
@@ -619,12 +903,30 @@ class _Builder:
                 )
         return ordered
 
+    def service_lines(self) -> dict[str, tuple[str, str]]:
+        """XML3's (MA_NHOM, TEN_DICH_VU) of each service code, the first line that has
+        them (a service may be billed on several lines)."""
+        lines: dict[str, tuple[str, str]] = {}
+        for row in self.rows("XML3"):
+            code = (row.get("MA_DICH_VU") or "").strip()
+            if not code or (row.get("MA_VAT_TU") or "").strip():
+                continue
+            group, name = row.get("MA_NHOM") or "", row.get("TEN_DICH_VU") or ""
+            known = lines.get(code, ("", ""))
+            lines[code] = (known[0] or group, known[1] or name)
+        return lines
+
     def results(self, patient: str, encounter: str, ordered: dict[str, str]) -> None:
         reports: dict[str, list[tuple[str, dict[str, str]]]] = {}
-        for n, row in enumerate(self.visit.rows("XML4"), start=1):
+        lines = self.service_lines()
+        kinds: dict[str, str] = {}
+        for n, row in enumerate(self.rows("XML4"), start=1):
             g = row.get
             index_code = (g("MA_CHI_SO") or "").strip()
             service = (g("MA_DICH_VU") or "").strip()
+            group, service_name = lines.get(service, ("", ""))
+            kind = result_kind(group, service, service_name, g("TEN_CHI_SO"))
+            kinds.setdefault(service or index_code, kind)
             raw = (g("GIA_TRI") or "").strip()
             value = number(raw.replace(",", "."))
             unit = (g("DON_VI_DO") or "").strip()
@@ -634,7 +936,7 @@ class _Builder:
             observation: dict[str, Any] = {
                 "resourceType": "Observation",
                 "status": "final",
-                "category": _observation_category("laboratory"),
+                "category": _observation_category(kind),
                 "code": {"coding": coding, "text": (g("TEN_CHI_SO") or "").strip()},
                 "subject": {"reference": patient},
                 "encounter": {"reference": encounter},
@@ -658,6 +960,11 @@ class _Builder:
             ref = self.put_record(observation, f"XML4-{n}")
             reports.setdefault(service or index_code, []).append((ref, row))
         for service, rows in reports.items():
+            kind = kinds[service]
+            service_name = lines.get(service, ("", ""))[1]
+            if not service_name and len(rows) == 1:
+                service_name = rows[0][1].get("TEN_CHI_SO") or ""
+            sections = report_sections(kind, service_name, *(r.get("TEN_CHI_SO") for _, r in rows))
             dates = [d for d in (local_datetime(r.get("NGAY_KQ")) for _, r in rows) if d]
             conclusions = []
             for _, r in rows:
@@ -668,7 +975,19 @@ class _Builder:
                 {
                     "resourceType": "DiagnosticReport",
                     "status": "final",
-                    "code": _concept(PROCEDURE_CODE, service) or {"text": service},
+                    "category": [
+                        {
+                            "coding": [
+                                _coding(
+                                    DIAGNOSTIC_SERVICE_SECTION,
+                                    section,
+                                    _SECTION_DISPLAY.get(section),
+                                )
+                            ]
+                        }
+                        for section in sections
+                    ],
+                    "code": _concept(PROCEDURE_CODE, service, service_name) or {"text": service},
                     "subject": {"reference": patient},
                     "encounter": {"reference": encounter},
                     "effectiveDateTime": max(dates) if dates else None,
@@ -680,7 +999,7 @@ class _Builder:
             )
 
     def notes(self, patient: str, encounter: str) -> None:
-        for n, row in enumerate(self.visit.rows("XML5"), start=1):
+        for n, row in enumerate(self.rows("XML5"), start=1):
             g = row.get
             text = (g("DIEN_BIEN_LS") or g("DIEN_BIEN") or "").strip()
             labelled = [
@@ -714,7 +1033,7 @@ class _Builder:
     ) -> None:
         items: list[dict[str, Any]] = []
         for table in ("XML2", "XML3"):
-            for row in self.visit.rows(table):
+            for row in self.rows(table):
                 g = row.get
                 if table == "XML2":
                     product = _concept(MEDICATION_CODE, g("MA_THUOC"), g("TEN_THUOC"))
@@ -742,12 +1061,15 @@ class _Builder:
                         "encounter": [{"reference": encounter}],
                     }
                 )
-        cards = [c.strip() for c in self.f("MA_THE_BHYT", "MA_THE").split(";") if c.strip()]
-        coverage = (
-            {"identifier": {"system": INSURANCE_NUMBER, "value": cards[0]}, "display": cards[0]}
-            if cards
-            else {"display": "Không có thẻ BHYT"}
-        )
+        # one insurance per card, the first (the card the visit is claimed under) focal
+        insurance = [
+            {
+                "sequence": i,
+                "focal": i == 1,
+                "coverage": {"identifier": card, "display": f"Thẻ BHYT {card['value']}"},
+            }
+            for i, card in enumerate(self.cards(), start=1)
+        ] or [{"sequence": 1, "focal": True, "coverage": {"display": "Không có thẻ BHYT"}}]
         kind = self.f("MA_LOAI_KCB")
         inpatient = (_CLASS_4210 if self.legacy else _CLASS_130).get(kind) in ("IMP", "SS")
         created = (
@@ -780,7 +1102,7 @@ class _Builder:
                         _coding("http://terminology.hl7.org/CodeSystem/processpriority", "normal")
                     ]
                 },
-                "insurance": [{"sequence": 1, "focal": True, "coverage": coverage}],
+                "insurance": insurance,
                 "diagnosis": [
                     {"sequence": rank, "diagnosisReference": {"reference": ref}}
                     for ref, rank in diagnoses
