@@ -6,6 +6,7 @@ import copy
 import csv
 import importlib.util
 import json
+import sys
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -116,7 +117,7 @@ FAILING: list[tuple[str, str, Callable[[Tables], object], tuple[str, str, str]]]
     ("required empty", "out", _set("XML1", "MA_BN", ""), ("XML1", "MA_BN", "required")),
     ("required 4210", "old", _del("XML1", "MA_BENH"), ("XML1", "MA_BENH", "required")),
     ("number", "out", _set("XML2", "SO_LUONG", "hai"), ("XML2", "SO_LUONG", "type.number")),
-    ("number money", "out", _set("XML1", "T_BNTT", "1,000"), ("XML1", "T_BNTT", "type.number")),
+    ("number money", "out", _set("XML1", "T_BNTT", "1,000,000"), ("XML1", "T_BNTT", "type.number")),
     ("max size", "out", _set("XML1", "HO_TEN", "A" * 256), ("XML1", "HO_TEN", "max_size")),
     (
         "max size 4210",
@@ -271,6 +272,24 @@ FAILING: list[tuple[str, str, Callable[[Tables], object], tuple[str, str, str]]]
     ("result time", "in", _del("XML4", "NGAY_KQ"), ("XML4", "NGAY_KQ", "conditional")),
     ("drug tender", "out", _del("XML2", "TT_THAU"), ("XML2", "TT_THAU", "conditional")),
     ("package", "in", _set("XML3", "GOI_VTYT", "X1"), ("XML3", "GOI_VTYT", "pattern")),
+    (
+        "decimal comma",
+        "out",
+        lambda t: t["XML2"][0].update(SO_LUONG=t["XML2"][0]["SO_LUONG"] + ",0"),
+        ("XML2", "SO_LUONG", "decimal_comma"),
+    ),
+    (
+        "weight comma",
+        "out",
+        _set("XML1", "CAN_NANG", "52,5"),
+        ("XML1", "CAN_NANG", "decimal_comma"),
+    ),
+    (
+        "birth note",
+        "out",
+        lambda t: t.update(XML9=[{"MA_LK": t["XML1"][0]["MA_LK"], "SINHCON_PHAUTHUAT": "1"}]),
+        ("XML9", "GHI_CHU", "conditional"),
+    ),
     ("orphan row", "in", _set("XML5", "MA_LK", "ANOTHER"), ("XML5", "MA_LK", "link")),
     ("no summary", "out", lambda t: t.pop("XML1"), ("XML1", "MA_LK", "link")),
 ]
@@ -321,6 +340,14 @@ PASSING: list[tuple[str, str, Callable[[Tables], object]]] = [
     ("value without result time", "in", lambda t: t["XML4"][0].update(GIA_TRI="", NGAY_KQ="")),
     ("oxygen needs no tender", "out", lambda t: t["XML2"][0].update(MA_NHOM="7", TT_THAU="")),
     ("package code", "in", _set("XML3", "GOI_VTYT", "G12")),
+    ("no district since July 2025", "out", _set("XML1", "MAHUYEN_CU_TRU", "")),
+    ("district 000", "out", _set("XML1", "MAHUYEN_CU_TRU", "000")),
+    ("no district element", "out", _del("XML1", "MAHUYEN_CU_TRU")),
+    ("Defence office card DS", "out", _set("XML1", "MA_THE_BHYT", "DS4970123456789")),
+    ("Police office card", "out", _set("XML1", "MA_THE_BHYT", "CA5980123456789")),
+    ("result without indicator name", "in", _set("XML4", "TEN_CHI_SO", "")),
+    ("result without indicator code", "in", _set("XML4", "MA_CHI_SO", "")),
+    ("service code of 50 (gateway list)", "in", _set("XML4", "MA_DICH_VU", "2" * 50)),
 ]
 
 
@@ -333,7 +360,8 @@ def test_rule_passes(case: str, inpatient: Visit, outpatient: Visit) -> None:
 
 
 def test_every_rule_has_a_failing_case() -> None:
-    covered = {c[3][2] for c in FAILING} | {"duplicate", "envelope", "file"}
+    # duplicate, envelope, file and broken concern a file or its reading; fhir the writer
+    covered = {c[3][2] for c in FAILING} | {"duplicate", "envelope", "file", "broken", "fhir"}
     assert covered == set(RULES)
 
 
@@ -411,19 +439,43 @@ def test_cli_validate(exports: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     clean = runner.invoke(app, ["xml130", "validate", str(exports)])
     assert clean.exit_code == 0, clean.output
-    assert "150 visits, 0 with errors, 0 problems" in " ".join(clean.output.split())
+    assert (
+        "150 visits: 0 with blocking problems (not storable), 0 with conformance problems only "
+        "(stored with them), 150 clean; 0 problems"
+    ) in " ".join(clean.output.split())
 
     generate_xml130(60, tmp_path, seed=9, defects=0.4, population=exports / "population")
     result = runner.invoke(app, ["xml130", "validate", "--json", str(tmp_path)])
     assert result.exit_code == 1
-    problems = json.loads(result.stdout)
+    document = json.loads(result.stdout)
+    problems = document["problems"]
     assert problems and all(
-        list(p) == ["file", "ma_lk", "table", "field", "rule", "message", "value"] for p in problems
+        list(p) == ["file", "ma_lk", "table", "field", "rule", "severity", "message", "value"]
+        for p in problems
     )
+    summary = document["summary"]
+    visits = {(p["file"], p["ma_lk"]) for p in problems}
+    blocked = {(p["file"], p["ma_lk"]) for p in problems if p["severity"] == "blocking"}
+    assert summary["visits"] == 60
+    assert summary["visits_blocking"] == len(blocked)
+    assert summary["visits_conformance_only"] == len(visits - blocked)
+    assert summary["visits_clean"] == 60 - len(visits)
+    groups = document["groups"]
+    counts = [g["visits"] for g in groups]
+    assert counts == sorted(counts, reverse=True)
+    for g in groups:  # visits, not lines, and a source for every kind
+        touched = {
+            (p["file"], p["ma_lk"])
+            for p in problems
+            if (p["table"], p["field"], p["rule"]) == (g["table"], g["field"], g["rule"])
+        }
+        assert g["visits"] == len(touched) and g["source"]
+        assert g["severity"] in ("blocking", "conformance")
     table = runner.invoke(app, ["xml130", "validate", "--show", "3", str(tmp_path)])
     assert table.exit_code == 1
     text = " ".join(table.output.split())
-    assert "By facility (MA_CSKCB)" in text
+    assert "By facility (MA_CSKCB)" in text and "blocking" in text and "conformance" in text
+    assert f"{summary['visits_blocking']} with blocking problems" in text
     for facility in {p["file"][:5] for p in problems}:
         assert facility in text
 
@@ -432,7 +484,7 @@ def test_cli_validate(exports: Path, tmp_path: Path) -> None:
     assert "no such file" in missing.output
 
 
-def test_rule_table_matches_the_gateway_workbook() -> None:
+def test_rule_table_matches_the_gateway_workbook(monkeypatch: pytest.MonkeyPatch) -> None:
     """The committed field dictionary is what the generator makes of the official
     workbook (regenerate with scripts/build_xml130_dictionary.py when it changes)."""
     workbook = need_shared(SHARED / "standards" / "qd4750_validation_rules.xlsx")
@@ -440,8 +492,11 @@ def test_rule_table_matches_the_gateway_workbook() -> None:
     spec = importlib.util.spec_from_file_location("build_xml130_dictionary", script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look it up
     spec.loader.exec_module(module)
-    expected = module.render(module.read(workbook), workbook.name)
+    appendix = need_shared(SHARED / "standards" / "qd4750_appendix.xlsx")
+    tables = module.merge(module.read_gateway(workbook), module.read_appendix(appendix))
+    expected = module.render(tables, workbook.name, appendix.name)
     assert module.OUT.read_text(encoding="utf-8") == expected
 
 
@@ -458,7 +513,7 @@ def test_cli_uses_the_loaded_icd10_list(outpatient: Visit, tmp_path: Path) -> No
 
     who = runner.invoke(app, ["xml130", "validate", "--json", "--database", url, str(export)])
     assert who.exit_code == 0, who.output
-    assert json.loads(who.stdout) == []
+    assert json.loads(who.stdout)["problems"] == []
 
     loaded = runner.invoke(
         app, ["terminology", "load", str(tiny_workbook(tmp_path / "icd.xlsx")), "--database", url]
@@ -466,7 +521,7 @@ def test_cli_uses_the_loaded_icd10_list(outpatient: Visit, tmp_path: Path) -> No
     assert loaded.exit_code == 0, loaded.output
     result = runner.invoke(app, ["xml130", "validate", "--json", "--database", url, str(export)])
     assert result.exit_code == 1
-    problems = json.loads(result.stdout)
+    problems = json.loads(result.stdout)["problems"]
     assert [(p["field"], p["rule"], p["value"]) for p in problems] == [
         ("MA_BENH_KT", "icd10", "I10")
     ]
@@ -489,3 +544,333 @@ def test_worker_processes_give_the_same_report(tmp_path: Path) -> None:
         one.visits_with_errors,
     )
     assert two.facilities == one.facilities
+
+
+# -- rules cite their sources --------------------------------------------------------
+
+
+def _rule_ids_used(path: Path) -> set[str]:
+    """Rule ids passed to ``self.add(table, field, rule, ...)`` and ``Problem(file, ma_lk,
+    table, field, rule, ...)`` in a module's source."""
+    import ast
+
+    ids: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        at = None
+        if isinstance(func, ast.Attribute) and func.attr == "add":
+            at = 2
+        elif isinstance(func, ast.Name) and func.id == "Problem":
+            at = 4
+        if at is not None and len(node.args) > at:
+            arg = node.args[at]
+            if isinstance(arg, ast.Name) and arg.id == "rule":
+                continue  # the parameter of the add() that builds the Problem
+            assert isinstance(arg, ast.Constant), ast.dump(arg)  # ids are literal, not built
+            ids.add(arg.value)
+    return ids
+
+
+def test_every_rule_id_used_is_in_rules_with_a_source() -> None:
+    src = Path(__file__).resolve().parents[1] / "src" / "lienthong" / "ingest" / "xml130"
+    used = _rule_ids_used(src / "validate.py") | _rule_ids_used(src / "ingest.py")
+    assert {"required", "decimal_comma", "broken", "link", "duplicate", "fhir"} <= used
+    assert used <= set(RULES), used - set(RULES)
+    assert all(RULES[r].source.strip() and RULES[r].checks.strip() for r in used)
+    assert all(r.source.strip() for r in RULES.values())
+
+
+def test_every_field_spec_cites_its_rows() -> None:
+    from lienthong.ingest.xml130.rules import FIELDS
+
+    for standard, tables in FIELDS.items():
+        for table, specs in tables.items():
+            for spec in specs.values():
+                assert spec.source.strip(), (standard, table, spec.name)
+                if standard == STANDARD_130:
+                    assert f"Bảng {table[3:]} row" in spec.source, spec
+
+
+def test_where_the_two_official_lists_disagree_the_report_says_which_is_followed(
+    inpatient: Visit,
+) -> None:
+    """XML4 MA_DICH_VU: 15 characters in the QĐ 4750 appendix, 50 in the gateway's list.
+    The larger is followed and the message names both."""
+    from lienthong.ingest.xml130.rules import FIELDS
+
+    spec = FIELDS[STANDARD_130]["XML4"]["MA_DICH_VU"]
+    assert spec.max_size == 50
+    assert "gateway 50, appendix 15" in spec.source and "larger size followed" in spec.source
+    assert _check(inpatient, _set("XML4", "MA_DICH_VU", "2" * 40)) == []
+    problems = _check(inpatient, _set("XML4", "MA_DICH_VU", "2" * 51))
+    assert _rules(problems) == {("XML4", "MA_DICH_VU", "max_size")}
+    assert "gateway 50, appendix 15" in problems[0].message
+
+
+def test_fields_the_amended_texts_make_optional() -> None:
+    from lienthong.ingest.xml130.rules import FIELDS
+
+    f130 = FIELDS[STANDARD_130]
+    assert not f130["XML4"]["TEN_CHI_SO"].required  # "chưa có tên chỉ số thì để trống"
+    assert not f130["XML1"]["MAHUYEN_CU_TRU"].required  # no districts since 1 July 2025
+    assert "72/2025/QH15" in f130["XML1"]["MAHUYEN_CU_TRU"].source
+    assert not f130["XML9"]["GHI_CHU"].required  # conditional: surgery, under 32 weeks
+    assert not f130["XML3"]["MA_BENH"].required  # empty means the main diagnosis
+    assert f130["XML1"]["HO_TEN"].required and f130["XML9"]["HO_TEN_NND"].required
+    assert f130["XML1"]["MA_DOITUONG_KCB"].max_size == 5  # appendix 3, amended to 4; list 5
+
+
+# -- severity ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (_del("XML1", "HO_TEN"), ("XML1", "HO_TEN", "required")),
+        (_set("XML1", "MA_LK", ""), ("XML1", "MA_LK", "required")),
+        (_del("XML1", "NGAY_SINH"), ("XML1", "NGAY_SINH", "required")),
+        (_set("XML1", "NGAY_SINH", "19800230"), ("XML1", "NGAY_SINH", "date.format")),
+        (_set("XML1", "NGAY_VAO", "202513011200"), ("XML1", "NGAY_VAO", "date.format")),
+        (_set("XML2", "MA_LK", "ANOTHER"), ("XML2", "MA_LK", "link")),
+        (lambda t: t["XML1"].append(dict(t["XML1"][0])), ("XML1", "MA_LK", "duplicate")),
+    ],
+)
+def test_blocking_problems(
+    outpatient: Visit, mutate: Callable[[Tables], object], expected: tuple[str, str, str]
+) -> None:
+    from lienthong.ingest.xml130.validate import blocking
+
+    problems = _check(outpatient, mutate)
+    found = [p for p in problems if (p.table, p.field, p.rule) == expected]
+    assert found and all(p.severity == "blocking" for p in found)
+    assert blocking(problems)
+    assert found[0].as_dict()["severity"] == "blocking"
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        _set("XML1", "GIOI_TINH", "4"),
+        _set("XML1", "MA_THE_BHYT", "ZZ4010123456789"),
+        _set("XML1", "HO_TEN", "A" * 300),
+        _set("XML1", "NGAY_RA", "2025010112"),
+        _shift("XML1", "T_TONGCHI_BV", 2),
+        _set("XML1", "MA_BENH_CHINH", "K99.9"),
+        _del("XML2", "TT_THAU"),
+    ],
+)
+def test_conformance_problems_do_not_block(
+    outpatient: Visit, mutate: Callable[[Tables], object]
+) -> None:
+    from lienthong.ingest.xml130.validate import blocking
+
+    problems = _check(outpatient, mutate)
+    assert problems and {p.severity for p in problems} == {"conformance"}
+    assert not blocking(problems)
+
+
+def test_the_severity_table_names_known_rules_and_gives_reasons() -> None:
+    from lienthong.ingest.xml130.rules import BLOCKING_PROBLEMS, severity
+
+    for (rule, _table, _field), reason in BLOCKING_PROBLEMS.items():
+        assert rule in RULES and reason.strip()
+    assert severity("required", "XML1", "HO_TEN") == "blocking"
+    assert severity("required", "XML1", "DIA_CHI") == "conformance"
+    assert severity("broken", "XML7", "") == "blocking"
+
+
+def test_every_broken_table_is_a_blocking_problem(outpatient: Visit) -> None:
+    v = copy.deepcopy(outpatient)
+    v.broken = [("XML2", "bad base64 in NOIDUNGFILE"), ("XML99", "unknown LOAIHOSO")]
+    problems = validate_visit(v)
+    broken = [p for p in problems if p.rule == "broken"]
+    assert [(p.table, p.severity) for p in broken] == [
+        ("XML2", "blocking"),
+        ("XML99", "blocking"),
+    ]
+    assert "bad base64" in broken[0].message and "unknown LOAIHOSO" in broken[1].message
+
+
+# -- real-world shaped exports (tests/fixtures/xml130_validate) ----------------------
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "xml130_validate"
+REAL_TABLES = ("XML1", "XML2", "XML3", "XML4", "XML9")
+
+
+def real_world_export(edit: Callable[[str, str], str] | None = None) -> bytes:
+    """The hand-written delivery visit of a Hà Nội hospital (Aug 2025), its tables as a
+    HIS on a Vietnamese locale writes them, in a gateway envelope; ``edit(table, text)``
+    changes a table's XML text first."""
+    import base64
+
+    files = []
+    for table in REAL_TABLES:
+        text = (FIXTURES / f"{table}.xml").read_text(encoding="utf-8")
+        if edit is not None:
+            text = edit(table, text)
+        content = base64.b64encode(text.encode("utf-8")).decode("ascii")
+        files.append(
+            f"<FILEHOSO><LOAIHOSO>{table}</LOAIHOSO><NOIDUNGFILE>{content}</NOIDUNGFILE></FILEHOSO>"
+        )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><GIAMDINHHS><THONGTINDONVI><MACSKCB>01012'
+        "</MACSKCB></THONGTINDONVI><THONGTINHOSO><NGAYLAP>20250816</NGAYLAP><SOLUONGHOSO>1"
+        "</SOLUONGHOSO><DANHSACHHOSO><HOSO>" + "".join(files) + "</HOSO></DANHSACHHOSO>"
+        "</THONGTINHOSO><CHUKYDONVI/></GIAMDINHHS>"
+    ).encode("utf-8")
+
+
+def _only_visit(data: bytes) -> tuple[Visit, list[Problem]]:
+    check = FileValidation(data, name="real.xml")
+    results = list(check)
+    assert len(results) == 1 and check.file_problems == []
+    return results[0]
+
+
+# fields the fixture writes with a decimal comma, and on how many lines
+COMMAS = {
+    ("XML1", "CAN_NANG"): 1,
+    ("XML1", "T_THUOC"): 1,
+    ("XML1", "T_TONGCHI_BV"): 1,
+    ("XML1", "T_TONGCHI_BH"): 1,
+    ("XML1", "T_BNCCT"): 1,
+    ("XML1", "T_BHTT"): 1,
+    ("XML1", "T_BHTT_GDV"): 1,
+    ("XML2", "SO_LUONG"): 1,
+    ("XML2", "DON_GIA"): 2,
+    ("XML2", "THANH_TIEN_BV"): 1,
+    ("XML2", "THANH_TIEN_BH"): 1,
+    ("XML2", "T_BNCCT"): 2,
+    ("XML2", "T_BHTT"): 2,
+    ("XML3", "DON_GIA_BV"): 1,
+    ("XML3", "DON_GIA_BH"): 1,
+    ("XML3", "T_BNCCT"): 1,
+    ("XML3", "T_BHTT"): 1,
+}
+
+
+def test_a_real_world_export_has_only_its_decimal_commas_as_problems() -> None:
+    """Post-2025 address (no district), a DS card issued by the Defence office (97), lab
+    results without indicator name, a birth certificate without GHI_CHU, and decimal
+    commas: one conformance problem per field and visit, with the count of lines, and
+    the money arithmetic read through the commas (so no money problem)."""
+    visit, problems = _only_visit(real_world_export())
+    assert visit.summary["MAHUYEN_CU_TRU"] == "" and visit.summary["MA_THE_BHYT"][:2] == "DS"
+    assert any(row["TEN_CHI_SO"] == "" for row in visit.rows("XML4"))
+    assert "GHI_CHU" not in visit.rows("XML9")[0]
+    assert {p.rule for p in problems} == {"decimal_comma"}
+    assert {p.severity for p in problems} == {"conformance"}
+    found = {(p.table, p.field): p for p in problems}
+    assert set(found) == set(COMMAS)  # once per field, however many lines
+    for (table, name), lines in COMMAS.items():
+        p = found[(table, name)]
+        assert (f"on {lines} lines" if lines > 1 else "on 1 line") in p.message, p.message
+        assert "," in p.value and p.value.replace(",", ".") in p.message
+
+
+@pytest.mark.parametrize("district", ["", "000", "001"])
+def test_a_real_world_address_after_the_2025_reform(district: str) -> None:
+    def edit(table: str, text: str) -> str:
+        if district and table in ("XML1", "XML9"):
+            text = text.replace(
+                "<MAHUYEN_CU_TRU />", f"<MAHUYEN_CU_TRU>{district}</MAHUYEN_CU_TRU>"
+            )
+            text = text.replace(
+                "<MAHUYEN_CU_TRU>000</MAHUYEN_CU_TRU>",
+                f"<MAHUYEN_CU_TRU>{district}</MAHUYEN_CU_TRU>",
+            )
+        return text
+
+    _, problems = _only_visit(real_world_export(edit))
+    assert {p.rule for p in problems} == {"decimal_comma"}
+
+
+def test_decimal_comma_values_count_in_the_money_arithmetic() -> None:
+    """A comma value is read, not skipped: a wrong comma total is a money problem."""
+
+    def edit(table: str, text: str) -> str:
+        return text.replace("<T_THUOC>41801,6</T_THUOC>", "<T_THUOC>41901,6</T_THUOC>")
+
+    _, problems = _only_visit(real_world_export(edit))
+    assert ("XML1", "T_THUOC", "money.total") in _rules(problems)
+    total = next(p for p in problems if p.rule == "money.total")
+    assert "41801.60" in total.message  # the lines' sum, decimal commas read
+
+    def drop_line(table: str, text: str) -> str:  # a comma line is counted in the sum
+        if table != "XML2":
+            return text
+        start = text.rindex("<CHI_TIET_THUOC>")
+        end = text.rindex("</CHI_TIET_THUOC>") + len("</CHI_TIET_THUOC>")
+        return text[:start] + text[end:]
+
+    _, problems = _only_visit(real_world_export(drop_line))
+    assert ("XML1", "T_THUOC", "money.total") in _rules(problems)
+
+
+def test_a_birth_by_surgery_needs_its_note() -> None:
+    def surgery(table: str, text: str) -> str:
+        return text.replace(
+            "<SINHCON_PHAUTHUAT>0</SINHCON_PHAUTHUAT>", "<SINHCON_PHAUTHUAT>1</SINHCON_PHAUTHUAT>"
+        )
+
+    _, problems = _only_visit(real_world_export(surgery))
+    note = [p for p in problems if p.rule == "conditional"]
+    assert [(p.table, p.field, p.severity) for p in note] == [("XML9", "GHI_CHU", "conformance")]
+    assert "SINHCON_PHAUTHUAT" in note[0].message
+
+    def noted(table: str, text: str) -> str:
+        return surgery(table, text).replace(
+            "<SINHCON_DUOI32TUAN>0</SINHCON_DUOI32TUAN>",
+            "<SINHCON_DUOI32TUAN>0</SINHCON_DUOI32TUAN><GHI_CHU>Sinh con phải phẫu thuật</GHI_CHU>",
+        )
+
+    _, problems = _only_visit(real_world_export(noted))
+    assert {p.rule for p in problems} == {"decimal_comma"}
+
+
+def test_the_report_groups_kinds_by_visits_and_counts_visits_by_severity(
+    outpatient: Visit, inpatient: Visit
+) -> None:
+    from lienthong.ingest.xml130.validate import ValidationReport
+
+    report = ValidationReport()
+    comma = _check(
+        outpatient, lambda t: [r.update(SO_LUONG=r["SO_LUONG"] + ",0") for r in t["XML2"]]
+    )
+    name = _check(outpatient, _del("XML1", "HO_TEN"))
+    sex = _check(inpatient, _set("XML1", "GIOI_TINH", "4"))
+    report.add_visit("01012", comma)  # conformance, several lines of one field
+    report.add_visit("01012", name)  # blocking
+    report.add_visit("01012", sex)  # conformance
+    report.add_visit("01012", _check(inpatient, _set("XML1", "GIOI_TINH", "5")))
+    report.add_visit("79024", [])
+    assert (report.visits, report.visits_blocking, report.visits_conformance) == (5, 1, 3)
+    assert report.visits_clean == 1 and report.visits_with_errors == 4
+    groups = report.groups()
+    assert [(g.table, g.field, g.rule, g.visits) for g in groups] == [
+        ("XML1", "GIOI_TINH", "code", 2),
+        ("XML1", "HO_TEN", "required", 1),
+        ("XML2", "SO_LUONG", "decimal_comma", 1),
+    ]
+    assert groups[1].severity == "blocking" and groups[0].severity == "conformance"
+    facility = report.facilities["01012"]
+    assert (facility.visits_blocking, facility.visits_conformance, facility.visits_clean) == (
+        1,
+        3,
+        0,
+    )
+    assert facility.problems[("XML1", "GIOI_TINH", "code")] == 2  # visits, not lines
+
+
+def test_the_default_icd10_list_is_the_ministry_s(outpatient: Visit) -> None:
+    """Without a catalogue, codes are checked against the shipped QĐ 4469 list: A90
+    (dengue, absent from the WHO 2019 edition) is accepted."""
+    from lienthong.ingest.xml130.validate import default_icd_catalogue
+    from lienthong.terminology.catalogue import default_icd10_catalogue
+
+    assert default_icd_catalogue() is default_icd10_catalogue()
+    assert _check(outpatient, _set("XML1", "MA_BENH_CHINH", "A90")) == []
+    problems = _check(outpatient, _set("XML1", "MA_BENH_CHINH", "K99.9"))
+    assert _rules(problems) == {("XML1", "MA_BENH_CHINH", "icd10")}

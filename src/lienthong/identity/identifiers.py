@@ -101,16 +101,32 @@ CCCD_PROVINCE_CODES: frozenset[str] = frozenset("0" + code for code in LEGACY_PR
 #                          LS PV
 #   the state budget supports: CN HS SV
 #   households: GD
-# TL, XV and HK are accepted because the project brief lists them from later amendments;
-# they were not verified against the published annex.
+# Added since by the amendments of that annex and found on cards in use: TV (relatives of
+# defence workers), GB (agricultural households with average living standard), TL, XV, HK,
+# and the codes of the groups the 2024 amendment of the Law on Health Insurance (Law
+# 51/2024/QH15, in force 1 July 2025) added, seen on cards issued in 2025-26: AK, CD, DS,
+# LH. The text of the newest amendment of the annex could not be consulted here; a code
+# missing from this set is reported as a conformance problem, never a reason to refuse.
 BHYT_CATEGORIES: frozenset[str] = frozenset(
     ("DN", "HX", "CH", "NN", "TK", "HC", "XK")
     + ("HT", "TB", "NO", "CT", "XB", "TN", "CS")
     + ("QN", "CA", "CY", "XN", "MS", "CC", "CK", "CB", "KC", "HD", "TE", "BT", "HN", "DT")
-    + ("DK", "XD", "TS", "TC", "TQ", "TA", "TY", "HG", "LS", "PV")
-    + ("CN", "HS", "SV", "GD")
+    + ("DK", "XD", "TS", "TC", "TQ", "TV", "TA", "TY", "HG", "LS", "PV")
+    + ("CN", "HS", "SV", "GB", "GD")
     + ("TL", "XV", "HK")
+    + ("AK", "CD", "DS", "LH")
 )
+
+# Characters 4-5 of a health-insurance card: the code of the social-insurance office that
+# issued it — the legacy province codes, and for the cards the armed forces' own offices
+# issue (codes QN, HC, LS, XK, CY, CA ... of the QĐ 130 appendix Bảng 1 MA_THE_BHYT note)
+# 97, the Ministry of Defence's social insurance (BHXH Bộ Quốc phòng), and 98, the Ministry
+# of Public Security's (BHXH Bộ Công an), per Decision 1351/QĐ-BHXH as amended.
+BHYT_ISSUER_CODES: dict[str, str] = {
+    **LEGACY_PROVINCES,
+    "97": "BHXH Bộ Quốc phòng (Ministry of Defence social insurance)",
+    "98": "BHXH Bộ Công an (Ministry of Public Security social insurance)",
+}
 
 # Digit 4 of the personal identification number: (century start, sex) per Circular
 # 07/2016/TT-BCA, Art. 7: even = male, odd = female; 0/1 1900s, 2/3 2000s, ... 8/9 2300s.
@@ -230,7 +246,7 @@ class BhytInfo:
 
     category: str  # 2 letters, participant category
     benefit_level: int  # 1-5
-    province_code: str  # 2 digits, legacy numbering
+    province_code: str  # 2 digits: legacy province code, or 97/98 (Defence, Police offices)
     bhxh_number: str  # 10 digits
 
 
@@ -254,8 +270,10 @@ def decode_bhyt(value: str) -> BhytInfo | None:
 def check_bhyt(value: str) -> list[str]:
     """Check a health-insurance card code (mã thẻ BHYT), e.g. "DN4010123456789".
 
-    15 characters: 2-letter participant category (Decision 1351/QĐ-BHXH), 1 digit benefit
-    level 1-5, 2-digit legacy province code, 10-digit social-insurance number.
+    15 characters: 2-letter participant category (Decision 1351/QĐ-BHXH as amended), 1
+    digit benefit level 1-5, 2-digit code of the issuing office (a legacy province code,
+    or 97/98 for the Defence and Police social-insurance offices), 10-digit
+    social-insurance number.
     Lower-case letters are accepted (cards are often typed by hand).
     """
     raw = value.strip()
@@ -271,7 +289,7 @@ def check_bhyt(value: str) -> list[str]:
         reasons.append(f"characters 1-2 ({info.category}) are not a known participant category")
     if not 1 <= info.benefit_level <= 5:
         reasons.append(f"character 3 (benefit level {info.benefit_level}) must be 1 to 5")
-    if info.province_code not in LEGACY_PROVINCES:
+    if info.province_code not in BHYT_ISSUER_CODES:
         reasons.append(f"characters 4-5 ({info.province_code}) are not a known province code")
     return reasons
 

