@@ -603,10 +603,8 @@ class Population:
         if not single and father_born.year >= 1952 and rng.random() < 0.25:
             gp_born = self.birth(max(1930, father_born.year - 35), father_born.year - 20)
             gf = self.person("M", gp_born, surname, home, prov_f, "grandparent")
-            gm = self.person(
-                "F", self.birth(max(1930, gp_born.year - 1), gp_born.year + 6), self.surname(prov_f),
-                home, prov_f, "grandparent",
-            )  # fmt: skip
+            gm_born = self.birth(max(1930, gp_born.year - 1), gp_born.year + 6)
+            gm = self.person("F", gm_born, self.surname(prov_f), home, prov_f, "grandparent")
             gf.relatives["spouse"], gm.relatives["spouse"] = [gm], [gf]
             for g in (gf, gm):
                 g.relatives["child"] = [father]
@@ -1033,7 +1031,16 @@ class Writer:
             q for q in self.pop.by_name.get(no_marks(p.full_name).lower(), []) if q is not p
         ]
         if namesakes and (not options or rng.random() < 0.35):
-            return "namesake", rng.choice(namesakes).cccd
+            # The wrong number usually comes from a look-up by name and birth year, or by
+            # name in the same province: the namesake picked is most often one of those.
+            pick = Weighted(
+                [
+                    (q, 1 + 10 * (q.born.year == p.born.year)
+                     + 3 * (q.home.place.new_province_code == p.home.place.new_province_code))
+                    for q in namesakes
+                ]
+            )  # fmt: skip
+            return "namesake", pick.draw(rng).cccd
         if not options:
             return None
         rel, q = rng.choice(options)

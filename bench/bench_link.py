@@ -87,6 +87,45 @@ def pairwise(con: duckdb.DuckDBPyConnection, persons: str, truth: Path) -> tuple
     return precision, recall, f1
 
 
+NOISE_SQL = """
+    WITH j AS (
+        SELECT record_id, p.person_id AS cluster, t.person_id AS person
+        FROM {persons} p JOIN read_csv('{truth}', all_varchar = true) t USING (record_id)
+    ),
+    main_cluster AS (
+        SELECT person, arg_max(cluster, n) AS main, sum(n) AS k
+        FROM (SELECT person, cluster, count(*) AS n FROM j GROUP BY ALL) GROUP BY person
+    ),
+    main_person AS (
+        SELECT cluster, arg_max(person, n) AS main
+        FROM (SELECT cluster, person, count(*) AS n FROM j GROUP BY ALL) GROUP BY cluster
+    ),
+    flags AS (
+        SELECT record_id, (c.k > 1 AND j.cluster <> c.main) AS split, j.person <> m.main AS merged
+        FROM j JOIN main_cluster c USING (person) JOIN main_person m USING (cluster)
+    ),
+    kinds AS (
+        SELECT record_id, unnest(string_split(coalesce(noise, ''), ';')) AS kind
+        FROM read_csv('{noise}', all_varchar = true)
+    )
+    SELECT kind, count(*), count(*) FILTER (WHERE split), count(*) FILTER (WHERE merged)
+    FROM (SELECT record_id, kind FROM kinds WHERE kind <> ''
+          UNION ALL SELECT record_id, '(all records)' FROM flags)
+    JOIN flags USING (record_id)
+    GROUP BY kind ORDER BY count(*) FILTER (WHERE split) DESC, kind
+"""
+
+
+def by_noise(
+    con: duckdb.DuckDBPyConnection, persons: str, truth: Path, noise: Path
+) -> list[tuple[str, int, int, int]]:
+    """Per noise kind (``noise.csv`` of ``bench.altpop``): records, records split off from
+    the cluster holding most of their person's records, records in a cluster that mostly
+    holds another person."""
+    sql = NOISE_SQL.format(persons=persons, truth=truth, noise=noise)
+    return [(str(k), int(n), int(s), int(m)) for k, n, s, m in con.sql(sql).fetchall()]
+
+
 def _peak_mb(who: int) -> float:
     peak = resource.getrusage(who).ru_maxrss
     return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024
@@ -198,6 +237,13 @@ def main() -> None:
     print(f"lienthong link recall: {recall:.4f}")
     print(f"lienthong link F1: {f1:.4f}")
     print(f"load average after lienthong link: {os.getloadavg()[0]:.1f}")
+    noise = args.out / "noise.csv"
+    if args.generator != "synth" and noise.exists():
+        for kind, n, split, merged in by_noise(con, persons, truth, noise):
+            print(
+                f"lienthong link by noise | {kind}: {n:,} records, split off "
+                f"{100 * split / n:.2f} %, merged with another person {100 * merged / n:.2f} %"
+            )
 
     seconds, base_con, _ = run_baseline(records)
     precision, recall, f1 = pairwise(base_con, "baseline_persons", truth)

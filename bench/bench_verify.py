@@ -186,6 +186,39 @@ NUMBER_KINDS_SQL = """
 """
 
 
+OWN_REFUSED_SQL = """
+    WITH kinds AS (
+        SELECT record_id, unnest(string_split(coalesce(noise, ''), ';')) AS kind
+        FROM read_csv('{noise}', all_varchar = true)
+    ),
+    own AS (
+        SELECT record_id, r.status NOT IN ('verified', 'corrected') AS refused
+        FROM read_csv('{report}', all_varchar = true) r
+        JOIN read_csv('{records}', all_varchar = true) c USING (record_id)
+        JOIN read_csv('{truth}', all_varchar = true) t USING (record_id)
+        WHERE c.cccd = t.person_id
+    )
+    SELECT kind, count(*), count(*) FILTER (WHERE refused)
+    FROM kinds JOIN own USING (record_id) WHERE kind <> ''
+    GROUP BY kind HAVING count(*) FILTER (WHERE refused) > 0
+    ORDER BY count(*) FILTER (WHERE refused) DESC, kind
+"""
+
+
+def _print_own_refused(data: Path) -> None:
+    """False mismatches (own number, not accepted) per noise kind (alt generator)."""
+    import duckdb
+
+    sql = OWN_REFUSED_SQL.format(
+        noise=data / "noise.csv",
+        report=data / "report.csv",
+        records=data / "records.csv",
+        truth=data / "truth.csv",
+    )
+    for kind, n, refused in duckdb.sql(sql).fetchall():
+        print(f"lienthong own number not accepted, records with {kind}: {_pct(refused, n)}")
+
+
 def _print_number_kinds(data: Path) -> None:
     """Accepted and rightly suggested records per kind of wrong number (alt generator)."""
     import duckdb
@@ -268,6 +301,7 @@ def main() -> None:
     _print_accuracy("lienthong", r)
     if alt:
         _print_number_kinds(data)
+        _print_own_refused(data)
     print(f"load average after: {os.getloadavg()}")
 
 
