@@ -420,3 +420,43 @@ def test_characters_that_survive_xml_parsing_are_removed_too() -> None:
 )
 def test_fhir_text(raw: str | None, clean: str) -> None:
     assert fhir_text(raw) == clean
+
+
+def test_a_legacy_4210_visit_gets_the_same_treatment() -> None:
+    legacy = {
+        "MA_LK": "LK4210-1",
+        "MA_BN": "BN77",
+        "HO_TEN": "Phạm Văn Nam\ufeff",
+        "NGAY_SINH": "19700101",
+        "GIOI_TINH": "1",
+        "DIA_CHI": "Xã Yên Sở, Huyện Hoài Đức, Hà Nội",
+        "MA_THE": "HT2010112345678;HT2010112345678",
+        "MA_DKBD": "01002;01003",
+        "GT_THE_TU": "20180101;20190101",
+        "GT_THE_DEN": "20181231;20191231",
+        "MA_BENH": "E11.9",
+        "MA_BENHKHAC": "I10",
+        "TEN_BENH": "Tăng huyết áp; Đái tháo đường type 2",
+        "NGAY_VAO": "201906011000",
+        "NGAY_RA": "201906011130",
+        "KET_QUA_DTRI": "1",
+        "TINH_TRANG_RV": "1",
+        "MA_LOAI_KCB": "1",
+        "T_TONGCHI": "90000",
+        "MA_CSKCB": FACILITY,
+    }
+    v = Visit("legacy.xml", "LK4210-1", "4210", {"XML1": [legacy]}, {"MACSKCB": FACILITY})
+    bundle = bundle_of(v)
+    (patient,) = resources(bundle, "Patient")
+    assert patient["name"][0]["text"] == "Phạm Văn Nam"
+    cards = [i for i in patient["identifier"] if i["system"] == INSURANCE_NUMBER]
+    assert [(c["value"], c["period"]["start"]) for c in cards] == [
+        ("HT2010112345678", "2018-01-01"),
+        ("HT2010112345678", "2019-01-01"),
+    ]
+    (claim,) = resources(bundle, "Claim")
+    assert [i["focal"] for i in claim["insurance"]] == [True, False]
+    texts = {
+        c["code"]["coding"][0]["code"]: c["code"]["text"] for c in resources(bundle, "Condition")
+    }
+    assert texts == {"E11.9": "Đái tháo đường type 2", "I10": "Tăng huyết áp"}

@@ -13,6 +13,11 @@ name, English name, parent category, chapter code range, main group code range,
 dagger/asterisk marks — and ``chapters`` / ``groups``: code range to (Vietnamese, English)
 name. The writer is deterministic (sorted chapters and groups, gzip without a timestamp), so
 rebuilding from the same workbook gives the same bytes.
+
+Names are the workbook's, as published: where it slips they are kept, not corrected (its
+English name of ``I10``, "Other rheumatic heart diseases", is that of ``I09``; the English
+column of ``A97`` is Vietnamese), since the platform follows the official list and a
+corrected list arrives as a new workbook loaded with ``lienthong terminology load``.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ facility is a conditional create on its provider code.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Callable
@@ -126,6 +127,7 @@ _INVISIBLE = re.compile(
     "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\ufffe\uffff]"
 )
 _LINE_BREAKS = re.compile("\r\n?|[\x85\u2028\u2029]")
+_SUSPECT = re.compile(_INVISIBLE.pattern + "|[\r\x85\u2028\u2029]")
 
 
 def fhir_text(value: str | None) -> str:
@@ -134,11 +136,15 @@ def fhir_text(value: str | None) -> str:
     become line feeds), in composed form (NFC), without surrounding white space."""
     if not value:
         return ""
-    v = _LINE_BREAKS.sub("\n", value)
-    v = _INVISIBLE.sub("", v)
-    if not v.isascii() and not unicodedata.is_normalized("NFC", v):
-        v = unicodedata.normalize("NFC", v)
-    return v.strip()
+    if value.isascii():
+        if value.isprintable():  # most values: codes, numbers, dates
+            return value.strip()
+    elif not _SUSPECT.search(value):
+        if unicodedata.is_normalized("NFC", value):
+            return value.strip()
+        return unicodedata.normalize("NFC", value).strip()
+    v = _INVISIBLE.sub("", _LINE_BREAKS.sub("\n", value))
+    return unicodedata.normalize("NFC", v).strip()
 
 
 def _fold(text: str) -> str:
@@ -266,10 +272,13 @@ _NAME_MATCH = 0.45
 """Least similarity (:func:`name_similarity`) for a part to be a code's own name."""
 
 
-def _name_grams(text: str) -> tuple[set[str], set[tuple[str, str]]]:
+@functools.lru_cache(maxsize=8192)
+def _name_grams(text: str) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
     words = re.findall(r"\w+", _fold(text))
-    kept = {w for w in words if w not in _NAME_STOP}
-    pairs = {(a, b) for a, b in zip(words, words[1:], strict=False) if a in kept and b in kept}
+    kept = frozenset(w for w in words if w not in _NAME_STOP)
+    pairs = frozenset(
+        (a, b) for a, b in zip(words, words[1:], strict=False) if a in kept and b in kept
+    )
     return kept, pairs
 
 
