@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
+import io
 import json
 import subprocess
 import sys
 from datetime import date
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+from lxml import etree
 
 from lienthong.ingest.xml130 import STANDARD_130, STANDARD_4210, Visit, Xml130Error, parse, scan
-from lienthong.ingest.xml130.parse import detect_standard
+from lienthong.ingest.xml130.parse import (
+    TABLE_ROOTS,
+    TABLE_SHEETS,
+    _CleanReader,
+    detect_standard,
+    table_name,
+)
 from lienthong.synth.xml130 import envelope_xml, table_xml
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SUMMARY_130 = {
     "MA_LK": "LK130-1",
@@ -328,3 +340,293 @@ def test_tables_6_to_15_are_read_by_their_loaihoso() -> None:
     (visit,) = parse(data.encode())
     assert visit.rows("XML7") == [{"MA_LK": "LK7", "SO_LUU_TRU": "S1", "PP_DIEUTRI": "Kháng sinh"}]
     assert [r["SO_CT"] for r in visit.rows("XML11")] == ["1", "2"]
+
+
+# ------------------------------------------------------------------ real-world exports
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "xml130"
+
+
+def _make_fixtures() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("make_fixtures", FIXTURES / "make_fixtures.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+MF = _make_fixtures()
+
+
+def _fixture(name: str) -> Path:
+    return FIXTURES / name
+
+
+def _libxml2_refuses(data: bytes) -> bool:
+    try:
+        etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))
+    except etree.XMLSyntaxError:
+        return True
+    return False
+
+
+def _tables_of(path: Path) -> list[bytes]:
+    """The decoded NOIDUNGFILE of every FILEHOSO of an envelope fixture."""
+    root = etree.fromstring(
+        path.read_bytes().lstrip(b"\xef\xbb\xbf").replace(b" instance", b"-instance")
+    )
+    return [
+        base64.b64decode(
+            "".join((n.text or "").split()) + "==="[: -len("".join((n.text or "").split())) % 4]
+        )
+        for n in root.iter("{*}NOIDUNGFILE")
+    ]
+
+
+def test_committed_fixtures_are_what_the_script_writes() -> None:
+    built = MF.build()
+    assert set(built) == {p.name for p in FIXTURES.glob("*.xml")}
+    for name, data in built.items():
+        assert _fixture(name).read_bytes() == data, name
+
+
+def test_tables_declaring_the_xsi_uri_with_a_space() -> None:
+    path = _fixture("envelope_xsi_space.xml")
+    inner = _tables_of(path)
+    assert all(b'XMLSchema instance"' in t for t in inner)
+    assert _libxml2_refuses(inner[0])  # what the reader has to get past
+    a, b = parse(path)
+    for visit, ma_lk in ((a, "14017260202000101"), (b, "14017260202000102")):
+        assert visit.broken == []
+        assert visit.tables == {
+            "XML1": [MF.tong_hop(ma_lk)],
+            "XML2": [MF.thuoc(ma_lk, 1)],
+            "XML3": [MF.dvkt(ma_lk, 1)],
+            "XML4": [MF.cls(ma_lk, 1, name="")],
+        }
+        assert visit.envelope["MACSKCB"] == "14017"
+
+
+def test_bom_crlf_wrapped_base64_utf16_and_leading_whitespace() -> None:
+    path = _fixture("envelope_bom_crlf_wrapped.xml")
+    data = path.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbf<?xml") and b"\r\n" in data
+    lines = data.split(b"\r\n")
+    assert max(len(line) for line in lines if line and b"<" not in line) == 76
+    inner = _tables_of(path)
+    assert inner[0].startswith(b"\xef\xbb\xbf") and inner[1].count(b"\xef\xbb\xbf") == 2
+    assert inner[2].startswith(b"\xff\xfe") and inner[3].startswith(b"\r\n")
+    assert _libxml2_refuses(inner[1]) and _libxml2_refuses(inner[3])
+    (visit,) = parse(path)
+    assert visit.broken == []
+    ma_lk = "79031260115000007"
+    summary = MF.tong_hop(ma_lk, MA_CSKCB="79031", DIA_CHI="Số 12 đường Số 7, Phường An Lạc")
+    assert visit.tables == {
+        "XML1": [summary],  # the stray U+FEFF is gone from DIA_CHI
+        "XML2": [MF.thuoc(ma_lk, 1), MF.thuoc(ma_lk, 2)],
+        "XML3": [MF.dvkt(ma_lk, 1)],
+        "XML4": [MF.cls(ma_lk, 1)],
+    }
+
+
+def test_loaihoso_spellings_default_namespace_and_unpadded_base64() -> None:
+    path = _fixture("envelope_loaihoso_spelling.xml")
+    text = path.read_text(encoding="utf-8")
+    assert "<LOAIHOSO>XML01</LOAIHOSO>" in text and "<LOAIHOSO>xml2</LOAIHOSO>" in text
+    assert "<LOAIHOSO> XML3 </LOAIHOSO>" in text
+    (visit,) = parse(path)
+    ma_lk = "01012260120000033"
+    assert visit.broken == []
+    assert visit.tables == {
+        "XML1": [MF.tong_hop(ma_lk, MA_CSKCB="01012")],
+        "XML2": [MF.thuoc(ma_lk, 1)],
+        "XML3": [MF.dvkt(ma_lk, 1)],
+    }
+    assert visit.envelope["MACSKCB"] == "01012"
+
+
+@pytest.mark.parametrize(
+    ("written", "table"),
+    [
+        ("XML1", "XML1"),
+        ("xml1", "XML1"),
+        (" XML1 ", "XML1"),
+        ("XML01", "XML1"),
+        ("Xml15", "XML15"),
+        ("XML0", "XML0"),
+        ("XML00", "XML0"),
+        ("XML16", None),
+        ("XML", None),
+        ("1", None),
+        ("XML1A", None),
+    ],
+)
+def test_loaihoso_values(written: str, table: str | None) -> None:
+    assert table_name(written) == table
+
+
+def test_legacy_file_declaring_utf16_over_utf8() -> None:
+    path = _fixture("envelope_4210_utf16_label.xml")
+    assert path.read_bytes().startswith(b'<?xml version="1.0" encoding="utf-16"?>')
+    assert _libxml2_refuses(path.read_bytes())
+    (visit,) = parse(path)
+    assert visit.standard == STANDARD_4210
+    assert visit.summary["HO_TEN"] == "Hà Văn Tú"
+    assert visit.summary["NGAY_SINH"] == "19610911"
+    assert visit.rows("XML2") == [MF.thuoc("38002190604000151", 1)]
+
+
+def test_a_broken_table_costs_only_its_visit() -> None:
+    """Visit 2 has an XML2 with bad base64, visit 3 an XML3 cut short: both come out with
+    their other tables and the broken one named with its reason; visit 1 is clean."""
+    path = _fixture("envelope_broken_tables.xml")
+    one, two, three = parse(path)
+    assert [v.index for v in (one, two, three)] == [1, 2, 3]
+    assert one.broken == [] and set(one.tables) == {"XML1", "XML2", "XML3"}
+    assert two.ma_lk == "48003260110000002" and set(two.tables) == {"XML1", "XML3"}
+    assert [(t, "not valid base64" in why) for t, why in two.broken] == [("XML2", True)]
+    assert three.ma_lk == "48003260110000003" and set(three.tables) == {"XML1", "XML2"}
+    assert [(t, "not well-formed" in why) for t, why in three.broken] == [("XML3", True)]
+    everything = [(v.index, t) for v in (one, two, three) for t, _ in v.broken]
+    assert everything == [(2, "XML2"), (3, "XML3")]
+    assert scan(path) == 3
+
+
+def test_every_broken_table_of_a_visit_is_listed() -> None:
+    good = base64.b64encode(table_xml("XML2", [_drug("LK5", 1)])).decode()
+    doctype = base64.b64encode(b"<!DOCTYPE x []><CHITIEU_CHITIET_DVKT_VTYT/>").decode()
+    files = [
+        ("XML1", "%%%"),
+        ("XML2", good),
+        ("XML3", doctype),
+        ("XML4", base64.b64encode(b"<CHITIEU_CHITIET_DICHVUCANLAMSANG>").decode()),
+        ("XML5", ""),
+        ("BANG9", good),
+        # read although the thread's libxml2 error log already holds the errors above
+        ("XML7", base64.b64encode(b"<b:X><b:MA_LK>LK5</b:MA_LK><b:SO>7</b:SO></b:X>").decode()),
+    ]
+    body = (
+        "".join(
+            f"<FILEHOSO><LOAIHOSO>{t}</LOAIHOSO><NOIDUNGFILE>{c}</NOIDUNGFILE></FILEHOSO>"
+            for t, c in files
+        )
+        + "<FILEHOSO><LOAIHOSO>XML6</LOAIHOSO></FILEHOSO>"
+    )
+    data = f"<GIAMDINHHS><DANHSACHHOSO><HOSO>{body}</HOSO></DANHSACHHOSO></GIAMDINHHS>"
+    (visit,) = parse(data.encode())
+    assert visit.ma_lk == "LK5"  # XML1 is broken: the MA_LK of another table
+    assert visit.rows("XML2") == [_drug("LK5", 1)]
+    assert visit.rows("XML7") == [{"MA_LK": "LK5", "SO": "7"}]
+    reasons = dict(visit.broken)
+    assert list(reasons) == ["XML1", "XML3", "XML4", "XML5", "BANG9", "XML6"]
+    assert "base64" in reasons["XML1"] and "DOCTYPE" in reasons["XML3"]
+    assert "not well-formed" in reasons["XML4"] and "empty" in reasons["XML5"]
+    assert "LOAIHOSO" in reasons["BANG9"] and "missing" in reasons["XML6"]
+
+
+def test_bare_xml1_with_a_default_namespace() -> None:
+    path = _fixture("bare_xml1_default_namespace.xml")
+    assert _libxml2_refuses(path.read_bytes())
+    (visit,) = parse(path)
+    row = MF.tong_hop("92006260105000077", MA_CSKCB="92006", HO_TEN="Thạch Thị Sa Ri")
+    assert visit.tables == {"XML1": [row]}
+    assert visit.ma_cskcb == "92006"
+
+
+def test_bare_single_row_tables_and_check_in() -> None:
+    (discharge,) = parse(_fixture("bare_xml7_discharge.xml"))
+    assert set(discharge.tables) == {"XML7"}
+    assert discharge.rows("XML7")[0]["SO_LUU_TRU"] == "LT2026/000045"
+    assert discharge.ma_lk == "31011260108000045"
+    (referral,) = parse(_fixture("bare_xml13_referral_lower_case.xml"))
+    assert set(referral.tables) == {"XML13"}
+    assert referral.rows("XML13")[0]["MA_NOI_DEN"] == "79024"
+    first, second = parse(_fixture("bare_checkin_xml0.xml"))
+    assert (first.ma_lk, second.ma_lk) == ("01012260203000201", "01012260203000202")
+    assert set(first.tables) == {"XML0"} and set(second.tables) == {"XML0"}
+    assert first.rows("XML0")[0]["HO_TEN"] == "Ngô Minh Khang"
+    assert "CHUKYDONVI" not in first.rows("XML0")[0]  # the signature is no row
+
+
+def test_a_wrapper_of_bare_tables_reads_on_past_a_table_it_does_not_know() -> None:
+    path = _fixture("bare_wrapper_several_tables.xml")
+    assert _libxml2_refuses(path.read_bytes())
+    (visit,) = parse(path)
+    ma_lk = "48003260111000009"
+    assert visit.tables == {
+        "XML1": [MF.tong_hop(ma_lk, MA_CSKCB="48003")],
+        "XML2": [MF.thuoc(ma_lk, 1), MF.thuoc(ma_lk, 2)],
+        "XML4": [MF.cls(ma_lk, 1)],
+    }
+    assert [t for t, _ in visit.broken] == ["BANG_RIENG_HIS"]
+
+
+def test_namespace_faults_other_than_the_uri_are_read_through() -> None:
+    """An undeclared prefix is a namespace error, not an XML one: the table is read."""
+    inner = b"<b:TONG_HOP><b:MA_LK>LK8</b:MA_LK><b:HO_TEN>An</b:HO_TEN></b:TONG_HOP>"
+    assert _libxml2_refuses(inner)
+    (bare,) = parse(inner)
+    assert bare.tables == {"XML1": [{"MA_LK": "LK8", "HO_TEN": "An"}]}
+    (visit,) = parse(_envelope_with(base64.b64encode(inner).decode()))
+    assert visit.broken == [] and visit.summary == {"MA_LK": "LK8", "HO_TEN": "An"}
+    # ... but not when the XML itself is broken too
+    with pytest.raises(Xml130Error, match="not well-formed"):
+        list(parse(inner[:-5]))
+    (cut,) = parse(_envelope_with(base64.b64encode(inner[:-5]).decode()))
+    assert cut.tables == {} and "not well-formed" in cut.broken[0][1]
+
+
+@pytest.mark.parametrize("case", ["bom", "bom and whitespace", "xsi space"])
+def test_the_mending_never_lets_a_dtd_through(case: str) -> None:
+    doc = _EXTERNAL_ENTITY.replace(b"<GIAMDINHHS>", b'<GIAMDINHHS xmlns:xsi="a b">')
+    data = {
+        "bom": b"\xef\xbb\xbf" + _EXTERNAL_ENTITY,
+        "bom and whitespace": b"\r\n \xef\xbb\xbf" + _EXTERNAL_ENTITY,
+        "xsi space": doc,
+    }[case]
+    with pytest.raises(Xml130Error, match="DOCTYPE") as excinfo:
+        list(parse(data))
+    assert "root:" not in str(excinfo.value)
+
+
+def test_the_cleaning_reader_is_the_same_whatever_the_chunk_size() -> None:
+    """Namespace declarations and byte-order marks split across reads are mended as if
+    read whole."""
+    data = _fixture("envelope_bom_crlf_wrapped.xml").read_bytes()
+    data = data.replace(b"<GIAMDINHHS>", b'<GIAMDINHHS xmlns:xsi="urn:a b" id="1">')
+    data = data.replace(b"</THONGTINDONVI>", b"</THONGTINDONVI>\xef\xbb\xbf")
+    whole = _CleanReader(io.BytesIO(data)).read(len(data) * 2)
+    assert b'xmlns:xsi="urn:a%20b"' in whole and b"\xef\xbb\xbf" not in whole
+    for size in (1, 2, 3, 7, 64, 4096):
+        reader = _CleanReader(io.BytesIO(data))
+        out = b"".join(iter(lambda: reader.read(size), b""))  # noqa: B023
+        assert out == whole, size
+    assert len(list(parse(data))) == 1
+
+
+def test_every_table_of_the_appendix_is_known() -> None:
+    """One sheet per table in the official data dictionary; the reader knows the root
+    (and row) element of each, so a bare table of any of them is read with the fields the
+    sheet lists."""
+    appendix = ROOT.parent / "shared" / "standards" / "qd4750_appendix.xlsx"
+    if not appendix.exists():
+        pytest.skip(f"{appendix} is not here (official reference files)")
+    import openpyxl
+
+    book = openpyxl.load_workbook(appendix, read_only=True)
+    sheets = {ws.title.strip(): ws for ws in book.worksheets}
+    assert set(TABLE_SHEETS.values()) == set(sheets)
+    assert set(TABLE_ROOTS.values()) == set(TABLE_SHEETS) == {f"XML{i}" for i in range(16)}
+    for table, sheet in TABLE_SHEETS.items():
+        rows = list(sheets[sheet].iter_rows(values_only=True))
+        title = str(rows[0][0])
+        assert (
+            title.startswith("Bảng chỉ tiêu dữ liệu về trạng thái")
+            if table == "XML0"
+            else (title.startswith(f"Bảng {table[3:]}."))
+        )
+        fields = [r[1] for r in rows[2:] if isinstance(r[1], str) and r[1].isupper()]
+        row = {f: f"v{n}" for n, f in enumerate(fields)}
+        row.setdefault("MA_LK", "LK-" + table)
+        (visit,) = parse(table_xml(table, [row]))
+        assert visit.tables == {table: [row]}, table

@@ -103,6 +103,18 @@ def xml130_command(
     ] = None,
     per_file: Annotated[int, typer.Option("--per-file", min=1, help="Visits per file.")] = 500,
     province: ProvinceOpt = None,
+    vendor_quirks: Annotated[
+        float,
+        typer.Option(
+            "--vendor-quirks",
+            min=0.0,
+            max=1.0,
+            help="Share of files written the way HIS products write them (xsi namespace URI "
+            "with a space, byte-order mark, CRLF, wrapped base64, LOAIHOSO spelling) with "
+            "the content quirks of real files (decimal commas, no district code after "
+            "1 July 2025, empty TEN_CHI_SO); each is listed in quirks.csv.",
+        ),
+    ] = 0.0,
 ) -> None:
     """Write hospital XML exports (QĐ 130 envelopes, some QĐ 4210) into OUT/<facility>/."""
     from lienthong.synth.xml130 import generate_xml130
@@ -122,6 +134,7 @@ def xml130_command(
             visits_per_file=per_file,
             progress=lambda done: bar.update(task, completed=done),
             province=province,
+            quirks=vendor_quirks,
         )
     standards = ", ".join(f"QĐ {k}: {v:,}" for k, v in sorted(summary.visits_by_standard.items()))
     console.print(
@@ -129,5 +142,9 @@ def xml130_command(
         f"facilities in {summary.files} files under {out}, {summary.defects:,} with a seeded "
         f"defect, in {summary.seconds:.1f} s"
     )
+    if vendor_quirks:
+        console.print(
+            f"{summary.quirky_files} files in a vendor style, {summary.quirks:,} quirks listed"
+        )
     for name, path in summary.paths.items():
         console.print(f"  {name}: {path}")

@@ -167,6 +167,8 @@ class Xml130Summary:
     visits_by_standard: dict[str, int] = field(default_factory=dict)
     visits_by_facility: dict[str, int] = field(default_factory=dict)
     defects: int = 0
+    quirky_files: int = 0  # files written in a vendor style
+    quirks: int = 0  # rows of quirks.csv
     seconds: float = 0.0
     paths: dict[str, Path] = field(default_factory=dict)
 
@@ -632,8 +634,11 @@ def seed_defect(tables: dict[str, list[dict[str, str]]], kind: str, legacy: bool
         raise ValueError(f"unknown defect kind {kind!r}")
 
 
-TABLE_LAYOUT: dict[str, tuple[str, str, str] | None] = {
-    "XML1": None,
+# Root, list and row element of each table's document (the names the reader knows, in
+# lienthong.ingest.xml130.parse); a single-row table has no list and its root is its row.
+TABLE_LAYOUT: dict[str, tuple[str, str | None, str]] = {
+    "XML0": ("CHI_TIEU_TRANG_THAI_KCB", "DSACH_TRANG_THAI_KCB", "TRANG_THAI_KCB"),
+    "XML1": ("TONG_HOP", None, "TONG_HOP"),
     "XML2": ("CHITIEU_CHITIET_THUOC", "DSACH_CHI_TIET_THUOC", "CHI_TIET_THUOC"),
     "XML3": ("CHITIEU_CHITIET_DVKT_VTYT", "DSACH_CHI_TIET_DVKT", "CHI_TIET_DVKT"),
     "XML4": ("CHITIEU_CHITIET_DICHVUCANLAMSANG", "DSACH_CHI_TIET_CLS", "CHI_TIET_CLS"),
@@ -642,45 +647,207 @@ TABLE_LAYOUT: dict[str, tuple[str, str, str] | None] = {
         "DSACH_CHI_TIET_DIEN_BIEN_BENH",
         "CHI_TIET_DIEN_BIEN_BENH",
     ),
+    "XML6": (
+        "CHI_TIEU_HO_SO_BENH_AN_CHAM_SOC_VA_DIEU_TRI_HIV_AIDS",
+        "DSACH_HO_SO_BENH_AN_CHAM_SOC_VA_DIEU_TRI_HIV_AIDS",
+        "HO_SO_BENH_AN_CHAM_SOC_VA_DIEU_TRI_HIV_AIDS",
+    ),
+    "XML7": ("CHI_TIEU_DU_LIEU_GIAY_RA_VIEN", None, "CHI_TIEU_DU_LIEU_GIAY_RA_VIEN"),
+    "XML8": (
+        "CHI_TIEU_DU_LIEU_TOM_TAT_HO_SO_BENH_AN",
+        None,
+        "CHI_TIEU_DU_LIEU_TOM_TAT_HO_SO_BENH_AN",
+    ),
+    "XML9": (
+        "CHI_TIEU_DU_LIEU_GIAY_CHUNG_SINH",
+        "DSACH_GIAYCHUNGSINH",
+        "DU_LIEU_GIAY_CHUNG_SINH",
+    ),
+    "XML10": (
+        "CHI_TIEU_DU_LIEU_GIAY_NGHI_DUONG_THAI",
+        None,
+        "CHI_TIEU_DU_LIEU_GIAY_NGHI_DUONG_THAI",
+    ),
+    "XML11": (
+        "CHI_TIEU_DU_LIEU_GIAY_CHUNG_NHAN_NGHI_VIEC_HUONG_BAO_HIEM_XA_HOI",
+        None,
+        "CHI_TIEU_DU_LIEU_GIAY_CHUNG_NHAN_NGHI_VIEC_HUONG_BAO_HIEM_XA_HOI",
+    ),
+    "XML12": ("CHI_TIEU_DU_LIEU_GIAM_DINH_YKHOA", None, "CHI_TIEU_DU_LIEU_GIAM_DINH_YKHOA"),
+    "XML13": ("CHI_TIEU_GIAYCHUYENTUYEN", None, "CHI_TIEU_GIAYCHUYENTUYEN"),
+    "XML14": ("CHI_TIEU_GIAYHEN_KHAMLAI", None, "CHI_TIEU_GIAYHEN_KHAMLAI"),
+    "XML15": (
+        "CHI_TIEU_DIEUTRI_BENHLAO",
+        "DSACH_CHITIET_DIEUTRI_BENHLAO",
+        "CHITIET_DIEUTRI_BENHLAO",
+    ),
 }
 
-
-def _row_xml(tag: str, row: dict[str, str]) -> str:
-    return f"<{tag}>" + "".join(f"<{k}>{escape(v)}</{k}>" for k, v in row.items()) + f"</{tag}>"
-
-
-def table_xml(table: str, rows: list[dict[str, str]]) -> bytes:
-    """A table's own XML document, as packed into NOIDUNGFILE or written bare."""
-    layout = TABLE_LAYOUT[table]
-    head = '<?xml version="1.0" encoding="utf-8"?>'
-    if layout is None:
-        return (head + _row_xml("TONG_HOP", rows[0])).encode("utf-8")
-    root, lst, row_tag = layout
-    body = "".join(_row_xml(row_tag, r) for r in rows)
-    return f"{head}<{root}><{lst}>{body}</{lst}></{root}>".encode()
+# xsd and xsi declared the way .NET serialisers of some HIS products write them on every
+# table root, with a space in the xsi URI (libxml2 refuses that URI; the reader mends it)
+XSI_SPACE = (
+    'xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
+    'xmlns:xsi="http://www.w3.org/2001/XMLSchema instance"'
+)
 
 
-def envelope_xml(facility: str, made: date, visits: list[dict[str, list[dict[str, str]]]]) -> bytes:
-    """The gateway envelope (GIAMDINHHS) around visits, one HOSO each."""
+@dataclass(frozen=True)
+class VendorStyle:
+    """How one HIS product writes its files. The default writes the plain form. Every
+    choice here is legal for the reader (it is how real exports look), none is a defect."""
+
+    name: str = "plain"
+    xsi_space: bool = False  # XSI_SPACE on the envelope and every table root
+    bom: bool = False  # a UTF-8 byte-order mark before the file and before each table
+    crlf: bool = False  # one element a line, CRLF line ends
+    wrap: int = 0  # base64 of NOIDUNGFILE in lines of this width (76, 64), 0: one line
+    loaihoso: str = "XML{n}"  # how LOAIHOSO is spelled: "XML{n}", "xml{n}", "XML{n:02d}"
+
+    def table_type(self, table: str) -> str:
+        return self.loaihoso.format(n=int(table[3:]))
+
+
+# Three families of HIS products, as their exports look
+VENDOR_STYLES: tuple[VendorStyle, ...] = (
+    VendorStyle("dotnet", xsi_space=True, bom=True, crlf=True, wrap=76),
+    VendorStyle("java", xsi_space=True, wrap=64, loaihoso="xml{n}"),
+    VendorStyle("legacy", bom=True, crlf=True, loaihoso="XML{n:02d}"),
+)
+
+QUIRK_KINDS: dict[str, str] = {
+    # how the file is written: all legal, the reader takes them as they come
+    "xsi_namespace_space": "legal",
+    "bom": "legal",
+    "crlf": "legal",
+    "wrapped_base64": "legal",
+    "loaihoso_spelling": "legal",
+    # what it holds. A decimal comma ("12500,5") is a conformance problem: the standard
+    # writes numbers with a decimal point, so the validator reports the field; real files
+    # carry it, so it is listed here and not among the seeded defects.
+    "decimal_comma": "conformance",
+    # Legal: districts were abolished on 1 July 2025, so a later visit has no district
+    # code beside its commune code (the field is left empty, or "000" as by default).
+    "empty_mahuyen": "legal",
+    # Legal: QĐ 4750 amended Bảng 4: "Trường hợp chưa có tên chỉ số thì để trống trường
+    # thông tin này" (the gateway's field list still marks it required; we follow the
+    # amendment, as the validator's data dictionary does).
+    "empty_ten_chi_so": "legal",
+}
+"""Vendor quirk -> "legal" (real files are like this and nothing is wrong) or
+"conformance" (a departure from the standard the validator reports)."""
+
+_DISTRICTS_ABOLISHED = "202507010000"
+
+
+def _row_xml(tag: str, row: dict[str, str], nl: str = "", attrs: str = "") -> str:
+    head = f"<{tag} {attrs}>" if attrs else f"<{tag}>"
+    return head + nl + "".join(f"<{k}>{escape(v)}</{k}>{nl}" for k, v in row.items()) + f"</{tag}>"
+
+
+def table_xml(table: str, rows: list[dict[str, str]], style: VendorStyle | None = None) -> bytes:
+    """A table's own XML document, as packed into NOIDUNGFILE or written bare. A
+    single-row table (XML1, XML7, XML8, XML10-XML14) takes exactly one row."""
+    root, lst, row_tag = TABLE_LAYOUT[table]
+    style = style or VendorStyle()
+    nl = "\r\n" if style.crlf else ""
+    attrs = XSI_SPACE if style.xsi_space else ""
+    head = ("\ufeff" if style.bom else "") + '<?xml version="1.0" encoding="utf-8"?>' + nl
+    if lst is None:
+        if len(rows) != 1:
+            raise ValueError(f"{table} holds one row, not {len(rows)}")
+        return (head + _row_xml(root, rows[0], nl, attrs)).encode("utf-8")
+    body = "".join(_row_xml(row_tag, r, nl) + nl for r in rows)
+    open_root = f"<{root} {attrs}>" if attrs else f"<{root}>"
+    return f"{head}{open_root}{nl}<{lst}>{nl}{body}</{lst}>{nl}</{root}>".encode()
+
+
+def _base64(data: bytes, style: VendorStyle) -> str:
+    text = base64.b64encode(data).decode("ascii")
+    if not style.wrap:
+        return text
+    nl = "\r\n" if style.crlf else "\n"
+    lines = [text[i : i + style.wrap] for i in range(0, len(text), style.wrap)]
+    return nl + nl.join(lines) + nl
+
+
+def envelope_xml(
+    facility: str,
+    made: date,
+    visits: list[dict[str, list[dict[str, str]]]],
+    style: VendorStyle | None = None,
+) -> bytes:
+    """The gateway envelope (GIAMDINHHS) around visits, one HOSO each, written in
+    ``style`` (default: the plain form)."""
+    style = style or VendorStyle()
+    nl = "\r\n" if style.crlf else ""
+    attrs = f" {XSI_SPACE}" if style.xsi_space else ""
     parts = [
-        '<?xml version="1.0" encoding="utf-8"?><GIAMDINHHS><THONGTINDONVI>'
-        f"<MACSKCB>{facility}</MACSKCB></THONGTINDONVI><THONGTINHOSO>"
-        f"<NGAYLAP>{made:%Y%m%d}</NGAYLAP><SOLUONGHOSO>{len(visits)}</SOLUONGHOSO>"
-        "<DANHSACHHOSO>"
+        ("\ufeff" if style.bom else "") + '<?xml version="1.0" encoding="utf-8"?>' + nl,
+        f"<GIAMDINHHS{attrs}>{nl}<THONGTINDONVI>{nl}"
+        f"<MACSKCB>{facility}</MACSKCB>{nl}</THONGTINDONVI>{nl}<THONGTINHOSO>{nl}"
+        f"<NGAYLAP>{made:%Y%m%d}</NGAYLAP>{nl}<SOLUONGHOSO>{len(visits)}</SOLUONGHOSO>{nl}"
+        f"<DANHSACHHOSO>{nl}",
     ]
     for tables in visits:
-        parts.append("<HOSO>")
+        parts.append(f"<HOSO>{nl}")
         for table, rows in tables.items():
             if not rows:
                 continue
-            content = base64.b64encode(table_xml(table, rows)).decode("ascii")
+            content = _base64(table_xml(table, rows, style), style)
             parts.append(
-                f"<FILEHOSO><LOAIHOSO>{table}</LOAIHOSO><NOIDUNGFILE>{content}</NOIDUNGFILE>"
-                "</FILEHOSO>"
+                f"<FILEHOSO>{nl}<LOAIHOSO>{style.table_type(table)}</LOAIHOSO>{nl}"
+                f"<NOIDUNGFILE>{content}</NOIDUNGFILE>{nl}</FILEHOSO>{nl}"
             )
-        parts.append("</HOSO>")
-    parts.append("</DANHSACHHOSO></THONGTINHOSO><CHUKYDONVI/></GIAMDINHHS>")
+        parts.append(f"</HOSO>{nl}")
+    parts.append(f"</DANHSACHHOSO>{nl}</THONGTINHOSO>{nl}<CHUKYDONVI/>{nl}</GIAMDINHHS>{nl}")
     return "".join(parts).encode("utf-8")
+
+
+def _file_quirks(style: VendorStyle) -> list[str]:
+    out = []
+    if style.xsi_space:
+        out.append("xsi_namespace_space")
+    if style.bom:
+        out.append("bom")
+    if style.crlf:
+        out.append("crlf")
+    if style.wrap:
+        out.append("wrapped_base64")
+    if style.loaihoso != "XML{n}":
+        out.append("loaihoso_spelling")
+    return out
+
+
+_NUMBER_FIELDS = ("DON_GIA", "DON_GIA_BV", "SO_LUONG", "THANH_TIEN_BV", "THANH_TIEN", "T_BNCCT")
+
+
+def content_quirks(tables: dict[str, list[dict[str, str]]], rng: Random) -> list[str]:
+    """Give one visit of a vendor-styled file the content quirks of real 2025-26 files
+    (see ``QUIRK_KINDS``), each by chance; returns the ones given."""
+    given = []
+    summary = tables["XML1"][0]
+    if (
+        "MAHUYEN_CU_TRU" in summary
+        and summary.get("NGAY_VAO", "") >= _DISTRICTS_ABOLISHED
+        and rng.random() < 0.5
+    ):
+        summary["MAHUYEN_CU_TRU"] = ""
+        given.append("empty_mahuyen")
+    results = tables.get("XML4", [])
+    if results and rng.random() < 0.3:
+        rng.choice(results)["TEN_CHI_SO"] = ""
+        given.append("empty_ten_chi_so")
+    lines = tables.get("XML2", []) + tables.get("XML3", [])
+    if lines and rng.random() < 0.2:
+        line = rng.choice(lines)
+        name = next((f for f in _NUMBER_FIELDS if "." in line.get(f, "")), None)
+        if name is not None:
+            line[name] = line[name].replace(".", ",")
+        else:
+            name = next(f for f in _NUMBER_FIELDS if f in line)
+            line[name] = line[name] + ",0"
+        given.append("decimal_comma")
+    return given
 
 
 def generate_xml130(
@@ -693,16 +860,25 @@ def generate_xml130(
     visits_per_file: int = VISITS_PER_FILE,
     progress: Callable[[int], None] | None = None,
     province: str | None = None,
+    quirks: float = 0.0,
 ) -> Xml130Summary:
     """Write ``visits`` visits as envelope files under ``out_dir/<facility>/`` plus
     ``defects.csv``. Patients come from ``population`` (a ``synth population`` folder);
     without it a population is generated into ``out_dir/population``. With
     ``province`` the visits are to that province's facilities
-    (:func:`province_facilities`), and a generated population lives there."""
+    (:func:`province_facilities`), and a generated population lives there.
+
+    ``quirks`` is the share of files written the way HIS products write them (one of
+    ``VENDOR_STYLES``), their visits given the content quirks of real files
+    (:func:`content_quirks`); ``quirks.csv`` lists every quirk with its kind
+    (``QUIRK_KINDS``). Quirks draw from their own random stream, so the visits of a seed
+    are the same with or without them."""
     if visits < 0:
         raise ValueError("visits must be >= 0")
     if not 0.0 <= defects <= 1.0:
         raise ValueError("defects must be a rate between 0 and 1")
+    if not 0.0 <= quirks <= 1.0:
+        raise ValueError("quirks must be a rate between 0 and 1")
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     if population is None:
@@ -719,6 +895,14 @@ def generate_xml130(
     pending: dict[tuple[str, bool], list[dict[str, list[dict[str, str]]]]] = {}
     counters: dict[tuple[str, bool], int] = {}
     kinds = sorted(DEFECT_KINDS)
+    quirk_rng = Random(f"{seed}-vendor-quirks")
+    styles: dict[tuple[str, bool], VendorStyle | None] = {}
+    quirk_rows: list[tuple[str, str, str, str]] = []
+
+    def _next_name(key: tuple[str, bool]) -> str:
+        """The name of the file the pending visits of ``key`` go to."""
+        facility, legacy = key
+        return f"{facility}_{'4210' if legacy else '130'}_{counters.get(key, 0) + 1:04d}.xml"
 
     def flush(key: tuple[str, bool]) -> None:
         batch = pending.pop(key, [])
@@ -730,8 +914,11 @@ def generate_xml130(
         folder.mkdir(exist_ok=True)
         std = "4210" if legacy else "130"
         path = folder / f"{facility}_{std}_{counters[key]:04d}.xml"
-        path.write_bytes(envelope_xml(facility, date(2025, 12, 31), batch))
+        style = styles.pop(key, None)
+        path.write_bytes(envelope_xml(facility, date(2025, 12, 31), batch, style))
         summary.files += 1
+        if style is not None:
+            summary.quirky_files += 1
 
     with defects_path.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh)
@@ -751,6 +938,18 @@ def generate_xml130(
                 writer.writerow((name, tables["XML1"][0]["MA_LK"], kind, DEFECT_KINDS[kind]))
                 summary.defects += 1
             key = (facility, legacy)
+            if quirks and key not in pending:  # a new file: which product writes it
+                style = quirk_rng.choice(VENDOR_STYLES) if quirk_rng.random() < quirks else None
+                styles[key] = style
+                if style is not None:
+                    quirk_rows.extend(
+                        (_next_name(key), "", q, QUIRK_KINDS[q]) for q in _file_quirks(style)
+                    )
+            if styles.get(key) is not None:
+                for q in content_quirks(tables, quirk_rng):
+                    quirk_rows.append(
+                        (_next_name(key), tables["XML1"][0]["MA_LK"], q, QUIRK_KINDS[q])
+                    )
             pending.setdefault(key, []).append(tables)
             std = "4210" if legacy else "130"
             summary.visits_by_standard[std] = summary.visits_by_standard.get(std, 0) + 1
@@ -761,6 +960,14 @@ def generate_xml130(
                 progress(n + 1)
         for key in list(pending):
             flush(key)
+    if quirks:
+        quirks_path = out_dir / "quirks.csv"
+        summary.paths["quirks"] = quirks_path
+        with quirks_path.open("w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(("file", "ma_lk", "quirk", "kind"))
+            writer.writerows(quirk_rows)
+        summary.quirks = len(quirk_rows)
     summary.visits = visits
     summary.seconds = time.perf_counter() - started
     if progress is not None:

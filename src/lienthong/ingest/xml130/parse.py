@@ -167,6 +167,8 @@ def _local(tag: object) -> str:
     text: str = tag  # type: ignore[assignment]
     if "}" in text:
         text = text.rsplit("}", 1)[1]
+    elif ":" in text:  # a prefix nothing declares, read on after the namespace error
+        text = text.rsplit(":", 1)[1]
     return text if text.isupper() else text.upper()
 
 
@@ -357,11 +359,12 @@ class _CleanReader:
         return _fix_namespaces(data)
 
 
-def _namespace_only(exc: etree.XMLSyntaxError) -> bool:
-    """Whether every error behind ``exc`` is a namespace error: the XML itself is
-    well-formed (libxml2 reads on after such an error), only a namespace declaration or
-    prefix is wrong, which does not matter to the reader."""
-    errors = [e for e in exc.error_log if e.level >= etree.ErrorLevels.ERROR]
+def _namespace_only(log: Any) -> bool:
+    """Whether every error of one document's error log (its parser's, not the exception's,
+    which gathers the errors of every document the thread parsed) is a namespace error:
+    the XML itself is well-formed (libxml2 reads on after such an error), only a
+    namespace declaration or prefix is wrong, which does not matter to the reader."""
+    errors = [e for e in log if e.level >= etree.ErrorLevels.ERROR]
     return bool(errors) and all(e.domain == etree.ErrorDomains.NAMESPACE for e in errors)
 
 
@@ -418,11 +421,14 @@ def _table_rows(content: str) -> list[dict[str, str]]:
     if not raw.strip():
         raise _BrokenTable("NOIDUNGFILE decodes to nothing")
     raw = _clean_table(raw)
+    parser = _inner_parser()
     try:
-        root = etree.fromstring(raw, _inner_parser())
+        root = etree.fromstring(raw, parser)
     except etree.XMLSyntaxError as exc:
-        if not _namespace_only(exc):
-            raise _BrokenTable(f"the table in NOIDUNGFILE is not well-formed XML ({exc})") from None
+        if not _namespace_only(parser.error_log):
+            raise _BrokenTable(
+                f"the table in NOIDUNGFILE is not well-formed XML ({exc.msg})"
+            ) from None
         # well-formed, only a namespace is wrong: libxml2 builds the same tree when told
         # to go on (it never has to repair anything)
         root = etree.fromstring(raw, _inner_parser(recover=True))
@@ -516,13 +522,14 @@ def scan(
 
 @dataclass
 class _State:
+    events: Any  # the iterparse, whose error log is the document's
     closed: bool = False  # the root element's end was read: the document is complete
 
 
 def _parse_stream(stream: IO[bytes], label: str) -> Iterator[Visit]:
     events = etree.iterparse(_CleanReader(stream), events=("start", "end"), **_parser_options())
     it = iter(events)
-    state = _State()
+    state = _State(events)
     try:
         try:
             _event, root = next(it)
@@ -537,10 +544,10 @@ def _parse_stream(stream: IO[bytes], label: str) -> Iterator[Visit]:
         raise Xml130Error(f"{label}: not well-formed XML ({exc})") from None
 
 
-def _read_on(exc: etree.XMLSyntaxError, state: _State) -> bool:
+def _read_on(state: _State) -> bool:
     """libxml2 reports namespace faults when the document ends; a complete document whose
     only faults they are has been read whole."""
-    return state.closed and _namespace_only(exc)
+    return state.closed and _namespace_only(state.events.error_log)
 
 
 def _envelope(
@@ -564,8 +571,8 @@ def _envelope(
                 _drop(element)
             elif element is root:
                 state.closed = True
-    except etree.XMLSyntaxError as exc:
-        if not _read_on(exc, state):
+    except etree.XMLSyntaxError:
+        if not _read_on(state):
             raise
 
 
@@ -657,8 +664,8 @@ def _bare(
             else:
                 visits.setdefault(fields.get("MA_LK", ""), {}).setdefault(table, []).append(fields)
             _remove(element)
-    except etree.XMLSyntaxError as exc:
-        if not _read_on(exc, state):
+    except etree.XMLSyntaxError:
+        if not _read_on(state):
             raise
     if not any(visits.values()):
         if unknown is not None:
