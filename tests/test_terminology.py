@@ -450,7 +450,9 @@ def test_the_shipped_list_is_what_the_script_derives_from_the_workbook(tmp_path:
     shipped = read_shipped(SHIPPED_PATH)
     assert derived["about"] == shipped["about"]
     assert derived == shipped
-    assert out.read_bytes() == SHIPPED_PATH.read_bytes()  # the build is reproducible
+    # the build is reproducible (bytes compared within one zlib; across zlib builds the
+    # content above is what must agree)
+    assert encode(derived) == out.read_bytes()
     about = shipped["about"]
     assert "4469/QĐ-BYT" in about["decision"] and about["workbook"] == book.name
     assert about["built_by"] == "scripts/build_icd10_list.py"
