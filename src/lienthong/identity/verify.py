@@ -23,9 +23,11 @@ Python that writes the reasons.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import math
+import re
 import sqlite3
 import time
 import unicodedata
@@ -36,6 +38,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+from rapidfuzz.distance import OSA
 
 from lienthong.identity import layouts
 from lienthong.identity.identifiers import check_cccd
@@ -101,6 +104,9 @@ E_DATE = {
     "swap": 4,  # day and month swapped
     "year_slip": 4,  # day and month agree, the year is off by one or one keystroke
     "digit": 0,  # the year agrees, the day or the month is one keystroke away
+    "jan1": 2,  # the year agrees, 1 January written for an unknown day and month
+    "first": 2,  # the year and month agree, the 1st written for an unknown day
+    "year_near": -2,  # the record knows only the year, and it is one off
     "register_partial": 2,  # the register knows only part of the date, which agrees
     "day": -3,  # the year and month agree, the day is another
     "month_only": -3,  # the year and day agree, the month is another
@@ -183,8 +189,31 @@ def place_readings() -> tuple[dict[tuple[str, str], tuple[str, ...]], dict[str, 
     )
 
 
+_SHORT_YEAR = re.compile(r"(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{2})")
+
+
+def _birth_date(raw: str, today: datetime.date) -> tuple[int, int | None, int | None]:
+    """Year, month and day of a birth date: `parse_date`'s forms, and day/month/two-digit
+    year as hand-written forms have it ("4/5/77"), read as the latest such date that is not
+    in the future (a birth date is in the past; the reading is wrong only for people a
+    hundred years old or more). Raises ValueError otherwise."""
+    try:
+        p = parse_date(raw)
+    except ValueError:
+        short = _SHORT_YEAR.fullmatch(raw.strip())
+        if short is None:
+            raise
+        d, m, yy = (int(x) for x in short.group(1, 2, 3))
+        y = today.year // 100 * 100 + yy
+        if (y, m, d) > (today.year, today.month, today.day):
+            y -= 100
+        p = parse_date(f"{d:02d}/{m:02d}/{y:04d}")
+    return p.year, p.month, p.day
+
+
 def _date_map(values: Iterable[str | None]) -> pa.Table:
-    """(raw, y, m, d, bad) for each distinct raw date string, with `parse_date`'s rules."""
+    """(raw, y, m, d, bad) for each distinct raw date string (`_birth_date`)."""
+    today = datetime.date.today()
     raws: list[str | None] = []
     ys: list[int | None] = []
     ms: list[int | None] = []
@@ -196,8 +225,7 @@ def _date_map(values: Iterable[str | None]) -> pa.Table:
         wrong = False
         if raw is not None and raw.strip():
             try:
-                p = parse_date(raw)
-                y, m, d = p.year, p.month, p.day
+                y, m, d = _birth_date(raw, today)
             except ValueError:
                 wrong = True
         ys.append(y)
@@ -333,23 +361,11 @@ def _place_map(pairs: Iterable[tuple[str | None, str | None]]) -> pa.Table:
 # ------------------------------------------------------------------ detailed comparison
 
 
-@functools.lru_cache(maxsize=1 << 18)
-def levenshtein(a: str, b: str, limit: int = 3) -> int:
-    """Edit distance, giving up (returning `limit`) once it reaches `limit`; memoised
-    because the same pairs of names come back again and again."""
-    if a == b:
-        return 0
-    if abs(len(a) - len(b)) >= limit:
-        return limit
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        if min(cur) >= limit:
-            return limit
-        prev = cur
-    return min(prev[-1], limit)
+def edit_distance(a: str, b: str, limit: int = 3) -> int:
+    """Edits between two name keys, capped at `limit`: a letter added, lost or replaced,
+    or two neighbours exchanged ("Nugyễn", "Hùgn": the commonest slips at a keyboard),
+    each one edit (optimal string alignment, `rapidfuzz`)."""
+    return min(OSA.distance(a, b, score_cutoff=limit), limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,7 +404,8 @@ def _letter_apart(a: str, b: str) -> bool:
     """One letter apart, the keys' i/y folding undone ("ti" for "thi" is one letter, though
     its key is "ty")."""
     return (
-        levenshtein(a, b, 2) <= 1 or levenshtein(a.replace("y", "i"), b.replace("y", "i"), 2) <= 1
+        edit_distance(a, b, 2) <= 1
+        or edit_distance(a.replace("y", "i"), b.replace("y", "i"), 2) <= 1
     )
 
 
@@ -429,10 +446,10 @@ def compare_name(
             return "minor", f"full_name: a letter differs{lost}: {said}"
     if distances is None:
         distances = (
-            levenshtein(r.family, g.family, 2),
-            levenshtein(r.given, g.given, 2),
-            levenshtein(r.middle, g.middle, 2),
-            levenshtein(" ".join(sorted(rf)), " ".join(sorted(gf)), 3),
+            edit_distance(r.family, g.family, 2),
+            edit_distance(r.given, g.given, 2),
+            edit_distance(r.middle, g.middle, 2),
+            edit_distance(" ".join(sorted(rf)), " ".join(sorted(gf)), 3),
         )
     fam, giv, mid, whole = distances
     if not r.middle:
@@ -484,6 +501,10 @@ def compare_date(r: Person, g: Person) -> tuple[str, str]:
     if r.y == g.y:
         if g.m is None or (r.m == g.m and g.d is None):
             return "register_partial", f"birth_date: the register knows less: {said}"
+        if r.m == 1 and r.d == 1:
+            return "jan1", f"birth_date: 1 January, written for an unknown day and month: {said}"
+        if r.m == g.m and r.d == 1:
+            return "first", f"birth_date: the 1st, written for an unknown day: {said}"
         if r.m == g.d and r.d == g.m:
             return "swap", f"birth_date: day and month swapped: {said}"
         if r.m == g.m and r.d is not None and g.d is not None:
@@ -500,6 +521,8 @@ def compare_date(r: Person, g: Person) -> tuple[str, str]:
         and (abs(r.y - g.y) <= 1 or _one_keystroke(f"{r.y:04d}", f"{g.y:04d}"))
     ):
         return "year_slip", f"birth_date: year differs: {said}"
+    if r.m is None and g.y is not None and abs(r.y - g.y) == 1:
+        return "year_near", f"birth_date: year differs: {said}"
     return "differ", f"birth_date: {said}"
 
 
@@ -968,7 +991,21 @@ class VerifyEngine:
             ), keys AS (
                 SELECT n.rn, g.gid FROM need n JOIN reg g
                   ON n.fam = g.fam AND n.giv = g.giv AND n.y = g.y
-                 WHERE n.d IS NULL
+                 WHERE n.d IS NULL OR (n.m = 1 AND n.d = 1)
+                UNION
+                -- a year one off (day and month agree)
+                SELECT n.rn, g.gid FROM need n JOIN reg g
+                  ON n.fs = g.fs AND n.m = g.m AND n.d = g.d
+                 WHERE abs(n.y - g.y) = 1
+                UNION
+                -- a year alone may be one off
+                SELECT n.rn, g.gid FROM need n JOIN reg g
+                  ON n.fam = g.fam AND n.giv = g.giv AND n.y + 1 = g.y
+                 WHERE n.m IS NULL
+                UNION
+                SELECT n.rn, g.gid FROM need n JOIN reg g
+                  ON n.fam = g.fam AND n.giv = g.giv AND n.y - 1 = g.y
+                 WHERE n.m IS NULL
 
                 UNION
                 SELECT n.rn, g.gid FROM need n JOIN reg g
@@ -981,7 +1018,7 @@ class VerifyEngine:
                   ON n.fam = g.fam AND n.mid = g.mid AND n.y = g.y AND n.m = g.m AND n.d = g.d
                 UNION
                 SELECT n.rn, g.gid FROM need n JOIN reg g ON n.fs = g.fs AND n.y = g.y
-                 WHERE n.d IS NULL OR n.m = g.m OR n.d = g.d
+                 WHERE n.d IS NULL OR n.m = g.m OR n.d = g.d OR (n.m = 1 AND n.d = 1)
                     OR list_contains(n.cset, g.commune_code)
                 UNION
                 SELECT n.rn, g.gid FROM (
@@ -996,13 +1033,13 @@ class VerifyEngine:
             SELECT k.rn, g.cccd, g.gid, r.cccd = g.cccd AS own,
                 greatest(
                 (CASE WHEN r.fam = g.fam THEN {W_FAMILY[0]}
-                      WHEN r.fam <> '' AND levenshtein(r.fam, g.fam) <= 1 THEN {W_FAMILY[1]}
+                      WHEN r.fam <> '' AND damerau_levenshtein(r.fam, g.fam) <= 1 THEN {W_FAMILY[1]}
                       ELSE {W_FAMILY[2]} END)
               + (CASE WHEN r.giv = g.giv THEN {W_GIVEN[0]}
-                      WHEN levenshtein(r.giv, g.giv) <= 1 THEN {W_GIVEN[1]}
+                      WHEN damerau_levenshtein(r.giv, g.giv) <= 1 THEN {W_GIVEN[1]}
                       ELSE {W_GIVEN[2]} END)
               + (CASE WHEN r.mid = g.mid THEN {W_MIDDLE[0]} WHEN r.mid = '' THEN 0
-                      WHEN levenshtein(r.mid, g.mid) <= 1 THEN {W_MIDDLE[1]}
+                      WHEN damerau_levenshtein(r.mid, g.mid) <= 1 THEN {W_MIDDLE[1]}
                       ELSE {W_MIDDLE[2]} END)
               + (CASE WHEN r.fs = g.fs THEN {W_SAME_TOKENS} ELSE 0 END),
                 -- word order that the order rules misread (a typo in the family name,
@@ -1018,6 +1055,9 @@ class VerifyEngine:
                       WHEN r.y = g.y AND r.m = g.d AND r.d = g.m THEN {W_DATE_SWAP}
                       WHEN r.y = g.y AND r.m = g.m AND r.d IS NULL THEN {W_DATE_MONTH}
                       WHEN r.y = g.y AND r.m IS NULL THEN {W_DATE_YEAR}
+                      WHEN r.y = g.y AND r.m = 1 AND r.d = 1 THEN {W_DATE_YEAR}
+                      WHEN r.y = g.y AND r.m = g.m AND r.d = 1 THEN {W_DATE_YEAR}
+                      WHEN r.m IS NULL AND abs(r.y - g.y) = 1 THEN 0
                       WHEN r.y = g.y AND r.m = g.m AND g.d IS NOT NULL THEN {W_DATE_OTHER_DAY}
                       WHEN r.y = g.y AND g.m IS NOT NULL THEN {W_DATE_OTHER_MONTH}
                       WHEN r.y = g.y THEN 0
@@ -1062,14 +1102,14 @@ class VerifyEngine:
                    b.cccd, b.w, b.w2,
                    -- edit distances with the keys' i/y folding undone (a slip "Tị" for
                    -- "Thị" is one letter, though the keys are "ty" and "thi")
-                   least(levenshtein(n.fam, g.fam), levenshtein(replace(n.fam, 'y', 'i'),
-                                                                replace(g.fam, 'y', 'i'))),
-                   least(levenshtein(n.giv, g.giv), levenshtein(replace(n.giv, 'y', 'i'),
-                                                                replace(g.giv, 'y', 'i'))),
-                   least(levenshtein(n.mid, g.mid), levenshtein(replace(n.mid, 'y', 'i'),
-                                                                replace(g.mid, 'y', 'i'))),
-                   least(levenshtein(n.fs, g.fs), levenshtein(replace(n.fs, 'y', 'i'),
-                                                              replace(g.fs, 'y', 'i'))),
+                   least(damerau_levenshtein(n.fam, g.fam),
+                         damerau_levenshtein(replace(n.fam, 'y', 'i'), replace(g.fam, 'y', 'i'))),
+                   least(damerau_levenshtein(n.giv, g.giv),
+                         damerau_levenshtein(replace(n.giv, 'y', 'i'), replace(g.giv, 'y', 'i'))),
+                   least(damerau_levenshtein(n.mid, g.mid),
+                         damerau_levenshtein(replace(n.mid, 'y', 'i'), replace(g.mid, 'y', 'i'))),
+                   least(damerau_levenshtein(n.fs, g.fs),
+                         damerau_levenshtein(replace(n.fs, 'y', 'i'), replace(g.fs, 'y', 'i'))),
                    h.w,
                    CASE WHEN n.fs = g.fs THEN g.n_full ELSE g.n_fg END
             FROM need n
