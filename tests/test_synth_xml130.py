@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +16,15 @@ from lienthong.cli import app
 from lienthong.identity.identifiers import check_bhyt, check_cccd
 from lienthong.ingest.xml130 import STANDARD_130, STANDARD_4210, Visit, parse
 from lienthong.ingest.xml130.validate import validate_visit
-from lienthong.synth.xml130 import DEFECT_KINDS, generate_xml130
+from lienthong.synth.xml130 import (
+    DEFECT_KINDS,
+    QUIRK_KINDS,
+    TABLE_LAYOUT,
+    VENDOR_STYLES,
+    Xml130Summary,
+    generate_xml130,
+    table_xml,
+)
 from lienthong.terminology.catalogue import WhoIcd10
 
 
@@ -242,3 +252,139 @@ def test_exports_of_one_province(tmp_path: Path) -> None:
                 assert v.summary["MATINH_CU_TRU"] == "79"
                 assert v.summary["MAXA_CU_TRU"] in communes
             assert validate_visit(v, WhoIcd10()) == []
+
+
+# ------------------------------------------------------------------ vendor quirks
+
+
+@pytest.fixture(scope="module")
+def quirky(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Xml130Summary]:
+    base = tmp_path_factory.mktemp("quirks")
+    plain, styled = base / "plain", base / "styled"
+    generate_xml130(300, plain, seed=12, visits_per_file=40)
+    summary = generate_xml130(
+        300, styled, seed=12, visits_per_file=40, quirks=0.6, population=plain / "population"
+    )
+    return plain, styled, summary
+
+
+def _quirks(folder: Path) -> list[dict[str, str]]:
+    with (folder / "quirks.csv").open(encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _file_at(folder: Path, name: str) -> Path:
+    return folder / name.split("_", 1)[0] / name
+
+
+def test_vendor_styled_files_look_like_real_exports(
+    quirky: tuple[Path, Path, Xml130Summary],
+) -> None:
+    _, styled, summary = quirky
+    rows = _quirks(styled)
+    assert summary.quirks == len(rows)
+    assert all(QUIRK_KINDS[r["quirk"]] == r["kind"] for r in rows)
+    assert {r["quirk"] for r in rows} == set(QUIRK_KINDS)
+    files = sorted(styled.glob("*/*.xml"))
+    marked = {r["file"] for r in rows if not r["ma_lk"]}
+    assert summary.quirky_files == len(marked) and 0 < len(marked) < len(files)
+    for path in files:
+        data = path.read_bytes()
+        quirks = {r["quirk"] for r in rows if r["file"] == path.name and not r["ma_lk"]}
+        assert data.startswith(b"\xef\xbb\xbf") == ("bom" in quirks), path.name
+        assert (b"\r\n" in data) == ("crlf" in quirks), path.name
+        assert (b"XMLSchema instance" in data) == ("xsi_namespace_space" in quirks), path.name
+        content = re.findall(rb"<NOIDUNGFILE>([^<]*)</NOIDUNGFILE>", data)
+        assert any(b"\n" in c for c in content) == ("wrapped_base64" in quirks), path.name
+        types = set(re.findall(rb"<LOAIHOSO>([^<]*)</LOAIHOSO>", data))
+        assert (types <= {b"XML1", b"XML2", b"XML3", b"XML4", b"XML5"}) == (
+            "loaihoso_spelling" not in quirks
+        ), path.name
+        if "xsi_namespace_space" in quirks:
+            inner = base64.b64decode(b"".join(content[0].split()))
+            assert b'xmlns:xsi="http://www.w3.org/2001/XMLSchema instance"' in inner
+
+
+def test_vendor_quirks_keep_the_visits_of_the_seed(
+    quirky: tuple[Path, Path, Xml130Summary],
+) -> None:
+    """Quirks draw from their own stream: the same visits, written differently, and only
+    the fields a content quirk names differ."""
+    plain, styled, _ = quirky
+    before = {v.ma_lk: v for f in sorted(plain.glob("*/*.xml")) for v in parse(f)}
+    after = {v.ma_lk: v for f in sorted(styled.glob("*/*.xml")) for v in parse(f)}
+    assert set(before) == set(after) and len(after) == 300
+    assert all(v.broken == [] for v in after.values())
+    given: dict[str, set[str]] = {}
+    for r in _quirks(styled):
+        if r["ma_lk"]:
+            given.setdefault(r["ma_lk"], set()).add(r["quirk"])
+    for ma_lk, visit in after.items():
+        old = before[ma_lk]
+        quirks = given.get(ma_lk, set())
+        if not quirks:
+            assert visit.tables == old.tables
+            continue
+        summary = visit.summary
+        if "empty_mahuyen" in quirks:
+            assert summary["MAHUYEN_CU_TRU"] == "" and old.summary["MAHUYEN_CU_TRU"] == "000"
+            assert summary["NGAY_VAO"] >= "202507010000"
+        else:
+            assert summary == old.summary
+        if "empty_ten_chi_so" in quirks:
+            assert "" in {r["TEN_CHI_SO"] for r in visit.rows("XML4")}
+        lines = visit.rows("XML2") + visit.rows("XML3")
+        commas = [v for r in lines for v in r.values() if re.fullmatch(r"\d+,\d+", v)]
+        assert (len(commas) == 1) == ("decimal_comma" in quirks), ma_lk
+
+
+def test_visits_without_content_quirks_stay_conformant(
+    quirky: tuple[Path, Path, Xml130Summary],
+) -> None:
+    """How a file is written is never a problem of its visits."""
+    _, styled, _ = quirky
+    with_content = {r["ma_lk"] for r in _quirks(styled) if r["ma_lk"]}
+    styled_files = {r["file"] for r in _quirks(styled) if not r["ma_lk"]}
+    checked = 0
+    for name in sorted(styled_files):
+        for visit in parse(_file_at(styled, name)):
+            if visit.ma_lk not in with_content:
+                assert validate_visit(visit) == [], visit.ma_lk
+                checked += 1
+    assert checked > 20
+
+
+def test_no_quirks_no_quirks_file(tmp_path: Path) -> None:
+    summary = generate_xml130(20, tmp_path, seed=1)
+    assert not (tmp_path / "quirks.csv").exists()
+    assert summary.quirky_files == 0 and "quirks" not in summary.paths
+    with pytest.raises(ValueError, match="quirks"):
+        generate_xml130(1, tmp_path / "x", quirks=1.5)
+
+
+def test_every_table_can_be_written() -> None:
+    for table, (root, lst, row_tag) in TABLE_LAYOUT.items():
+        row = {"MA_LK": f"LK-{table}", "GHI_CHU": "a < b"}
+        rows = [row] if lst is None else [row, {**row, "STT": "2"}]
+        (visit,) = parse(table_xml(table, rows))
+        assert visit.tables == {table: rows}, table
+        plain = table_xml(table, rows)
+        assert plain.count(f"<{row_tag}>".encode()) == len(rows)
+        styled = table_xml(table, rows, VENDOR_STYLES[0])
+        assert styled.startswith(b"\xef\xbb\xbf") and b"\r\n" in styled
+        assert f"<{root} xmlns:xsd=".encode() in styled
+        (again,) = parse(styled)
+        assert again.tables == visit.tables
+    with pytest.raises(ValueError, match="one row"):
+        table_xml("XML7", [{"MA_LK": "1"}, {"MA_LK": "2"}])
+
+
+def test_cli_vendor_quirks(tmp_path: Path) -> None:
+    runner = CliRunner()
+    args = ["synth", "xml130", "--visits", "40", "--out", str(tmp_path / "q"), "--per-file", "5"]
+    result = runner.invoke(app, [*args, "--vendor-quirks", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert "vendor style" in " ".join(result.output.split())
+    assert _quirks(tmp_path / "q")
+    bad = runner.invoke(app, [*args, "--vendor-quirks", "1.5"])
+    assert bad.exit_code == 2
