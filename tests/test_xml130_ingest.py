@@ -21,7 +21,7 @@ from lienthong.cli import app
 from lienthong.fhir.engine import FhirEngine
 from lienthong.identity.scoring import patient_features
 from lienthong.ingest.xml130 import STANDARD_4210, Visit, parse
-from lienthong.ingest.xml130.ingest import Xml130Ingest
+from lienthong.ingest.xml130.ingest import CONFORMANCE_SYSTEM, CONFORMANCE_TAG, Xml130Ingest
 from lienthong.ingest.xml130.to_fhir import (
     ADMINISTRATIVE_ADDRESS,
     CITIZEN_ID,
@@ -32,6 +32,7 @@ from lienthong.ingest.xml130.to_fhir import (
     birth_date,
     local_datetime,
     number,
+    record_id,
     record_system,
     visit_system,
 )
@@ -237,25 +238,152 @@ def visits_of_one_file() -> Visit:
     return _ONE[0]
 
 
-def test_invalid_visits_are_reported_and_valid_ones_still_go_in(
+# seeded defects (lienthong.synth.xml130.DEFECT_KINDS) that keep a visit out of the store
+BLOCKING_DEFECTS = {"missing_name", "bad_admission_time", "orphan_row"}
+
+
+def seeded_defects(folder: Path) -> dict[str, str]:
+    """MA_LK -> the defect seeded into that visit."""
+    with (folder / "defects.csv").open(encoding="utf-8") as fh:
+        return {row["ma_lk"]: row["defect"] for row in csv.DictReader(fh)}
+
+
+def test_blocking_visits_are_refused_and_the_others_stored_with_their_problems(
     tmp_path: Path, engine: FhirEngine
 ) -> None:
     generate_xml130(60, tmp_path / "mixed", seed=11, defects=0.3, visits_per_file=30)
-    with (tmp_path / "mixed" / "defects.csv").open(encoding="utf-8") as fh:
-        seeded = {row["ma_lk"] for row in csv.DictReader(fh)}
-    assert seeded  # the generator did seed defects
+    seeded = seeded_defects(tmp_path / "mixed")
+    blocked = {m for m, kind in seeded.items() if kind in BLOCKING_DEFECTS}
+    stored_bad = set(seeded) - blocked
+    assert blocked and stored_bad  # the generator seeded both kinds
     ingest = Xml130Ingest(engine)
     for f in files_of(tmp_path / "mixed"):
         ingest.ingest(f)
     report = ingest.report
-    rejected = {p.ma_lk for p in report.problems}
-    assert rejected == seeded
-    assert report.visits_rejected == len(seeded)
-    assert report.visits_created == 60 - len(seeded)
+    assert {p.ma_lk for p in report.problems} == blocked
     assert all(p.file and p.rule and p.message for p in report.problems)
+    assert any(p.severity == "blocking" for p in report.problems)
+    assert {p.ma_lk for p in report.stored_problems} == stored_bad
+    assert {p.severity for p in report.stored_problems} == {"conformance"}
+    assert report.visits_rejected == len(blocked)
+    assert report.visits_created == 60 - len(blocked)
+    assert report.visits_nonconformant == len(stored_bad)
+    assert f"({len(stored_bad)} of them with conformance problems)" in report.summary()
+    tagged = find(engine.store, "Encounter", _tag=f"{CONFORMANCE_SYSTEM}|nonconformant")
+    outcomes = find(engine.store, "OperationOutcome", _tag=f"{CONFORMANCE_SYSTEM}|nonconformant")
+    assert len(tagged) == len(outcomes) == len(stored_bad)
+    for v in visits_of(tmp_path / "mixed"):
+        found = find(engine.store, "Encounter", identifier=f"{visit_system(v.ma_cskcb)}|{v.ma_lk}")
+        if v.ma_lk in blocked:
+            assert found == []
+            continue
+        assert len(found) == 1
+        encounter = found[0]
+        tags = (encounter.get("meta") or {}).get("tag") or []
+        links = [e for e in encounter.get("extension") or [] if e["url"].endswith("outcome")]
+        if v.ma_lk not in stored_bad:
+            assert tags == [] and links == []
+            continue
+        assert tags == [CONFORMANCE_TAG]
+        (link,) = links
+        outcome_id = link["valueReference"]["reference"].split("/")[1]
+        assert outcome_id == record_id(v.ma_cskcb, v.ma_lk, "conformance")
+        outcome = one(engine.store, "OperationOutcome", _id=outcome_id)
+        mine = [p for p in report.stored_problems if p.ma_lk == v.ma_lk]
+        assert len(outcome["issue"]) == len(mine)
+        for issue, p in zip(outcome["issue"], mine, strict=True):
+            assert issue["severity"] == "warning" and issue["code"] in ("invalid", "value")
+            assert issue["diagnostics"].startswith(p.message)
+            assert issue["expression"] == [f"{p.table}.{p.field}"]
+            assert issue["details"]["coding"][0]["code"] == p.rule
+
+
+def test_strict_refuses_every_visit_with_a_problem(tmp_path: Path, engine: FhirEngine) -> None:
+    generate_xml130(60, tmp_path / "mixed", seed=11, defects=0.3, visits_per_file=30)
+    seeded = set(seeded_defects(tmp_path / "mixed"))
+    ingest = Xml130Ingest(engine, strict=True)
+    for f in files_of(tmp_path / "mixed"):
+        ingest.ingest(f)
+    report = ingest.report
+    assert {p.ma_lk for p in report.problems} == seeded
+    assert report.visits_rejected == len(seeded) and report.visits_nonconformant == 0
+    assert report.visits_created == 60 - len(seeded) and report.stored_problems == []
     for v in visits_of(tmp_path / "mixed"):
         found = find(engine.store, "Encounter", identifier=f"{visit_system(v.ma_cskcb)}|{v.ma_lk}")
         assert len(found) == (0 if v.ma_lk in seeded else 1)
+    assert find(engine.store, "OperationOutcome") == []
+
+
+def test_a_resent_visit_updates_its_problems_and_a_clean_resend_deletes_them(
+    exports: Path, engine: FhirEngine
+) -> None:
+    v = next(v for v in visits_of(exports) if v.standard != STANDARD_4210 and v.rows("XML2"))
+    bad = {
+        **v.tables,
+        "XML1": [{**v.summary, "GIOI_TINH": "9"}],
+        "XML2": [{**r, "SO_LUONG": r["SO_LUONG"] + ",0"} for r in v.rows("XML2")],
+    }
+    ingest = Xml130Ingest(engine)
+    outcome_id = record_id(v.ma_cskcb, v.ma_lk, "conformance")
+    by_key = {"identifier": f"{visit_system(v.ma_cskcb)}|{v.ma_lk}"}
+
+    ingest.ingest(envelope_xml(v.ma_cskcb, date(2025, 1, 1), [bad]), name="first.xml")
+    assert ingest.report.visits_created == 1 and ingest.report.visits_nonconformant == 1
+    first = one(engine.store, "OperationOutcome", _id=outcome_id)
+    assert {i["details"]["coding"][0]["code"] for i in first["issue"]} == {
+        "code",
+        "decimal_comma",
+    }
+    assert len(first["issue"]) == 2  # the comma once, however many drug lines
+    comma = next(i for i in first["issue"] if i["expression"] == ["XML2.SO_LUONG"])
+    assert f"on {len(v.rows('XML2'))} line" in comma["diagnostics"]
+
+    only_sex = {**v.tables, "XML1": [{**v.summary, "GIOI_TINH": "9"}]}
+    ingest.ingest(envelope_xml(v.ma_cskcb, date(2025, 1, 2), [only_sex]), name="second.xml")
+    second = one(engine.store, "OperationOutcome", _id=outcome_id)
+    assert second["meta"]["versionId"] == "2" and len(second["issue"]) == 1
+    assert len(find(engine.store, "OperationOutcome")) == 1
+
+    ingest.ingest(envelope_xml(v.ma_cskcb, date(2025, 1, 3), [v.tables]), name="third.xml")
+    assert ingest.report.visits_updated == 2 and ingest.report.problems == []
+    assert find(engine.store, "OperationOutcome") == []
+    encounter = one(engine.store, "Encounter", **by_key)
+    assert "tag" not in (encounter.get("meta") or {}) and "extension" not in encounter
+    assert find(engine.store, "Encounter", _tag=f"{CONFORMANCE_SYSTEM}|nonconformant") == []
+    with engine.store.reader() as session:
+        gone = session.read("OperationOutcome", outcome_id)
+    assert gone is not None and gone.deleted  # history keeps what was reported
+
+    ingest.ingest(envelope_xml(v.ma_cskcb, date(2025, 1, 4), [only_sex]), name="fourth.xml")
+    assert one(engine.store, "OperationOutcome", _id=outcome_id)["issue"][0]["expression"] == [
+        "XML1.GIOI_TINH"
+    ]
+    assert one(engine.store, "Encounter", **by_key)["meta"]["tag"] == [CONFORMANCE_TAG]
+
+
+def test_a_real_world_export_is_stored_with_its_decimal_commas_noted(engine: FhirEngine) -> None:
+    """The hand-written delivery visit (decimal commas, no district, a DS card of the
+    Defence office, results without indicator name, a birth certificate without note)
+    goes in; its amounts are the numbers the commas stand for."""
+    from tests.test_xml130_validate import real_world_export
+
+    ingest = Xml130Ingest(engine)
+    ingest.ingest(real_world_export(), name="real.xml")
+    report = ingest.report
+    assert report.problems == [] and report.visits_created == 1
+    assert report.visits_nonconformant == 1
+    assert {p.rule for p in report.stored_problems} == {"decimal_comma"}
+    encounter = one(engine.store, "Encounter", _tag=f"{CONFORMANCE_SYSTEM}|nonconformant")
+    claim = one(engine.store, "Claim")
+    assert claim["total"]["value"] == pytest.approx(1561302.6)
+    patient = one(engine.store, "Patient")
+    cards = [i["value"] for i in patient["identifier"] if i["system"] == INSURANCE_NUMBER]
+    assert cards and cards[0].startswith("DS497")
+    outcome = one(engine.store, "OperationOutcome")
+    assert encounter["extension"][-1]["valueReference"]["reference"] == (
+        f"OperationOutcome/{outcome['id']}"
+    )
+    assert {i["expression"][0] for i in outcome["issue"]} >= {"XML2.DON_GIA", "XML1.CAN_NANG"}
 
 
 def test_a_file_that_breaks_off_is_refused_whole(exports: Path, engine: FhirEngine) -> None:
@@ -273,22 +401,29 @@ def test_a_file_that_breaks_off_is_refused_whole(exports: Path, engine: FhirEngi
 
 
 def test_cli_ingest_prints_counts_problems_and_is_audited(tmp_path: Path) -> None:
-    generate_xml130(12, tmp_path / "x", seed=5, defects=0.25)
-    with (tmp_path / "x" / "defects.csv").open(encoding="utf-8") as fh:
-        seeded = {row["ma_lk"] for row in csv.DictReader(fh)}
+    generate_xml130(16, tmp_path / "x", seed=5, defects=0.5)
+    seeded = seeded_defects(tmp_path / "x")
+    blocked = {m for m, kind in seeded.items() if kind in BLOCKING_DEFECTS}
+    assert blocked and set(seeded) - blocked
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     result = CliRunner().invoke(
         app, ["xml130", "ingest", str(tmp_path / "x"), "--database", url, "--batch", "5"]
     )
-    assert result.exit_code == (1 if seeded else 0), result.stderr
-    written = 12 - len(seeded)
-    assert f"{written} visits written, 0 updated, {len(seeded)} rejected" in result.stdout
+    assert result.exit_code == 1, result.stderr
+    written = 16 - len(blocked)
+    nonconformant = len(seeded) - len(blocked)
+    assert (
+        f"{written} visits written, 0 updated ({nonconformant} of them with conformance "
+        f"problems), {len(blocked)} rejected"
+    ) in " ".join(result.stdout.split())
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     for ma_lk in seeded:
-        assert any(ma_lk in line for line in lines)
+        kind = "[blocking, not written]" if ma_lk in blocked else "[conformance, stored]"
+        assert any(ma_lk in line and kind in line for line in lines), ma_lk
     store = open_store(url)
     try:
         assert store.counts()["Encounter"] == written
+        assert store.counts()["OperationOutcome"] == nonconformant
     finally:
         store.close()
     log = AuditLog(url)
@@ -299,6 +434,19 @@ def test_cli_ingest_prints_counts_problems_and_is_audited(tmp_path: Path) -> Non
     assert total == 1 and records[0].entry.action == "xml130-ingest"
     missing = CliRunner().invoke(app, ["xml130", "ingest", str(tmp_path / "none.xml"), "-d", url])
     assert missing.exit_code == 2 and "no such file" in missing.stderr
+
+    strict_url = f"sqlite:///{tmp_path / 'strict.sqlite'}"
+    strict = CliRunner().invoke(
+        app, ["xml130", "ingest", str(tmp_path / "x"), "-d", strict_url, "--strict"]
+    )
+    assert strict.exit_code == 1, strict.stderr
+    assert f"{16 - len(seeded)} visits written, 0 updated (0 of them" in strict.stdout
+    store = open_store(strict_url)
+    try:
+        assert store.counts()["Encounter"] == 16 - len(seeded)
+        assert "OperationOutcome" not in store.counts()
+    finally:
+        store.close()
 
 
 # -- POST /xml130 over a real server ------------------------------------------------
@@ -384,7 +532,8 @@ def test_post_xml130_end_to_end_with_facility_tokens(
     outcome = r.json()
     assert outcome["resourceType"] == "OperationOutcome"
     summary = outcome["issue"][-1]["diagnostics"]
-    assert f"{len(sent)} visits written, 0 updated, 0 rejected" in summary
+    assert f"{len(sent)} visits written, 0 updated (0 of them with conformance" in summary
+    assert "problems), 0 rejected" in summary
     assert encounters() == len(sent)
     v = sent[0]
     found = httpx.get(
@@ -402,6 +551,42 @@ def test_post_xml130_end_to_end_with_facility_tokens(
     r = post(base, tokens["his-ha-dong"], data)
     assert r.status_code == 200 and f"0 visits written, {len(sent)} updated" in r.text
     assert encounters() == len(sent)
+    # a visit with a conformance problem goes in with it, unless the sender asks ?strict=true
+    v = sent[0]
+    odd = {**v.tables, "XML1": [{**v.summary, "GIOI_TINH": "9"}]}
+    odd_data = envelope_xml(v.ma_cskcb, date(2025, 1, 2), [odd])
+    r = httpx.post(
+        f"{base}/xml130",
+        params={"strict": "true"},
+        content=odd_data,
+        headers={"Authorization": f"Bearer {tokens['his-01012']}", "Content-Type": "text/xml"},
+        timeout=60,
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["issue"][0]["severity"] == "error" and "GIOI_TINH" in r.text
+    r = post(base, tokens["his-01012"], odd_data)
+    assert r.status_code == 200, r.text
+    warnings = [i for i in r.json()["issue"] if i["severity"] == "warning"]
+    assert [i["expression"] for i in warnings] == [["XML1.GIOI_TINH"]]
+    tagged = httpx.get(
+        f"{base}/fhir/Encounter",
+        params={"_tag": f"{CONFORMANCE_SYSTEM}|nonconformant"},
+        headers=auth,
+    ).json()
+    assert tagged["total"] == 1
+    assert tagged["entry"][0]["resource"]["identifier"][0]["value"] == v.ma_lk
+    outcomes = httpx.get(
+        f"{base}/fhir/OperationOutcome",
+        params={"_tag": f"{CONFORMANCE_SYSTEM}|nonconformant"},
+        headers=auth,
+    ).json()
+    assert outcomes["total"] == 1
+    assert (
+        httpx.post(
+            f"{base}/xml130", params={"strict": "maybe"}, content=odd_data, headers=auth
+        ).status_code
+        == 400
+    )
     # a broken upload is refused with a reason
     r = post(base, tokens["his-01012"], b"<GIAMDINHHS><THONGTINHOSO>")
     assert r.status_code == 400 and ("not well-formed" in r.text or "no visit" in r.text)

@@ -295,12 +295,18 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
                     "(LIENTHONG_XML130_MAX_BYTES)",
                 )
         body = bytes(raw)
+        strict_param = request.query_params.get("strict", "false").strip().lower()
+        if strict_param not in ("true", "false"):
+            raise error(400, "invalid", f"strict: {strict_param!r} is not true or false")
+        strict = strict_param == "true"  # refuse visits with conformance problems too
         return await audited(
             request,
             "xml130-ingest",
             None,
             None,
-            lambda eng, ctx: xml130_ingest.submit(eng, ctx, body, settings.xml130_max_bytes),
+            lambda eng, ctx: xml130_ingest.submit(
+                eng, ctx, body, settings.xml130_max_bytes, strict=strict
+            ),
         )
 
     @app.get("/fhir/CodeSystem/$lookup")

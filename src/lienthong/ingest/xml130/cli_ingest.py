@@ -60,10 +60,20 @@ def ingest_command(
             help="visits per database commit; each visit is still all or nothing on its own",
         ),
     ] = 50,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="refuse every visit with any problem, conformance problems included "
+            "(by default those are stored with their problems)",
+        ),
+    ] = False,
 ) -> None:
-    """Write each valid visit as FHIR resources (one transaction per visit, in a savepoint
-    of a commit of --batch visits); report the others, one line per problem. Exit status
-    1 when any visit or file was rejected."""
+    """Write each visit that can be stored faithfully as FHIR resources (one transaction
+    per visit, in a savepoint of a commit of --batch visits): visits with only conformance
+    problems go in with them (an OperationOutcome and a tag on the Encounter), visits with
+    a blocking problem are reported, one line per problem, and not written. Exit status 1
+    when any visit or file was rejected."""
     from lienthong.fhir.engine import FhirEngine
     from lienthong.ingest.xml130.ingest import Xml130Ingest
     from lienthong.storage.base import open_store
@@ -82,7 +92,11 @@ def ingest_command(
                 progress.update(task, advance=1, description=f"ingesting {file}")
 
             ingest = Xml130Ingest(
-                engine, max_bytes=settings.xml130_max_bytes, on_visit=advance, batch=batch
+                engine,
+                max_bytes=settings.xml130_max_bytes,
+                on_visit=advance,
+                batch=batch,
+                strict=strict,
             )
             ingest.ingest_paths(files, (os.cpu_count() or 1) if workers is None else workers)
         report = ingest.report
@@ -91,12 +105,17 @@ def ingest_command(
         store.close()
     elapsed = time.perf_counter() - started
     audit_run(settings, "xml130-ingest", files, report.summary(), ok=not report.problems)
-    for problem in report.problems:
-        where = ".".join(x for x in (problem.table, problem.field) if x)
-        value = f" (value {problem.value!r})" if problem.value else ""
-        ma_lk = f" {problem.ma_lk}" if problem.ma_lk else ""
-        where = f"{where}: " if where else ""
-        typer.echo(f"{problem.file}{ma_lk}: {where}{problem.message}{value}", err=True)
+    for kind, problems in (("not written", report.problems), ("stored", report.stored_problems)):
+        for problem in problems:
+            where = ".".join(x for x in (problem.table, problem.field) if x)
+            value = f" (value {problem.value!r})" if problem.value else ""
+            ma_lk = f" {problem.ma_lk}" if problem.ma_lk else ""
+            where = f"{where}: " if where else ""
+            typer.echo(
+                f"{problem.file}{ma_lk}: [{problem.severity}, {kind}] {where}"
+                f"{problem.message}{value}",
+                err=True,
+            )
     console.print(
         counts_table(f"Ingested into {settings.database_url}", "written", report.resources)
     )

@@ -1,11 +1,18 @@
 """Hospital XML exports into the shared record: parse, validate, map, write.
 
-Each valid visit is written as ONE transaction through the FHIR engine, so the
-access policy of whoever sends it, the master person index and the audit
-trail apply exactly as for any other write. A visit that fails validation is
-reported (one line per problem) and not written; the valid visits of the same
-file still go in. A file that cannot be read to its end (hostile, truncated,
-bad base64) is refused before anything of it is written.
+Each visit that can be stored faithfully is written as ONE transaction through
+the FHIR engine, so the access policy of whoever sends it, the master person
+index and the audit trail apply exactly as for any other write. A visit with a
+*blocking* problem (no MA_LK, no patient name or birth date, an unreadable
+table, ...; see :data:`rules.BLOCKING_PROBLEMS`) is reported and not written;
+a visit with only *conformance* problems is written as sent, and its problems
+go with it: an ``OperationOutcome`` (id derived from facility and MA_LK, one
+``warning`` issue per problem) and a ``meta.tag`` on its Encounter
+(:data:`CONFORMANCE_TAG`) that points to it, so a vendor finds them with
+``Encounter?_tag=...`` or ``OperationOutcome?_tag=...``. Re-sending the visit
+updates the OperationOutcome, re-sending it clean deletes it. ``strict`` keeps
+every visit with any problem out. A file that cannot be read to its end
+(hostile, truncated, bad base64) is refused before anything of it is written.
 """
 
 from __future__ import annotations
@@ -24,23 +31,38 @@ from lienthong.fhir.interactions.transaction import process_bundle
 from lienthong.fhir.validate import validate_resource
 from lienthong.ingest.xml130.model import Visit, Xml130Error
 from lienthong.ingest.xml130.parse import DEFAULT_MAX_BYTES, parse
-from lienthong.ingest.xml130.to_fhir import visit_bundle
-from lienthong.ingest.xml130.validate import FileValidation, Problem
+from lienthong.ingest.xml130.to_fhir import LT, record_id, visit_bundle
+from lienthong.ingest.xml130.validate import DECIMAL_COMMA, FileValidation, Problem, blocking
 from lienthong.storage.base import Session, WriteSession
 from lienthong.terminology.catalogue import Icd10Catalogue, icd10_catalogue
+
+CONFORMANCE_SYSTEM = f"{LT}/CodeSystem/xml130-conformance"
+"""Tag system of visits stored with conformance problems (and of their OperationOutcome)."""
+CONFORMANCE_TAG = {
+    "system": CONFORMANCE_SYSTEM,
+    "code": "nonconformant",
+    "display": "stored with XML 130 conformance problems (see its OperationOutcome)",
+}
+CONFORMANCE_OUTCOME_EXTENSION = f"{LT}/StructureDefinition/xml130-conformance-outcome"
+"""Encounter extension whose valueReference is the visit's OperationOutcome."""
+CONFORMANCE_PART = "conformance"  # record_id(facility, MA_LK, part) of the OperationOutcome
 
 
 @dataclass
 class IngestReport:
-    """What one run did: visits written (new), updated (re-sent), rejected; resources by
-    type; every problem; files refused whole."""
+    """What one run did: visits written (new), updated (re-sent), written with conformance
+    problems (counted in those two as well), rejected; resources by type; the problems of
+    rejected visits and refused files (``problems``) and those stored with written visits
+    (``stored_problems``); files refused whole."""
 
     files: int = 0
     visits_created: int = 0
     visits_updated: int = 0
     visits_rejected: int = 0
+    visits_nonconformant: int = 0
     resources: Counter[str] = field(default_factory=Counter)
     problems: list[Problem] = field(default_factory=list)
+    stored_problems: list[Problem] = field(default_factory=list)
     refused_files: list[str] = field(default_factory=list)
     patients: set[str] = field(default_factory=set)
 
@@ -52,7 +74,8 @@ class IngestReport:
         refused = f", {len(self.refused_files)} files refused" if self.refused_files else ""
         return (
             f"{self.files} files: {self.visits_created} visits written, "
-            f"{self.visits_updated} updated, {self.visits_rejected} rejected{refused}; "
+            f"{self.visits_updated} updated ({self.visits_nonconformant} of them with "
+            f"conformance problems), {self.visits_rejected} rejected{refused}; "
             f"{sum(self.resources.values())} resources"
         )
 
@@ -68,7 +91,7 @@ class FacilityRefused(Exception):
 class _Outcome:
     """What writing one visit did, counted into the report once its batch commits."""
 
-    problems: list[Problem]
+    problems: list[Problem]  # why it was not written (empty when it was)
     created: bool = True
     resources: Counter[str] = field(default_factory=Counter)
     patients: set[str] = field(default_factory=set)
@@ -76,8 +99,9 @@ class _Outcome:
 
 @dataclass
 class PreparedVisit:
-    """A visit made ready for the writer: its problems, or its transaction Bundle
-    (serialised, structurally validated)."""
+    """A visit made ready for the writer: its problems, and its transaction Bundle
+    (serialised, structurally validated) unless they keep it out; a visit written with
+    problems carries them in the Bundle's OperationOutcome."""
 
     file: str
     ma_lk: str
@@ -105,6 +129,88 @@ def _fhir_problems(file: str, ma_lk: str, exc: FhirError, lead: str) -> list[Pro
     ]
 
 
+def conformance_outcome(visit: Visit, problems: list[Problem]) -> dict[str, Any]:
+    """The OperationOutcome stored with a visit written despite conformance problems: one
+    ``warning`` issue per problem (code ``value`` for a value that breaks its field's rule,
+    ``invalid`` otherwise), the message as diagnostics, ``XML1.FIELD`` as expression."""
+    facility, ma_lk = visit.ma_cskcb.strip(), visit.ma_lk.strip()
+    issues = []
+    for p in problems:
+        issue: dict[str, Any] = {
+            "severity": "warning",
+            "code": "value" if p.value else "invalid",
+            "details": {"coding": [{"system": CONFORMANCE_SYSTEM, "code": p.rule}]},
+            "diagnostics": p.message + (f" (value {p.value!r})" if p.value else ""),
+        }
+        where = ".".join(x for x in (p.table, p.field) if x)
+        if where:
+            issue["expression"] = [where]
+        issues.append(issue)
+    return {
+        "resourceType": "OperationOutcome",
+        "id": record_id(facility, ma_lk, CONFORMANCE_PART),
+        "meta": {"tag": [dict(CONFORMANCE_TAG)]},
+        "text": {
+            "status": "generated",
+            "div": '<div xmlns="http://www.w3.org/1999/xhtml">'
+            + f"{len(problems)} conformance problems of visit MA_LK {_html(ma_lk)} "
+            + f"of facility {_html(facility)}</div>",
+        },
+        "issue": issues,
+    }
+
+
+def _html(value: str) -> str:
+    from html import escape
+
+    return escape(value, quote=True)
+
+
+def add_conformance(bundle: dict[str, Any], visit: Visit, problems: list[Problem]) -> None:
+    """Attach a visit's conformance problems to its transaction: the OperationOutcome (PUT
+    under its derived id) and, on the Encounter, the tag and an extension pointing to it."""
+    outcome = conformance_outcome(visit, problems)
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "Encounter":
+            meta = resource.setdefault("meta", {})
+            meta["tag"] = [*meta.get("tag", []), dict(CONFORMANCE_TAG)]
+            resource["extension"] = [
+                *resource.get("extension", []),
+                {
+                    "url": CONFORMANCE_OUTCOME_EXTENSION,
+                    "valueReference": {"reference": f"OperationOutcome/{outcome['id']}"},
+                },
+            ]
+    bundle["entry"].append(
+        {
+            "fullUrl": f"urn:uuid:{outcome['id']}",
+            "resource": outcome,
+            "request": {"method": "PUT", "url": f"OperationOutcome/{outcome['id']}"},
+        }
+    )
+
+
+def read_decimal_commas(visit: Visit, problems: list[Problem]) -> Visit:
+    """The visit as it is meant: in the fields reported for a decimal comma, ``12500,5``
+    becomes ``12500.5``, so the stored amounts are the numbers the facility meant (the
+    OperationOutcome keeps what was sent). The visit itself is not changed."""
+    from dataclasses import replace
+
+    fields = {(p.table, p.field) for p in problems if p.rule == "decimal_comma"}
+    if not fields:
+        return visit
+    tables = dict(visit.tables)
+    for table, name in fields:
+        tables[table] = [
+            {**row, name: row[name].replace(",", ".")}
+            if DECIMAL_COMMA.fullmatch(row.get(name) or "")
+            else row
+            for row in tables.get(table, [])
+        ]
+    return replace(visit, tables=tables)
+
+
 def prepare_visits(
     source: str | Path | bytes,
     label: str,
@@ -113,11 +219,14 @@ def prepare_visits(
     max_bytes: int = DEFAULT_MAX_BYTES,
     facilities: frozenset[str] | None = None,
     mapper: Callable[[Visit, Icd10Catalogue], dict[str, Any]] = visit_bundle,
+    strict: bool = False,
 ) -> tuple[PreparedFile, Iterator[PreparedVisit]]:
     """Check a file can be read to its end (and holds only the sender's facilities), then
-    stream its visits: validated against the standard, mapped, and their resources
-    validated against the FHIR models — everything but the write, so it can run in a
-    worker process. When the file is refused the iterator is empty."""
+    stream its visits: validated against the standard, mapped (with their conformance
+    problems attached, see :func:`add_conformance`), and their resources validated
+    against the FHIR models — everything but the write, so it can run in a worker
+    process. A visit with a blocking problem — any problem when ``strict`` — is not
+    mapped. When the file is refused the iterator is empty."""
     prepared = PreparedFile(label)
     try:
         for visit in parse(source, name=label, max_bytes=max_bytes):
@@ -136,11 +245,13 @@ def prepare_visits(
     def visits() -> Iterator[PreparedVisit]:
         check = FileValidation(source, icd=icd, name=label, max_bytes=max_bytes)
         for visit, problems in check:
-            if problems:
+            if problems and (strict or blocking(problems)):
                 yield PreparedVisit(visit.file, visit.ma_lk, problems)
                 continue
             try:
-                bundle = mapper(visit, icd)
+                bundle = mapper(read_decimal_commas(visit, problems), icd)
+                if problems:
+                    add_conformance(bundle, visit, problems)
             except FhirError as exc:
                 yield PreparedVisit(
                     visit.file,
@@ -164,9 +275,9 @@ def prepare_visits(
                         )
                     )
             if failed:
-                yield PreparedVisit(visit.file, visit.ma_lk, failed)
+                yield PreparedVisit(visit.file, visit.ma_lk, [*failed, *problems])
             else:
-                yield PreparedVisit(visit.file, visit.ma_lk, [], orjson.dumps(bundle))
+                yield PreparedVisit(visit.file, visit.ma_lk, problems, orjson.dumps(bundle))
         prepared.file_problems.extend(check.file_problems)
 
     return prepared, visits()
@@ -177,16 +288,20 @@ def prepare_visits(
 _worker_args: dict[str, Any] = {}
 
 
-def _worker_init(icd: Icd10Catalogue, max_bytes: int) -> None:
+def _worker_init(icd: Icd10Catalogue, max_bytes: int, strict: bool = False) -> None:
     import gc
 
     gc.set_threshold(100_000, 50, 100)
-    _worker_args.update(icd=icd, max_bytes=max_bytes)
+    _worker_args.update(icd=icd, max_bytes=max_bytes, strict=strict)
 
 
 def _prepare_in_worker(path: str) -> PreparedFile:
     prepared, visits = prepare_visits(
-        path, Path(path).name, _worker_args["icd"], max_bytes=_worker_args["max_bytes"]
+        path,
+        Path(path).name,
+        _worker_args["icd"],
+        max_bytes=_worker_args["max_bytes"],
+        strict=_worker_args["strict"],
     )
     prepared.visits = list(visits)
     return prepared
@@ -197,6 +312,7 @@ class Xml130Ingest:
 
     ``facilities``, when given, are the only MA_CSKCB values the submitter may send: a
     file with another facility's visit is refused whole (:class:`FacilityRefused`).
+    ``strict`` refuses every visit with any problem, conformance problems included.
     """
 
     def __init__(
@@ -209,8 +325,10 @@ class Xml130Ingest:
         on_visit: Callable[[str, bool], None] | None = None,
         mapper: Callable[[Visit, Icd10Catalogue], dict[str, Any]] = visit_bundle,
         batch: int = 50,
+        strict: bool = False,
     ) -> None:
         self.engine = engine
+        self.strict = strict
         self.batch = max(1, batch)
         self.icd = icd if icd is not None else icd10_catalogue(engine)
         self.max_bytes = max_bytes
@@ -230,6 +348,7 @@ class Xml130Ingest:
             max_bytes=self.max_bytes,
             facilities=self.facilities,
             mapper=self.mapper,
+            strict=self.strict,
         )
         self._take(prepared, visits)
         return self.report
@@ -244,7 +363,7 @@ class Xml130Ingest:
         from concurrent.futures import Future, ProcessPoolExecutor
 
         with ProcessPoolExecutor(
-            workers, initializer=_worker_init, initargs=(self.icd, self.max_bytes)
+            workers, initializer=_worker_init, initargs=(self.icd, self.max_bytes, self.strict)
         ) as pool:
             pending: list[Future[PreparedFile]] = []
             queue = [str(p) for p in paths]
@@ -293,14 +412,21 @@ class Xml130Ingest:
             if outcome.problems:
                 report.visits_rejected += 1
                 report.problems.extend(outcome.problems)
-            elif outcome.created:
+                report.problems.extend(visit.problems)
+                if self.on_visit is not None:
+                    self.on_visit(visit.file, False)
+                continue
+            if outcome.created:
                 report.visits_created += 1
             else:
                 report.visits_updated += 1
+            if visit.problems:
+                report.visits_nonconformant += 1
+                report.stored_problems.extend(visit.problems)
             report.resources.update(outcome.resources)
             report.patients.update(outcome.patients)
             if self.on_visit is not None:
-                self.on_visit(visit.file, not outcome.problems)
+                self.on_visit(visit.file, True)
 
     def _write(self, visit: PreparedVisit, session: WriteSession) -> _Outcome:
         assert visit.bundle is not None
@@ -330,15 +456,17 @@ class Xml130Ingest:
         """DELETE entries for what an earlier version of a re-sent visit had and this one
         has not (a drug line taken out, a diagnosis corrected away), so the record after a
         re-send is the visit as last sent. Found through the record identifier and the
-        Encounter; nothing when the visit is new."""
+        Encounter; nothing when the visit is new. The OperationOutcome of an earlier
+        nonconformant version goes too when this one is clean."""
         entries = bundle["entry"]
         encounter = next((e for e in entries if e["resource"]["resourceType"] == "Encounter"), None)
         parts = [
             e for e in entries if e["request"]["method"] == "PUT" and "?" not in e["request"]["url"]
         ]
-        if encounter is None or not parts:
+        records = [e for e in parts if e["resource"].get("identifier")]
+        if encounter is None or not records:
             return []
-        record = parts[0]["resource"]["identifier"][0]["system"]
+        record = records[0]["resource"]["identifier"][0]["system"]
         keep = {(e["resource"]["resourceType"], e["resource"]["id"]) for e in parts}
         query = encounter["request"]["url"].split("?", 1)[1]
         engine = self.engine
@@ -346,6 +474,14 @@ class Xml130Ingest:
         found = engine.match_conditional(session, "Encounter", query, "the re-sent visit")
         if len(found) != 1:
             return []
+        if not any(rtype == "OperationOutcome" for rtype, _ in keep):
+            outcome = _outcome_id(found[0].content)
+            if outcome is not None:
+                stored = session.read("OperationOutcome", outcome)
+                if stored is not None and not stored.deleted:
+                    drop.append(
+                        {"request": {"method": "DELETE", "url": f"OperationOutcome/{outcome}"}}
+                    )
         for rtype in _PART_TYPES:
             req = engine.parse_search(
                 rtype,
@@ -374,19 +510,24 @@ _PART_TYPES = (
 
 
 def report_outcome(report: IngestReport) -> tuple[int, dict[str, Any]]:
-    """The HTTP answer: an OperationOutcome with one issue per problem and a summary.
+    """The HTTP answer: an OperationOutcome with one issue per problem and a summary —
+    ``error`` for the problems of visits not written, ``warning`` for the conformance
+    problems of visits written with them.
 
     200 when every visit was written, 422 when none was and some were rejected (or the
     file was refused), 200 with error issues when some were written and some not."""
-    issues = [
-        Issue(
+
+    def issue(p: Problem, severity: str) -> Issue:
+        return Issue(
             "invalid" if p.rule != "fhir" else "processing",
             f"{p.file}: {p.ma_lk + ': ' if p.ma_lk else ''}{p.message}"
             + (f" (value {p.value!r})" if p.value else ""),
+            severity=severity,
             expression=tuple(x for x in (f"{p.table}.{p.field}".strip(".") or "",) if x),
         )
-        for p in report.problems
-    ]
+
+    issues = [issue(p, "error") for p in report.problems]
+    issues += [issue(p, "warning") for p in report.stored_problems]
     issues.append(Issue("informational", report.summary(), severity="information"))
     status = 200
     if report.visits_written == 0 and (report.visits_rejected or report.refused_files):
@@ -426,13 +567,16 @@ def sender_facilities(engine: FhirEngine, ctx: Any) -> frozenset[str] | None:
     return frozenset(codes)
 
 
-def submit(engine: FhirEngine, ctx: Any, body: bytes, max_bytes: int) -> Any:
-    """``POST /xml130``: one export in the body; the sender's facility only."""
+def submit(
+    engine: FhirEngine, ctx: Any, body: bytes, max_bytes: int, *, strict: bool = False
+) -> Any:
+    """``POST /xml130``: one export in the body; the sender's facility only. ``strict``
+    refuses every visit with any problem, as ``--strict`` does."""
     from lienthong.access.policy import forbidden
     from lienthong.fhir.engine import FhirResponse
 
     facilities = sender_facilities(engine, ctx)
-    ingest = Xml130Ingest(engine, max_bytes=max_bytes, facilities=facilities)
+    ingest = Xml130Ingest(engine, max_bytes=max_bytes, facilities=facilities, strict=strict)
     try:
         ingest.ingest(body, name="upload.xml")
     except FacilityRefused as exc:
@@ -441,3 +585,15 @@ def submit(engine: FhirEngine, ctx: Any, body: bytes, max_bytes: int) -> Any:
     if ingest.report.refused_files:
         status = 400
     return FhirResponse(status, outcome)
+
+
+def _outcome_id(encounter: bytes | None) -> str | None:
+    """The id of the OperationOutcome a stored Encounter points to, if it does."""
+    if encounter is None:
+        return None
+    for ext in orjson.loads(encounter).get("extension") or []:
+        if ext.get("url") == CONFORMANCE_OUTCOME_EXTENSION:
+            reference = str((ext.get("valueReference") or {}).get("reference", ""))
+            if reference.startswith("OperationOutcome/"):
+                return reference.split("/", 1)[1]
+    return None

@@ -121,7 +121,7 @@ class _Memo:
 # ---------------------------------------------------------------- value checks
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
 # a decimal comma where the standard writes a point ("12500,5"); "1,000,000" is no number
-_DECIMAL_COMMA = re.compile(r"-?\d+,\d+")
+DECIMAL_COMMA = re.compile(r"-?\d+,\d+")
 _DIGITS = re.compile(r"\d+")
 _PASSPORT = re.compile(r"[A-Z]\d{7}")
 _GOI_VTYT = re.compile(r"G([1-9]\d{0,2})")
@@ -190,7 +190,7 @@ def _number(value: str | None) -> float | None:
         return None
     if _is_number(value):
         return float(value)
-    if _DECIMAL_COMMA.fullmatch(value):
+    if DECIMAL_COMMA.fullmatch(value):
         return float(value.replace(",", "."))
     return None
 
@@ -291,7 +291,7 @@ class _VisitCheck:
                 continue
             numeric, max_size, codes, source = check
             if numeric and not _is_number(value):
-                if _DECIMAL_COMMA.fullmatch(value):
+                if DECIMAL_COMMA.fullmatch(value):
                     seen = self.commas.setdefault((table, name), [0, value])
                     seen[0] += 1
                 else:
