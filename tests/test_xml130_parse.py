@@ -630,3 +630,61 @@ def test_every_table_of_the_appendix_is_known() -> None:
         row.setdefault("MA_LK", "LK-" + table)
         (visit,) = parse(table_xml(table, [row]))
         assert visit.tables == {table: [row]}, table
+
+
+_ROW_XML = "<TONG_HOP><MA_LK>LK-ENC</MA_LK><HO_TEN>Đặng Thị Ánh</HO_TEN></TONG_HOP>"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "utf-8",
+        "UTF-8",
+        "no encoding",
+        "no declaration",
+        "utf-16 with BOM",
+        "utf-16-be with BOM",
+        "utf-16-le without BOM",
+        "utf-16 label over utf-8",
+        "CRLF",
+    ],
+)
+def test_table_encodings_and_declarations(case: str) -> None:
+    decl = {
+        "utf-8": '<?xml version="1.0" encoding="utf-8"?>',
+        "UTF-8": "<?xml version='1.0' encoding='UTF-8'?>",
+        "no encoding": '<?xml version="1.0"?>',
+        "no declaration": "",
+        "CRLF": '<?xml version="1.0" encoding="utf-8"?>\r\n',
+    }.get(case, '<?xml version="1.0" encoding="utf-16"?>')
+    text = decl + (_ROW_XML.replace("><", ">\r\n<") if case == "CRLF" else _ROW_XML)
+    codec = {
+        "utf-16 with BOM": "utf-16",
+        "utf-16-be with BOM": "utf-16-be",
+        "utf-16-le without BOM": "utf-16-le",
+    }.get(case, "utf-8")
+    raw = text.encode(codec)
+    if case == "utf-16-be with BOM":
+        raw = b"\xfe\xff" + raw
+    (visit,) = parse(_envelope_with(base64.b64encode(raw).decode()))
+    assert visit.broken == []
+    assert visit.summary == {"MA_LK": "LK-ENC", "HO_TEN": "Đặng Thị Ánh"}
+
+
+def test_prefixed_tables_and_a_utf16_envelope() -> None:
+    prefixed = (
+        b'<p:TONG_HOP xmlns:p="urn:his:qd130" xmlns:xsi="http://www.w3.org/2001/XMLSchema '
+        b'instance"><p:MA_LK>LK-P</p:MA_LK><p:HO_TEN>An</p:HO_TEN></p:TONG_HOP>'
+    )
+    (bare,) = parse(prefixed)
+    assert bare.tables == {"XML1": [{"MA_LK": "LK-P", "HO_TEN": "An"}]}
+    # a whole envelope in UTF-16, declaring the xsi URI with a space on its root
+    envelope = _envelope_with(base64.b64encode(prefixed).decode()).decode()
+    envelope = envelope.replace(
+        "<GIAMDINHHS>", '<GIAMDINHHS xmlns:xsi="http://www.w3.org/2001/XMLSchema instance">'
+    )
+    data = ('<?xml version="1.0" encoding="utf-16"?>' + envelope).encode("utf-16")
+    assert _libxml2_refuses(data)
+    (visit,) = parse(data)
+    assert visit.broken == [] and visit.summary == {"MA_LK": "LK-P", "HO_TEN": "An"}
+    assert visit.envelope == {"SOLUONGHOSO": "1"}

@@ -34,9 +34,11 @@ class Visit:
     envelope: dict[str, str] = field(default_factory=dict)
     # position of the visit in its file (1-based), so reports can point into big files
     index: int = 0
-    # tables of this visit that could not be read (bad base64, not well-formed XML, an
-    # unknown LOAIHOSO ...): (table name as sent, reason). A broken table costs only the
-    # visit it belongs to; validation reports each one as a blocking problem.
+    # tables of this visit that could not be read (bad base64, an empty or missing
+    # NOIDUNGFILE, not well-formed XML, a DOCTYPE inside the table, an unknown LOAIHOSO;
+    # in a wrapper of bare tables, an element that is no table of the standard): (table
+    # name as sent, reason), every one of them in file order. A broken table costs only
+    # the visit it belongs to; validation reports each one as a blocking problem.
     broken: list[tuple[str, str]] = field(default_factory=list)
 
     @property
