@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import csv
+import math
 import re
 import sqlite3
 from collections import Counter, defaultdict
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from lienthong.identity.normalize import (
+    fold_key,
+    is_form_difference,
+    name_key,
+    normalize_name,
+    normalize_sex,
+    parse_date,
+)
 from lienthong.synth import generate, names
+from lienthong.synth import population as pop
 from lienthong.synth.cli_synth import synth_app
 from lienthong.synth.population import (
     LEGACY_PROVINCES,
@@ -19,8 +31,10 @@ from lienthong.synth.population import (
     REGISTER_HEADER,
     TRUTH_HEADER,
     _package_data,
+    keystrokes,
     old_tone_style,
     strip_diacritics,
+    swap_i_y,
 )
 
 PEOPLE = 20_000
@@ -282,3 +296,225 @@ def test_a_synthetic_province(tmp_path: Path) -> None:
         synth_app, ["population", "-n", "10", "--province", "99", "--out", str(tmp_path / "y")]
     )
     assert result.exit_code == 2 and not (tmp_path / "y").exists()
+
+
+# ------------------------------------------------------------- data-entry noise and truth
+
+NOISY_PEOPLE = 20_000
+
+
+def _noisy(out: Path, noise: str) -> dict[str, Any]:
+    summary = generate(NOISY_PEOPLE, 7, out, noise=noise)
+    data: dict[str, Any] = {"summary": summary}
+    for name in ("register", "records", "truth", "noise"):
+        fields, rows = _rows(out / f"{name}.csv")
+        data[name] = rows
+    data["kinds"] = {
+        r["record_id"]: set(filter(None, r["noise"].split(";"))) for r in data["noise"]
+    }
+    return data
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return _noisy(tmp_path_factory.mktemp("real"), "real")
+
+
+@pytest.fixture(scope="module")
+def modest(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return _noisy(tmp_path_factory.mktemp("modest"), "default")
+
+
+RATES = {
+    "telex": pop.TELEX_RATE,
+    "vni": pop.VNI_RATE,
+    "viqr": pop.VIQR_RATE,
+    "i_y": pop.I_Y_SWAP_RATE,
+    "key_slip": pop.KEY_SLIP_RATE,
+    "doubled_letter": pop.DOUBLED_LETTER_RATE,
+    "double_space": pop.DOUBLE_SPACE_RATE,
+    "given_first_sex_wrong": pop.WESTERN_WRONG_SEX_RATE,
+    "cccd_transposed": pop.CCCD_TRANSPOSE_RATE,
+    "year_off_by_one": pop.YEAR_OFF_RATE,
+    "cccd_of_namesake": pop.NAMESAKE_CCCD_RATE,
+    "cccd_of_relative": pop.RELATIVE_CCCD_RATE,
+    "duplicate": pop.DUPLICATE_RATE,
+}
+
+
+def _within(hits: int, n: int, rate: float) -> bool:
+    """Binomial bounds: within 4.5 standard deviations (and one) of n * rate."""
+    sd = math.sqrt(n * rate * (1 - rate))
+    return abs(hits - n * rate) <= 4.5 * sd + 1
+
+
+@pytest.mark.parametrize("profile", ["real", "modest"])
+@pytest.mark.parametrize("kind", sorted(RATES))
+def test_each_noise_kind_appears_at_its_rate(
+    kind: str, profile: str, request: pytest.FixtureRequest
+) -> None:
+    data = request.getfixturevalue(profile)
+    scale = pop.NOISE_PROFILES["real" if profile == "real" else "default"]
+    chances = data["summary"].chances[kind]
+    hits = sum(1 for kinds in data["kinds"].values() if kind in kinds)
+    assert chances > 500, (kind, chances)
+    assert _within(hits, chances, RATES[kind] * scale), (kind, hits, chances)
+    assert hits > 0
+
+
+def test_every_record_has_a_noise_row_and_a_truth_owner_column(real: dict[str, Any]) -> None:
+    assert list(real["truth"][0]) == list(pop.TRUTH_HEADER)
+    assert [r["record_id"] for r in real["noise"]] == [r["record_id"] for r in real["records"]]
+    assert [r["record_id"] for r in real["truth"]] == [r["record_id"] for r in real["records"]]
+
+
+def test_year_only_where_the_source_allows_it(real: dict[str, Any]) -> None:
+    """New year-only dates: hospital (QĐ 130 "yyyy00000000") and commune station ("yyyy")
+    records of people the older rules never give one (born 1960 or later; under 50)."""
+    born = {r["cccd"]: date.fromisoformat(r["birth_date"]) for r in real["register"]}
+    person = {t["record_id"]: t["person_id"] for t in real["truth"]}
+    n = hits = 0
+    for r in real["records"]:
+        b = born.get(person[r["record_id"]])
+        if b is None or r["source"] not in ("hospital", "commune_station") or b.year < 1976:
+            continue
+        n += 1
+        year_only = re.fullmatch(r"\d{4}(00000000)?", r["birth_date"]) is not None
+        hits += year_only
+        assert year_only == ("year_only" in real["kinds"][r["record_id"]])
+    assert _within(hits, n, pop.YEAR_ONLY_RATE), (hits, n)
+    others = {r["birth_date"] for r in real["records"] if r["source"] in ("immunization",)}
+    assert not any(re.fullmatch(r"\d{4}", d) for d in others)
+
+
+def test_truth_stays_right_under_the_noise(real: dict[str, Any]) -> None:
+    """Each noise kind changes the record the way its name says, and the truth follows:
+    the person, and whose CCCD the record carries."""
+    register = {r["cccd"]: r for r in real["register"]}
+    truth = {t["record_id"]: t for t in real["truth"]}
+    seen: Counter[str] = Counter()
+    name_noise = {"letter_lost", "key_slip", "doubled_letter", "middle_dropped"}
+    for r in real["records"]:
+        kinds = real["kinds"][r["record_id"]]
+        t = truth[r["record_id"]]
+        me = register.get(t["person_id"])
+        owner = t["cccd_owner"]
+        # whose CCCD
+        if owner:
+            assert r["cccd"] == owner and owner in register
+        elif r["cccd"]:
+            assert r["cccd"] not in register or len(r["cccd"]) != 12
+        if owner and owner != t["person_id"]:
+            seen["someone_else"] += 1
+            other = register[owner]
+            assert kinds & {"cccd_of_mother", "cccd_of_relative", "cccd_of_namesake",
+                            "cccd_digit", "cccd_transposed"}, kinds  # fmt: skip
+            if "cccd_of_namesake" in kinds:
+                assert me is not None and other["full_name"] == me["full_name"]
+                seen["namesake"] += 1
+            if "cccd_of_relative" in kinds:
+                assert me is not None and other["address"] == me["address"]
+                seen["relative"] += 1
+        if kinds & {"cccd_of_namesake", "cccd_of_relative"} and not kinds & {
+            "cccd_digit",
+            "cccd_transposed",
+        }:
+            assert owner and owner != t["person_id"]
+        if (
+            "cccd_transposed" in kinds
+            and me is not None
+            and not kinds & {"cccd_of_namesake", "cccd_of_relative", "cccd_digit", "cccd_of_mother"}
+        ):
+            a, b = r["cccd"], me["cccd"]
+            diff = [i for i in range(12) if a[i] != b[i]]
+            assert len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
+            seen["transposed"] += 1
+        if me is None:
+            continue
+        # names
+        if kinds & {"telex", "vni", "viqr"}:
+            assert r["full_name"].isascii()
+            if not kinds & name_noise:
+                assert is_form_difference(r["full_name"], me["full_name"]), r["full_name"]
+                assert normalize_name(r["full_name"]).lower() in {
+                    normalize_name(me["full_name"]).lower(),
+                    normalize_name(swap_i_y(me["full_name"])).lower(),
+                } or "given_first" in " ".join(kinds), (r["full_name"], me["full_name"])
+                seen["decoded"] += 1
+        if "i_y" in kinds and not kinds & (name_noise | {"telex", "vni", "viqr"}):
+            assert name_key(r["full_name"]) != fold_key(me["full_name"]) or (
+                fold_key(r["full_name"]) != fold_key(me["full_name"])
+            )
+            assert is_form_difference(r["full_name"], me["full_name"])
+            seen["i_y"] += 1
+        if "double_space" in kinds:
+            assert "  " in r["full_name"]
+        if "given_first_sex_wrong" in kinds:
+            if r["sex"]:
+                assert normalize_sex(r["sex"]) != me["sex"]
+                seen["sex_wrong"] += 1
+            if not kinds & name_noise:
+                assert is_form_difference(r["full_name"], me["full_name"])
+                assert not r["full_name"].upper().startswith(me["full_name"].split()[0].upper())
+        elif r["sex"] and "given_first_sex_wrong" not in kinds:
+            assert normalize_sex(r["sex"]) == me["sex"]
+        # dates
+        year = parse_date(r["birth_date"]).year
+        true_year = int(me["birth_date"][:4])
+        if "year_off_by_one" in kinds:
+            assert abs(year - true_year) == 1
+            seen["year_off"] += 1
+        else:
+            assert year == true_year
+    for what in ("someone_else", "namesake", "relative", "transposed", "decoded", "i_y",
+                 "sex_wrong", "year_off"):  # fmt: skip
+        assert seen[what] >= 10, (what, seen)
+
+
+def test_duplicates_are_the_same_record_under_a_new_id(real: dict[str, Any]) -> None:
+    person = {t["record_id"]: t["person_id"] for t in real["truth"]}
+
+    def content(r: dict[str, str]) -> tuple[str, ...]:
+        return tuple(v for k, v in r.items() if k != "record_id")
+
+    by_content: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    for r in real["records"]:
+        by_content[content(r)].append(r["record_id"])
+    dups = [r for r in real["records"] if "duplicate" in real["kinds"][r["record_id"]]]
+    assert len(dups) > 50
+    for r in dups:
+        same = by_content[content(r)]
+        assert len(same) >= 2, r  # the original is there under another id
+        assert len({person[i] for i in same}) == 1
+        assert any("duplicate" not in real["kinds"][i] for i in same)
+
+
+def test_keystroke_and_spelling_helpers() -> None:
+    assert keystrokes("Nguyễn Thị Thắng", "telex") == "Nguyeenx Thij Thawngs"
+    assert keystrokes("Đường", "telex") == "DDuwowngf"
+    assert keystrokes("Nguyễn Trần", "vni") == "Nguye6n4 Tra6n2"
+    assert keystrokes("Nguyễn Trần Thị", "viqr") == "Nguye^~n Tra^`n Thi."
+    assert keystrokes("Anh", "telex") == "Anh"
+    for name in ("Nguyễn Thị Thắng", "Đỗ Hương Giang", "Phạm Quốc Việt"):
+        for scheme in pop.KEYSTROKE_SCHEMES:
+            assert normalize_name(keystrokes(name, scheme)) == name
+    assert swap_i_y("Nguyễn Thị Mỹ") == "Nguyễn Thị Mĩ"
+    assert swap_i_y("Lí Quí Vy") == "Lý Quý Vi"
+    assert swap_i_y("LÝ THỊ KỲ") == "LÍ THỊ KÌ"
+    assert swap_i_y("Thi Chi Kim Mai Huy") == "Thi Chi Kim Mai Huy"
+
+
+def test_noise_profile_is_checked_before_anything_is_written(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="noise: no profile 'loud'"):
+        generate(10, 1, tmp_path / "x", noise="loud")
+    assert not (tmp_path / "x").exists()
+    result = CliRunner().invoke(
+        synth_app, ["population", "-n", "10", "--noise", "loud", "--out", str(tmp_path / "y")]
+    )
+    assert result.exit_code == 2 and "--noise" in result.output
+    assert not (tmp_path / "y").exists()
+    result = CliRunner().invoke(
+        synth_app, ["population", "-n", "200", "--noise", "real", "--out", str(tmp_path / "z")]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "z" / "noise.csv").exists()

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from lienthong.cli_common import sized_progress
-from lienthong.synth.population import communes_of, generate
+from lienthong.synth.population import NOISE_PROFILES, communes_of, generate
 
 synth_app = typer.Typer(
     name="synth",
@@ -62,8 +62,22 @@ def population_command(
         typer.Option("--records-per-person", min=0.0, help="Mean records per person."),
     ] = 2.0,
     province: ProvinceOpt = None,
+    noise: Annotated[
+        str,
+        typer.Option(
+            "--noise",
+            help="Data-entry noise profile: 'default' (the newer kinds - Telex/VNI/VIQR "
+            "residue, i/y spellings, slips, other people's CCCDs, ... - at a quarter of "
+            "their rates) or 'real' (at their full rates).",
+        ),
+    ] = "default",
 ) -> None:
-    """Write register.csv, records.csv and truth.csv into OUT."""
+    """Write register.csv, records.csv, truth.csv and noise.csv into OUT."""
+    if noise not in NOISE_PROFILES:
+        err_console.print(
+            f"--noise: no profile {noise!r}; the profiles are: " + ", ".join(NOISE_PROFILES)
+        )
+        raise typer.Exit(2)
     _check_province(province)
     with sized_progress(console, "[bold]people") as bar:
         task = bar.add_task("people", total=people)
@@ -74,6 +88,7 @@ def population_command(
             records_per_person=records_per_person,
             progress=lambda done: bar.update(task, completed=done),
             province=province,
+            noise=noise,
         )
     console.print(
         f"{summary.people:,} people in {summary.households:,} households, "

@@ -5,13 +5,25 @@ hard cases in Vietnam come from its name distribution (four people in ten are
 Nguyễn), from households sharing surname and address, twins, and from the way
 real sources export people - without the CCCD, without diacritics, with dates
 in four formats and addresses from before the July 2025 reform. This module
-builds a population with that structure and writes three CSV files:
+builds a population with that structure and writes four CSV files:
 
 * ``register.csv`` - the population-register extract (the clean truth about
   each person who holds a personal identification number);
 * ``records.csv`` - what the hospital, immunization, commune health station and
   telehealth systems export about those people, with the noise they really have;
-* ``truth.csv`` - which person each record belongs to.
+* ``truth.csv`` - which person each record belongs to, and whose CCCD it carries
+  (``cccd_owner``: a relative's or a namesake's in some records, as happens);
+* ``noise.csv`` - the noise kinds applied to each record, for tests and for breaking
+  figures down by kind.
+
+The noise is what data entry produces: diacritics dropped, names upper-cased, in the
+Western order or with a letter lost, swapped, doubled or typed on the neighbouring key,
+the keystrokes of Telex, VNI or VIQR left in when the input method was off, the other i/y
+spelling (Mĩ/Mỹ), doubled spaces; dates in several formats, day and month swapped, the
+year one off or alone; a sex box mis-ticked; CCCDs with a digit wrong or two swapped,
+the old CMND, a mother's, another household member's or a namesake's number; old
+addresses; the same record sent twice. The rates are the constants below (per record
+unless stated), the newer ones scaled by a profile (``generate(noise=...)``).
 
 Everything is drawn from one ``random.Random(seed)`` in a fixed order, so a seed
 always gives byte-identical files. The reference date is fixed for the same
@@ -23,6 +35,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import sqlite3
 import time
 import unicodedata
@@ -43,7 +56,12 @@ REFERENCE_DATE = date(2025, 12, 31)
 
 REGISTER_HEADER = layouts.REGISTER_COLUMNS
 RECORDS_HEADER = layouts.RECORDS_COLUMNS
-TRUTH_HEADER = ("record_id", "person_id")
+TRUTH_HEADER = ("record_id", "person_id", "cccd_owner")
+"""``cccd_owner``: whose CCCD the record's ``cccd`` field is (a person_id), "" when the
+field is empty, holds an old CMND or a number nobody holds (a typo)."""
+NOISE_HEADER = ("record_id", "noise")
+"""``noise``: the noise kinds applied to the record, ``;``-separated (names as in
+`bench.altpop`'s ``noise.csv`` where the kinds are the same)."""
 SOURCES = ("hospital", "immunization", "commune_station", "telehealth")
 
 # --------------------------------------------------------------------------------------
@@ -121,6 +139,33 @@ NAME_TYPO_RATE = 0.015  # one letter of the name deleted (hand-typed entry)
 CMND_RATE = 0.7  # people born before 1995 who still hold an old 9-digit identity card
 CMND_USED_RATE = 0.05  # records carrying an ID that show that CMND rather than the CCCD
 CHILD_AGE = 14  # below this a person has no phone and often no CCCD card of their own
+
+# Data-entry noise seen in real exports that the rates above leave out. Each rate is the
+# "real" profile's, per record unless stated; `generate(noise="default")` multiplies them
+# by NOISE_PROFILES["default"] so that tests built on the default population keep their
+# meaning. Guesses, like the rates above.
+TELEX_RATE = 0.02  # per record whose name keeps diacritics: the name typed in Telex with
+# the input method off ("Nguyeenx Thij Lanf")
+VNI_RATE = 0.008  # ... in VNI ("Nguye6n4 Thi5 Lan2"), when not in Telex
+VIQR_RATE = 0.004  # ... in VIQR ("Nguye^~n Thi. Lan`"), when in neither
+I_Y_SWAP_RATE = 0.15  # per record whose name has an open i/y syllable after k, l, m, qu, t,
+# h, s or v: the other spelling of it (Mỹ -> Mĩ, Quý -> Quí, Vi -> Vy)
+KEY_SLIP_RATE = 0.01  # one letter of the name replaced by a neighbouring key (QWERTY)
+DOUBLED_LETTER_RATE = 0.005  # one letter of the name typed twice ("Nguyễnn")
+DOUBLE_SPACE_RATE = 0.02  # two spaces where the name has one
+WESTERN_WRONG_SEX_RATE = 0.004  # given name first ("An Nguyễn Văn" or "Văn An Nguyễn")
+# AND the sex box mis-ticked: a form in the Western layout filled in carelessly
+CCCD_TRANSPOSE_RATE = 0.005  # per record carrying a CCCD: two adjacent digits swapped
+YEAR_OFF_RATE = 0.005  # birth year one off (either way)
+YEAR_ONLY_RATE = 0.02  # hospital and commune station records (the sources whose formats
+# allow it: QĐ 130 NGAY_SINH with 0000, a bare year): birth known by its year only, any age
+NAMESAKE_CCCD_RATE = 0.004  # per record carrying a CCCD: the number of a namesake (someone
+# else in the population with the same full name), picked from a look-up by name
+RELATIVE_CCCD_RATE = 0.006  # per record carrying a CCCD: the number of another member of
+# the household (spouse, parent, child, sibling), beyond CHILD_PARENT_CCCD_RATE
+DUPLICATE_RATE = 0.01  # the record sent again by the same source under a new record id
+NOISE_PROFILES: dict[str, float] = {"default": 0.25, "real": 1.0}
+"""Multiplier on the rates of this block, by profile name (`generate(noise=...)`)."""
 
 
 @dataclass(frozen=True)
@@ -368,6 +413,70 @@ def _old_name(name: str) -> str:
     return " ".join(old_tone_style(w) for w in name.split(" "))
 
 
+# Keys of the input methods (Telex, VNI, VIQR) for each tone and each vowel quality.
+_TONE_KEYS = {"\u0301": "s1'", "\u0300": "f2`", "\u0309": "r3?", "\u0303": "x4~", "\u0323": "j5."}
+_QUALITY_KEYS = {
+    "â": ("aa", "a6", "a^"), "ê": ("ee", "e6", "e^"), "ô": ("oo", "o6", "o^"),
+    "ă": ("aw", "a8", "a("), "ơ": ("ow", "o7", "o+"), "ư": ("uw", "u7", "u+"),
+    "đ": ("dd", "d9", "dd"),
+}  # fmt: skip
+KEYSTROKE_SCHEMES = ("telex", "vni", "viqr")
+
+
+@lru_cache(maxsize=8192)
+def keystrokes(text: str, scheme: str) -> str:
+    """``text`` as typed with the input method switched off: what the keys for the
+    diacritics leave behind. Telex and VNI put the tone key at the end of the word (the
+    usual habit), VIQR right after the vowel it marks: "Nguyễn Thị" -> "Nguyeenx Thij"
+    (telex), "Nguye6n4 Thi5" (vni), "Nguye^~n Thi." (viqr). Case is kept."""
+    k = KEYSTROKE_SCHEMES.index(scheme)
+    words = []
+    for word in text.split(" "):
+        typed, tone = "", ""
+        for ch in unicodedata.normalize("NFC", word):
+            parts = unicodedata.normalize("NFD", ch)
+            mark = "".join(c for c in parts if c in _TONE_KEYS)
+            letter = unicodedata.normalize("NFC", "".join(c for c in parts if c not in _TONE_KEYS))
+            if letter.lower() in _QUALITY_KEYS:
+                keys = _QUALITY_KEYS[letter.lower()][k]
+                letter = keys.upper() if letter.isupper() else keys
+            typed += letter
+            if mark:
+                tone = _TONE_KEYS[mark][k]
+                if scheme == "viqr":
+                    typed += tone
+        words.append(typed if scheme == "viqr" or not tone else typed + tone)
+    return " ".join(words)
+
+
+# The orthographic i/y pairs of open syllables (the same letters with any tone).
+_I_Y = re.compile(r"(?<!\w)(k|l|m|qu|t|h|s|v)([iìíỉĩịyỳýỷỹỵ])(?!\w)", re.IGNORECASE)
+_I_TO_Y = str.maketrans("iìíỉĩịIÌÍỈĨỊyỳýỷỹỵYỲÝỶỸỴ", "yỳýỷỹỵYỲÝỶỸỴiìíỉĩịIÌÍỈĨỊ")
+
+
+def swap_i_y(name: str) -> str:
+    """The other spelling of every open i/y syllable after k, l, m, qu, t, h, s, v:
+    "Nguyễn Thị Mỹ" -> "Nguyễn Thị Mĩ", "Lí" -> "Lý". Unchanged when it has none."""
+    return _I_Y.sub(lambda m: m.group(1) + m.group(2).translate(_I_TO_Y), name)
+
+
+def _qwerty_neighbours() -> dict[str, str]:
+    """Each letter -> the keys around it on a QWERTY keyboard (for one-letter slips)."""
+    rows = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+    out: dict[str, str] = {}
+    for r, row in enumerate(rows):
+        for i, key in enumerate(row):
+            near = [row[j] for j in (i - 1, i + 1) if 0 <= j < len(row)]
+            for other in (r - 1, r + 1):
+                if 0 <= other < len(rows):
+                    near += [c for j, c in enumerate(rows[other]) if abs(j - i) <= 1]
+            out[key] = "".join(near)
+    return out
+
+
+_NEIGHBOURS = _qwerty_neighbours()
+
+
 # --------------------------------------------------------------------------------------
 # People
 # --------------------------------------------------------------------------------------
@@ -376,7 +485,7 @@ class _Person:
 
     __slots__ = (
         "key", "cccd", "surname", "middle", "given", "sex", "birth", "commune", "house",
-        "phone", "bhxh", "bhyt", "cmnd", "mother", "father",
+        "phone", "bhxh", "bhyt", "cmnd", "mother", "father", "household",
     )  # fmt: skip
 
     def __init__(self, surname: str, middle: str, given: str, sex: str, birth: date) -> None:
@@ -395,6 +504,7 @@ class _Person:
         self.cmnd = ""
         self.mother: _Person | None = None
         self.father: _Person | None = None
+        self.household: list[_Person] = []
 
     @property
     def full_name(self) -> str:
@@ -417,6 +527,9 @@ class SynthSummary:
     records_by_source: dict[str, int]
     seconds: float
     files: dict[str, Path] = field(default_factory=dict)
+    chances: dict[str, int] = field(default_factory=dict)
+    """For each noise kind of the NOISE_PROFILES block, how many records could have got it
+    (each took it with the kind's rate): the denominators of ``noise.csv``'s counts."""
 
 
 class _Table:
@@ -450,7 +563,29 @@ def _poisson_table(mean: float) -> _Table:
 class _Generator:
     """Holds the random stream and lookup tables; one instance per :func:`generate` call."""
 
-    def __init__(self, seed: int, records_per_person: float, province: str | None = None) -> None:
+    def __init__(
+        self,
+        seed: int,
+        records_per_person: float,
+        province: str | None = None,
+        noise: str = "default",
+    ) -> None:
+        if noise not in NOISE_PROFILES:
+            known = ", ".join(NOISE_PROFILES)
+            raise ValueError(f"noise: no profile {noise!r}; the profiles are: {known}")
+        scale = NOISE_PROFILES[noise]
+        self.rates = {
+            name: scale * rate
+            for name, rate in (
+                ("telex", TELEX_RATE), ("vni", VNI_RATE), ("viqr", VIQR_RATE),
+                ("i_y", I_Y_SWAP_RATE), ("key_slip", KEY_SLIP_RATE),
+                ("doubled_letter", DOUBLED_LETTER_RATE), ("double_space", DOUBLE_SPACE_RATE),
+                ("given_first_sex_wrong", WESTERN_WRONG_SEX_RATE),
+                ("cccd_transposed", CCCD_TRANSPOSE_RATE), ("year_off_by_one", YEAR_OFF_RATE),
+                ("year_only", YEAR_ONLY_RATE), ("cccd_of_namesake", NAMESAKE_CCCD_RATE),
+                ("cccd_of_relative", RELATIVE_CCCD_RATE), ("duplicate", DUPLICATE_RATE),
+            )
+        }  # fmt: skip
         self.rng = Random(seed)
         communes = load_communes()
         if province is not None:
@@ -481,10 +616,13 @@ class _Generator:
             for s, p in PROFILES.items()
         }
         self.cccds: set[int] = set()
+        self.not_issued: set[int] = set()  # numbers made by typos: never given to anyone
+        self.by_name: dict[str, list[str]] = {}  # full name -> CCCDs of those bearing it
         self.bhxhs: set[int] = set()
         self.no_id = 0
         self.namesakes: list[tuple[str, str, str, str, int, str]] = []
         self.seq = dict.fromkeys(SOURCES, 0)
+        self.chances: dict[str, int] = {}
 
     # -- people ---------------------------------------------------------------------
     def _birth(self, year: int) -> date:
@@ -566,7 +704,10 @@ class _Generator:
         for p in members:
             p.commune = commune
             p.house = house
+            p.household = members
             self._identifiers(p)
+            if p.cccd:
+                self.by_name.setdefault(p.full_name, []).append(p.cccd)
         head = members[0]
         if head.age() >= 18:
             entry = (head.sex, head.surname, head.middle, head.given, head.birth.year,
@@ -653,19 +794,66 @@ class _Generator:
         new = str((int(digits[i]) + rng.randint(1, 9)) % 10)
         return digits[:i] + new + digits[i + 1 :]
 
-    def _date(self, d: date, fmt: str, swap_boost: float, unknown_day: bool) -> str:
+    def _draw(self, kind: str) -> bool:
+        """One chance of the noise `kind` (counted: `SynthSummary.chances`)."""
+        self.chances[kind] = self.chances.get(kind, 0) + 1
+        return self.rng.random() < self.rates[kind]
+
+    def _transpose(self, digits: str) -> str:
+        """Two adjacent, different digits exchanged (1978 for 1987); unchanged if none."""
+        pairs = [i for i in range(len(digits) - 1) if digits[i] != digits[i + 1]]
+        if not pairs:
+            return digits
+        i = pairs[self.rng.randrange(len(pairs))]
+        return digits[:i] + digits[i + 1] + digits[i] + digits[i + 2 :]
+
+    def _owner(self, number: str) -> str:
+        """Whose CCCD a mistyped `number` is: the person holding it, or "" when nobody does
+        (the number is then kept from ever being issued, so the truth stays right)."""
+        if len(number) != 12:
+            return ""
+        n = int(number)
+        if n in self.cccds:
+            return "" if n in self.not_issued else number
+        self.cccds.add(n)
+        self.not_issued.add(n)
+        return ""
+
+    def _slip(self, name: str, doubled: bool) -> str:
+        """One letter replaced by a neighbouring key, or (`doubled`) typed twice."""
+        rng = self.rng
+        if doubled:
+            positions = [i for i, ch in enumerate(name) if ch.isalpha()]
+        else:
+            positions = [i for i, ch in enumerate(name) if ch.lower() in _NEIGHBOURS]
+        if not positions:
+            return name
+        i = positions[rng.randrange(len(positions))]
+        ch = name[i]
+        if doubled:
+            return name[: i + 1] + ch + name[i + 1 :]
+        near = _NEIGHBOURS[ch.lower()]
+        new = near[rng.randrange(len(near))]
+        return name[:i] + (new.upper() if ch.isupper() else new) + name[i + 1 :]
+
+    def _date(self, d: date, fmt: str, swap_boost: float, unknown_day: bool) -> tuple[str, bool]:
+        """The date as the source writes it, and whether day and month were exchanged."""
         y, m, dd = d.year, d.month, d.day
+        swapped = False
         if dd <= 12 and m != dd and self.rng.random() < DAY_MONTH_SWAP_RATE * swap_boost:
             m, dd = dd, m
+            swapped = True
         if fmt == "his":
-            return f"{y:04d}00000000" if unknown_day else f"{y:04d}{m:02d}{dd:02d}0000"
+            if unknown_day:
+                return f"{y:04d}00000000", False
+            return f"{y:04d}{m:02d}{dd:02d}0000", swapped
         if fmt == "ymd":
-            return f"{y:04d}{m:02d}{dd:02d}"
+            return f"{y:04d}{m:02d}{dd:02d}", swapped
         if fmt == "dmy":
-            return f"{dd:02d}/{m:02d}/{y:04d}"
+            return f"{dd:02d}/{m:02d}/{y:04d}", swapped
         if fmt == "year":
-            return f"{y:04d}"
-        return f"{y:04d}-{m:02d}-{dd:02d}"
+            return f"{y:04d}", False
+        return f"{y:04d}-{m:02d}-{dd:02d}", swapped
 
     @staticmethod
     def _phone(e164: str, fmt: str) -> str:
@@ -676,56 +864,153 @@ class _Generator:
             return "84" + national
         return f"+84 {national[:3]} {national[3:6]} {national[6:]}"
 
-    def _record(self, p: _Person, source: str) -> list[str]:
+    def _name(self, p: _Person, prof: SourceProfile, kinds: list[str]) -> tuple[str, bool]:
+        """The name as the source writes it, and whether its diacritics were dropped."""
         rng = self.rng
-        prof = PROFILES[source]
-        date_fmt, sex_fmt, phone_fmt = self.fmt[source]
-        age = p.age()
-        child = age < CHILD_AGE
-        # Name
         middle = "" if rng.random() < MIDDLE_DROPPED_RATE else f"{p.middle} "
-        if rng.random() < prof.given_first:
+        if not middle:
+            kinds.append("middle_dropped")
+        if self._draw("given_first_sex_wrong"):
+            kinds.append("given_first_sex_wrong")
+            if rng.random() < 0.5:
+                name = f"{middle}{p.given} {p.surname}"  # "Văn An Nguyễn"
+            else:
+                name = f"{p.given} {p.surname} {middle}".rstrip()  # "An Nguyễn Văn"
+        elif rng.random() < prof.given_first:
             name = f"{middle}{p.given} {p.surname}"
+            kinds.append("given_first")
         else:
             name = f"{p.surname} {middle}{p.given}"
+        swapped = swap_i_y(name)
+        if swapped != name and self._draw("i_y"):
+            name = swapped
+            kinds.append("i_y")
         if rng.random() < NAME_TYPO_RATE:
             i = rng.randrange(len(name))
             if name[i] != " ":
                 name = name[:i] + name[i + 1 :]
+                kinds.append("letter_lost")
+        for kind, doubled in (("key_slip", False), ("doubled_letter", True)):
+            if self._draw(kind):
+                slipped = self._slip(name, doubled)
+                if slipped != name:
+                    name = slipped
+                    kinds.append(kind)
         ascii_ = rng.random() < prof.ascii
         if ascii_:
             name = strip_diacritics(name)
-        elif rng.random() < prof.old_tone:
-            name = _old_name(name)
+            kinds.append("no_diacritics")
+        else:
+            typed = ""
+            for scheme in KEYSTROKE_SCHEMES:
+                if not typed and not name.isascii() and self._draw(scheme):
+                    typed = keystrokes(name, scheme)
+                    kinds.append(scheme)
+            if typed:
+                name = typed
+            elif rng.random() < prof.old_tone:
+                old = _old_name(name)
+                if old != name:
+                    name = old
+                    kinds.append("old_tone")
         if rng.random() < prof.upper:
             name = name.upper()
-        # Birth date
-        fmt = date_fmt.pick(rng)
+            kinds.append("upper")
+        if " " in name and self._draw("double_space"):
+            spaces = [i for i, ch in enumerate(name) if ch == " "]
+            i = spaces[rng.randrange(len(spaces))]
+            name = name[:i] + " " + name[i:]
+            kinds.append("double_space")
+        return name, ascii_
+
+    def _birth_date(self, p: _Person, source: str, kinds: list[str]) -> str:
+        rng = self.rng
+        prof = PROFILES[source]
+        fmt = self.fmt[source][0].pick(rng)
         unknown = source == "hospital" and p.birth.year < 1960 and rng.random() < UNKNOWN_DAY_RATE
-        if fmt == "year" and age < 50:
+        if fmt == "year" and p.age() < 50:
             fmt = "dmy"  # only the elderly are known by year of birth alone
-        birth = self._date(p.birth, fmt, prof.swap_boost, unknown)
+        if source in ("hospital", "commune_station") and self._draw("year_only"):
+            if source == "hospital":
+                fmt, unknown = "his", True  # QĐ 130: 0000 for the unknown month and day
+            else:
+                fmt = "year"
+        born = p.birth
+        if self._draw("year_off_by_one"):
+            year = born.year + (1 if rng.random() < 0.5 else -1)
+            day = born.day if (born.month, born.day) != (2, 29) else 28
+            born = date(year, born.month, day)
+            kinds.append("year_off_by_one")
+        text, swapped = self._date(born, fmt, prof.swap_boost, unknown)
+        if fmt == "year" or (fmt == "his" and unknown):
+            kinds.append("year_only")
+        if swapped:
+            kinds.append("day_month_swapped")
+        return text
+
+    def _cccd(self, p: _Person, source: str, kinds: list[str]) -> tuple[str, str]:
+        """The number in the record's CCCD field and whose CCCD it is ("" if nobody's)."""
+        rng = self.rng
+        if rng.random() >= PROFILES[source].cccd:
+            return "", ""
+        cccd = owner = ""
+        if p.age() < CHILD_AGE and p.mother is not None and p.mother.cccd:
+            if rng.random() < CHILD_PARENT_CCCD_RATE:
+                cccd, owner = p.mother.cccd, p.mother.key
+                kinds.append("cccd_of_mother")
+            else:
+                cccd = owner = p.cccd
+        elif p.cmnd and rng.random() < CMND_USED_RATE:
+            cccd = p.cmnd
+            kinds.append("cmnd")
+        else:
+            cccd = owner = p.cccd
+        if cccd and cccd == p.cccd:
+            namesakes = [c for c in self.by_name.get(p.full_name, ()) if c != p.cccd]
+            relatives = [m.cccd for m in p.household if m is not p and m.cccd]
+            if namesakes and self._draw("cccd_of_namesake"):
+                cccd = owner = namesakes[rng.randrange(len(namesakes))]
+                kinds.append("cccd_of_namesake")
+            elif relatives and self._draw("cccd_of_relative"):
+                cccd = owner = relatives[rng.randrange(len(relatives))]
+                kinds.append("cccd_of_relative")
+        if cccd and rng.random() < TYPO_RATE:
+            cccd = self._typo(cccd)
+            owner = self._owner(cccd)
+            kinds.append("cccd_digit")
+        if len(cccd) == 12 and self._draw("cccd_transposed"):
+            moved = self._transpose(cccd)
+            if moved != cccd:
+                cccd, owner = moved, self._owner(moved)
+                kinds.append("cccd_transposed")
+        return cccd, owner
+
+    def _record(self, p: _Person, source: str) -> tuple[list[str], str, list[str]]:
+        """One record of ``p`` by ``source``: the row (without record id), whose CCCD it
+        carries ("" if none or nobody's) and the noise kinds applied."""
+        rng = self.rng
+        prof = PROFILES[source]
+        _, sex_fmt, phone_fmt = self.fmt[source]
+        child = p.age() < CHILD_AGE
+        kinds: list[str] = []
+        name, ascii_ = self._name(p, prof, kinds)
+        birth = self._birth_date(p, source, kinds)
         # Sex
         sf = sex_fmt.pick(rng)
+        true_sex = p.sex
+        if "given_first_sex_wrong" in kinds:
+            true_sex = "F" if p.sex == "M" else "M"
         if rng.random() < MISSING_SEX_RATE:
             sex = ""
+            kinds.append("no_sex")
         elif sf == "12":
-            sex = "1" if p.sex == "M" else "2"
+            sex = "1" if true_sex == "M" else "2"
         elif sf == "namnu":
-            sex = "Nam" if p.sex == "M" else "Nữ"
+            sex = "Nam" if true_sex == "M" else "Nữ"
         else:
-            sex = p.sex
+            sex = true_sex
         # Identifiers
-        cccd = ""
-        if rng.random() < prof.cccd:
-            if child and p.mother is not None and p.mother.cccd:
-                cccd = p.mother.cccd if rng.random() < CHILD_PARENT_CCCD_RATE else p.cccd
-            elif p.cmnd and rng.random() < CMND_USED_RATE:
-                cccd = p.cmnd
-            else:
-                cccd = p.cccd
-            if cccd and rng.random() < TYPO_RATE:
-                cccd = self._typo(cccd)
+        cccd, owner = self._cccd(p, source, kinds)
         bhxh = p.bhxh if p.bhxh and rng.random() < prof.bhxh else ""
         if bhxh and rng.random() < TYPO_RATE:
             bhxh = self._typo(bhxh)
@@ -747,26 +1032,32 @@ class _Generator:
         if rng.random() < prof.old_address:
             address = f"{p.house}, {c.legacy_tail}"
             pcode, ccode = c.legacy_province_code, c.legacy_ward_code
+            kinds.append("legacy_address")
         else:
             address = f"{p.house}, {c.name}, {c.province_name}"
             pcode, ccode = c.province_code, c.code
         if rng.random() < MISSING_ADDRESS_RATE:
             address = ""
+            kinds.append("no_address")
         elif ascii_:
             address = strip_diacritics(address)
         if rng.random() < prof.no_codes:
             pcode = ccode = ""
-        return [source, name, birth, sex, cccd, bhxh, bhyt, phone, address, pcode, ccode]
+        row = [source, name, birth, sex, cccd, bhxh, bhyt, phone, address, pcode, ccode]
+        return row, owner, kinds
 
-    def records_for(self, p: _Person) -> list[list[str]]:
+    def records_for(self, p: _Person) -> list[tuple[list[str], str, str, str]]:
+        """The records of ``p``: (row without record id, person key, whose CCCD the row
+        carries, noise kinds joined by ";")."""
         rng = self.rng
         n = self.n_records.pick(rng)
         table = self.src_child if p.age() < CHILD_AGE else self.src_adult
         out = []
         for _ in range(n):
-            row = self._record(p, table.pick(rng))
-            row.append(p.key)
-            out.append(row)
+            row, owner, kinds = self._record(p, table.pick(rng))
+            out.append((row, p.key, owner, ";".join(kinds)))
+            if self._draw("duplicate"):
+                out.append((list(row), p.key, owner, ";".join([*kinds, "duplicate"])))
         return out
 
     def register_row(self, p: _Person) -> list[str]:
@@ -796,8 +1087,10 @@ def generate(
     records_per_person: float = 2.0,
     progress: Callable[[int], None] | None = None,
     province: str | None = None,
+    noise: str = "default",
 ) -> SynthSummary:
-    """Write ``register.csv``, ``records.csv`` and ``truth.csv`` for ``people`` people.
+    """Write ``register.csv``, ``records.csv``, ``truth.csv`` and ``noise.csv`` for
+    ``people`` people.
 
     With ``province`` (a current two-digit code), every household lives in that
     province — a synthetic province rather than a sample of the country; some people
@@ -808,27 +1101,34 @@ def generate(
     number of people generated so far. People without a CCCD (``NO_CCCD_RATE``) are
     absent from the register; their records point to a ``NOID…`` key in the truth.
     The last household is cut so that exactly ``people`` people are made.
+
+    ``noise`` names a profile of NOISE_PROFILES: "default" (the data-entry noise of the
+    TELEX_RATE ... DUPLICATE_RATE block at a quarter of its rates) or "real" (at them).
+    ``truth.csv`` gives each record's person and whose CCCD it carries (``cccd_owner``),
+    ``noise.csv`` the noise kinds it got.
     """
     if people < 0:
         raise ValueError("people must be >= 0")
     started = time.perf_counter()
+    gen = _Generator(seed, records_per_person, province, noise)
     out_dir.mkdir(parents=True, exist_ok=True)
-    gen = _Generator(seed, records_per_person, province)
     rng = gen.rng
     paths = {
         "register": out_dir / "register.csv",
         "records": out_dir / "records.csv",
         "truth": out_dir / "truth.csv",
+        "noise": out_dir / "noise.csv",
     }
     reg_fh, reg_w = _open_csv(paths["register"], REGISTER_HEADER)
     rec_fh, rec_w = _open_csv(paths["records"], RECORDS_HEADER)
     tru_fh, tru_w = _open_csv(paths["truth"], TRUTH_HEADER)
+    noi_fh, noi_w = _open_csv(paths["noise"], NOISE_HEADER)
     done = households = register_rows = total_records = 0
     by_source = dict.fromkeys(SOURCES, 0)
     try:
         while done < people:
             reg_rows: list[list[str]] = []
-            chunk_records: list[list[str]] = []
+            chunk_records: list[tuple[list[str], str, str, str]] = []
             target = min(people, done + CHUNK_PEOPLE)
             while done < target:
                 members = gen._household()[: target - done]
@@ -842,16 +1142,19 @@ def generate(
             rng.shuffle(chunk_records)
             rec_out = []
             tru_out = []
-            for row in chunk_records:
+            noi_out = []
+            for row, key, owner, kinds in chunk_records:
                 source = row[0]
                 gen.seq[source] += 1
                 rid = f"{PROFILES[source].prefix}{gen.seq[source]:09d}"
-                rec_out.append([rid, *row[:-1]])
-                tru_out.append((rid, row[-1]))
+                rec_out.append([rid, *row])
+                tru_out.append((rid, key, owner))
+                noi_out.append((rid, kinds))
                 by_source[source] += 1
             reg_w.writerows(reg_rows)
             rec_w.writerows(rec_out)
             tru_w.writerows(tru_out)
+            noi_w.writerows(noi_out)
             register_rows += len(reg_rows)
             total_records += len(rec_out)
             if progress is not None:
@@ -860,6 +1163,7 @@ def generate(
         reg_fh.close()
         rec_fh.close()
         tru_fh.close()
+        noi_fh.close()
     return SynthSummary(
         people=done,
         households=households,
@@ -868,4 +1172,5 @@ def generate(
         records_by_source=by_source,
         seconds=time.perf_counter() - started,
         files=paths,
+        chances=dict(sorted(gen.chances.items())),
     )
