@@ -155,6 +155,18 @@ FAILING: list[tuple[str, str, Callable[[Tables], object], tuple[str, str, str]]]
     ),
     ("hour 24", "in", _set("XML2", "NGAY_YL", "202501012400"), ("XML2", "NGAY_YL", "date.format")),
     (
+        "exemption date",
+        "out",
+        _set("XML1", "NGAY_MIEN_CCT", "2017040512"),
+        ("XML1", "NGAY_MIEN_CCT", "date.format"),
+    ),
+    (
+        "re-visit date",
+        "out",
+        _set("XML1", "NGAY_TAI_KHAM", "20250110;2025011"),
+        ("XML1", "NGAY_TAI_KHAM", "date.format"),
+    ),
+    (
         "card date",
         "out",
         _set("XML1", "GT_THE_TU", "20250230"),
@@ -340,6 +352,10 @@ PASSING: list[tuple[str, str, Callable[[Tables], object]]] = [
     ("value without result time", "in", lambda t: t["XML4"][0].update(GIA_TRI="", NGAY_KQ="")),
     ("oxygen needs no tender", "out", lambda t: t["XML2"][0].update(MA_NHOM="7", TT_THAU="")),
     ("package code", "in", _set("XML3", "GOI_VTYT", "G12")),
+    ("exemption from a paper: a date", "out", _set("XML1", "NGAY_MIEN_CCT", "20170405")),
+    ("exemption computed: a time", "out", _set("XML1", "NGAY_MIEN_CCT", "201704051200")),
+    ("five years in a row", "out", _set("XML1", "NAM_NAM_LIEN_TUC", "20200101")),
+    ("two re-visit dates", "out", _set("XML1", "NGAY_TAI_KHAM", "20250110;20250117")),
     ("no district since July 2025", "out", _set("XML1", "MAHUYEN_CU_TRU", "")),
     ("district 000", "out", _set("XML1", "MAHUYEN_CU_TRU", "000")),
     ("no district element", "out", _del("XML1", "MAHUYEN_CU_TRU")),
@@ -471,6 +487,14 @@ def test_cli_validate(exports: Path, tmp_path: Path) -> None:
         }
         assert g["visits"] == len(touched) and g["source"]
         assert g["severity"] in ("blocking", "conformance")
+    for facility, numbers in document["facilities"].items():
+        assert numbers["visits"] == (
+            numbers["visits_blocking"]
+            + numbers["visits_conformance_only"]
+            + numbers["visits_clean"]
+        )
+        assert all(k["severity"] in ("blocking", "conformance") for k in numbers["problems"])
+        assert facility in {p["file"][:5] for p in problems} | {"?"} or not numbers["problems"]
     table = runner.invoke(app, ["xml130", "validate", "--show", "3", str(tmp_path)])
     assert table.exit_code == 1
     text = " ".join(table.output.split())

@@ -144,7 +144,13 @@ def report_json(report: ValidationReport, catalogue: str) -> dict[str, Any]:
                 "visits_conformance_only": f.visits_conformance,
                 "visits_clean": f.visits_clean,
                 "problems": [
-                    {"table": t, "field": fl, "rule": r, "visits": n}
+                    {
+                        "table": t,
+                        "field": fl,
+                        "rule": r,
+                        "severity": severity(r, t, fl),
+                        "visits": n,
+                    }
                     for (t, fl, r), n in f.problems.most_common()
                 ],
             }

@@ -446,16 +446,23 @@ TIME_FIELDS: dict[str, frozenset[str]] = {
             "NGAY_YL",
             "NGAY_TH_YL",
             "NGAY_KQ",
-            "NGAY_MIEN_CCT",
             "THOI_DIEM_DBLS",
         }
     ),
     STANDARD_4210: frozenset({"NGAY_VAO", "NGAY_RA", "NGAY_TTOAN", "NGAY_YL", "NGAY_KQ"}),
 }
-# Fields holding one or several (";") dates yyyymmdd.
+# Fields holding one or several (";") dates yyyymmdd: QĐ 130 appendix Bảng 1 GT_THE_TU,
+# GT_THE_DEN, NAM_NAM_LIEN_TUC ("gồm 08 ký tự theo định dạng yyyymmdd"), NGAY_TAI_KHAM
+# (several separated by ";").
 DATE_FIELDS: dict[str, frozenset[str]] = {
-    STANDARD_130: frozenset({"GT_THE_TU", "GT_THE_DEN"}),
+    STANDARD_130: frozenset({"GT_THE_TU", "GT_THE_DEN", "NAM_NAM_LIEN_TUC", "NGAY_TAI_KHAM"}),
     STANDARD_4210: frozenset({"GT_THE_TU", "GT_THE_DEN", "MIEN_CUNG_CT"}),
+}
+# Fields holding a date yyyymmdd or a time yyyymmddHHMM: QĐ 130 appendix Bảng 1
+# NGAY_MIEN_CCT (8 characters from the exemption paper, 12 when computed per QĐ 6556).
+DATE_OR_TIME_FIELDS: dict[str, frozenset[str]] = {
+    STANDARD_130: frozenset({"NGAY_MIEN_CCT"}),
+    STANDARD_4210: frozenset(),
 }
 # (earlier, later) pairs within one row: QĐ 4750 VALID notes (NGAY_VAO_NOI_TRU >= NGAY_VAO,
 # NGAY_TH_YL >= NGAY_YL, NGAY_KQ >= NGAY_YL) and the plain sense of NGAY_RA.

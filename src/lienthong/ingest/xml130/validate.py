@@ -29,6 +29,7 @@ from lienthong.ingest.xml130.rules import (
     CODE_LISTS,
     COUNTED_DAY_VISITS,
     DATE_FIELDS,
+    DATE_OR_TIME_FIELDS,
     DATE_ORDER,
     DECIMAL_TEXT_FIELDS,
     DIAGNOSIS_FIELDS,
@@ -318,11 +319,17 @@ class _VisitCheck:
     def dates(self, table: str, where: str, row: dict[str, str]) -> None:
         times = TIME_FIELDS[self.std]
         dates = DATE_FIELDS[self.std]
+        either = DATE_OR_TIME_FIELDS[self.std]
         for name, value in row.items():
             if not value:
                 continue
-            if name in times:
-                error = _time_error(value)
+            if name in times or name in either:
+                if name in either and len(value) == 8:
+                    error = _date_error(value)
+                else:
+                    error = _time_error(value)
+                    if error and name in either:
+                        error = f"{error} (or 8 digits yyyymmdd)"
                 if error:
                     self.add(table, name, "date.format", f"{where}: {name} {error}", value)
             elif name in dates:
