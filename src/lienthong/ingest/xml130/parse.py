@@ -260,17 +260,47 @@ def _percent_encode(match: re.Match[bytes]) -> bytes:
     return match.group(1) + quoted[:1] + fixed + quoted[:1]
 
 
-def _fix_namespace_tag(match: re.Match[bytes]) -> bytes:
-    return _XMLNS_ATTR.sub(_percent_encode, match.group(0))
+# start tag as written -> mended: the tables of one product all open the same way
+_MENDED_TAGS: dict[bytes, bytes] = {}
+
+
+def _mend_tag(tag: bytes) -> bytes:
+    fixed = _MENDED_TAGS.get(tag)
+    if fixed is None:
+        fixed = _XMLNS_ATTR.sub(_percent_encode, tag)
+        if len(_MENDED_TAGS) < 1000 and len(tag) < 4096:
+            _MENDED_TAGS[tag] = fixed
+    return fixed
 
 
 def _fix_namespaces(data: bytes) -> bytes:
     """Percent-encode the characters of namespace URIs that are not allowed in a URI (the
     space of ``.../XMLSchema instance``), so libxml2 takes the declaration. Namespaces do
-    not matter to the reader; the document keeps every declaration and prefix."""
-    if b"xmlns" not in data:
+    not matter to the reader; the document keeps every declaration and prefix. Only the
+    start tags around an ``xmlns`` are looked at (usually the root's alone)."""
+    i = data.find(b"xmlns")
+    if i < 0:
         return data
-    return _XMLNS_TAG.sub(_fix_namespace_tag, data)
+    out: list[bytes] = []
+    pos = 0
+    while i >= 0:
+        gt = data.find(b">", i)
+        if gt < 0:
+            break
+        lt = data.rfind(b"<", pos, i)
+        if lt >= 0:
+            tag = data[lt : gt + 1]
+            if _XMLNS_TAG.fullmatch(tag) is not None:
+                fixed = _mend_tag(tag)
+                if fixed != tag:
+                    out.append(data[pos:lt])
+                    out.append(fixed)
+                    pos = gt + 1
+        i = data.find(b"xmlns", gt + 1)
+    if not out:
+        return data
+    out.append(data[pos:])
+    return b"".join(out)
 
 
 def _looks_utf16(head: bytes) -> bool:
