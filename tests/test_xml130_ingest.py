@@ -693,3 +693,26 @@ def test_a_visit_refused_by_the_engine_is_undone_alone_within_its_batch(
     sources = store.counts()["Patient"] - len(patients)
     assert stats["records"] == sources == len(report.patients)
     assert len(report.patients) == len({v.summary.get("MA_BN") for v in sent if v.ma_lk != doomed})
+
+
+def test_a_visit_with_an_unreadable_table_is_refused_and_the_others_go_in(
+    exports: Path, engine: FhirEngine
+) -> None:
+    """A table the reader could not read (here: NOIDUNGFILE that is not base64) is a
+    blocking problem of its visit only."""
+    sent = [v for v in visits_of(exports) if v.ma_cskcb == "01012" and v.rows("XML2")][:2]
+    assert len(sent) == 2
+    data = envelope_xml("01012", date(2025, 1, 1), [v.tables for v in sent])
+    marker = b"<LOAIHOSO>XML2</LOAIHOSO><NOIDUNGFILE>"
+    at = data.index(marker) + len(marker)  # the first visit's drug table
+    data = data[:at] + b"%%not base64%%" + data[data.index(b"</NOIDUNGFILE>", at) :]
+    ingest = Xml130Ingest(engine)
+    ingest.ingest(data, name="broken.xml")
+    report = ingest.report
+    assert report.refused_files == [] and report.visits_rejected == 1
+    assert report.visits_created == 1
+    broken = [p for p in report.problems if p.rule == "broken"]
+    assert [(p.ma_lk, p.table, p.severity) for p in broken] == [(sent[0].ma_lk, "XML2", "blocking")]
+    for v, stored in zip(sent, (0, 1), strict=True):
+        found = find(engine.store, "Encounter", identifier=f"{visit_system(v.ma_cskcb)}|{v.ma_lk}")
+        assert len(found) == stored
