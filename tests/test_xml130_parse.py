@@ -688,3 +688,12 @@ def test_prefixed_tables_and_a_utf16_envelope() -> None:
     (visit,) = parse(data)
     assert visit.broken == [] and visit.summary == {"MA_LK": "LK-P", "HO_TEN": "An"}
     assert visit.envelope == {"SOLUONGHOSO": "1"}
+
+
+def test_marks_and_whitespace_before_the_document() -> None:
+    good = table_xml("XML1", [SUMMARY_130])
+    for head in (b"\xef\xbb\xbf", b"\r\n\t ", b" " * 100_000 + b"\xef\xbb\xbf\r\n"):
+        (visit,) = parse(head + good)
+        assert visit.summary == SUMMARY_130
+    with pytest.raises(Xml130Error):
+        list(parse(b"\xef\xbb\xbf \r\n" * 3000))

@@ -364,6 +364,11 @@ class _CleanReader:
                     self._active = False
                 else:
                     chunk, self._utf8 = _clean_head(chunk)
+                    while not chunk:  # nothing but marks and whitespace so far
+                        chunk = self._raw.read(size)
+                        if not chunk:
+                            break
+                        chunk, self._utf8 = _clean_head(chunk)
             if not self._active:
                 return chunk
             data = self._carry + chunk if self._carry else chunk
