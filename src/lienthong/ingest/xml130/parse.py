@@ -60,7 +60,7 @@ DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 # fields; it does not name the XML elements around them, and the gateway's XSD is not
 # published. The names here are the ones the gateway takes and HIS products write (the
 # names of tables 1-5 are the same under QĐ 4210). A single-row table's root element is
-# its row.
+# its row. Sheet names are given without the stray spaces some have in the workbook.
 TABLE_SHEETS: dict[str, str] = {
     "XML0": "Bang Check-in",  # check-in message sent at admission
     "XML1": "Bang 1_Tong hop",
