@@ -1,7 +1,10 @@
 """The conformance rules the validator applies, each with its source.
 
 Field types, sizes and required flags for QĐ 130/4750 come from the generated
-:mod:`dictionary_130` (the gateway's field list); the legacy QĐ 4210 field set below is
+:mod:`dictionary_130` (the QĐ 4750 appendix and the gateway's field list, merged as
+``scripts/build_xml130_dictionary.py`` says), corrected by :data:`FIELD_OVERRIDES` where
+later law overtook both; :data:`BLOCKING_PROBLEMS` says which problems keep a visit out
+of the store (the others are conformance problems). The legacy QĐ 4210 field set below is
 written from QĐ 4210/QĐ-BYT (2017) Bảng 1-5 as mapped field by field in the VN Core
 implementation guide (``qd_4210.xml``). Code lists and cross-field rules are written from
 the descriptions in the QĐ 130 appendix (as amended by QĐ 4750) and the "VALID" notes of
