@@ -78,6 +78,11 @@ W_SEX = (1, -6)
 # (it also holds for the whole household, which the name and birth date tell apart).
 W_COMMUNE, W_PROVINCE, W_PLACE_OTHER = 8, 3, -2
 W_NUMBER, W_NUMBER_NEAR = 6, 8
+# A name rarer than one register person in 2**12 (4,096) weighs more, up to 6 more at one
+# in 2**18: a record that agrees with such a name is seldom a namesake's, even when little
+# else is known (a year of birth, no place). Frequencies, not counts, so a larger register
+# changes nothing; a small one (a register service's answers for a batch) gives no bonus.
+W_RARE_FROM, W_RARE_CAP = 12, 6
 SCORE_FULL = 32
 """Weight of a record without a number that agrees on every field: `score` = weight / this."""
 
@@ -91,10 +96,10 @@ register carries its name frequencies)."""
 # wrong line of a list or a look-up by name lands on someone who shares the name, often
 # the birth year too, seldom the date or the commune; the name's agreement is therefore
 # worth little, and the less the commoner the name (`E_NAMESAKES_CAP`).
-E_PRIOR = 6
+E_PRIOR = 10
 """The number itself: most records carry their owner's number."""
-E_NAMESAKES_CAP = 6
-"""At most this many bits off for the register people who share the name (64 or more)."""
+E_NAMESAKES_CAP = 8
+"""At most this many bits off for the register people who share the name (256 or more)."""
 E_NAME_MINOR = -1
 """A name that is the holder's with a slip (a letter, diacritics, a part left out)."""
 E_DATE = {
@@ -110,8 +115,8 @@ E_DATE = {
     "register_partial": 2,  # the register knows only part of the date, which agrees
     "day": -3,  # the year and month agree, the day is another
     "month_only": -3,  # the year and day agree, the month is another
-    "other": -8,  # the year agrees, day and month are others: a namesake born that year
-    "differ": -12,
+    "other": -10,  # the year agrees, day and month are others: a namesake born that year
+    "differ": -14,
     "absent": 0,
     "unreadable": 0,
 }
@@ -959,6 +964,7 @@ class VerifyEngine:
         one keystroke away) scored in SQL. The holder is scored too (`pairs.own`), so that
         `decide` can tell whether someone else fits the record better."""
         con = self.con
+        people = max(1, self.register_rows)
         con.execute(
             """
             CREATE OR REPLACE TEMP TABLE need AS
@@ -1041,7 +1047,10 @@ class VerifyEngine:
               + (CASE WHEN r.mid = g.mid THEN {W_MIDDLE[0]} WHEN r.mid = '' THEN 0
                       WHEN damerau_levenshtein(r.mid, g.mid) <= 1 THEN {W_MIDDLE[1]}
                       ELSE {W_MIDDLE[2]} END)
-              + (CASE WHEN r.fs = g.fs THEN {W_SAME_TOKENS} ELSE 0 END),
+              + (CASE WHEN r.fs = g.fs THEN {W_SAME_TOKENS}
+                          + greatest(0, least({W_RARE_CAP},
+                                              log2({people} / g.n_full) - {W_RARE_FROM}))
+                      ELSE 0 END),
                 -- word order that the order rules misread (a typo in the family name,
                 -- a middle name that is also a family name): count shared words instead
                 CASE WHEN r.fs = g.fs THEN {W_NAME_FULL}
