@@ -192,10 +192,14 @@ def test_place_lookups_agree_with_the_address_toolkit(population: Population) ->
     assert len(addresses) > 100
     for address in addresses[:: max(1, len(addresses) // 150)]:
         parsed = normalize_address(address)
-        assert linkage._place_from_address(address) == (
-            parsed.province_code,
-            parsed.commune_code,
-        ), address
+        got = linkage._place_from_address(address)
+        if parsed.commune_code is None and parsed.commune_candidates:
+            # The parser cannot choose ("Phường An Dương" is also a former district's
+            # name); the exact current unit name picks one of its candidates.
+            assert got[0] == parsed.province_code, address
+            assert got[1] in (None, *parsed.commune_candidates), address
+            continue
+        assert got == (parsed.province_code, parsed.commune_code), address
 
 
 def test_prepare_in_worker_processes_gives_the_same_features(

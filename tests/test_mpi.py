@@ -369,7 +369,10 @@ def test_a_failing_bundle_leaves_no_person_behind(api: TestClient) -> None:
 def test_match_scores_and_grades(api: TestClient) -> None:
     hoa = post(api, rec("Đặng Thị Hoà", "1975-12-01", "F", cccd="079175000111",
                         phone="0909090909"))  # fmt: skip
-    post(api, rec("Đặng Thị Hoà", "1975-04-30", "F"))  # a namesake, or a mistyped date
+    # a namesake: no known error turns 1 December into 30 April, so never a candidate
+    post(api, rec("Đặng Thị Hoà", "1975-04-30", "F"))
+    # the birth year off by one, in another commune: a candidate, not a certain one
+    near = post(api, rec("Đặng Thị Hoà", "1976-12-01", "F", commune=PHU_LOI))
     post(api, rec("Lý Văn Phúc", "1940-05-05", "M"))
     query = rec("DANG THI HOA", "01/12/1975", "F", phone="0909 090 909")
     r = api.post(
@@ -390,6 +393,7 @@ def test_match_scores_and_grades(api: TestClient) -> None:
     assert scores == sorted(scores, reverse=True)
     assert all(g["valueCode"] in ("certain", "probable", "possible") for g in grades)
     assert len(entries) == 2  # Phúc shares no blocking key and is not a candidate
+    assert entries[1]["resource"]["id"] == person_of(api, near)["id"]
     assert entries[1]["search"]["extension"][0]["valueCode"] != "certain"
 
     r = api.post(
@@ -494,7 +498,9 @@ def test_a_no_match_outweighs_a_match_with_another_record_of_the_person(
 def test_a_merge_holds_when_one_record_of_the_target_is_split_out(api: TestClient) -> None:
     k0 = post(api, rec("Nguyễn Văn An", "1980-03-04", "M", cccd="079080001234"))
     k1 = post(api, rec("Nguyen Van An", "1980-03-04", "M", cccd="079080001234"))
-    x = post(api, rec("Nguyễn V. Ân", "1980-04-03", "M"))  # not certain on its own
+    # not certain on its own: another commune, the middle name cut short, day and month
+    # swapped
+    x = post(api, rec("Nguyễn V. Ân", "1980-04-03", "M", commune=THU_DAU_MOT))
     assert x not in links(person_of(api, k0))
     r = api.post("/fhir/Patient/$merge", json=params(ref("source-patient", x),
                  ref("target-patient", k0)), headers=FHIR)  # fmt: skip

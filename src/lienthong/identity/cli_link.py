@@ -140,7 +140,7 @@ def link_command(
         f"{result.pairs_compared:,} pairs compared\n"
         f"links: {result.identifier_links:,} by identifier (CCCD/BHXH), "
         f"{result.probabilistic_links:,} probabilistic (match probability >= {threshold}), "
-        f"{result.refused_links:,} refused (given names or identifiers differ)\n"
+        f"{result.refused_links:,} refused (names, birth dates or identifiers contradict)\n"
         f"time: {elapsed:.1f} s (normalising {normalising:.1f} s, "
         f"scoring {s.get('scoring', 0.0):.1f} s, clustering {s.get('clustering', 0.0):.1f} s)\n"
         f"written to {out}" + (f"; model saved to {save_model}" if save_model else "")

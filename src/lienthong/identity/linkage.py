@@ -8,15 +8,22 @@ Linking therefore runs in two passes:
 
 1. a deterministic pass joins records sharing a *valid* CCCD (one whose century, sex and
    birth-year digits agree with the record's own sex and birth year, so a mother's number
-   on her child's record is ignored) or a social-insurance (BHXH) number;
+   on her child's record is ignored) or a social-insurance (BHXH) number, unless the
+   rest contradicts it: another given or family name, a birth date no known error
+   explains (a namesake's or a relative's number, a child on a parent's card);
 2. a probabilistic pass (Splink, Fellegi-Sunter on DuckDB) scores candidate pairs with
    comparisons written for this data: the given name is compared apart from the family
    name, the family name is term-frequency adjusted, birth dates tolerate a day/month
-   swap and a year-only value, identifiers tolerate one mistyped digit.
+   swap, a year-only value, the year off by one and a mistyped digit, identifiers
+   tolerate one mistyped digit or two swapped ones.
 
-Edges of both passes are merged with connected components. Features come from
-`lienthong.identity.normalize` and `lienthong.identity.identifiers`, so linkage sees the
-same normalised values as the rest of the platform.
+Edges of both passes are merged with connected components; a cluster then holding two
+records that can never be one person (two CCCDs or BHXH numbers, birth dates no known
+error explains, however the records were chained) is clustered again from its pairs,
+heaviest first, never joining two groups that conflict (`_coherent`).
+
+Features come from `lienthong.identity.normalize` and `lienthong.identity.identifiers`,
+so linkage sees the same normalised values as the rest of the platform.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import csv
 import functools
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -42,16 +50,15 @@ from lienthong.identity.identifiers import (
     check_bhyt,
     check_cccd,
     decode_bhyt,
-    one_digit_apart,
 )
 from lienthong.identity.normalize import (
-    birth_parts,
-    name_key,
+    fold_key,
     name_keys,
     normalize_address,
     normalize_phone,
     normalize_sex,
 )
+from lienthong.identity.scoring import birth_features
 
 __all__ = [
     "FEATURE_COLUMNS",
@@ -286,7 +293,7 @@ def _place_from_codes(province: str, commune: str) -> tuple[str | None, str | No
 
 def _unit_key(part: str) -> str:
     """Map "Phường Bình Thọ" and "Phuong Binh Tho" -> "phuongbinhtho", the library's key form."""
-    return name_key(part).replace(" ", "")
+    return fold_key(part).replace(" ", "")
 
 
 @functools.cache
@@ -373,7 +380,7 @@ def _identifiers(
 
 _NORMALISERS: dict[str, Callable[[Any], Any]] = {
     "name": name_keys,
-    "birth": birth_parts,
+    "birth": birth_features,
     "sex": _sex,
     "phone": _phone,
     "place": _place,
@@ -529,6 +536,12 @@ def prepare(
 # --------------------------------------------------------------------------- the model
 
 
+def _date_digits(y: str, m: str, d: str) -> str:
+    """SQL for a full date as the text YYYYMMDD (NULL unless all three parts are known),
+    in a form DuckDB and Spark SQL read alike."""
+    return f"printf('%04d%02d%02d', {y}, {m}, {d})"
+
+
 def _settings() -> Any:
     """The Splink settings; comparisons are written for Vietnamese names and records."""
     import splink.comparison_level_library as cll
@@ -564,6 +577,9 @@ def _settings() -> Any:
                 cll.ExactMatchLevel(col, term_frequency_adjustments=tf),
                 cll.JaroWinklerLevel(col, 0.92),
                 cll.CustomLevel(reordered, f"{col} is a word of the other name"),
+                # A letter dropped or mistyped in a short name ("Vân" keyed "ân"),
+                # which Jaro-Winkler, weighing the first letters most, misses.
+                cll.DamerauLevenshteinLevel(col, 1),
                 cll.ElseLevel(),
             ],
         )
@@ -577,10 +593,26 @@ def _settings() -> Any:
             cll.CustomLevel(
                 f"{y}_l = {y}_r AND {m}_l = {d}_r AND {d}_l = {m}_r", "day and month swapped"
             ),
+            # Unknown parts: missing, or written as the 1st (of January): forms that
+            # need a full date get one for people known by their year or month alone.
             cll.CustomLevel(
                 f"{y}_l = {y}_r AND ({m}_l IS NULL OR {m}_r IS NULL "
-                f"OR ({m}_l = {m}_r AND ({d}_l IS NULL OR {d}_r IS NULL)))",
+                f"OR ({m}_l = 1 AND {d}_l = 1) OR ({m}_r = 1 AND {d}_r = 1) "
+                f"OR ({m}_l = {m}_r AND ({d}_l IS NULL OR {d}_r IS NULL "
+                f"OR {d}_l = 1 OR {d}_r = 1)))",
                 "same year, rest unknown on one side",
+            ),
+            # Keying errors: the year off by one (day and month agreeing as far as
+            # known), one digit of YYYYMMDD mistyped or two adjacent ones swapped.
+            cll.CustomLevel(
+                f"abs({y}_l - {y}_r) = 1 AND ({m}_l IS NULL OR {m}_r IS NULL OR {m}_l = {m}_r) "
+                f"AND ({d}_l IS NULL OR {d}_r IS NULL OR {d}_l = {d}_r)",
+                "year off by one, day and month agree",
+            ),
+            cll.CustomLevel(
+                f"damerau_levenshtein({_date_digits(y + '_l', m + '_l', d + '_l')}, "
+                f"{_date_digits(y + '_r', m + '_r', d + '_r')}) = 1",
+                "one digit of the date mistyped",
             ),
             cll.CustomLevel(f"{y}_l = {y}_r", "same year, different day or month"),
             cll.CustomLevel(f"abs({y}_l - {y}_r) = 1", "one year apart"),
@@ -623,6 +655,12 @@ def _settings() -> Any:
             block_on("family_key", "given_key", "birth_year", "birth_month"),
             block_on("family_key", "birth_year", "birth_month", "birth_day", "province"),
             block_on("given_key", "birth_year", "birth_month", "birth_day"),
+            # The birth year off by one, or the place unknown on one side (a year-only
+            # date then meets no rule above), or the name split or spelt otherwise.
+            block_on("family_key", "given_key", "commune"),
+            block_on("family_key", "given_key", "birth_month", "birth_day"),
+            block_on("family_key", "middle_key", "given_key", "birth_year"),
+            block_on("birth_year", "birth_month", "birth_day", "commune"),
             block_on("phone"),
             block_on("cccd"),
             block_on("bhxh"),
@@ -907,29 +945,64 @@ def train(records: Records, backend: Backend = "duckdb") -> LinkageModel:
     except Exception as exc:  # Splink raises assorted error types on degenerate inputs
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"cannot train on {table.num_rows:,} records: {reason}") from exc
-    return LinkageModel.from_trained(settings, table.num_rows)
+    return LinkageModel.from_trained(_with_keying_errors(settings), table.num_rows)
+
+
+KEYING_ERROR_M = {
+    ("birth_date", "year off by one, day and month agree"): 0.004,
+    ("birth_date", "one digit of the date mistyped"): 0.004,
+    ("sex", "All other comparisons"): 0.005,
+    ("cccd", "Damerau-Levenshtein distance of cccd <= 1"): 0.005,
+    ("bhxh", "Damerau-Levenshtein distance of bhxh <= 1"): 0.005,
+    ("phone", "Damerau-Levenshtein distance of phone <= 1"): 0.005,
+}
+"""The least share of one person's record pairs assumed to fall in each keying-error
+level, whatever training found. Expectation maximisation learns m from the records it is
+given: where they never show an error (a generated population without year slips, or
+with every sex recorded right) it learns m close to 0, and the level then vetoes every
+pair showing it, however well the rest agrees. Real exports do show these errors; about
+one record in 200-250 for each is a cautious guess, not a measurement."""
+
+_NEAR_IDENTIFIERS = ("cccd", "bhxh", "phone")
+
+
+def _with_keying_errors(settings: dict[str, Any]) -> dict[str, Any]:
+    """Trained settings with `KEYING_ERROR_M` applied, taking the m added from the exact
+    level so each comparison's m still sum to 1; and, for an identifier one digit off that
+    random sampling never met, the exact level's u: two people's numbers are about as
+    rarely one digit apart as equal (the default Splink would use counts the pair as
+    barely more likely a match than not)."""
+    out = json.loads(json.dumps(settings))
+    for comparison in out["comparisons"]:
+        name = comparison["output_column_name"]
+        levels = [lv for lv in comparison["comparison_levels"] if not lv.get("is_null_level")]
+        exact = levels[0]
+        for level in levels[1:]:
+            floor = KEYING_ERROR_M.get((name, level.get("label_for_charts", "")))
+            m = level.get("m_probability")
+            m = m if isinstance(m, float | int) else 0.0  # unset, or "level not observed"
+            if floor is not None and m < floor:
+                if isinstance(exact.get("m_probability"), float | int):
+                    exact["m_probability"] = max(exact["m_probability"] - (floor - m), 1e-6)
+                level["m_probability"] = floor
+            if (
+                name in _NEAR_IDENTIFIERS
+                and level is levels[1]
+                and not isinstance(level.get("u_probability"), float | int)
+                and isinstance(exact.get("u_probability"), float | int)
+            ):
+                level["u_probability"] = exact["u_probability"]
+    return out
 
 
 # --------------------------------------------------------------------------- clustering
 
 
-class _Clusters:
-    """Union-find over record positions that also tracks each cluster's identifiers.
+class _UnionFind:
+    """Union-find over record positions (a million records: ints in a list)."""
 
-    The identifiers let probabilistic merges be refused when two clusters hold different
-    CCCDs or BHXH numbers (not explained by one mistyped digit): Fellegi-Sunter scores
-    pairs, and without this a chain of plausible pairs can join two registered people.
-    Records are list positions (a million records: ints and lists, not dicts of strings),
-    and only clusters holding an identifier have an entry in `ids`.
-    """
-
-    def __init__(self, cccd: list[str | None], bhxh: list[str | None]) -> None:
-        self.parent = list(range(len(cccd)))
-        self.ids: dict[int, tuple[set[str], set[str]]] = {
-            i: ({c} if c else set(), {b} if b else set())
-            for i, (c, b) in enumerate(zip(cccd, bhxh, strict=True))
-            if c or b
-        }
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
 
     def find(self, x: int) -> int:
         parent = self.parent
@@ -940,41 +1013,157 @@ class _Clusters:
             parent[x], x = root, parent[x]
         return root
 
-    def conflict(self, a: int, b: int) -> bool:
-        """True when the clusters of `a` and `b` carry clearly different identifiers."""
-        ia, ib = self.ids.get(self.find(a)), self.ids.get(self.find(b))
-        if ia is None or ib is None:
-            return False
-        return any(
-            x != y and not one_digit_apart(x, y) for k in (0, 1) for x in ia[k] for y in ib[k]
-        )
-
     def union(self, a: int, b: int) -> bool:
-        """Join the clusters of `a` and `b`; False if they were one already."""
+        """Join the clusters of `a` and `b` (the smaller root kept); False if one already."""
         ra, rb = self.find(a), self.find(b)
         if ra == rb:
             return False
-        keep, drop = min(ra, rb), max(ra, rb)
-        self.parent[drop] = keep
-        dropped = self.ids.pop(drop, None)
-        if dropped is not None:
-            kept = self.ids.setdefault(keep, (set(), set()))
-            kept[0].update(dropped[0])
-            kept[1].update(dropped[1])
+        self.parent[max(ra, rb)] = min(ra, rb)
         return True
 
 
-def _deterministic_edges(cccd: list[str | None], bhxh: list[str | None]) -> list[tuple[int, int]]:
-    """Pairs sharing a valid CCCD or a BHXH number (a star per shared value)."""
-    edges: list[tuple[int, int]] = []
-    for column in (cccd, bhxh):
-        first: dict[str, int] = {}
-        for i, value in enumerate(column):
-            if value:
-                j = first.setdefault(value, i)
-                if j != i:
-                    edges.append((j, i))
-    return edges
+# The cannot-link rules of `scoring.births_compatible` and `scoring.identifiers_conflict`,
+# in SQL over the view `_FEATURES_VIEW` (aliases l and r); a test holds them equal.
+
+_FEATURES_VIEW = """
+CREATE OR REPLACE TEMP VIEW f AS
+SELECT *,
+    CASE WHEN birth_month = 1 AND birth_day = 1 THEN NULL ELSE birth_month END AS pm,
+    CASE WHEN birth_day = 1 THEN NULL ELSE birth_day END AS pd
+FROM features
+"""
+
+
+def _digits_sql(side: str, other: str) -> str:
+    """A side's date as text to the precision both sides have (a 1st as unknown)."""
+    return (
+        f"printf('%04d', {side}.birth_year) || CASE WHEN {side}.pm IS NULL OR {other}.pm IS NULL "
+        f"THEN '' ELSE printf('%02d', {side}.pm) || CASE WHEN {side}.pd IS NULL OR "
+        f"{other}.pd IS NULL THEN '' ELSE printf('%02d', {side}.pd) END END"
+    )
+
+
+_BIRTHS_COMPATIBLE = f"""(
+    l.birth_year IS NULL OR r.birth_year IS NULL
+    OR coalesce(l.birth_year = r.birth_year AND l.pm = r.pd AND l.pd = r.pm, false)
+    OR (abs(l.birth_year - r.birth_year) = 1 AND (l.pm IS NULL OR r.pm IS NULL
+        OR (l.pm = r.pm AND (l.pd IS NULL OR r.pd IS NULL OR l.pd = r.pd))))
+    OR damerau_levenshtein({_digits_sql("l", "r")}, {_digits_sql("r", "l")}) <= 1
+)"""
+
+
+def _identifier_conflict_sql(col: str) -> str:
+    return (
+        f"coalesce(l.{col} <> r.{col} AND NOT (length(l.{col}) = length(r.{col}) "
+        f"AND damerau_levenshtein(l.{col}, r.{col}) = 1), false)"
+    )
+
+
+_CONFLICTING = (
+    f"(NOT {_BIRTHS_COMPATIBLE} OR {_identifier_conflict_sql('cccd')} "
+    f"OR {_identifier_conflict_sql('bhxh')})"
+)
+
+
+def _name_differs_sql(col: str) -> str:
+    """The name comparison's last level (see `_settings`): not equal, not close, and
+    not a word of the other name both ways; and more than one letter apart."""
+    return (
+        f"coalesce(l.{col} <> r.{col} AND jaro_winkler_similarity(l.{col}, r.{col}) < 0.92 "
+        f"AND damerau_levenshtein(l.{col}, r.{col}) > 1 "
+        f"AND NOT ((' ' || r.name_key || ' ') LIKE ('% ' || l.{col} || ' %') AND "
+        f"(' ' || l.name_key || ' ') LIKE ('% ' || r.{col} || ' %')), false)"
+    )
+
+
+_CONTRADICTED = (
+    f"({_name_differs_sql('given_key')} OR {_name_differs_sql('family_key')} OR {_CONFLICTING})"
+)
+
+
+def _features_db(table: pa.Table) -> Any:
+    """A DuckDB connection holding the features as view `f`, with each record's position."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.register(
+        "features", table.append_column("pos", pa.array(range(table.num_rows), pa.int64()))
+    )
+    con.execute(_FEATURES_VIEW)
+    return con
+
+
+def _identifier_pairs(con: Any) -> tuple[list[tuple[int, int]], int]:
+    """Pairs sharing a valid CCCD or a BHXH number that nothing else contradicts, and the
+    number of pairs that shared one but were contradicted (another given or family name,
+    a birth date no known error explains, or the other identifier differing: a borrowed
+    number, a child on a parent's insurance card)."""
+    rows = con.execute(
+        f"""
+        WITH shared AS (
+            SELECT l.pos AS a, r.pos AS b, {_CONTRADICTED} AS contradicted
+            FROM f l JOIN f r ON l.cccd = r.cccd AND l.pos < r.pos
+            UNION
+            SELECT l.pos, r.pos, {_CONTRADICTED}
+            FROM f l JOIN f r ON l.bhxh = r.bhxh AND l.pos < r.pos
+        )
+        SELECT a, b, contradicted FROM shared ORDER BY a, b
+        """
+    ).fetchall()
+    pairs = [(a, b) for a, b, bad in rows if not bad]
+    return pairs, len({(a, b) for a, b, bad in rows if bad} - set(pairs))
+
+
+def _conflicts_within(con: Any, roots: list[int]) -> list[tuple[int, int]]:
+    """Pairs of records of one cluster that can never be one person, set-wise: only
+    clusters of two records or more are joined with themselves."""
+    con.register("roots", pa.table({"pos": pa.array(range(len(roots)), pa.int64()),
+                                    "root": pa.array(roots, pa.int64())}))  # fmt: skip
+    rows = con.execute(
+        f"""
+        WITH shared AS (SELECT root FROM roots GROUP BY root HAVING count(*) > 1),
+        c AS (SELECT f.*, roots.root FROM f JOIN roots USING (pos) JOIN shared USING (root))
+        SELECT l.pos, r.pos FROM c l JOIN c r ON l.root = r.root AND l.pos < r.pos
+        WHERE {_CONFLICTING}
+        ORDER BY 1, 2
+        """
+    ).fetchall()
+    con.unregister("roots")
+    return [(int(a), int(b)) for a, b in rows]
+
+
+Edge: TypeAlias = tuple[float, int, int, float]
+"""(match weight, position, position, match probability); identifier pairs weigh +inf."""
+
+
+def _coherent(uf: _UnionFind, edges: list[Edge], conflicts: list[tuple[int, int]]) -> None:
+    """Split every cluster holding a conflicting pair: its records are clustered again
+    from their pairs, heaviest first, never joining two groups that hold a conflicting
+    pair (cannot-link clustering). Only the flagged clusters' records and edges are
+    touched."""
+    if not conflicts:
+        return
+    flagged = {uf.find(a) for a, _ in conflicts}
+    inside = [e for e in edges if uf.find(e[1]) in flagged]
+    members = {i for _, a, b, _ in inside for i in (a, b)}
+    cannot: dict[int, set[int]] = {}
+    for a, b in conflicts:
+        cannot.setdefault(a, set()).add(b)
+        cannot.setdefault(b, set()).add(a)
+    for i in members:
+        uf.parent[i] = i
+    groups: dict[int, list[int]] = {i: [i] for i in members}
+    inside.sort(key=lambda e: (-e[0], e[1], e[2]))
+    for _, a, b, _ in inside:
+        ra, rb = uf.find(a), uf.find(b)
+        if ra == rb:
+            continue
+        small, other = (ra, rb) if len(groups[ra]) <= len(groups[rb]) else (rb, ra)
+        if any(uf.find(x) == other for y in groups[small] for x in cannot.get(y, ())):
+            continue
+        merged = groups.pop(ra) + groups.pop(rb)
+        uf.union(ra, rb)
+        groups[uf.find(ra)] = merged
 
 
 @dataclass
@@ -990,7 +1179,8 @@ class Linkage:
     probabilistic_links: int
     """Scored pairs at or above the threshold that joined two clusters."""
     refused_links: int
-    """Scored pairs above the threshold refused: different given names or identifiers."""
+    """Pairs refused: sharing an identifier but contradicted, scored above the threshold
+    with different given names, or joining records that can never be one person."""
     seconds: dict[str, float]
 
 
@@ -1000,26 +1190,20 @@ def _count(frame: Any, backend: Backend) -> int:
     return int(frame.as_duckdbpyrelation().aggregate("count(*)").fetchall()[0][0])
 
 
-def _edges(frame: Any, backend: Backend) -> list[tuple[str, str, float]]:
-    """Scored pairs, strongest first; a pair whose given names clearly differ is dropped.
+def _edges(frame: Any, backend: Backend) -> list[tuple[str, str, float, float]]:
+    """Scored pairs as (left, right, probability, weight); a pair whose given names
+    clearly differ is dropped.
 
     That is what separates twins and siblings sharing surname, birth date, address and
     the parents' phone (a name in another order, split wrongly, has a level of its own
     above 0)."""
+    columns = ("record_id_l", "record_id_r", "match_probability", "match_weight")
     if backend == "spark":
         df = frame.as_spark_dataframe()
-        rows = (
-            df.filter("gamma_given_key <> 0")
-            .select("record_id_l", "record_id_r", "match_probability")
-            .collect()
-        )
-        return [(r[0], r[1], float(r[2])) for r in rows]
-    rel = (
-        frame.as_duckdbpyrelation()
-        .filter("gamma_given_key <> 0")
-        .select("record_id_l, record_id_r, match_probability")
-    )
-    return [(a, b, float(p)) for a, b, p in rel.fetchall()]
+        rows = df.filter("gamma_given_key <> 0").select(*columns).collect()
+        return [(r[0], r[1], float(r[2]), float(r[3])) for r in rows]
+    rel = frame.as_duckdbpyrelation().filter("gamma_given_key <> 0").select(", ".join(columns))
+    return [(a, b, float(p), float(w)) for a, b, p, w in rel.fetchall()]
 
 
 def _score_chunks(n: int) -> int:
@@ -1053,23 +1237,18 @@ def run_linkage(
     seconds = {"normalising": time.perf_counter() - started}
     ids: list[str] = table.column("record_id").to_pylist()
     cccd: list[str | None] = table.column("cccd").to_pylist()
-    bhxh: list[str | None] = table.column("bhxh").to_pylist()
-    best = [1.0] * len(ids)
-    uf = _Clusters(cccd, bhxh)
-    identifier_links = 0
-    by_identifier: set[int] = set()
-    for a, b in _deterministic_edges(cccd, bhxh):
-        identifier_links += uf.union(a, b)
-        by_identifier.update((a, b))
-    pairs = probabilistic = refused = 0
     n = len(ids)
+    con = _features_db(table)
+    identifying, refused = _identifier_pairs(con)
+    edges: list[Edge] = [(math.inf, a, b, 1.0) for a, b in identifying]
+    pairs = 0
     if n > 1:
         if model is None:
             loaded = LinkageModel.default()
         else:
             loaded = model if isinstance(model, LinkageModel) else LinkageModel.load(model)
         scoring = time.perf_counter()
-        edges: list[tuple[str, str, float]] = []
+        position = {rid: i for i, rid in enumerate(ids)}
         with _quiet_splink():
             linker = _linker(table, loaded.for_records(n), backend)
             chunks = _score_chunks(n)
@@ -1089,43 +1268,60 @@ def run_linkage(
                 above = _count(scored, backend)
                 kept = _edges(scored, backend)
                 refused += above - len(kept)
-                edges.extend(kept)
+                edges.extend((w, position[left], position[right], p) for left, right, p, w in kept)
                 scored.drop_table_from_database_and_remove_from_cache()
                 blocked.drop_table_from_database_and_remove_from_cache()
                 if progress:
                     progress("scoring", i, chunks)
         seconds["scoring"] = time.perf_counter() - scoring
-        clustering = time.perf_counter()
-        position = {rid: i for i, rid in enumerate(ids)}
-        linked_at: dict[int, float] = {}
-        # Strongest pairs first, so that an identifier conflict blocks the weaker link.
-        edges.sort(key=lambda e: (-e[2], e[0], e[1]))
-        for left, right, p in edges:
-            a, b = position[left], position[right]
-            if uf.find(a) != uf.find(b):
-                if uf.conflict(a, b):
-                    refused += 1
-                    continue
-                probabilistic += uf.union(a, b)
+    clustering = time.perf_counter()
+    uf = _UnionFind(n)
+    for _, a, b, _ in edges:
+        uf.union(a, b)
+    _coherent(uf, edges, _conflicts_within(con, [uf.find(i) for i in range(n)]))
+    con.close()
+    # What joined each cluster, counted over its accepted edges (identifier pairs first,
+    # then the strongest scored pairs); a record's probability is its strongest accepted
+    # link, 1.0 when it was joined by an identifier or stands alone.
+    roots = [uf.find(i) for i in range(n)]
+    best = [1.0] * n
+    linked_at: dict[int, float] = {}
+    by_identifier: set[int] = set()
+    counted = _UnionFind(n)
+    identifier_links = probabilistic = 0
+    edges.sort(key=lambda e: (-e[0], e[1], e[2]))
+    for weight, a, b, p in edges:
+        if roots[a] != roots[b]:
+            refused += 1  # cut by the coherence step
+            continue
+        joined = counted.union(a, b)
+        if weight == math.inf:
+            identifier_links += joined
+            by_identifier.update((a, b))
+        else:
+            probabilistic += joined
             linked_at[a] = max(linked_at.get(a, 0.0), p)
             linked_at[b] = max(linked_at.get(b, 0.0), p)
-        # A record's probability is its strongest accepted link; 1.0 when it was joined
-        # only by an identifier or stands alone.
-        for i, p in linked_at.items():
-            if i not in by_identifier:
-                best[i] = p
-        seconds["clustering"] = time.perf_counter() - clustering
-    roots = [uf.find(i) for i in range(n)]
+    for i, p in linked_at.items():
+        if i not in by_identifier:
+            best[i] = p
+    seconds["clustering"] = time.perf_counter() - clustering
     cluster_cccds: dict[int, set[str]] = {}
     for root, c in zip(roots, cccd, strict=True):
         if c:
             cluster_cccds.setdefault(root, set()).add(c)
-    # A cluster holding exactly one valid CCCD is named by it (stable across runs and
-    # meaningful to other systems); otherwise by its smallest record_id.
+    # A cluster holding exactly one valid CCCD, which no other cluster holds, is named by
+    # it (stable across runs and meaningful to other systems); otherwise by its smallest
+    # record_id. (A number borrowed by someone else is held by two clusters.)
+    holders: dict[str, int] = {}
+    for held in cluster_cccds.values():
+        for c in held:
+            holders[c] = holders.get(c, 0) + 1
     person: dict[int, str] = {}
     for root in set(roots):
         cs = cluster_cccds.get(root)
-        person[root] = next(iter(cs)) if cs and len(cs) == 1 else ""
+        only = next(iter(cs)) if cs and len(cs) == 1 else ""
+        person[root] = only if only and holders[only] == 1 else ""
     smallest: dict[int, str] = {}
     for rid, root in zip(ids, roots, strict=True):
         if not person[root] and (root not in smallest or rid < smallest[root]):
@@ -1157,8 +1353,9 @@ def link(
     """Assign each record a person: `(record_id, person_id, match_probability)`.
 
     Every input record appears exactly once, in input order. `person_id` is the cluster's
-    CCCD when the cluster holds exactly one valid CCCD (stable across runs and meaningful
-    to other systems), otherwise its smallest record_id. `match_probability` is the
+    CCCD when the cluster holds exactly one valid CCCD and no other cluster holds it
+    (stable across runs and meaningful to other systems), otherwise its smallest
+    record_id. `match_probability` is the
     strongest link that put the record into its cluster (1.0 for identifier links and for
     a record alone in its cluster). Without `model`, the shipped model is used
     (`LinkageModel.default()`); pass a `LinkageModel` or the path of a saved one, or

@@ -13,12 +13,15 @@ entries, bulk import), so a failed write leaves no trace in the index either:
 1. the record's matching features are those of `lienthong link` (names folded and split,
    dates, sex, valid CCCD/BHXH, phone, current administrative unit);
 2. candidates come from the same blocking keys as the linkage model (given name + birth
-   year, family name + birth date, phone, commune + birth year, CCCD, BHXH), kept in
-   ``mpi_key``;
+   year, family name + birth date, phone, commune + birth year, CCCD, BHXH, and for a
+   year off by one, an unknown place or a name split otherwise: family + given name +
+   commune, family + given name + day and month, full name + birth year, birth date +
+   commune), kept in ``mpi_key``;
 3. each candidate person is scored by its best record pair (`scoring.PairScorer`, the
-   linkage model's Fellegi-Sunter weights); a person whose records hold another CCCD or
-   BHXH number (not one mistyped digit away), or whose best record has a clearly
-   different given name (twins), is never linked;
+   linkage model's Fellegi-Sunter weights); a person holding a record this one can never
+   be (`scoring.conflicting`: another CCCD or BHXH number not one mistyped digit away, a
+   birth date no known error explains), or whose best record has a clearly different
+   given name (twins), is never linked;
 4. the record joins the best person at or above ``MATCH_THRESHOLD``, or becomes a new
    person; persons in the uncertain band ``[REVIEW_THRESHOLD, MATCH_THRESHOLD)`` go to
    the review list (``mpi_pair``).
@@ -40,9 +43,14 @@ import orjson
 
 from lienthong.fhir.engine import now_instant
 from lienthong.fhir.errors import FhirError, Issue, bad_request, not_found
-from lienthong.identity.identifiers import one_digit_apart
 from lienthong.identity.linkage import MATCH_THRESHOLD
-from lienthong.identity.scoring import CCCD_SYSTEM, PairScore, PairScorer, patient_features
+from lienthong.identity.scoring import (
+    CCCD_SYSTEM,
+    PairScore,
+    PairScorer,
+    conflicting,
+    patient_features,
+)
 from lienthong.storage.base import Session, Stored, WriteOp
 from lienthong.storage.sql import SqlSession
 
@@ -143,6 +151,16 @@ def blocking_keys(f: Mapping[str, Any]) -> list[str]:
         keys.append(f"p|{f['phone']}")
     if f.get("commune") and year is not None:
         keys.append(f"cy|{f['commune']}|{year}")
+    family, given = f.get("family_key"), f.get("given_key")
+    # the year off by one, the place unknown on one side, the name split otherwise
+    if family and given and f.get("commune"):
+        keys.append(f"fgc|{family}|{given}|{f['commune']}")
+    if family and given and month is not None and day is not None:
+        keys.append(f"fgd|{family}|{given}|{month}-{day}")
+    if family and given and f.get("middle_key") and year is not None:
+        keys.append(f"fmgy|{family}|{f['middle_key']}|{given}|{year}")
+    if f.get("commune") and year is not None and month is not None and day is not None:
+        keys.append(f"dc|{f['commune']}|{year}-{month}-{day}")
     if f.get("cccd"):
         keys.append(f"c|{f['cccd']}")
     if f.get("bhxh"):
@@ -362,7 +380,12 @@ class MasterPersonIndex:
             pairs_ok = [(s, rid) for s, rid in scored if not s.given_differs]
             pool = pairs_ok or scored
             best_score, best_id = max(pool, key=lambda x: x[0].probability)
-            eligible = bool(pairs_ok) and not _conflict(features, records.values())
+            # never a person holding a record this one cannot be: another CCCD or BHXH
+            # number, a birth date no known error explains (however its records were
+            # chained together)
+            eligible = bool(pairs_ok) and not any(
+                conflicting(features, f) for f in records.values()
+            )
             out.append(
                 Candidate(
                     master_id, best_id, best_score, self.grade(best_score.probability), eligible
@@ -848,16 +871,3 @@ def _completeness(f: Mapping[str, Any]) -> int:
         for k in ("given_key", "family_key", "middle_key", "birth_month", "birth_day", "sex",
                   "cccd", "bhxh", "phone", "commune")
     )  # fmt: skip
-
-
-def _conflict(f: Mapping[str, Any], records: Iterable[Mapping[str, Any]]) -> bool:
-    """The record and the person hold clearly different CCCDs or BHXH numbers."""
-    for col in ("cccd", "bhxh"):
-        mine = f.get(col)
-        if not mine:
-            continue
-        for other in records:
-            theirs = other.get(col)
-            if theirs and theirs != mine and not one_digit_apart(theirs, mine):
-                return True
-    return False

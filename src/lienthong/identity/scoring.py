@@ -17,9 +17,11 @@ adjustment ``log2(u_exact) - log2(tf(value))``; the probability is ``2^w / (1 + 
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import functools
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +29,18 @@ from typing import Any
 
 from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler
 
-from lienthong.identity.identifiers import check_bhxh, check_bhyt, check_cccd, decode_bhyt
+from lienthong.identity.identifiers import (
+    check_bhxh,
+    check_bhyt,
+    check_cccd,
+    decode_bhyt,
+    one_digit_apart,
+)
 from lienthong.identity.normalize import (
     birth_parts,
     current_units,
     name_key,
     name_keys,
-    normalize_address,
     normalize_phone,
     normalize_sex,
     parse_date,
@@ -46,6 +53,12 @@ __all__ = [
     "BHYT_SYSTEM",
     "PairScore",
     "PairScorer",
+    "birth_features",
+    "births_compatible",
+    "conflicting",
+    "contradicted",
+    "identifiers_conflict",
+    "names_differ",
     "patient_features",
     "patient_from_record",
     "patient_row",
@@ -193,7 +206,7 @@ def record_features(row: Mapping[str, Any]) -> dict[str, Any]:
         return "" if value is None else str(value).strip()
 
     family, middle, given, full = name_keys(text("full_name"))
-    year, month, day = birth_parts(text("birth_date"))
+    year, month, day = birth_features(text("birth_date"))
     sex = normalize_sex(text("sex") or None)
     sex = sex if sex in ("M", "F") else None
     cccd = text("cccd")
@@ -233,6 +246,29 @@ def record_features(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+_DMY_SHORT = re.compile(r"(\d{1,2})([/.\-])(\d{1,2})\2(\d{2})")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def birth_features(raw: str) -> tuple[int | None, int | None, int | None]:
+    """Year, month and day of a birth date for matching: `normalize.birth_parts`, and
+    also day-first dates with a two-digit year (22/3/92, 6.8.00), which hand-kept
+    registers and forms write. The century is the latest that is not in the future (a
+    person over a hundred written so is read a century late: the comparison of the
+    birth year then fails, the rest still counts)."""
+    parts = birth_parts(raw)
+    if parts[0] is not None or not (m := _DMY_SHORT.fullmatch(raw.strip())):
+        return parts
+    year = 2000 + int(m.group(4))
+    if year > _dt.date.today().year:
+        year -= 100
+    try:
+        born = parse_date(f"{int(m.group(1)):02d}/{int(m.group(3)):02d}/{year:04d}")
+    except ValueError:
+        return parts
+    return born.year, born.month, born.day
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def _phone(raw: str) -> str | None:
     return normalize_phone(raw)
@@ -250,10 +286,12 @@ def _place_from_codes(province: str, commune: str) -> tuple[str | None, str | No
     return legacy.province_code or province, None
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _place_from_address(address: str) -> tuple[str | None, str | None]:
-    parsed = normalize_address(address)
-    return parsed.province_code, parsed.commune_code
+    """The linker's own reading of a written address (exact unit names first, then the
+    address parser), so one arriving record is placed as a file of them would be."""
+    from lienthong.identity.linkage import _place_from_address as linker_place
+
+    return linker_place(address)
 
 
 @functools.cache
@@ -297,7 +335,9 @@ def _name_part(col: str) -> Callable[[Features, Features], int]:
             return 2
         if a in _words(right.get("name_key")) and b in _words(left.get("name_key")):
             return 3
-        return 4
+        if DamerauLevenshtein.distance(a, b) <= 1:
+            return 4
+        return 5
 
     return level
 
@@ -324,26 +364,40 @@ def _identifier(col: str) -> Callable[[Features, Features], int]:
     return level
 
 
+def _parts(f: Features) -> tuple[Any, Any, Any]:
+    return f.get("birth_year"), f.get("birth_month"), f.get("birth_day")
+
+
 def _birth(left: Features, right: Features) -> int:
-    yl, yr = left.get("birth_year"), right.get("birth_year")
+    yl, ml, dl = _parts(left)
+    yr, mr, dr = _parts(right)
     if yl is None or yr is None:
         return 0
-    ml, mr, dl, dr = (
-        left.get("birth_month"),
-        right.get("birth_month"),
-        left.get("birth_day"),
-        right.get("birth_day"),
-    )
     same_year = yl == yr
     if same_year and _eq(ml, mr) and _eq(dl, dr):
         return 1
     if same_year and _eq(ml, dr) and _eq(dl, mr):
         return 2
-    if same_year and (ml is None or mr is None or (_eq(ml, mr) and (dl is None or dr is None))):
+    if same_year and (
+        ml is None
+        or mr is None
+        or (ml == 1 and dl == 1)
+        or (mr == 1 and dr == 1)
+        or (ml == mr and (dl is None or dr is None or dl == 1 or dr == 1))
+    ):
         return 3
-    if same_year:
+    near = abs(yl - yr) == 1
+    if near and (ml is None or mr is None or ml == mr) and (dl is None or dr is None or dl == dr):
         return 4
-    return 5 if abs(yl - yr) == 1 else 6
+    if (
+        None not in (ml, mr, dl, dr)
+        and DamerauLevenshtein.distance(f"{yl:04d}{ml:02d}{dl:02d}", f"{yr:04d}{mr:02d}{dr:02d}")
+        == 1
+    ):
+        return 5
+    if same_year:
+        return 6
+    return 7 if near else 8
 
 
 def _place(left: Features, right: Features) -> int:
@@ -356,16 +410,89 @@ def _place(left: Features, right: Features) -> int:
 
 # output column -> (number of levels including the null level, evaluator)
 _COMPARISONS: dict[str, tuple[int, Callable[[Features, Features], int]]] = {
-    "given_key": (5, _name_part("given_key")),
-    "family_key": (5, _name_part("family_key")),
+    "given_key": (6, _name_part("given_key")),
+    "family_key": (6, _name_part("family_key")),
     "middle_key": (3, _exact("middle_key")),
-    "birth_date": (7, _birth),
+    "birth_date": (9, _birth),
     "sex": (3, _exact("sex")),
     "cccd": (4, _identifier("cccd")),
     "bhxh": (4, _identifier("bhxh")),
     "phone": (4, _identifier("phone")),
     "place": (4, _place),
 }
+
+
+# --------------------------------------------------------------------------- coherence
+#
+# What can never be one person, however strong a chain of pairs: the cannot-link rules of
+# `lienthong link`'s clustering (written there in SQL, held equal to these by a test) and
+# of the person index. Records of one person do differ, but by known kinds of error only.
+
+
+def _placeholder(f: Features) -> tuple[Any, Any, Any]:
+    """Birth parts with a 1st read as "day unknown" and 1 January as "day and month
+    unknown": forms that need a full date get one for people known by their birth year
+    or month alone."""
+    y, m, d = _parts(f)
+    if (m, d) == (1, 1):
+        return y, None, None
+    return (y, m, None) if d == 1 else (y, m, d)
+
+
+def births_compatible(left: Features, right: Features) -> bool:
+    """Whether two birth dates can be one person's: equal as far as both are known
+    (a missing year, month or day agrees with anything, and so does a 1st, or 1 January
+    for the day and month), or apart by one known error: day and month swapped, one
+    wrong or two adjacent swapped digits of ``YYYYMMDD`` (compared to the precision both
+    have), or the year off by one with the day and month equal."""
+    yl, ml, dl = _placeholder(left)
+    yr, mr, dr = _placeholder(right)
+    if yl is None or yr is None:
+        return True
+    if yl == yr and ml is not None and ml == dr and dl == mr:
+        return True
+    months = ml is not None and mr is not None
+    days = months and dl is not None and dr is not None
+    if abs(yl - yr) == 1 and (not months or ml == mr) and (not days or dl == dr):
+        return True
+    a, b = f"{yl:04d}", f"{yr:04d}"
+    if months:
+        a, b = f"{a}{ml:02d}", f"{b}{mr:02d}"
+    if days:
+        a, b = f"{a}{dl:02d}", f"{b}{dr:02d}"
+    return DamerauLevenshtein.distance(a, b) <= 1
+
+
+IDENTIFIER_COLUMNS = ("cccd", "bhxh")
+
+
+def identifiers_conflict(left: Features, right: Features) -> bool:
+    """Two different CCCDs, or two different BHXH numbers, not one mistyped or two
+    adjacent swapped digits apart (the features hold only well-formed numbers)."""
+    for col in IDENTIFIER_COLUMNS:
+        a, b = left.get(col), right.get(col)
+        if a and b and a != b and not one_digit_apart(a, b):
+            return True
+    return False
+
+
+def conflicting(left: Features, right: Features) -> bool:
+    """The two records can never be one person: their birth dates or their identifiers
+    conflict (see `births_compatible`, `identifiers_conflict`)."""
+    return identifiers_conflict(left, right) or not births_compatible(left, right)
+
+
+def names_differ(left: Features, right: Features) -> bool:
+    """The given names, or the family names, clearly differ: the comparison's last level
+    (not equal, not close, not a word of the other name either way, more than one letter
+    apart: "Lâm" typed "Lm" is a typo, not another person)."""
+    return any(_COMPARISONS[col][1](left, right) == 5 for col in ("given_key", "family_key"))
+
+
+def contradicted(left: Features, right: Features) -> bool:
+    """What keeps a shared identifier from linking two records on its own: a borrowed
+    number (a relative's, a namesake's) comes with another name or another birth date."""
+    return names_differ(left, right) or conflicting(left, right)
 
 
 # --------------------------------------------------------------------------- the scorer
