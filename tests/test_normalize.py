@@ -656,3 +656,17 @@ def test_normalising_twice_is_normalising_once(raw: str) -> None:
     assert key.isascii() and key == key.lower() and "  " not in key
     assert name_key(once) == key
     assert fold_key(fold_key(raw)) == fold_key(raw)
+
+
+def test_current_address_whose_ward_is_named_like_an_old_district() -> None:
+    """ "Phường An Dương" is a current ward of Hải Phòng and "Quận An Dương" an old district
+    with a "Phường Lê Lợi": the street "Lê Lợi" must not turn the address into that ward."""
+    current = normalize_address("Số 152 Lê Lợi, Phường An Dương, Thành phố Hải Phòng")
+    assert (current.province_code, current.commune_name, current.legacy) == (
+        "31",
+        "Phường An Dương",
+        False,
+    )
+    assert current.street == "Số 152 Lê Lợi"
+    legacy = normalize_address("Phường Lê Lợi, Quận An Dương, Thành phố Hải Phòng")
+    assert legacy.legacy and legacy.province_code == "31"

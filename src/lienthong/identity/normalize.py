@@ -854,6 +854,28 @@ def _convert_legacy(
     )
 
 
+_WARD_WORDS = ("phuong", "xa", "thi tran", "dac khu")
+_DISTRICT_WORDS = ("quan", "huyen", "thi xa", "thanh pho")
+
+
+def _named_as_ward(text: str, district: str) -> bool:
+    """Whether the district name the legacy parser found is written, in `text`, after a
+    ward word (Phường, Xã, Thị trấn, Đặc khu) and never after a district word."""
+    name = fold_key(district)
+    if not name:
+        return False
+    key = f" {fold_key(text)} "
+    after = [key[: m.start()].split() for m in re.finditer(rf"(?<= ){re.escape(name)}(?= )", key)]
+    # "thi xa" ends in "xa": look at two words before the name, then one
+    last_two = [" ".join(words[-2:]) for words in after]
+    last_one = [words[-1] if words else "" for words in after]
+    district_word = any(w2 in _DISTRICT_WORDS or w1 in _DISTRICT_WORDS
+                        for w1, w2 in zip(last_one, last_two, strict=True))  # fmt: skip
+    ward_word = any(w1 in _WARD_WORDS or w2 in _WARD_WORDS
+                    for w1, w2 in zip(last_one, last_two, strict=True))  # fmt: skip
+    return ward_word and not district_word
+
+
 # An explicit district-tier word: only pre-2025 addresses have one.
 _DISTRICT_WORD = re.compile(r"(?<!\w)(quận|huyện|thị xã)(?!\w)", re.IGNORECASE)
 
@@ -876,8 +898,15 @@ def normalize_address(raw: str) -> Address:
         return _EMPTY
     lib, conv = _lib()
     old = lib.parse_address(text, mode="LEGACY", level=3)
-    if old.province_key and old.district_key and old.ward_key:
+    if old.district_key and _named_as_ward(text, old.short_district or ""):
+        # "Số 1 Lê Lợi, Phường An Dương, Thành phố Hải Phòng": a current address whose
+        # ward is named like an old district (Quận An Dương), its street like an old ward
+        # (Phường Lê Lợi). The unit word says which reading the writer meant.
+        old = None
+    if old is not None and old.province_key and old.district_key and old.ward_key:
         return _convert_legacy(old.province_key, old.district_key, old.ward_key, old.street)
+    if old is None:
+        old = lib.parse_address(text, mode="LEGACY", level=1)
     if old.province_key and old.province_key not in conv.DICT_PROVINCE:
         # An abolished province such as "Tỉnh Hải Dương": the current parser would read its
         # name as a commune ("Phường Hải Dương"), so resolve the province only.
