@@ -342,6 +342,7 @@ NAMESAKES = [
     ("001188765434", "Nguyễn Thị Lan", "1988-02-19", "F", "01", "00004", "Hà Nội"),
     ("031094765435", "Lý Thị Hoa", "1994-08-30", "F", "31", "11311", "Hải Phòng"),
     ("001089765436", "Nguyễn Văn Long", "1989-12-01", "M", "01", "00004", "Số 1, Hà Nội"),
+    ("089190203748", "Thái Thị Diễm", "1990-09-10", "F", "91", "30580", "An Giang"),
 ]
 HARD = REGISTER + NAMESAKES
 
@@ -442,6 +443,27 @@ def test_telex_typed_name_with_its_own_number_is_verified(tmp_path: Path) -> Non
     row = hard(tmp_path, full_name="Nguyeenx Thij Lan", birth_date="19/02/1988", sex="F",
                cccd="001188765434", province_code="01", commune_code="00004")  # fmt: skip
     assert (row["status"], row["reasons"]) == ("verified", "")
+
+
+@pytest.mark.parametrize(
+    "typed", ["Thai1 Thi5 Doe6m4", "Thai1 Thhi5 Die6m4", "Thais Thij Dieemx", "Tha'i Thi. Die^~m"]
+)
+def test_keystrokes_with_a_slip_are_the_same_name(tmp_path: Path, typed: str) -> None:
+    row = hard(tmp_path, full_name=typed, birth_date="1990-09-10", sex="F", cccd="089190203748")
+    assert row["status"] in ("verified", "corrected"), typed
+    assert row["full_name_register"] == "Thái Thị Diễm"
+
+
+def test_conventions_for_unknown_dates(tmp_path: Path) -> None:
+    # a two-digit year is the date it reads as
+    assert one(tmp_path, **{**HUNG, "birth_date": "14/3/85"})["status"] == "verified"
+    # 1 January written for an unknown day and month: the holder's, to correct
+    row = one(tmp_path, **{**HUNG, "birth_date": "01/01/1985"})
+    assert row["status"] == "corrected"
+    assert "1 January, written for an unknown day and month" in row["reasons"]
+    # with a namesake's number, it is no evidence for the namesake
+    row = hard(tmp_path, **{**HUNG, "birth_date": "01/01/1985", "cccd": "079085777777"})
+    assert row["status"] == "mismatch"
 
 
 @pytest.mark.parametrize("name", ["Lí Thị Hoa", "LÍ THỊ HOA", "Li Thi Hoa", "Lys Thij Hoa"])

@@ -468,7 +468,58 @@ def compare_name(
         return "minor", f"full_name: {what}: {said}"
     if whole <= 1:
         return "minor", f"full_name: a letter differs: {said}"
+    if r.raw_name.isascii() and _typed_with_keystrokes(r.raw_name, g.canon):
+        return "minor", f"full_name: typed with an input method off, and a slip: {said}"
     return "differ", f"full_name: {said}"
+
+
+# How the three input-method conventions type each letter and tone (normalize decodes
+# clean keystrokes; these spell the register's name out to compare with a record whose
+# keystrokes were mistyped too, such as "Thai1 Thi5 Doe6m4" for Thái Thị Diễm).
+_KEYS_LETTERS = {
+    "telex": {"â": "aa", "ê": "ee", "ô": "oo", "ă": "aw", "ơ": "ow", "ư": "uw", "đ": "dd"},
+    "vni": {"â": "a6", "ê": "e6", "ô": "o6", "ă": "a8", "ơ": "o7", "ư": "u7", "đ": "d9"},
+    "viqr": {"â": "a^", "ê": "e^", "ô": "o^", "ă": "a(", "ơ": "o+", "ư": "u+", "đ": "dd"},
+}
+_KEYS_TONES = {
+    "telex": dict(zip("\u0301\u0300\u0309\u0303\u0323", "sfrxj", strict=True)),
+    "vni": dict(zip("\u0301\u0300\u0309\u0303\u0323", "12345", strict=True)),
+    "viqr": dict(zip("\u0301\u0300\u0309\u0303\u0323", "'`?~.", strict=True)),
+}
+
+
+def _keystrokes(word: str, method: str) -> str:
+    """One lower-case word as typed in `method` with the input method off: letters with
+    their marks spelt out, the tone key after the word (Telex, VNI) or the vowel (VIQR)."""
+    tones = _KEYS_TONES[method]
+    letters, tone = [], ""
+    for ch in unicodedata.normalize("NFC", word):
+        base = unicodedata.normalize("NFD", ch)
+        mark = next((tones[c] for c in base if c in tones), "")
+        plain = unicodedata.normalize("NFC", "".join(c for c in base if c not in tones))
+        letters.append(_KEYS_LETTERS[method].get(plain, plain))
+        if method == "viqr":
+            letters.append(mark)
+        elif mark:
+            tone = mark
+    return "".join(letters) + tone
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _typed_with_keystrokes(raw: str, canon: str) -> bool:
+    """Whether the ASCII name `raw` is the name `canon` typed with an input method off,
+    with at most one slip in each word and two in all."""
+    typed = raw.lower().split()
+    words = canon.split()
+    if len(typed) != len(words) or not any(not w.isascii() for w in words):
+        return False
+    for method in _KEYS_LETTERS:
+        spelt = [_keystrokes(w, method) for w in words]
+        for order in (spelt, spelt[1:] + spelt[:1], spelt[-1:] + spelt[:-1]):
+            apart = [edit_distance(t, w, 2) for t, w in zip(typed, order, strict=True)]
+            if max(apart) <= 1 and sum(apart) <= 2:
+                return True
+    return False
 
 
 def _one_keystroke(a: str, b: str) -> bool:
@@ -1012,6 +1063,22 @@ class VerifyEngine:
                 SELECT n.rn, g.gid FROM need n JOIN reg g
                   ON n.fam = g.fam AND n.giv = g.giv AND n.y - 1 = g.y
                  WHERE n.m IS NULL
+                UNION
+                -- a year alone and a slip in the family or the given name
+                SELECT n.rn, g.gid FROM need n JOIN reg g ON n.giv = g.giv AND n.y = g.y
+                 WHERE n.d IS NULL OR (n.m = 1 AND n.d = 1)
+                UNION
+                SELECT n.rn, g.gid FROM (
+                    SELECT rn, fam, y, unnest(cset) AS commune FROM need
+                    WHERE d IS NULL OR (m = 1 AND d = 1)
+                ) n JOIN reg g ON n.fam = g.fam AND n.y = g.y AND n.commune = g.commune_code
+                UNION
+                -- a full date and any word of the name in common (names whose parts the
+                -- order rules misread: a slip in the family name, the given name first)
+                SELECT n.rn, g.gid FROM (
+                    SELECT rn, y, m, d, unnest(tk) AS word FROM need WHERE d IS NOT NULL
+                ) n JOIN (SELECT gid, y, m, d, unnest(tk) AS word FROM reg) g
+                  ON n.word = g.word AND n.y = g.y AND n.m = g.m AND n.d = g.d
 
                 UNION
                 SELECT n.rn, g.gid FROM need n JOIN reg g
