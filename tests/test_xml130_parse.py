@@ -697,3 +697,21 @@ def test_marks_and_whitespace_before_the_document() -> None:
         assert visit.summary == SUMMARY_130
     with pytest.raises(Xml130Error):
         list(parse(b"\xef\xbb\xbf \r\n" * 3000))
+
+
+def test_one_discharge_paper_per_twin() -> None:
+    """The appendix (Bảng 7, Bảng 9): for twins a discharge paper and a birth certificate
+    are sent for each child, so a visit may carry a single-row table twice."""
+    papers = [
+        table_xml("XML7", [{"MA_LK": "LK-T", "SO_LUU_TRU": f"S{n}", "HO_TEN_ME": "Lan"}])
+        for n in (1, 2)
+    ]
+    files = "".join(
+        f"<FILEHOSO><LOAIHOSO>XML7</LOAIHOSO><NOIDUNGFILE>{base64.b64encode(p).decode()}"
+        "</NOIDUNGFILE></FILEHOSO>"
+        for p in papers
+    )
+    data = f"<GIAMDINHHS><DANHSACHHOSO><HOSO>{files}</HOSO></DANHSACHHOSO></GIAMDINHHS>"
+    (visit,) = parse(data.encode())
+    assert [r["SO_LUU_TRU"] for r in visit.rows("XML7")] == ["S1", "S2"]
+    assert visit.ma_lk == "LK-T"
