@@ -35,6 +35,8 @@ SEED = 7
 HCM = "79"
 TAN_AN_HOI, THU_DAU_MOT, PHU_LOI = "27496", "25747", "25750"
 MOTHER_CCCD = "079190123456"  # HCM, female born in the 1900s, year 90
+HUNG_CCCD = "079085004711"  # HCM, male born in 1985
+TWIN_CCCD = "079219000123"  # HCM, male born in 2019
 Population = tuple[list[dict[str, Any]], dict[str, str]]
 
 
@@ -103,6 +105,41 @@ HARD: list[tuple[str, dict[str, str]]] = [
     ("trang", _row("XVT4", "Võ Thị Thu Trang", "197809230000", "2", phone="84935123987",
                    province_code="", commune_code="",
                    address="Số 12 Lê Lợi, Phường Phú Lợi, Thành phố Hồ Chí Minh")),
+    # Typed with Telex and the input method off: the same person as the plain spelling.
+    ("lan", _row("XTX1", "Traanf Thij Lan", "1988-07-21", "F", commune_code=PHU_LOI)),
+    ("lan", _row("XTX2", "Trần Thị Lan", "21/07/1988", "Nữ", commune_code=PHU_LOI)),
+    # A namesake (same name, sex, birth year, commune) carrying the other's CCCD on one
+    # record, with her own birth date: the shared number must not join her to him.
+    ("hung_1", _row("XNS1", "Lê Văn Hùng", "1985-06-10", "M", cccd=HUNG_CCCD,
+                    phone="0901222333")),
+    ("hung_1", _row("XNS2", "Le Van Hung", "10/06/1985", "Nam", cccd=HUNG_CCCD)),
+    ("hung_2", _row("XNS3", "Lê Văn Hùng", "1985-11-23", "M", cccd=HUNG_CCCD)),
+    ("hung_2", _row("XNS4", "Lê Văn Hùng", "23/11/1985", "M", phone="0977000888")),
+    # A twin's CCCD on the other twin's record (it passes the birth-year check).
+    ("twin_b", _row("XTW5", "Hoàng Gia Huy", "2019-04-12", "M", cccd=TWIN_CCCD,
+                    phone="0912000111")),
+    ("twin_a", _row("XTW6", "Hoàng Gia Bảo", "12/04/2019", "Nam", cccd=TWIN_CCCD)),
+    # A father's BHXH number on his son's record.
+    ("father", _row("XFA1", "Đinh Văn Quý", "1970-01-30", "M", bhxh="7912340001",
+                    commune_code=THU_DAU_MOT)),
+    ("father", _row("XFA2", "Đinh Văn Quý", "30/01/1970", "M", bhxh="7912340001")),
+    ("son", _row("XSO1", "Đinh Văn Tùng", "2012-09-09", "M", bhxh="7912340001",
+                 commune_code=THU_DAU_MOT)),
+    # Two adjacent digits of the CCCD swapped; the person has moved commune, the date is
+    # known to the year on one record only.
+    ("son_tc", _row("XSW1", "Trịnh Công Sơn", "1979-02-28", "M", cccd="079079123456")),
+    ("son_tc", _row("XSW2", "Trinh Cong Son", "1979", "Nam", cccd="079079124356",
+                    commune_code=PHU_LOI)),
+    # A chain: the middle record (birth year only) agrees with both ends, whose birth
+    # dates no known error explains: two people, never one cluster.
+    ("hai_1", _row("XCN1", "Nguyễn Văn Hải", "1990-03-05", "M", phone="0966123123")),
+    ("hai_1", _row("XCN2", "Nguyen Van Hai", "1990", "M", phone="0966123123")),
+    ("hai_2", _row("XCN3", "Nguyễn Văn Hải", "1990-08-17", "M", phone="0966123123")),
+    # Known by the birth year alone on one record.
+    ("lua", _row("XYO1", "Đỗ Thị Lụa", "1948", "Nữ", phone="0388444555",
+                 commune_code=PHU_LOI)),
+    ("lua", _row("XYO2", "Do Thi Lua", "14/02/1948", "F", phone="0388 444 555",
+                 commune_code=PHU_LOI)),
 ]  # fmt: skip
 
 
@@ -260,6 +297,18 @@ def test_hard_cases(linked: Linkage) -> None:
     # A cluster with one valid CCCD is named by it.
     assert person["XMO1"] == MOTHER_CCCD
     assert person["XVT1"] == "XVT1"
+    assert same("XTX1", "XTX2"), "a Telex-typed name did not link to its plain form"
+    assert same("XNS1", "XNS2") and same("XNS3", "XNS4")
+    assert not same("XNS1", "XNS3"), "a namesake joined by the CCCD she carried"
+    assert person["XNS1"] != HUNG_CCCD, "a number two clusters hold names neither"
+    assert same("XTW5", "XTW3") and same("XTW6", "XTW1")
+    assert not same("XTW5", "XTW6"), "twins joined by one twin's CCCD"
+    assert same("XFA1", "XFA2")
+    assert not same("XSO1", "XFA1"), "a son joined to his father by the father's BHXH"
+    assert same("XSW1", "XSW2"), "a CCCD with two digits swapped kept one person apart"
+    assert not same("XCN1", "XCN3"), "a chain joined two incompatible birth dates"
+    assert same("XCN2", "XCN1") or same("XCN2", "XCN3")
+    assert same("XYO1", "XYO2"), "a year-only birth date did not link"
 
 
 def test_shipped_model() -> None:
@@ -362,3 +411,98 @@ def test_spark_backend_finds_the_same_persons(tmp_path: Path) -> None:
     assert len({r[1] for r in on_duckdb[1:]}) < len(on_duckdb) - 1  # records were linked
     for spark_row, duckdb_row in zip(on_spark[1:], on_duckdb[1:], strict=True):
         assert float(spark_row[2]) == pytest.approx(float(duckdb_row[2]), abs=1e-5)
+
+
+def _feature_row(i: int, **kw: Any) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(FEATURE_COLUMNS)
+    row.update(record_id=f"F{i}", family_key="nguyen", given_key="an", name_key="nguyen an")
+    row.update(kw)
+    return row
+
+
+def test_cannot_link_rules_in_sql_equal_the_python_ones(features: pa.Table) -> None:
+    """The clustering's SQL (`linkage._CONFLICTING`, `_CONTRADICTED`) and the person
+    index's Python (`scoring.conflicting`, `contradicted`) answer alike: on every pair of
+    records built from the known error kinds, and on the population's pairs sharing a
+    given name and birth year."""
+    from itertools import product
+
+    import pyarrow.compute as pc
+
+    from lienthong.identity import linkage
+    from lienthong.identity.scoring import conflicting, contradicted
+
+    dates = [
+        (1985, 3, 12), (1985, 12, 3), (1985, 3, 13), (1985, 3, 21), (1986, 3, 12),
+        (1984, 3, 12), (1995, 3, 12), (1958, 3, 12), (1985, 3, None), (1985, None, None),
+        (1985, 3, 1), (1985, 1, 1), (1986, 1, 1), (1985, 7, 30), (1986, 12, 3),
+        (None, None, None), (1985, 4, 12), (1985, 1, 12),
+    ]  # fmt: skip
+    numbers = [("079085001234", None), ("079085001243", None), ("079085009999", "7912340001"),
+               (None, "7912340001"), (None, "7912340011"), (None, "7955550001")]  # fmt: skip
+    names = [("nguyen", "an"), ("nguyen", "anh"), ("nguyen", "binh"), ("tran", "an")]
+    rows = [
+        _feature_row(i, birth_year=y, birth_month=m, birth_day=d, cccd=c, bhxh=b,
+                     family_key=f, given_key=g, name_key=f"{f} van {g}")
+        for i, ((y, m, d), (c, b), (f, g)) in enumerate(
+            product(dates, numbers, names)
+        )
+    ]  # fmt: skip
+    rows += [_feature_row(len(rows) + i, family_key=f, given_key=g, name_key=f"{f} {g}",
+                          birth_year=1985, birth_month=3, birth_day=12)
+             for i, (f, g) in enumerate(names)]  # fmt: skip
+    table = pa.Table.from_pylist(rows, schema=linkage._SCHEMA)
+    population = features.filter(pc.is_valid(features.column("birth_year")))
+    for t in (table, population):
+        con = linkage._features_db(t)
+        join = (
+            "l.pos < r.pos"
+            if t is table
+            else "l.given_key = r.given_key AND l.birth_year = r.birth_year AND l.pos < r.pos"
+        )
+        got = con.execute(
+            f"SELECT l.pos, r.pos, {linkage._CONFLICTING}, {linkage._CONTRADICTED} "
+            f"FROM f l JOIN f r ON {join}"
+        ).fetchall()
+        con.close()
+        records = t.to_pylist()
+        assert len(got) > 1000
+        kinds: Counter[tuple[bool, bool]] = Counter()
+        for a, b, conflict, contra in got:
+            left, right = records[a], records[b]
+            assert conflict == conflicting(left, right), (left, right)
+            assert contra == contradicted(left, right), (left, right)
+            kinds[(conflict, contra)] += 1
+        if t is table:  # every combination occurs, so the check means something
+            assert set(kinds) == {(False, False), (False, True), (True, True)}
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "compatible"),
+    [
+        ((1985, 3, 12), (1985, 12, 3), True),  # day and month swapped
+        ((1985, 3, 12), (1985, 3, 13), True),  # one digit
+        ((1985, 3, 12), (1985, 3, 21), True),  # two adjacent digits swapped
+        ((1985, 3, 12), (1986, 3, 12), True),  # year off by one
+        ((1989, 3, 12), (1990, 3, 12), True),  # off by one across a decade
+        ((1985, 3, 12), (1995, 3, 12), True),  # one digit of the year
+        ((1985, 3, 12), (1985, None, None), True),  # year only
+        ((1985, 3, 12), (1985, 1, 1), True),  # 1 January for an unknown date
+        ((1985, 3, 12), (1985, 3, 1), True),  # the 1st for an unknown day
+        ((1985, 3, 12), (1985, 7, 30), False),
+        ((1985, 3, 12), (1986, 12, 3), False),  # two errors at once
+        ((1985, 3, 12), (1987, 3, 12), True),  # one digit (5 keyed 7)
+        ((1985, 3, 12), (1979, 3, 12), False),
+        ((1985, 3, 12), (1985, 4, 1), True),  # day unknown, month one digit off
+        ((1985, 3, 12), (1985, 5, 1), True),
+        ((1985, 3, 12), (1985, 10, 1), False),
+    ],
+)
+def test_births_compatible(left: tuple[Any, ...], right: tuple[Any, ...], compatible: bool) -> None:
+    from lienthong.identity.scoring import births_compatible
+
+    def f(parts: tuple[Any, ...]) -> dict[str, Any]:
+        return dict(zip(("birth_year", "birth_month", "birth_day"), parts, strict=True))
+
+    assert births_compatible(f(left), f(right)) is compatible
+    assert births_compatible(f(right), f(left)) is compatible

@@ -259,6 +259,62 @@ def test_twins_namesakes_and_a_child_on_the_mothers_cccd_stay_apart(api: TestCli
     assert len(masters(api)) == 6
 
 
+def test_borrowed_numbers_and_chains_do_not_join_two_people(api: TestClient) -> None:
+    """A namesake carrying another's CCCD, a twin's CCCD, a father's BHXH: the number
+    alone joins nobody when the name or the birth date says otherwise; and a record is
+    not attached to a person holding a record whose birth date no known error turns into
+    its own, however well it matches another of that person's records."""
+    hung_cccd = "079085004711"  # HCM, man born in 1985
+    hung = post(api, rec("Lê Văn Hùng", "1985-06-10", "M", cccd=hung_cccd, phone="0901222333"))
+    namesake = post(api, rec("Lê Văn Hùng", "1985-11-23", "M", cccd=hung_cccd))
+    twin_cccd = "079219000123"  # HCM, boy born in 2019
+    bao = post(api, rec("Hoàng Gia Bảo", "2019-04-12", "M", cccd=twin_cccd, phone="0912000111"))
+    huy = post(api, rec("Hoàng Gia Huy", "2019-04-12", "M", cccd=twin_cccd, phone="0912000111"))
+    father = post(api, rec("Đinh Văn Quý", "1970-01-30", "M", bhxh="7912340001"))
+    son = post(api, rec("Đinh Văn Tùng", "2012-09-09", "M", bhxh="7912340001"))
+    assert links(person_of(api, hung)) == {hung}
+    assert links(person_of(api, namesake)) == {namesake}
+    assert links(person_of(api, bao)) == {bao}
+    assert links(person_of(api, huy)) == {huy}
+    assert links(person_of(api, father)) == {father}
+    assert links(person_of(api, son)) == {son}
+    assert cccd_of(person_of(api, hung)) == hung_cccd
+
+    # the chain: the year-only record agrees with both dates, which conflict
+    hai = post(api, rec("Nguyen Van Hai", "1990", "M", phone="0966123123"))
+    hai_march = post(api, rec("Nguyễn Văn Hải", "1990-03-05", "M", phone="0966123123"))
+    assert links(person_of(api, hai)) == {hai, hai_march}
+    hai_august = post(api, rec("Nguyễn Văn Hải", "1990-08-17", "M", phone="0966123123"))
+    assert links(person_of(api, hai_august)) == {hai_august}
+    r = api.post(
+        "/fhir/Patient/$match",
+        json=params({"name": "resource", "resource": rec("Nguyễn Văn Hải", "1990-08-17", "M",
+                                                          phone="0966123123")}),
+        headers=FHIR,
+    )  # fmt: skip
+    assert [e["resource"]["id"] for e in r.json()["entry"]] == [person_of(api, hai_august)["id"]]
+
+
+def test_keying_errors_still_join_one_person(api: TestClient) -> None:
+    """Telex typed with the input method off, two CCCD digits swapped, a year-only birth
+    date, the birth year off by one: each joins its person."""
+    lan = post(api, rec("Trần Thị Lan", "21/07/1988", "Nữ", commune=PHU_LOI))
+    lan_telex = post(api, rec("Traanf Thij Lan", "1988-07-21", "F", commune=PHU_LOI))
+    son = post(api, rec("Trịnh Công Sơn", "1979-02-28", "M", cccd="079079123456"))
+    son_swapped = post(api, rec("Trinh Cong Son", "1979", "Nam", cccd="079079124356",
+                                commune=PHU_LOI))  # fmt: skip
+    lua = post(api, rec("Đỗ Thị Lụa", "14/02/1948", "F", phone="0388444555"))
+    lua_year = post(api, rec("Do Thi Lua", "1948", "Nữ", phone="0388 444 555"))
+    tam = post(api, rec("Phan Văn Tám", "1962-05-17", "M", phone="0987654321",
+                        cccd="079062000321"))  # fmt: skip
+    tam_slip = post(api, rec("Phan Van Tam", "17/05/1963", "Nam", phone="0987654321"))
+    assert links(person_of(api, lan)) == {lan, lan_telex}
+    assert links(person_of(api, son)) == {son, son_swapped}
+    assert cccd_of(person_of(api, son)) is None  # the records disagree on the number
+    assert links(person_of(api, lua)) == {lua, lua_year}
+    assert links(person_of(api, tam)) == {tam, tam_slip}
+
+
 def test_update_moves_a_record_and_delete_removes_it(api: TestClient) -> None:
     a = post(api, rec("Võ Thị Hạnh", "1970-08-09", "F", phone="0911222333"))
     b = post(api, rec("Đỗ Văn Long", "1950-01-30", "M", phone="0977888999"))

@@ -219,19 +219,33 @@ _PHONE_PUNCT = re.compile(r"[\s.\-()/]")
 _VN_NATIONAL = re.compile(r"(?:\+84|84|0)([1-9]\d{8})")
 
 
+_VN_MOBILE = re.compile(r"0[35789]\d{8}")
+
+
 def _phone(raw: str) -> str | None:
+    """A phone number as a matching feature: E.164 by `normalize_phone`; and a number
+    shaped like a Vietnamese mobile (0 and 3, 5, 7, 8 or 9, then 8 digits, the leading 0
+    possibly lost in a spreadsheet) that the numbering plan does not list, as written:
+    two records agreeing on it agree whether or not it was ever allocated."""
     if not raw:
         return None
     # "+84 912 345 678", "84912345678" and "0912 345 678" are the same number to
     # `normalize_phone`; reduce them to one cache key before the costly validation.
     compact = _PHONE_PUNCT.sub("", raw)
     m = _VN_NATIONAL.fullmatch(compact)
-    return _phone_cached("0" + m.group(1) if m else compact)
+    if m:
+        compact = "0" + m.group(1)
+    elif len(compact) == 9 and _VN_MOBILE.fullmatch("0" + compact):
+        compact = "0" + compact
+    return _phone_cached(compact)
 
 
 @functools.lru_cache(maxsize=1 << 20)
 def _phone_cached(compact: str) -> str | None:
-    return normalize_phone(compact)
+    number = normalize_phone(compact)
+    if number is None and _VN_MOBILE.fullmatch(compact):
+        return "+84" + compact[1:]
+    return number
 
 
 @functools.cache

@@ -41,7 +41,6 @@ from lienthong.identity.normalize import (
     current_units,
     name_key,
     name_keys,
-    normalize_phone,
     normalize_sex,
     parse_date,
 )
@@ -269,9 +268,11 @@ def birth_features(raw: str) -> tuple[int | None, int | None, int | None]:
     return born.year, born.month, born.day
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _phone(raw: str) -> str | None:
-    return normalize_phone(raw)
+    """The linker's own phone feature (see `linkage._phone`)."""
+    from lienthong.identity.linkage import _phone as linker_phone
+
+    return linker_phone(raw)
 
 
 @functools.lru_cache(maxsize=1 << 16)
