@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,11 +44,23 @@ class RegisterService:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.by_cccd = {r["cccd"]: r for r in self.rows}
         self.blocks: dict[tuple[object, ...], list[str]] = defaultdict(list)
+        names: Counter[str] = Counter()
+        family_given: Counter[tuple[str, str]] = Counter()
         for r in self.rows:
             for key in _keys(r["full_name"], r["birth_date"]):
                 self.blocks[key].append(r["cccd"])
+            names[_words(r["full_name"])] += 1
+            family_given[_family_given(r["full_name"])] += 1
+        # each person with the register's name counts (the same words; family + given)
+        self.by_cccd: dict[str, dict[str, Any]] = {
+            r["cccd"]: {
+                **r,
+                "name_count": names[_words(r["full_name"])],
+                "family_given_count": family_given[_family_given(r["full_name"])],
+            }
+            for r in self.rows
+        }
 
     # -- failure plan -------------------------------------------------------------
     def fail_next(self, *answers: int | str, retry_after: float | None = None) -> None:
@@ -65,13 +77,13 @@ class RegisterService:
             self.planned.clear()
 
     # -- answers ------------------------------------------------------------------
-    def lookup(self, numbers: list[str]) -> list[dict[str, str]]:
+    def lookup(self, numbers: list[str]) -> list[dict[str, Any]]:
         return [self.by_cccd[n] for n in numbers if n in self.by_cccd]
 
-    def search(self, queries: list[dict[str, str]]) -> list[dict[str, str]]:
-        found: dict[str, dict[str, str]] = {}
+    def search(self, queries: list[dict[str, str]]) -> list[dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
         for q in queries:
-            for key in _keys(q.get("full_name", ""), q.get("birth_date", "")):
+            for key in _keys(q.get("full_name", ""), q.get("birth_date", ""), query=True):
                 for n in self.blocks.get(key, ()):
                     found[n] = self.by_cccd[n]
             number = (q.get("cccd") or "").strip()
@@ -81,21 +93,36 @@ class RegisterService:
         return list(found.values())
 
 
-def _keys(full_name: str, birth_date: str) -> list[tuple[object, ...]]:
-    """Blocks a person is found by: family + given + year, given + date, family + date,
-    the same words + year."""
+def _words(full_name: str) -> str:
+    return " ".join(sorted(name_key(full_name).split()))
+
+
+def _family_given(full_name: str) -> tuple[str, str]:
     parts = split_name(full_name)
-    fam, giv = name_key(parts.family), name_key(parts.given)
-    words = " ".join(sorted(name_key(full_name).split()))
+    return name_key(parts.family), name_key(parts.given)
+
+
+def _keys(full_name: str, birth_date: str, query: bool = False) -> list[tuple[object, ...]]:
+    """Blocks a person is found by: family + given + year (a query with a year alone or
+    1 January: also one year off, and given + year), given + date, family + date, any
+    word + date, the same words + year, the same words + date with the year one off."""
+    fam, giv = _family_given(full_name)
+    words = _words(full_name)
     try:
         d = parse_date(birth_date)
     except ValueError:
         return [("words", words)]
     keys: list[tuple[object, ...]] = [("fgy", fam, giv, d.year), ("wy", words, d.year)]
+    vague = d.month is None or (d.month == 1 and d.day == 1)
+    if query and vague:
+        keys += [("fgy", fam, giv, d.year + k) for k in (-1, 1)] + [("gy", giv, d.year)]
+    elif not query:
+        keys.append(("gy", giv, d.year))
     if d.day is not None:
         keys += [("gd", giv, d.year, d.month, d.day), ("fd", fam, d.year, d.month, d.day)]
-        if d.month is not None and d.day <= 12:
-            keys.append(("fgy", fam, giv, d.year))  # day/month swap stays in the year block
+        keys += [("w1d", w, d.year, d.month, d.day) for w in set(words.split())]
+        years = (d.year - 1, d.year + 1) if query else (d.year,)
+        keys += [("wd", words, y, d.month, d.day) for y in years]
     return keys
 
 
@@ -146,7 +173,11 @@ def create_app(service: RegisterService) -> FastAPI:
         if not isinstance(numbers, list) or len(numbers) > MAX_BATCH:
             return JSONResponse({"error": f"cccd: a list of at most {MAX_BATCH}"}, 400)
         return JSONResponse(
-            {"register_version": service.version, "persons": service.lookup(numbers)}
+            {
+                "register_version": service.version,
+                "register_size": len(service.rows),
+                "persons": service.lookup(numbers),
+            }
         )
 
     @app.post("/persons/search")
@@ -159,7 +190,11 @@ def create_app(service: RegisterService) -> FastAPI:
         if not isinstance(queries, list) or len(queries) > MAX_BATCH:
             return JSONResponse({"error": f"queries: a list of at most {MAX_BATCH}"}, 400)
         return JSONResponse(
-            {"register_version": service.version, "persons": service.search(queries)}
+            {
+                "register_version": service.version,
+                "register_size": len(service.rows),
+                "persons": service.search(queries),
+            }
         )
 
     return app

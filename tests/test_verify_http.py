@@ -73,6 +73,34 @@ def test_http_findings_equal_file_findings(
     assert service.calls >= 2 * (len(file_rows) // 100)
 
 
+def test_name_counts_are_the_whole_registers(population: Path, service: RegisterService) -> None:
+    """A batch's entries carry the service's name counts and the register's size, so a
+    name is as common in HTTP mode as in the extract (not as rare as the few entries a
+    batch brings back make it look)."""
+    from lienthong.identity.verify import VerifyEngine
+
+    names = Counter(" ".join(sorted(r["full_name"].split())) for r in service.rows)
+    common = max(service.rows, key=lambda r: names[" ".join(sorted(r["full_name"].split()))])
+    client = HttpRegister(service.url, rate_limit=0)
+    try:
+        entries = client.entries_for([{"record_id": "X", "cccd": common["cccd"]}])
+    finally:
+        client.close()
+    assert entries.num_rows == 1
+    assert client.register_size == len(service.rows)
+    engine = VerifyEngine()
+    try:
+        engine.load_register(entries, register_size=client.register_size)
+        batch = engine.con.execute("SELECT n_full FROM reg").fetchall()[0][0]
+        engine.load_register(population / "register.csv")
+        whole = engine.con.execute(
+            "SELECT n_full FROM reg WHERE cccd = ?", [common["cccd"]]
+        ).fetchall()[0][0]
+    finally:
+        engine.close()
+    assert batch == whole > 1
+
+
 def test_retries_honour_retry_after_then_succeed(service: RegisterService) -> None:
     waits: list[float] = []
     client = HttpRegister(

@@ -253,7 +253,7 @@ def _verify_file(
                             "with --resume to continue",
                             1,
                         ) from None
-                    engine.load_register(entries)
+                    engine.load_register(entries, register_size=connector.register_size)
                     table = pa.table(
                         {
                             c: pa.array([r.get(c, "") for r in batch], pa.string())

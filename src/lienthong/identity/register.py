@@ -38,11 +38,14 @@ class RegisterConnector(Protocol):
 
     ``version`` names the state of the register a finding was made against (recorded on
     each verified Patient); ``whole`` is True when `entries_for` returns the whole
-    register (a file extract) so that the caller can load it once.
+    register (a file extract) so that the caller can load it once; ``register_size`` is
+    the whole register's size when it returns only some entries and knows it (name
+    frequencies are counted over the whole register).
     """
 
     version: str
     whole: bool
+    register_size: int | None
 
     def entries_for(self, records: Sequence[dict[str, str]]) -> pa.Table:
         """Register entries that may belong to these records (columns REGISTER_COLUMNS)."""
@@ -63,6 +66,7 @@ class FileRegister:
     """A register extract on disk (CSV or Parquet), loaded whole by the engine."""
 
     whole = True
+    register_size: int | None = None  # the extract is the whole register
 
     def __init__(self, path: Path) -> None:
         if not path.exists():
@@ -172,6 +176,7 @@ class HttpRegister:
         )
         self.limiter = _RateLimiter(rate_limit, sleep)
         self.version = ""
+        self.register_size: int | None = None  # the service's, when it says
         self.calls = 0
         self.retries = 0
         self.sleep = sleep  # replaceable so that tests can see the waits asked for
@@ -210,34 +215,50 @@ class HttpRegister:
             f"{self.base_url}{path}: no answer after {self.retry.attempts} attempts ({last})"
         )
 
+    def _sized(self, answer: dict[str, Any]) -> list[dict[str, Any]]:
+        size = answer.get("register_size")
+        if isinstance(size, int) and size > 0:
+            self.register_size = size
+        persons: list[dict[str, Any]] = answer.get("persons", [])
+        return persons
+
     def entries_for(self, records: Sequence[dict[str, str]]) -> pa.Table:
+        """The register entries the service holds for these records, with the
+        service's name counts (`name_count`, `family_given_count`) when it gives them."""
+        from lienthong.identity.verify import birth_date_iso
+
         numbers = sorted({(r.get("cccd") or "").strip() for r in records} - {""})
         persons: dict[str, dict[str, Any]] = {}
         if numbers:
-            for p in self._post("/persons/lookup", {"cccd": numbers}).get("persons", []):
+            for p in self._sized(self._post("/persons/lookup", {"cccd": numbers})):
                 persons[str(p.get("cccd", ""))] = p
         queries = [
             {
                 "ref": str(r.get("record_id", "")),
                 "full_name": r.get("full_name") or "",
-                "birth_date": r.get("birth_date") or "",
+                # as verification reads it (a two-digit year, 1 January...), so that the
+                # service searches the years the engine will compare
+                "birth_date": birth_date_iso(r.get("birth_date") or "")
+                or (r.get("birth_date") or ""),
                 "sex": r.get("sex") or "",
                 "cccd": (r.get("cccd") or "").strip(),
             }
             for r in records
         ]
         if queries:
-            for p in self._post("/persons/search", {"queries": queries}).get("persons", []):
+            for p in self._sized(self._post("/persons/search", {"queries": queries})):
                 persons.setdefault(str(p.get("cccd", "")), p)
-        return pa.table(
-            {
-                c: pa.array(
-                    [None if p.get(c) is None else str(p.get(c)) for p in persons.values()],
-                    pa.string(),
-                )
-                for c in REGISTER_COLUMNS
-            }
-        )
+        columns = {
+            c: pa.array(
+                [None if p.get(c) is None else str(p.get(c)) for p in persons.values()],
+                pa.string(),
+            )
+            for c in REGISTER_COLUMNS
+        }
+        for c in ("name_count", "family_given_count"):
+            values = [p.get(c) for p in persons.values()]
+            columns[c] = pa.array([v if isinstance(v, int) else None for v in values], pa.int64())
+        return pa.table(columns)
 
     def close(self) -> None:
         self.client.close()

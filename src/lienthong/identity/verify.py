@@ -5,20 +5,27 @@ source against it fails in two opposite ways: reporting a mismatch where only th
 differs (no diacritics, "Hòa" for "Hoà", given name first, 31/12/1990 for 1990-12-31, "Nữ"
 for F, a commune code from before the July 2025 reform), and accepting a number that
 belongs to someone else (a mother's number on her child's record, a mistyped digit that
-hits another person). This module decides, for each record, one of `STATUSES`, names
-every field that differs in substance and why, and proposes the register's values and,
-where the record does not carry its owner's number, the number of the register person
-who fits - only when that person is a clear lead over any rival.
+hits another person, a namesake's number from a look-up by name). This module decides,
+for each record, one of `STATUSES`, names every field that differs in substance and why,
+and proposes the register's values and, where the record does not carry its owner's
+number, the number of the register person who fits - only when that person is a clear
+lead over any rival.
+
+A record is "corrected" onto the holder of its number only on evidence (`decide`,
+`holder_evidence`): bits for the number itself, less the more people the register knows
+by the same name (agreeing on "Nguyễn Văn Hùng" proves little), plus or minus what the
+birth date (exact, a known slip, another day and month), sex and place say; and only
+when no other register person fits the record clearly better (that person's number is
+then proposed). The name counts are made when the register loads and cached with it.
 
 Speed shapes the design: a run checks millions of records against a register of
-millions. Work is done in DuckDB, set-wise: names are normalised with SQL string
-functions, every DISTINCT date string, sex code and (province, commune) pair is
-normalised once in Python with the project's own rules and joined back, the CCCD join and
-the fast path (all fields equal after normalisation -> ``verified``) are one query, and
-candidate search for records without their owner's number is a blocked equi-join scored
-in SQL. Only the residue - records whose number is in the register but whose fields
-differ, and numbers the register does not hold - goes through the detailed comparison in
-Python that writes the reasons.
+millions. Work is done in DuckDB, set-wise: every DISTINCT name, date string, sex code
+and (province, commune) pair is normalised once in Python with the project's own rules
+and joined back, the CCCD join and the fast path (all fields equal after normalisation
+-> ``verified``) are one query, and candidate search for records not verified outright
+is a blocked equi-join scored in SQL. Only the residue - records whose number is in the
+register but whose fields differ, and numbers the register does not hold - goes through
+the detailed comparison in Python that writes the reasons.
 """
 
 from __future__ import annotations
@@ -214,6 +221,15 @@ def _birth_date(raw: str, today: datetime.date) -> tuple[int, int | None, int | 
             y -= 100
         p = parse_date(f"{d:02d}/{m:02d}/{y:04d}")
     return p.year, p.month, p.day
+
+
+def birth_date_iso(raw: str) -> str | None:
+    """The birth date as verification reads it (`_birth_date`), at its precision (YYYY,
+    YYYY-MM or YYYY-MM-DD); None when unreadable. A register service is sent this."""
+    try:
+        return _iso(*_birth_date(raw, datetime.date.today()))
+    except ValueError:
+        return None
 
 
 def _date_map(values: Iterable[str | None]) -> pa.Table:
@@ -799,6 +815,7 @@ class VerifyEngine:
             self.con.execute(f"SET memory_limit = '{memory_limit}'")
         self.con.execute("SET preserve_insertion_order = false")
         self.register_rows = 0
+        self.register_size = 0  # the whole register's, when only some entries are loaded
         self.timings: dict[str, float] = {}
 
     def _timed(self, step: str, started: float) -> float:
@@ -854,12 +871,22 @@ class VerifyEngine:
         for name in ("name_map", "date_map", "sex_map", "place_map"):
             con.unregister(name)
 
-    def load_register(self, source: str | Path | pa.Table, cache: Path | None = None) -> int:
+    def load_register(
+        self,
+        source: str | Path | pa.Table,
+        cache: Path | None = None,
+        register_size: int | None = None,
+    ) -> int:
         """Load and normalise the register (CSV or Parquet path, or an Arrow table).
 
         With `cache` (a Parquet path that names the register file's hash and
         `NORMALISATION_VERSION`), the normalised register is read from there when present
         and written there otherwise: a register extract is verified against many times.
+
+        A table of some entries only (a register service's answers) may carry the
+        service's `name_count` and `family_given_count` per entry and come with the
+        whole register's `register_size`: name frequencies are then the register's, not
+        those of the few entries at hand.
         """
         con = self.con
         if cache is not None and cache.exists():
@@ -867,6 +894,7 @@ class VerifyEngine:
                 f"CREATE OR REPLACE TABLE reg AS SELECT * FROM read_parquet('{_quote(cache)}')"
             )
             self.register_rows = int(con.execute("SELECT count(*) FROM reg").fetchall()[0][0])
+            self.register_size = register_size or self.register_rows
             return self.register_rows
         if isinstance(source, pa.Table):
             con.register("reg_src", source)
@@ -899,6 +927,19 @@ class VerifyEngine:
         con.execute("DROP TABLE reg_all")
         con.execute("DROP TABLE reg_cols")
         if isinstance(source, pa.Table):
+            if {"name_count", "family_given_count"} <= set(source.column_names):
+                con.execute(
+                    """
+                    UPDATE reg SET
+                        n_full = greatest(reg.n_full, coalesce(s.nc, 0)),
+                        n_fg = greatest(reg.n_fg, coalesce(s.fgc, 0))
+                    FROM (SELECT CAST(cccd AS VARCHAR) AS cccd,
+                                 max(TRY_CAST(name_count AS BIGINT)) AS nc,
+                                 max(TRY_CAST(family_given_count AS BIGINT)) AS fgc
+                          FROM reg_src GROUP BY ALL) s
+                    WHERE s.cccd = reg.cccd
+                    """
+                )
             con.unregister("reg_src")
         if cache is not None:
             try:
@@ -909,6 +950,7 @@ class VerifyEngine:
             except (OSError, duckdb.Error):
                 pass  # a cache that cannot be written only costs time next run
         self.register_rows = int(con.execute("SELECT count(*) FROM reg").fetchall()[0][0])
+        self.register_size = register_size or self.register_rows
         return self.register_rows
 
     # -- verifying -----------------------------------------------------------------
@@ -1010,12 +1052,14 @@ class VerifyEngine:
     def _candidates(self) -> None:
         """Best and runner-up register person other than the holder of the record's own
         number, for every record not verified outright, by blocked equi-joins (family +
-        given + birth year; given + birth date; family + birth date; the same words +
-        birth year and the month, the day or the commune; birth date + commune; numbers
-        one keystroke away) scored in SQL. The holder is scored too (`pairs.own`), so that
+        given + birth year, or one year off for a year alone; given + birth year for a
+        year alone; given + birth date; family + birth date; any word + birth date; the
+        same words + birth year and the month, the day or the commune; the same words,
+        day and month, the year one off; birth date + commune; numbers one keystroke away)
+        scored in SQL. The holder is scored too (`pairs.own`), so that
         `decide` can tell whether someone else fits the record better."""
         con = self.con
-        people = max(1, self.register_rows)
+        people = max(1, self.register_size or self.register_rows)
         con.execute(
             """
             CREATE OR REPLACE TEMP TABLE need AS
@@ -1064,14 +1108,9 @@ class VerifyEngine:
                   ON n.fam = g.fam AND n.giv = g.giv AND n.y - 1 = g.y
                  WHERE n.m IS NULL
                 UNION
-                -- a year alone and a slip in the family or the given name
+                -- a year alone and a slip in the family name
                 SELECT n.rn, g.gid FROM need n JOIN reg g ON n.giv = g.giv AND n.y = g.y
                  WHERE n.d IS NULL OR (n.m = 1 AND n.d = 1)
-                UNION
-                SELECT n.rn, g.gid FROM (
-                    SELECT rn, fam, y, unnest(cset) AS commune FROM need
-                    WHERE d IS NULL OR (m = 1 AND d = 1)
-                ) n JOIN reg g ON n.fam = g.fam AND n.y = g.y AND n.commune = g.commune_code
                 UNION
                 -- a full date and any word of the name in common (names whose parts the
                 -- order rules misread: a slip in the family name, the given name first)

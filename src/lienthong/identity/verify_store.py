@@ -161,7 +161,8 @@ def verify_patients(
             batch = patients[start : start + batch_size]
             records = [patient_record(p) for p in batch]
             if not isinstance(connector, FileRegister):
-                verifier.load_register(connector.entries_for(records))
+                entries = connector.entries_for(records)
+                verifier.load_register(entries, register_size=connector.register_size)
             table = pa.table(
                 {c: pa.array([r[c] for r in records], pa.string()) for c in RECORD_COLUMNS}
             )
