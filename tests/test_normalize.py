@@ -670,3 +670,21 @@ def test_current_address_whose_ward_is_named_like_an_old_district() -> None:
     assert current.street == "Số 152 Lê Lợi"
     legacy = normalize_address("Phường Lê Lợi, Quận An Dương, Thành phố Hải Phòng")
     assert legacy.legacy and legacy.province_code == "31"
+
+
+def test_no_name_of_the_synthetic_tables_is_decoded() -> None:
+    """The generator's name tables as more test data (the check itself owes them nothing)."""
+    from lienthong.synth import names
+
+    tables = (names.SURNAMES, names.MIDDLE_MALE_OLDER, names.MIDDLE_MALE_YOUNGER,
+              names.MIDDLE_FEMALE_OLDER, names.MIDDLE_FEMALE_YOUNGER, names.GIVEN_MALE,
+              names.GIVEN_FEMALE)  # fmt: skip
+    words = {w for table in tables for name in table for w in name.split()}
+    assert len(words) > 300
+    for word in sorted(words):
+        plain = _ascii(word)
+        assert is_syllable(word) and is_syllable(plain), word
+        assert (
+            decode_keystrokes(plain) == plain and decode_keystrokes(plain.upper()) == plain.upper()
+        )
+        assert normalize_name(word) == word and normalize_name(plain) == plain
