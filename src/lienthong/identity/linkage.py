@@ -58,7 +58,7 @@ from lienthong.identity.normalize import (
     normalize_phone,
     normalize_sex,
 )
-from lienthong.identity.scoring import birth_features
+from lienthong.identity.scoring import birth_features, name_words
 
 __all__ = [
     "FEATURE_COLUMNS",
@@ -96,6 +96,7 @@ FEATURE_COLUMNS = (
     "phone",
     "province",
     "commune",
+    "name_words",
 )
 
 Records: TypeAlias = "Iterable[Mapping[str, Any]] | str | Path | pa.Table"
@@ -543,6 +544,7 @@ def prepare(
         column("phone", lambda v: v, pa.string()),
         column("place", itemgetter(0), pa.string()),
         column("place", itemgetter(1), pa.string()),
+        column("name", lambda v: name_words(v[3]), pa.string()),
     ]
     return pa.Table.from_arrays(arrays, schema=_SCHEMA)
 
@@ -594,6 +596,12 @@ def _settings() -> Any:
                 # A letter dropped or mistyped in a short name ("Vân" keyed "ân"),
                 # which Jaro-Winkler, weighing the first letters most, misses.
                 cll.DamerauLevenshteinLevel(col, 1),
+                # The same words, in any order, but for one letter: a typo that kept
+                # the name from being split right ("Tuyềnn Thị Lê").
+                cll.CustomLevel(
+                    "damerau_levenshtein(name_words_l, name_words_r) <= 1",
+                    "the names hold the same words but for one letter",
+                ),
                 cll.ElseLevel(),
             ],
         )
@@ -645,7 +653,24 @@ def _settings() -> Any:
             name_part("family_key", tf=True),
             cl.ExactMatch("middle_key"),
             birth,
-            cl.ExactMatch("sex"),
+            # A full name agreeing (in either order) with the sex differing is a sex
+            # recorded wrong rather than another person: Văn and Thị tell the sex.
+            cl.CustomComparison(
+                output_column_name="sex",
+                comparison_levels=[
+                    cll.NullLevel("sex"),
+                    cll.ExactMatchLevel("sex"),
+                    cll.CustomLevel(
+                        " AND ".join(
+                            f"(' ' || name_key_{o} || ' ') LIKE ('% ' || {c}_{s} || ' %')"
+                            for c in ("given_key", "family_key")
+                            for s, o in (("l", "r"), ("r", "l"))
+                        ),
+                        "sex differs, the names agree",
+                    ),
+                    cll.ElseLevel(),
+                ],
+            ),
             ident("cccd"),
             ident("bhxh"),
             ident("phone"),
@@ -675,12 +700,13 @@ def _settings() -> Any:
             block_on("family_key", "given_key", "birth_month", "birth_day"),
             block_on("family_key", "middle_key", "given_key", "birth_year"),
             block_on("birth_year", "birth_month", "birth_day", "commune"),
+            block_on("family_key", "birth_year", "commune"),
             block_on("phone"),
             block_on("cccd"),
             block_on("bhxh"),
         ],
         retain_intermediate_calculation_columns=True,
-        additional_columns_to_retain=["name_key"],
+        additional_columns_to_retain=["name_key", "name_words"],
     )
 
 
@@ -965,27 +991,35 @@ def train(records: Records, backend: Backend = "duckdb") -> LinkageModel:
 KEYING_ERROR_M = {
     ("birth_date", "year off by one, day and month agree"): 0.004,
     ("birth_date", "one digit of the date mistyped"): 0.004,
-    ("sex", "All other comparisons"): 0.005,
+    ("sex", "sex differs, the names agree"): 0.005,
+    ("sex", "All other comparisons"): 0.002,
+    ("place", "All other comparisons"): 0.005,  # moved to another province
     ("cccd", "Damerau-Levenshtein distance of cccd <= 1"): 0.005,
     ("bhxh", "Damerau-Levenshtein distance of bhxh <= 1"): 0.005,
     ("phone", "Damerau-Levenshtein distance of phone <= 1"): 0.005,
 }
 """The least share of one person's record pairs assumed to fall in each keying-error
 level, whatever training found. Expectation maximisation learns m from the records it is
-given: where they never show an error (a generated population without year slips, or
-with every sex recorded right) it learns m close to 0, and the level then vetoes every
-pair showing it, however well the rest agrees. Real exports do show these errors; about
-one record in 200-250 for each is a cautious guess, not a measurement."""
+given: where they never show an error (a generated population without year slips, with
+every sex recorded right, nobody moving house) it learns m close to 0, and the level then
+vetoes every pair showing it, however well the rest agrees. Real exports do show these;
+about one record in 200-500 for each is a cautious guess, not a measurement."""
 
 _NEAR_IDENTIFIERS = ("cccd", "bhxh", "phone")
+
+AT_MOST_NEUTRAL = {("sex", "sex differs, the names agree")}
+"""Levels whose weight is capped at 0. The names agreeing makes a differing sex rare
+among random pairs, so the level's u is small and its weight would come out above that
+of an agreeing sex: the names' agreement counted twice. A sex recorded wrong between
+records whose names agree is taken to say nothing either way."""
 
 
 def _with_keying_errors(settings: dict[str, Any]) -> dict[str, Any]:
     """Trained settings with `KEYING_ERROR_M` applied, taking the m added from the exact
-    level so each comparison's m still sum to 1; and, for an identifier one digit off that
-    random sampling never met, the exact level's u: two people's numbers are about as
-    rarely one digit apart as equal (the default Splink would use counts the pair as
-    barely more likely a match than not)."""
+    level so each comparison's m still sum to 1, `AT_MOST_NEUTRAL` capped at weight 0,
+    and, for an identifier one digit off that random sampling never met, the exact
+    level's u: two people's numbers are about as rarely one digit apart as equal (the
+    default Splink would use counts the pair as barely more likely a match than not)."""
     out = json.loads(json.dumps(settings))
     for comparison in out["comparisons"]:
         name = comparison["output_column_name"]
@@ -999,6 +1033,10 @@ def _with_keying_errors(settings: dict[str, Any]) -> dict[str, Any]:
                 if isinstance(exact.get("m_probability"), float | int):
                     exact["m_probability"] = max(exact["m_probability"] - (floor - m), 1e-6)
                 level["m_probability"] = floor
+            u, m = level.get("u_probability"), level.get("m_probability")
+            neutral = (name, level.get("label_for_charts")) in AT_MOST_NEUTRAL
+            if neutral and isinstance(u, float | int) and isinstance(m, float | int):
+                level["u_probability"] = max(u, m)
             if (
                 name in _NEAR_IDENTIFIERS
                 and level is levels[1]
@@ -1085,6 +1123,7 @@ def _name_differs_sql(col: str) -> str:
     return (
         f"coalesce(l.{col} <> r.{col} AND jaro_winkler_similarity(l.{col}, r.{col}) < 0.92 "
         f"AND damerau_levenshtein(l.{col}, r.{col}) > 1 "
+        "AND NOT coalesce(damerau_levenshtein(l.name_words, r.name_words) <= 1, false) "
         f"AND NOT ((' ' || r.name_key || ' ') LIKE ('% ' || l.{col} || ' %') AND "
         f"(' ' || l.name_key || ' ') LIKE ('% ' || r.{col} || ' %')), false)"
     )

@@ -57,6 +57,7 @@ __all__ = [
     "conflicting",
     "contradicted",
     "identifiers_conflict",
+    "name_words",
     "names_differ",
     "patient_features",
     "patient_from_record",
@@ -242,7 +243,14 @@ def record_features(row: Mapping[str, Any]) -> dict[str, Any]:
         "phone": _phone(phone) if phone else None,
         "province": province,
         "commune": commune,
+        "name_words": name_words(full),
     }
+
+
+def name_words(name_key: str | None) -> str | None:
+    """The words of a name key in alphabetical order: the name whatever order it was
+    written or split in."""
+    return " ".join(sorted(name_key.split(" "))) if name_key else None
 
 
 _DMY_SHORT = re.compile(r"(\d{1,2})([/.\-])(\d{1,2})\2(\d{2})")
@@ -338,7 +346,10 @@ def _name_part(col: str) -> Callable[[Features, Features], int]:
             return 3
         if DamerauLevenshtein.distance(a, b) <= 1:
             return 4
-        return 5
+        wa, wb = left.get("name_words"), right.get("name_words")
+        if wa is not None and wb is not None and DamerauLevenshtein.distance(wa, wb) <= 1:
+            return 5
+        return 6
 
     return level
 
@@ -367,6 +378,21 @@ def _identifier(col: str) -> Callable[[Features, Features], int]:
 
 def _parts(f: Features) -> tuple[Any, Any, Any]:
     return f.get("birth_year"), f.get("birth_month"), f.get("birth_day")
+
+
+def _sex(left: Features, right: Features) -> int:
+    a, b = left.get("sex"), right.get("sex")
+    if a is None or b is None:
+        return 0
+    if a == b:
+        return 1
+    lw, rw = _words(left.get("name_key")), _words(right.get("name_key"))
+    agree = all(
+        left.get(c) in rw and right.get(c) in lw and left.get(c) is not None
+        and right.get(c) is not None
+        for c in ("given_key", "family_key")
+    )  # fmt: skip
+    return 2 if agree else 3
 
 
 def _birth(left: Features, right: Features) -> int:
@@ -411,11 +437,11 @@ def _place(left: Features, right: Features) -> int:
 
 # output column -> (number of levels including the null level, evaluator)
 _COMPARISONS: dict[str, tuple[int, Callable[[Features, Features], int]]] = {
-    "given_key": (6, _name_part("given_key")),
-    "family_key": (6, _name_part("family_key")),
+    "given_key": (7, _name_part("given_key")),
+    "family_key": (7, _name_part("family_key")),
     "middle_key": (3, _exact("middle_key")),
     "birth_date": (9, _birth),
-    "sex": (3, _exact("sex")),
+    "sex": (4, _sex),
     "cccd": (4, _identifier("cccd")),
     "bhxh": (4, _identifier("bhxh")),
     "phone": (4, _identifier("phone")),
@@ -486,8 +512,9 @@ def conflicting(left: Features, right: Features) -> bool:
 def names_differ(left: Features, right: Features) -> bool:
     """The given names, or the family names, clearly differ: the comparison's last level
     (not equal, not close, not a word of the other name either way, more than one letter
-    apart: "Lâm" typed "Lm" is a typo, not another person)."""
-    return any(_COMPARISONS[col][1](left, right) == 5 for col in ("given_key", "family_key"))
+    apart - "Lâm" typed "Lm" is a typo, not another person - and the names' words more
+    than one letter apart)."""
+    return any(_COMPARISONS[col][1](left, right) == 6 for col in ("given_key", "family_key"))
 
 
 def contradicted(left: Features, right: Features) -> bool:
