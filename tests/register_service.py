@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from lienthong.identity.normalize import name_key, parse_date, split_name
+from lienthong.identity.verify import place_readings
 from tests.pg_server import free_port
 
 MAX_BATCH = 1000
@@ -48,7 +49,7 @@ class RegisterService:
         names: Counter[str] = Counter()
         family_given: Counter[tuple[str, str]] = Counter()
         for r in self.rows:
-            for key in _keys(r["full_name"], r["birth_date"]):
+            for key in _keys(r["full_name"], r["birth_date"]) + _place_keys(r):
                 self.blocks[key].append(r["cccd"])
             names[_words(r["full_name"])] += 1
             family_given[_family_given(r["full_name"])] += 1
@@ -83,7 +84,9 @@ class RegisterService:
     def search(self, queries: list[dict[str, str]]) -> list[dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         for q in queries:
-            for key in _keys(q.get("full_name", ""), q.get("birth_date", ""), query=True):
+            keys = _keys(q.get("full_name", ""), q.get("birth_date", ""), query=True)
+            keys += _place_keys(q)
+            for key in keys:
                 for n in self.blocks.get(key, ()):
                     found[n] = self.by_cccd[n]
             number = (q.get("cccd") or "").strip()
@@ -104,8 +107,8 @@ def _family_given(full_name: str) -> tuple[str, str]:
 
 def _keys(full_name: str, birth_date: str, query: bool = False) -> list[tuple[object, ...]]:
     """Blocks a person is found by: family + given + year (a query with a year alone or
-    1 January: also one year off, and given + year), given + date, family + date, any
-    word + date, the same words + year, the same words + date with the year one off."""
+    1 January: also one year off, and given + year), given + date, family + date, the
+    same words + year, the same words + date with the year one off."""
     fam, giv = _family_given(full_name)
     words = _words(full_name)
     try:
@@ -120,10 +123,23 @@ def _keys(full_name: str, birth_date: str, query: bool = False) -> list[tuple[ob
         keys.append(("gy", giv, d.year))
     if d.day is not None:
         keys += [("gd", giv, d.year, d.month, d.day), ("fd", fam, d.year, d.month, d.day)]
-        keys += [("w1d", w, d.year, d.month, d.day) for w in set(words.split())]
         years = (d.year - 1, d.year + 1) if query else (d.year,)
         keys += [("wd", words, y, d.month, d.day) for y in years]
     return keys
+
+
+def _place_keys(q: dict[str, str]) -> list[tuple[object, ...]]:
+    """The full birth date and the commune, the codes read as current or pre-2025 ones
+    (a register's own entries are current)."""
+    try:
+        d = parse_date(q.get("birth_date", ""))
+    except ValueError:
+        return []
+    if d.day is None:
+        return []
+    communes, _ = place_readings()
+    pair = ((q.get("province_code") or "").strip(), (q.get("commune_code") or "").strip())
+    return [("dc", d.year, d.month, d.day, c) for c in communes.get(pair, ())]
 
 
 def _one_keystroke(number: str) -> Iterator[str]:

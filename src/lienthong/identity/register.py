@@ -242,6 +242,8 @@ class HttpRegister:
                 or (r.get("birth_date") or ""),
                 "sex": r.get("sex") or "",
                 "cccd": (r.get("cccd") or "").strip(),
+                "province_code": (r.get("province_code") or "").strip(),
+                "commune_code": (r.get("commune_code") or "").strip(),
             }
             for r in records
         ]
