@@ -657,6 +657,7 @@ def test_fields_the_amended_texts_make_optional() -> None:
         (_del("XML1", "NGAY_SINH"), ("XML1", "NGAY_SINH", "required")),
         (_set("XML1", "NGAY_SINH", "19800230"), ("XML1", "NGAY_SINH", "date.format")),
         (_set("XML1", "NGAY_VAO", "202513011200"), ("XML1", "NGAY_VAO", "date.format")),
+        (_del("XML1", "NGAY_VAO"), ("XML1", "NGAY_VAO", "required")),
         (_set("XML2", "MA_LK", "ANOTHER"), ("XML2", "MA_LK", "link")),
         (lambda t: t["XML1"].append(dict(t["XML1"][0])), ("XML1", "MA_LK", "duplicate")),
     ],

@@ -169,6 +169,7 @@ BLOCKING_PROBLEMS: dict[tuple[str, str, str], str] = {
     ("required", "XML1", "HO_TEN"): "a patient without a name cannot be identified",
     ("required", "XML1", "NGAY_SINH"): "a patient without a birth date cannot be identified",
     ("date.format", "XML1", "NGAY_SINH"): "a birth date that is not a date cannot be stored",
+    ("required", "XML1", "NGAY_VAO"): "an encounter without its start cannot be stored",
     ("date.format", "XML1", "NGAY_VAO"): "the encounter's start must be a time",
     ("broken", "*", "*"): "a table that cannot be read would be stored as missing",
     ("link", "*", "*"): "rows of a visit that is not there belong to no encounter",
