@@ -701,6 +701,8 @@ def _settings() -> Any:
             block_on("family_key", "middle_key", "given_key", "birth_year"),
             block_on("birth_year", "birth_month", "birth_day", "commune"),
             block_on("family_key", "birth_year", "commune"),
+            block_on("family_key", "middle_key", "birth_year", "birth_month", "birth_day"),
+            block_on("name_words", "birth_year"),
             block_on("phone"),
             block_on("cccd"),
             block_on("bhxh"),

@@ -16,7 +16,8 @@ entries, bulk import), so a failed write leaves no trace in the index either:
    year, family name + birth date, phone, commune + birth year, CCCD, BHXH, and for a
    year off by one, an unknown place or a name split otherwise: family + given name +
    commune, family + given name + day and month, full name + birth year, birth date +
-   commune, family name + commune + birth year), kept in ``mpi_key``;
+   commune, family name + commune + birth year, family and middle name + birth date,
+   the name's words in any order + birth year), kept in ``mpi_key``;
 3. each candidate person is scored by its best record pair (`scoring.PairScorer`, the
    linkage model's Fellegi-Sunter weights); a person holding a record this one can never
    be (`scoring.conflicting`: another CCCD or BHXH number not one mistyped digit away, a
@@ -163,6 +164,10 @@ def blocking_keys(f: Mapping[str, Any]) -> list[str]:
         keys.append(f"dc|{f['commune']}|{year}-{month}-{day}")
     if family and f.get("commune") and year is not None:
         keys.append(f"fcy|{family}|{f['commune']}|{year}")
+    if family and f.get("middle_key") and year is not None and month is not None and day:
+        keys.append(f"fmd|{family}|{f['middle_key']}|{year}-{month}-{day}")
+    if f.get("name_words") and year is not None:
+        keys.append(f"wy|{f['name_words']}|{year}")
     if f.get("cccd"):
         keys.append(f"c|{f['cccd']}")
     if f.get("bhxh"):
