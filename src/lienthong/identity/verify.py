@@ -549,9 +549,6 @@ def _one_keystroke(a: str, b: str) -> bool:
     return a[i] == b[j] and a[j] == b[i]
 
 
-DATE_LEVELS = tuple(E_DATE)
-
-
 def compare_date(r: Person, g: Person) -> tuple[str, str]:
     """(level, reason) for the record's birth date against the register's; levels are the
     keys of `E_DATE`. 'form', 'month' and 'year' agree as far as the record knows the
