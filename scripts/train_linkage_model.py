@@ -5,9 +5,16 @@ Usage: ``.venv/bin/python scripts/train_linkage_model.py [--people 50000] [--see
 
 No labelled record pairs exist for Vietnam, so the model is estimated without labels
 (Splink: u by random sampling, m by expectation maximisation) on a synthetic population
-from `lienthong.synth` with a fixed seed: the same command writes the same model (up to
-the last digits of floating-point sums, and Splink's random `linker_uid`).
+from `lienthong.synth` (with its data-entry noise: Telex and VNI keystrokes, dropped
+letters, swapped days and months, mistyped digits) with a fixed seed: the same command
+writes the same model (up to the last digits of floating-point sums, and Splink's random
+`linker_uid`). Levels for errors the population shows rarely or never (the birth year
+off by one, the sex recorded wrong, a move to another province) get the least m of
+`linkage.KEYING_ERROR_M` rather than the near-zero one training would give them, so the
+model does not learn from one generator that those errors never happen.
 The prior is saved for `REFERENCE_RECORDS` records and rescaled to each file linked.
+
+Never train on the alternative population (`bench.altpop`): it is the held-out check.
 """
 
 from __future__ import annotations
