@@ -48,7 +48,6 @@ from lienthong.identity import layouts
 from lienthong.identity.identifiers import (
     check_bhxh,
     check_bhyt,
-    check_cccd,
     decode_bhyt,
 )
 from lienthong.identity.normalize import (
@@ -58,7 +57,7 @@ from lienthong.identity.normalize import (
     normalize_phone,
     normalize_sex,
 )
-from lienthong.identity.scoring import birth_features, name_words
+from lienthong.identity.scoring import birth_features, name_words, own_cccd
 
 __all__ = [
     "FEATURE_COLUMNS",
@@ -383,7 +382,7 @@ def _identifiers(
     for cccd, sex, year, bhxh, bhyt in rows:
         # Only a CCCD consistent with this record's own sex and birth year identifies
         # it: a child's record carrying the mother's number fails on the birth year.
-        valid = cccd if cccd and year is not None and not check_cccd(cccd, sex, year) else None
+        valid = own_cccd(cccd, sex, year)
         if not bhxh or check_bhxh(bhxh):
             bhxh = ""
             info = decode_bhyt(bhyt) if bhyt and not check_bhyt(bhyt) else None

@@ -59,6 +59,7 @@ __all__ = [
     "identifiers_conflict",
     "name_words",
     "names_differ",
+    "own_cccd",
     "patient_features",
     "patient_from_record",
     "patient_row",
@@ -212,7 +213,7 @@ def record_features(row: Mapping[str, Any]) -> dict[str, Any]:
     cccd = text("cccd")
     # only a CCCD consistent with this record's own sex and birth year identifies it: a
     # child's record carrying the mother's number fails on the birth year
-    valid_cccd = cccd if cccd and year is not None and not check_cccd(cccd, sex, year) else None
+    valid_cccd = own_cccd(cccd, sex, year)
     bhxh = text("bhxh")
     if not bhxh or check_bhxh(bhxh):
         bhxh = ""
@@ -245,6 +246,18 @@ def record_features(row: Mapping[str, Any]) -> dict[str, Any]:
         "commune": commune,
         "name_words": name_words(full),
     }
+
+
+def own_cccd(cccd: str, sex: str | None, year: int | None) -> str | None:
+    """The CCCD if it can be this record's own: its century, sex and birth-year digits
+    agree with the record's sex and birth year, the year allowed to be off by one (a
+    slip in the record's date, not another person: a mother's number on her child's
+    record is still refused). None otherwise."""
+    if not cccd or year is None:
+        return None
+    if any(not check_cccd(cccd, sex, y) for y in (year, year - 1, year + 1)):
+        return cccd
+    return None
 
 
 def name_words(name_key: str | None) -> str | None:
