@@ -207,6 +207,16 @@ def test_prepare_features() -> None:
     assert rows["XVT4"]["commune"] == PHU_LOI == rows["XVT1"]["commune"]
     assert rows["XVT1"]["province"] == HCM
     assert rows["XTW2"]["sex"] == "M" and rows["XCH3"]["sex"] is None
+    # A CCCD one year off the record's birth year is a slip in the date, kept; a day-first
+    # date with a two-digit year is read.
+    slip = prepare(
+        [
+            _row("XY1", "Phan Uyên Thủy", "10/04/88", "F", cccd="038187333853"),
+            _row("XY2", "Phan Uyên Thủy", "1990-04-10", "F", cccd="038187333853"),
+        ]
+    )
+    assert [r["cccd"] for r in slip.to_pylist()] == ["038187333853", None]
+    assert slip.to_pylist()[0]["birth_year"] == 1988
     # BHXH is read out of a valid BHYT card code when the field itself is empty.
     table = prepare([_row("XB1", "Lê Văn Tám", "1970", "M", bhyt="GD4797912345678")])
     assert table.to_pylist()[0]["bhxh"] == "7912345678"
