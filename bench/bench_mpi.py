@@ -12,7 +12,8 @@ FHIR Patients (each source's spelling kept):
   person (when that person has records in the index) — beside the latency of the search
   a client would run without the index (family name + birth date).
 
-Usage: python bench/bench_mpi.py [--people N] [--queries Q] [--store sqlite|postgres]
+Usage: python -m bench.bench_mpi [--people N] [--queries Q] [--store sqlite|postgres]
+[--generator synth|alt]
 Outputs go to bench/out/mpi/.
 """
 
@@ -80,10 +81,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument(
+        "--generator",
+        choices=["synth", "alt"],
+        default="synth",
+        help="synth: lienthong.synth; alt: bench.altpop, a population built apart from it",
+    )
     args = parser.parse_args()
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
-    pop = generate(args.people, args.seed, OUT / "population")
+    if args.generator == "alt":
+        from bench.altpop import generate as generate_alt
+
+        pop: Any = generate_alt(args.people, args.seed, OUT / "population")
+    else:
+        pop = generate(args.people, args.seed, OUT / "population")
     with (OUT / "population" / "records.csv").open(encoding="utf-8", newline="") as fh:
         records = list(csv.DictReader(fh))
     with (OUT / "population" / "truth.csv").open(encoding="utf-8", newline="") as fh:
