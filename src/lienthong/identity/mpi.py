@@ -23,7 +23,10 @@ entries, bulk import), so a failed write leaves no trace in the index either:
    be (`scoring.conflicting`: another CCCD or BHXH number not one mistyped digit away, a
    birth date no known error explains), or whose best record has a clearly different
    given name (twins), is never linked;
-4. the record joins the best person at or above ``MATCH_THRESHOLD``, or becomes a new
+4. a person holding a record that shares this one's valid CCCD or BHXH number, nothing
+   else contradicting it (`scoring.contradicted`: another name, a birth date no known
+   error explains), is certain (probability 1.0, as the linker's identifier pass);
+5. the record joins the best person at or above ``MATCH_THRESHOLD``, or becomes a new
    person; persons in the uncertain band ``[REVIEW_THRESHOLD, MATCH_THRESHOLD)`` go to
    the review list (``mpi_pair``).
 
@@ -34,6 +37,7 @@ with who and when, and every master version is kept in the store's history.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -50,7 +54,11 @@ from lienthong.identity.scoring import (
     PairScore,
     PairScorer,
     conflicting,
+    contradicted,
     patient_features,
+)
+from lienthong.identity.scoring import (
+    IDENTIFIER_COLUMNS as IDS,
 )
 from lienthong.storage.base import Session, Stored, WriteOp
 from lienthong.storage.sql import SqlSession
@@ -393,6 +401,23 @@ class MasterPersonIndex:
             eligible = bool(pairs_ok) and not any(
                 conflicting(features, f) for f in records.values()
             )
+            # as the linker's identifier pass: a record sharing this one's valid CCCD or
+            # BHXH number, nothing else contradicting it, is the same person
+            identified = next(
+                (
+                    rid
+                    for rid, f in sorted(records.items())
+                    if any(features.get(k) and features.get(k) == f.get(k) for k in IDS)
+                    and not contradicted(features, f)
+                ),
+                None,
+            )
+            identified = identified if eligible else None
+            if identified:
+                best_id = identified
+                best_score = dataclasses.replace(
+                    self.scorer.score(features, records[identified]), probability=1.0
+                )
             out.append(
                 Candidate(
                     master_id, best_id, best_score, self.grade(best_score.probability), eligible
