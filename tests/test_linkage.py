@@ -446,7 +446,7 @@ def test_cannot_link_rules_in_sql_equal_the_python_ones(features: pa.Table) -> N
         (1985, 3, 12), (1985, 12, 3), (1985, 3, 13), (1985, 3, 21), (1986, 3, 12),
         (1984, 3, 12), (1995, 3, 12), (1958, 3, 12), (1985, 3, None), (1985, None, None),
         (1985, 3, 1), (1985, 1, 1), (1986, 1, 1), (1985, 7, 30), (1986, 12, 3),
-        (None, None, None), (1985, 4, 12), (1985, 1, 12),
+        (None, None, None), (1985, 4, 12), (1985, 1, 12), (1985, 12, 1),
     ]  # fmt: skip
     numbers = [("079085001234", None), ("079085001243", None), ("079085009999", "7912340001"),
                (None, "7912340001"), (None, "7912340011"), (None, "7955550001")]  # fmt: skip
@@ -491,6 +491,7 @@ def test_cannot_link_rules_in_sql_equal_the_python_ones(features: pa.Table) -> N
     ("left", "right", "compatible"),
     [
         ((1985, 3, 12), (1985, 12, 3), True),  # day and month swapped
+        ((1985, 1, 12), (1985, 12, 1), True),  # swapped, the 1st among them
         ((1985, 3, 12), (1985, 3, 13), True),  # one digit
         ((1985, 3, 12), (1985, 3, 21), True),  # two adjacent digits swapped
         ((1985, 3, 12), (1986, 3, 12), True),  # year off by one

@@ -1098,7 +1098,8 @@ def _digits_sql(side: str, other: str) -> str:
 
 _BIRTHS_COMPATIBLE = f"""(
     l.birth_year IS NULL OR r.birth_year IS NULL
-    OR coalesce(l.birth_year = r.birth_year AND l.pm = r.pd AND l.pd = r.pm, false)
+    OR coalesce(l.birth_year = r.birth_year AND l.birth_month = r.birth_day
+        AND l.birth_day = r.birth_month, false)
     OR (abs(l.birth_year - r.birth_year) = 1 AND (l.pm IS NULL OR r.pm IS NULL
         OR (l.pm = r.pm AND (l.pd IS NULL OR r.pd IS NULL OR l.pd = r.pd))))
     OR damerau_levenshtein({_digits_sql("l", "r")}, {_digits_sql("r", "l")}) <= 1

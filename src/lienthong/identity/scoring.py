@@ -485,12 +485,14 @@ def births_compatible(left: Features, right: Features) -> bool:
     for the day and month), or apart by one known error: day and month swapped, one
     wrong or two adjacent swapped digits of ``YYYYMMDD`` (compared to the precision both
     have), or the year off by one with the day and month equal."""
-    yl, ml, dl = _placeholder(left)
-    yr, mr, dr = _placeholder(right)
+    yl, ml, dl = _parts(left)
+    yr, mr, dr = _parts(right)
     if yl is None or yr is None:
         return True
-    if yl == yr and ml is not None and ml == dr and dl == mr:
+    if yl == yr and _eq(ml, dr) and _eq(dl, mr):  # swapped, the 1st or not
         return True
+    yl, ml, dl = _placeholder(left)
+    yr, mr, dr = _placeholder(right)
     months = ml is not None and mr is not None
     days = months and dl is not None and dr is not None
     if abs(yl - yr) == 1 and (not months or ml == mr) and (not days or dl == dr):
