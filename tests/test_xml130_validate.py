@@ -304,6 +304,12 @@ FAILING: list[tuple[str, str, Callable[[Tables], object], tuple[str, str, str]]]
     ),
     ("orphan row", "in", _set("XML5", "MA_LK", "ANOTHER"), ("XML5", "MA_LK", "link")),
     ("no summary", "out", lambda t: t.pop("XML1"), ("XML1", "MA_LK", "link")),
+    (
+        "summary without lines",
+        "in",
+        lambda t: (t.pop("XML2", None), t.pop("XML3", None)),
+        ("XML1", "T_THUOC", "lines.missing"),
+    ),
 ]
 
 
@@ -319,6 +325,17 @@ def test_rule_fails(case: str, inpatient: Visit, outpatient: Visit, legacy: Visi
     assert problem.rule in RULES
     assert expected[1] in problem.message
 
+
+_TOTALS_130 = (
+    "T_THUOC",
+    "T_VTYT",
+    "T_TONGCHI_BV",
+    "T_TONGCHI_BH",
+    "T_BNTT",
+    "T_BNCCT",
+    "T_BHTT",
+    "T_NGUONKHAC",
+)
 
 # Values a strict-looking check must still accept.
 PASSING: list[tuple[str, str, Callable[[Tables], object]]] = [
@@ -364,6 +381,15 @@ PASSING: list[tuple[str, str, Callable[[Tables], object]]] = [
     ("result without indicator name", "in", _set("XML4", "TEN_CHI_SO", "")),
     ("result without indicator code", "in", _set("XML4", "MA_CHI_SO", "")),
     ("service code of 50 (gateway list)", "in", _set("XML4", "MA_DICH_VU", "2" * 50)),
+    (
+        "no lines and nothing spent",
+        "out",
+        lambda t: (
+            t.pop("XML2", None),
+            t.pop("XML3", None),
+            t["XML1"][0].update({name: "0" for name in _TOTALS_130}),
+        ),
+    ),
 ]
 
 
@@ -899,3 +925,183 @@ def test_the_default_icd10_list_is_the_ministry_s(outpatient: Visit) -> None:
     assert _check(outpatient, _set("XML1", "MA_BENH_CHINH", "A90")) == []
     problems = _check(outpatient, _set("XML1", "MA_BENH_CHINH", "K99.9"))
     assert _rules(problems) == {("XML1", "MA_BENH_CHINH", "icd10")}
+
+
+# -- bare-table files of one folder read as one export --------------------------------
+
+BARE_SET = Path(__file__).resolve().parent / "fixtures" / "xml130_bare_set" / "01012"
+BARE_MA_LK = "01012.2508.0001234"
+
+
+def test_a_summary_without_lines_is_one_problem_not_one_per_total(inpatient: Visit) -> None:
+    problems = _check(inpatient, lambda t: (t.pop("XML2", None), t.pop("XML3", None)))
+    assert [p.rule for p in problems] == ["lines.missing"], problems
+    assert problems[0].severity == "conformance"
+    assert "XML2, XML3" in problems[0].message and "are missing" in problems[0].message
+    # one line table is enough for the totals to be checked against it
+    problems = _check(inpatient, lambda t: t.pop("XML3", None))
+    assert "lines.missing" not in {p.rule for p in problems}
+    assert ("XML1", "T_TONGCHI_BV", "money.total") in _rules(problems)
+
+
+def bare_copy(root: Path, tables: tuple[str, ...] = ("XML1", "XML2", "XML3", "XML4")) -> Path:
+    """The clean bare-table set copied into ``root`` (a folder of its own)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for table in tables:
+        (root / f"{table}.xml").write_bytes((BARE_SET / f"{table}.xml").read_bytes())
+    return root
+
+
+def second_visit(folder: Path, *, break_xml2: bool) -> str:
+    """Another visit of the same batch in ``<MA_LK>_XML1.xml`` and ``<MA_LK>_XML2.xml``;
+    with ``break_xml2`` its XML2 file stops in the middle (not well-formed)."""
+    ma_lk = "01012.2508.0009999"
+    for table in ("XML1", "XML2"):
+        text = (BARE_SET / f"{table}.xml").read_text(encoding="utf-8").replace(BARE_MA_LK, ma_lk)
+        text = text.replace("Nguyễn Thị Hoa", "Trần Thị Lan")
+        if table == "XML2" and break_xml2:
+            text = text[: text.rindex("<CHI_TIET_THUOC>") + 40]
+        (folder / f"{ma_lk}_{table}.xml").write_text(text, encoding="utf-8")
+    return ma_lk
+
+
+def test_a_folder_of_bare_tables_is_one_clean_visit() -> None:
+    from lienthong.ingest.xml130.cli_ingest import expand_xml_paths
+
+    report = validate_paths(expand_xml_paths([BARE_SET]))
+    assert (report.files, report.visits, report.visits_clean) == (4, 1, 1)
+    assert report.problems == [] and report.failed_files == [] and report.notes == []
+
+
+def test_bare_files_are_joined_by_ma_lk_and_name_their_folder_and_files(tmp_path: Path) -> None:
+    from lienthong.ingest.xml130.parse import BareGroup, GroupReader, group_inputs
+
+    folder = bare_copy(tmp_path / "exports" / "01012")
+    files = sorted(folder.glob("*.xml"))
+    jobs, notes = group_inputs(files)
+    assert notes == [] and len(jobs) == 1 and isinstance(jobs[0], BareGroup)
+    group = jobs[0]
+    assert group.label == f"{folder}/{{XML1.xml,XML2.xml,XML3.xml,XML4.xml}}"
+    ((visit, sources),) = list(GroupReader(group))
+    assert visit.ma_lk == BARE_MA_LK and visit.ma_cskcb == "01012" and visit.file == group.label
+    assert [len(visit.rows(t)) for t in ("XML1", "XML2", "XML3", "XML4")] == [1, 3, 5, 3]
+    assert sources == {t: f"{folder}/{t}.xml" for t in ("XML1", "XML2", "XML3", "XML4")}
+
+
+def test_problems_of_a_bare_group_point_to_the_file_of_the_row(tmp_path: Path) -> None:
+    """The real-world shaped set of separate files: read as one visit, only its decimal
+    commas are problems (no false money totals, no missing XML1), each in its file."""
+    from lienthong.ingest.xml130.cli_ingest import expand_xml_paths
+
+    report = validate_paths(expand_xml_paths([FIXTURES]))
+    assert (report.files, report.visits) == (len(REAL_TABLES), 1)
+    assert {p.rule for p in report.problems} == {"decimal_comma"}
+    assert {(p.table, p.field) for p in report.problems} == set(COMMAS)
+    for p in report.problems:
+        assert p.file == f"{FIXTURES}/{p.table}.xml", p
+    assert report.visits_blocking == 0 and report.visits_conformance == 1
+
+
+def test_a_bare_summary_alone_has_one_lines_missing_problem(tmp_path: Path) -> None:
+    folder = bare_copy(tmp_path / "only", ("XML1",))
+    report = validate_paths([folder / "XML1.xml"])
+    assert [(p.table, p.rule, p.severity) for p in report.problems] == [
+        ("XML1", "lines.missing", "conformance")
+    ]
+    assert "T_THUOC is 41801.6" in report.problems[0].message
+    assert report.visits_conformance == 1
+
+
+def test_a_broken_bare_file_costs_only_the_visit_it_holds(tmp_path: Path) -> None:
+    folder = bare_copy(tmp_path / "batch")
+    other = second_visit(folder, break_xml2=True)
+    check = FileValidation(next(iter(_jobs(folder))))
+    results = {visit.ma_lk: problems for visit, problems in check}
+    assert check.file_problems == [] and check.error is None
+    assert results[BARE_MA_LK] == []
+    broken = [p for p in results[other] if p.rule == "broken"]
+    assert [(p.table, p.severity) for p in broken] == [("XML2", "blocking")]
+    assert broken[0].file == f"{folder}/{other}_XML2.xml"
+    assert "not well-formed" in broken[0].message
+    # its summary's lines are in the broken file: no false "lines missing" or totals
+    assert {p.rule for p in results[other]} == {"broken"}
+
+
+def test_an_unreadable_bare_file_naming_no_visit_is_a_problem_of_the_group(
+    tmp_path: Path,
+) -> None:
+    folder = bare_copy(tmp_path / "batch")
+    (folder / "XML5.xml").write_bytes(b"<CHITIEU_CHITIET_DIENBIENLAMSANG><DSACH")
+    report = validate_paths(sorted(folder.glob("*.xml")))
+    assert report.visits == 1 and report.visits_clean == 1
+    assert [(p.file, p.rule) for p in report.problems] == [(f"{folder}/XML5.xml", "file")]
+    assert report.failed_files and report.files == 5
+
+
+def _jobs(folder: Path) -> list[object]:
+    from lienthong.ingest.xml130.parse import group_inputs
+
+    jobs, _notes = group_inputs(sorted(folder.glob("*.xml")))
+    return list(jobs)
+
+
+def test_grouping_never_mixes_two_folders(tmp_path: Path) -> None:
+    """The same visit re-sent in two folders is two exports (no duplicate); a summary in
+    one folder and its lines in another are not joined."""
+    from lienthong.ingest.xml130.cli_ingest import expand_xml_paths
+
+    bare_copy(tmp_path / "a")
+    bare_copy(tmp_path / "b")
+    report = validate_paths(expand_xml_paths([tmp_path]))
+    assert (report.files, report.visits, report.visits_clean) == (8, 2, 2)
+    assert report.problems == []
+    bare_copy(tmp_path / "c", ("XML1",))
+    bare_copy(tmp_path / "d", ("XML2", "XML3"))
+    report = validate_paths(expand_xml_paths([tmp_path / "c", tmp_path / "d"]))
+    rules = {(p.file, p.rule) for p in report.problems}
+    assert ("XML1.xml", "lines.missing") in rules  # a bare file alone in its folder
+    assert (f"{tmp_path / 'd'}/{{XML2.xml,XML3.xml}}", "link") in rules
+    assert report.visits == 2 and report.visits_blocking == 1
+
+
+def test_a_group_over_the_size_limit_is_read_file_by_file_with_a_note(tmp_path: Path) -> None:
+    folder = bare_copy(tmp_path / "big")
+    files = sorted(folder.glob("*.xml"))
+    largest = max(f.stat().st_size for f in files)
+    report = validate_paths(files, max_bytes=largest + 1)
+    assert len(report.notes) == 1 and "LIENTHONG_XML130_MAX_BYTES" in report.notes[0]
+    assert str(folder) in report.notes[0]
+    assert report.visits == 4 and report.visits_blocking == 3  # XML2-4 without XML1
+
+
+def test_envelopes_beside_bare_files_stay_files_of_their_own(tmp_path: Path) -> None:
+    folder = bare_copy(tmp_path / "mixed")
+    (folder / "envelope.xml").write_bytes(real_world_export())
+    jobs = _jobs(folder)
+    assert folder / "envelope.xml" in jobs and len(jobs) == 2
+    report = validate_paths(sorted(folder.glob("*.xml")))
+    assert report.visits == 2 and report.files == 5
+
+
+def test_bare_groups_are_validated_in_worker_processes_alike(tmp_path: Path) -> None:
+    bare_copy(tmp_path / "a")
+    second_visit(bare_copy(tmp_path / "b"), break_xml2=True)
+    files = sorted(tmp_path.glob("*/*.xml"))
+    alone = validate_paths(files)
+    pooled = validate_paths(files, workers=2)
+    assert (pooled.files, pooled.visits, pooled.visits_blocking) == (10, 3, 1)
+    assert sorted(p.as_dict().items() for p in pooled.problems) == sorted(
+        p.as_dict().items() for p in alone.problems
+    )
+
+
+def test_cli_validate_json_reads_a_folder_as_one_export(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["xml130", "validate", "--json", "--workers", "0", str(FIXTURES)]
+    )
+    assert result.exit_code == 1, result.stderr
+    document = json.loads(result.stdout)
+    assert set(document) == {"summary", "groups", "facilities", "problems"}
+    assert document["summary"]["visits"] == 1 and document["summary"]["visits_blocking"] == 0
+    assert document["summary"]["notes"] == []
+    assert {p["rule"] for p in document["problems"]} == {"decimal_comma"}

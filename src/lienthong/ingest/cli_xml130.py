@@ -3,8 +3,10 @@
 ``validate`` is the conformance report a facility or its software vendor needs: the kinds
 of problem (table, field, rule, severity) ordered by how many visits each touches, with an
 example and the clause it enforces, how many visits are kept out (blocking), stored with
-conformance problems, or clean, then the same per facility. ``--json`` prints the summary,
-the groups and every problem (file, visit, table, field, rule, severity, message, value)::
+conformance problems, or clean, then the same per facility. Bare-table files of one folder
+(``XML1.xml``, ``XML2.xml`` ...) are read as one export. ``--json`` prints one object:
+``summary`` (counts, failed files, notes), ``groups`` (kinds of problem), ``facilities``
+and every problem (file, visit, table, field, rule, severity, message, value)::
 
     lienthong xml130 validate exports/*.xml
     lienthong xml130 validate --json exports/01012_130_0001.xml > problems.json
@@ -135,6 +137,7 @@ def report_json(report: ValidationReport, catalogue: str) -> dict[str, Any]:
             "visits_clean": report.visits_clean,
             "problems": len(report.problems),
             "icd10": catalogue,
+            "notes": report.notes,
         },
         "groups": [g.as_dict() for g in report.groups()],
         "facilities": {
@@ -194,6 +197,8 @@ def _print_problems(report: ValidationReport, show: int) -> None:
 
 
 def _print_summary(report: ValidationReport, out: Console, top: int, catalogue: str) -> None:
+    for note in report.notes:
+        out.print(f"note: {note}")
     table = Table(title="By facility (MA_CSKCB)")
     table.add_column("facility")
     table.add_column("visits", justify="right")

@@ -70,7 +70,8 @@ def ingest_command(
     ] = False,
 ) -> None:
     """Write each visit that can be stored faithfully as FHIR resources (one transaction
-    per visit, in a savepoint of a commit of --batch visits): visits with only conformance
+    per visit, in a savepoint of a commit of --batch visits; bare-table files of one
+    folder, XML1.xml, XML2.xml ..., are read as one export): visits with only conformance
     problems go in with them (an OperationOutcome and a tag on the Encounter), visits with
     a blocking problem are reported, one line per problem, and not written. Exit status 1
     when any visit or file was rejected."""
@@ -105,6 +106,8 @@ def ingest_command(
         store.close()
     elapsed = time.perf_counter() - started
     audit_run(settings, "xml130-ingest", files, report.summary(), ok=not report.problems)
+    for note in report.notes:
+        typer.echo(f"note: {note}", err=True)
     for kind, problems in (("not written", report.problems), ("stored", report.stored_problems)):
         for problem in problems:
             where = ".".join(x for x in (problem.table, problem.field) if x)

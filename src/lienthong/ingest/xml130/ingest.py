@@ -30,7 +30,13 @@ from lienthong.fhir.errors import FhirError, Issue
 from lienthong.fhir.interactions.transaction import process_bundle
 from lienthong.fhir.validate import validate_resource
 from lienthong.ingest.xml130.model import Visit, Xml130Error
-from lienthong.ingest.xml130.parse import DEFAULT_MAX_BYTES, parse
+from lienthong.ingest.xml130.parse import (
+    DEFAULT_MAX_BYTES,
+    BareGroup,
+    GroupReader,
+    group_inputs,
+    parse,
+)
 from lienthong.ingest.xml130.to_fhir import LT, record_id, visit_bundle
 from lienthong.ingest.xml130.validate import DECIMAL_COMMA, FileValidation, Problem, blocking
 from lienthong.storage.base import Session, WriteSession
@@ -65,6 +71,8 @@ class IngestReport:
     stored_problems: list[Problem] = field(default_factory=list)
     refused_files: list[str] = field(default_factory=list)
     patients: set[str] = field(default_factory=set)
+    # how the inputs were read where it matters (bare-table files left apart, and why)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def visits_written(self) -> int:
@@ -116,6 +124,7 @@ class PreparedFile:
     refused: Problem | None = None  # the file cannot be read: nothing of it is written
     foreign: str | None = None  # a visit of a facility the sender may not submit for
     file_problems: list[Problem] = field(default_factory=list)
+    files: int = 1  # files read (a group of bare-table files is several)
 
 
 def _fhir_problems(file: str, ma_lk: str, exc: FhirError, lead: str) -> list[Problem]:
@@ -211,8 +220,16 @@ def read_decimal_commas(visit: Visit, problems: list[Problem]) -> Visit:
     return replace(visit, tables=tables)
 
 
+def _visits_of(
+    source: str | Path | bytes | BareGroup, label: str, max_bytes: int
+) -> Iterator[Visit]:
+    if isinstance(source, BareGroup):
+        return (visit for visit, _sources in GroupReader(source, max_bytes=max_bytes))
+    return parse(source, name=label, max_bytes=max_bytes)
+
+
 def prepare_visits(
-    source: str | Path | bytes,
+    source: str | Path | bytes | BareGroup,
     label: str,
     icd: Icd10Catalogue,
     *,
@@ -226,10 +243,16 @@ def prepare_visits(
     problems attached, see :func:`add_conformance`), and their resources validated
     against the FHIR models — everything but the write, so it can run in a worker
     process. A visit with a blocking problem — any problem when ``strict`` — is not
-    mapped. When the file is refused the iterator is empty."""
+    mapped. When the file is refused the iterator is empty.
+
+    ``source`` may be a :class:`BareGroup`, the bare-table files of one folder read as
+    one export: a file of it that cannot be read is never a refusal of the group, it
+    costs the visits whose tables it holds (blocking) and nothing else."""
     prepared = PreparedFile(label)
+    if isinstance(source, BareGroup):
+        prepared.files = len(source.files)
     try:
-        for visit in parse(source, name=label, max_bytes=max_bytes):
+        for visit in _visits_of(source, label, max_bytes):
             facility = visit.ma_cskcb.strip()
             if facilities is not None and facility not in facilities:
                 prepared.foreign = (
@@ -295,10 +318,10 @@ def _worker_init(icd: Icd10Catalogue, max_bytes: int, strict: bool = False) -> N
     _worker_args.update(icd=icd, max_bytes=max_bytes, strict=strict)
 
 
-def _prepare_in_worker(path: str) -> PreparedFile:
+def _prepare_in_worker(path: str | BareGroup) -> PreparedFile:
     prepared, visits = prepare_visits(
         path,
-        Path(path).name,
+        path.label if isinstance(path, BareGroup) else Path(path).name,
         _worker_args["icd"],
         max_bytes=_worker_args["max_bytes"],
         strict=_worker_args["strict"],
@@ -337,10 +360,15 @@ class Xml130Ingest:
         self.mapper = mapper
         self.report = IngestReport()
 
-    def ingest(self, source: str | Path | bytes, name: str | None = None) -> IngestReport:
-        """Ingest one file (a path or its bytes) in this process; returns the run's report
-        so far."""
-        label = name or (Path(source).name if not isinstance(source, bytes) else "<upload>")
+    def ingest(
+        self, source: str | Path | bytes | BareGroup, name: str | None = None
+    ) -> IngestReport:
+        """Ingest one file (a path or its bytes), or one group of bare-table files, in this
+        process; returns the run's report so far."""
+        if isinstance(source, BareGroup):
+            label = name or source.label
+        else:
+            label = name or (Path(source).name if not isinstance(source, bytes) else "<upload>")
         prepared, visits = prepare_visits(
             source,
             label,
@@ -355,10 +383,13 @@ class Xml130Ingest:
 
     def ingest_paths(self, paths: list[Path], workers: int = 0) -> IngestReport:
         """Ingest files; with ``workers`` > 0, processes parse, validate and map files ahead
-        of this one, which only writes (as bulk import does)."""
-        if workers <= 0 or len(paths) < 2 or self.facilities is not None:
-            for path in paths:
-                self.ingest(path)
+        of this one, which only writes (as bulk import does). Bare-table files of one
+        folder are read as one export, one job (:func:`parse.group_inputs`)."""
+        jobs, notes = group_inputs(list(paths), self.max_bytes)
+        self.report.notes.extend(notes)
+        if workers <= 0 or len(jobs) < 2 or self.facilities is not None:
+            for job in jobs:
+                self.ingest(job)
             return self.report
         from concurrent.futures import Future, ProcessPoolExecutor
 
@@ -366,7 +397,7 @@ class Xml130Ingest:
             workers, initializer=_worker_init, initargs=(self.icd, self.max_bytes, self.strict)
         ) as pool:
             pending: list[Future[PreparedFile]] = []
-            queue = [str(p) for p in paths]
+            queue: list[str | BareGroup] = [j if isinstance(j, BareGroup) else str(j) for j in jobs]
             while queue or pending:
                 while queue and len(pending) < workers + 1:
                     pending.append(pool.submit(_prepare_in_worker, queue.pop(0)))
@@ -376,7 +407,7 @@ class Xml130Ingest:
 
     def _take(self, prepared: PreparedFile, visits: Iterator[PreparedVisit]) -> None:
         report = self.report
-        report.files += 1
+        report.files += prepared.files
         if prepared.foreign is not None:
             raise FacilityRefused(prepared.foreign)
         if prepared.refused is not None:

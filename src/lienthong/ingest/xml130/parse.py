@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import re
 import threading
@@ -721,3 +722,213 @@ def _remove(element: etree._Element) -> None:
     element.clear(keep_tail=False)
     if parent is not None:
         parent.remove(element)
+
+
+# ------------------------------------------------------------ bare tables as separate files
+#
+# HIS products often write the tables of one batch as separate files in one folder
+# (``XML1.xml``, ``XML2.xml`` ... or ``<MA_LK>_XML1.xml`` ...). Read one by one, the XML2
+# file's visits have no XML1 and the XML1 file's visits have no lines; read as one group,
+# the rows of every file are joined into visits by facility and MA_LK.
+
+
+@dataclass(frozen=True)
+class BareGroup:
+    """The bare-table files of one folder among one run's inputs, read as one export."""
+
+    folder: str  # the folder as given
+    files: tuple[str, ...]  # the files' paths, in the order given
+
+    @property
+    def label(self) -> str:
+        """``folder/{XML1.xml,XML2.xml,...}``: the folder and its files (the first few and
+        the last, with the count, when there are many)."""
+        names = [Path(f).name for f in self.files]
+        if len(names) > 6:
+            shown = ",".join([*names[:4], "...", names[-1]])
+            return f"{self.folder}/{{{shown}}} ({len(names)} files)"
+        return f"{self.folder}/{{{','.join(names)}}}"
+
+    def file_label(self, path: str) -> str:
+        """How one file of the group is named in problems: ``folder/XML2.xml``."""
+        return f"{self.folder}/{Path(path).name}"
+
+
+def root_name(path: str | Path) -> str | None:
+    """The upper-cased local name of a file's root element (``GIAMDINHHS``, ``TONG_HOP``
+    ...), read from its first bytes; None when it cannot be read."""
+    try:
+        with Path(path).open("rb") as stream:
+            events = etree.iterparse(_CleanReader(stream), events=("start",), **_parser_options())
+            _event, root = next(iter(events))
+            return _local(root.tag)
+    except (OSError, StopIteration, etree.XMLSyntaxError):
+        return None
+
+
+def group_inputs(
+    paths: list[Path], max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[list[Path | BareGroup], list[str]]:
+    """The jobs of one run, in the order of the inputs: a gateway envelope is a job of its
+    own; bare-table files (root other than ``GIAMDINHHS``, or unreadable) of one folder
+    are one :class:`BareGroup` when there are several and their sizes add up to no more
+    than ``max_bytes`` (``LIENTHONG_XML130_MAX_BYTES``: a group is held in memory whole,
+    as one bare file of that size is); over it each file is a job alone and a note says
+    so. Files of different folders are never grouped. Also returns those notes."""
+    folders: dict[Path, list[Path]] = {}
+    kind: list[tuple[Path, Path | None]] = []  # (path, folder key when bare)
+    for path in paths:
+        if not path.is_file() or root_name(path) == "GIAMDINHHS":
+            kind.append((path, None))
+            continue
+        key = path.parent.resolve()
+        folders.setdefault(key, []).append(path)
+        kind.append((path, key))
+    groups: dict[Path, BareGroup] = {}
+    notes: list[str] = []
+    for key, members in folders.items():
+        if len(members) < 2:
+            continue
+        size = 0
+        for member in members:
+            with contextlib.suppress(OSError):
+                size += member.stat().st_size
+        if size > max_bytes:
+            notes.append(
+                f"{members[0].parent}: its {len(members)} bare-table files add up to "
+                f"{size:,} bytes, over the limit of {max_bytes:,} for reading them as one "
+                "export (LIENTHONG_XML130_MAX_BYTES); each file is read alone, so a visit "
+                "whose tables are in different files is not joined"
+            )
+            continue
+        groups[key] = BareGroup(str(members[0].parent), tuple(str(m) for m in members))
+    jobs: list[Path | BareGroup] = []
+    placed: set[Path] = set()
+    for path, folder in kind:
+        if folder is None or folder not in groups:
+            jobs.append(path)
+        elif folder not in placed:
+            placed.add(folder)
+            jobs.append(groups[folder])
+    return jobs, notes
+
+
+_MA_LK_ELEMENT = re.compile(rb"<\s*(?:[\w.-]+:)?MA_LK\s*>\s*([^<]{1,100}?)\s*<", re.IGNORECASE)
+_FIRST_ELEMENT = re.compile(rb"<\s*([A-Za-z_][\w.:-]*)")
+_MAX_KEYS = 1_000_000  # MA_LK values taken from one unreadable file
+
+
+def _bytes_of(path: str, max_bytes: int) -> bytes:
+    """A file's bytes as UTF-8 (a UTF-16 file decoded), empty when it cannot be read or is
+    over the limit."""
+    try:
+        if Path(path).stat().st_size > max_bytes:
+            return b""
+        data = Path(path).read_bytes()
+    except OSError:
+        return b""
+    if _looks_utf16(data[:4]):
+        codec = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-16-le"
+        if data[:1] == b"\x00":
+            codec = "utf-16-be"
+        data = data.decode(codec, errors="replace").encode("utf-8")
+    return data
+
+
+def _unreadable_table(data: bytes, name: str) -> tuple[str, set[str]]:
+    """What an unreadable bare file was: the table its root names (else the file name),
+    and the MA_LK values written in it, found in the bytes (the XML is not parsed)."""
+    table = name
+    for match in _FIRST_ELEMENT.finditer(data[:8192]):
+        local = match.group(1).decode("ascii", "replace").rsplit(":", 1)[-1].upper()
+        table = TABLE_ROOTS.get(local, name)
+        break
+    keys: set[str] = set()
+    for match in _MA_LK_ELEMENT.finditer(data):
+        keys.add(match.group(1).decode("utf-8", "replace").strip())
+        if len(keys) >= _MAX_KEYS:
+            break
+    keys.discard("")
+    return table, keys
+
+
+class GroupReader:
+    """The visits of a :class:`BareGroup`: iterate for ``(visit, sources)``, where
+    ``sources`` maps each table of the visit to the file its rows came from (the first,
+    when several files hold rows of one table), so problems can point there.
+
+    Rows are joined into visits by (facility ``MA_CSKCB`` of the visit's XML1, ``MA_LK``):
+    a detail row, which carries no facility, joins the visit of its MA_LK when one
+    facility has it, else stays apart (and is reported without XML1). A file that cannot
+    be read (not well-formed, a DOCTYPE, empty) costs only what was in it: every visit
+    whose MA_LK it names gets a broken entry for the table the file holds (so it is
+    blocking and nothing of it is written); a MA_LK found nowhere else becomes a visit of
+    its own with only that entry. A file that cannot be read and names no MA_LK is left
+    in ``file_errors`` (it held no visit that can be told). The group is held in memory
+    whole; its size is bounded by :func:`group_inputs`."""
+
+    def __init__(self, group: BareGroup, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.group = group
+        self.max_bytes = max_bytes
+        self.file_errors: list[Xml130Error] = []
+
+    def __iter__(self) -> Iterator[tuple[Visit, dict[str, str]]]:
+        self.file_errors = []
+        group = self.group
+        read: list[tuple[str, list[Visit]]] = []
+        unreadable: list[tuple[str, str, str, set[str]]] = []  # label, table, reason, keys
+        for path in group.files:
+            label = group.file_label(path)
+            try:
+                read.append((label, list(parse(path, name=label, max_bytes=self.max_bytes))))
+            except Xml130Error as exc:
+                table, keys = _unreadable_table(_bytes_of(path, self.max_bytes), Path(path).name)
+                if keys:
+                    unreadable.append((label, table, str(exc), keys))
+                else:
+                    self.file_errors.append(exc)
+        facilities: dict[str, set[str]] = {}
+        for _label, visits in read:
+            for visit in visits:
+                if visit.tables.get("XML1"):
+                    code = visit.summary.get("MA_CSKCB", "").strip()
+                    facilities.setdefault(visit.ma_lk, set()).add(code)
+
+        def key(visit: Visit) -> tuple[str, str]:
+            if visit.tables.get("XML1"):
+                return visit.summary.get("MA_CSKCB", "").strip(), visit.ma_lk
+            codes = facilities.get(visit.ma_lk, set())
+            return (next(iter(codes)) if len(codes) == 1 else ""), visit.ma_lk
+
+        tables: dict[tuple[str, str], dict[str, list[dict[str, str]]]] = {}
+        broken: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        sources: dict[tuple[str, str], dict[str, str]] = {}
+        for label, visits in read:
+            for visit in visits:
+                k = key(visit)
+                merged = tables.setdefault(k, {})
+                where = sources.setdefault(k, {})
+                for table, rows in visit.tables.items():
+                    merged.setdefault(table, []).extend(rows)
+                    where.setdefault(table, label)
+                if visit.broken:
+                    broken.setdefault(k, []).extend(visit.broken)
+                    for table, _reason in visit.broken:
+                        where.setdefault(table, label)
+        by_ma_lk: dict[str, list[tuple[str, str]]] = {}
+        for k in tables:
+            by_ma_lk.setdefault(k[1], []).append(k)
+        for label, table, reason, keys in unreadable:
+            for ma_lk in sorted(keys):
+                targets = by_ma_lk.get(ma_lk)
+                if not targets:
+                    targets = by_ma_lk[ma_lk] = [("", ma_lk)]
+                    tables[("", ma_lk)] = {}
+                for k in targets:
+                    broken.setdefault(k, []).append((table, reason))
+                    sources.setdefault(k, {}).setdefault(table, label)
+        for index, (k, visit_tables) in enumerate(tables.items(), start=1):
+            visit = _visit(group.label, index, visit_tables, {}, broken.get(k))
+            if not visit.ma_lk:
+                visit.ma_lk = k[1]
+            yield visit, sources.get(k, {})

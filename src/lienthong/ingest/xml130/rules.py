@@ -119,6 +119,13 @@ RULES: dict[str, Rule] = {
             "QĐ 130 appendix Bảng 1 T_THUOC ... T_NGUONKHAC descriptions",
         ),
         Rule(
+            "lines.missing",
+            "a summary with non-zero totals comes with its drug and service lines (one "
+            "problem instead of one per total; the totals are checked only against lines "
+            "that were sent)",
+            "QĐ 130 appendix Bảng 1 T_THUOC ... T_TONGCHI_BV descriptions (sums of Bảng 2-3)",
+        ),
+        Rule(
             "conditional",
             "a field required under a condition is present",
             "QĐ 4750 gateway list (conditions in the Bắt buộc column) and appendix notes",

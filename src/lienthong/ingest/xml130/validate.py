@@ -22,7 +22,14 @@ from typing import Any, Protocol
 
 from lienthong.identity.identifiers import check_bhyt, check_cccd, check_facility_code
 from lienthong.ingest.xml130.model import STANDARD_130, Visit, Xml130Error
-from lienthong.ingest.xml130.parse import DEFAULT_MAX_BYTES, parse
+from lienthong.ingest.xml130.parse import (
+    DEFAULT_MAX_BYTES,
+    BareGroup,
+    GroupReader,
+    group_inputs,
+    parse,
+    table_name,
+)
 from lienthong.ingest.xml130.rules import (
     BLOCKING,
     CARD_FIELD,
@@ -229,18 +236,21 @@ def _plan(standard: str, table: str, specs: dict[str, FieldSpec]) -> _Plan:
 class _VisitCheck:
     """Checks of one visit; collects problems in ``out``."""
 
-    def __init__(self, visit: Visit, icd: IcdCatalogue) -> None:
+    def __init__(
+        self, visit: Visit, icd: IcdCatalogue, sources: dict[str, str] | None = None
+    ) -> None:
         self.visit = visit
         self.icd = icd
+        # table -> file its rows came from, for a visit read from several files
+        self.sources = sources or {}
         self.std = visit.standard
         self.out: list[Problem] = []
         # (table, field) -> (lines with a decimal comma, the first such value)
         self.commas: dict[tuple[str, str], list[Any]] = {}
 
     def add(self, table: str, field: str, rule: str, message: str, value: str = "") -> None:
-        self.out.append(
-            Problem(self.visit.file, self.visit.ma_lk, table, field, rule, message, value)
-        )
+        file = self.sources.get(table, self.visit.file) if self.sources else self.visit.file
+        self.out.append(Problem(file, self.visit.ma_lk, table, field, rule, message, value))
 
     def run(self) -> list[Problem]:
         visit = self.visit
@@ -519,6 +529,9 @@ class _VisitCheck:
         if not summaries:
             return
         summary = summaries[0]
+        if not visit.tables.get("XML2") and not visit.tables.get("XML3"):
+            self.lines_missing(summary)
+            return
         for total, tables, line_field, groups in TOTALS[std]:
             stated = _number(summary.get(total))
             if stated is None:
@@ -538,6 +551,26 @@ class _VisitCheck:
                     f"sum of {line_field} over {' and '.join(tables)} is {computed:.2f}",
                     summary[total],
                 )
+
+    def lines_missing(self, summary: dict[str, str]) -> None:
+        """A summary sent without any drug or service line (XML2, XML3): one problem, not
+        one per total, unless the totals are all zero (nothing was spent) or a line table
+        was sent but could not be read (reported as broken)."""
+        sent = {table_name(t) or t for t, _reason in self.visit.broken}
+        if sent & {"XML2", "XML3"}:
+            return
+        for total, _tables, _line_field, _groups in TOTALS[self.std]:
+            stated = _number(summary.get(total))
+            if stated is not None and abs(stated) > MONEY_TOLERANCE:
+                self.add(
+                    "XML1",
+                    total,
+                    "lines.missing",
+                    f"the visit's drug and service lines (XML2, XML3) are missing although "
+                    f"{total} is {summary[total]}; the totals of XML1 are sums of those lines",
+                    summary[total],
+                )
+                return
 
     def money_line(self, table: str, where: str, row: dict[str, str]) -> None:
         q = _number(row.get("SO_LUONG"))
@@ -631,20 +664,29 @@ def validate_visit(visit: Visit, icd: IcdCatalogue | None = None) -> list[Proble
 class FileValidation:
     """Validate one export visit by visit: iterate for ``(visit, problems)``; afterwards
     ``file_problems`` holds what concerns the file as a whole and ``error`` the reason it
-    could not be read to the end (then nothing of it should be written)."""
+    could not be read to the end (then nothing of it should be written).
+
+    ``source`` may be a :class:`BareGroup` (bare-table files of one folder read as one
+    export, see :class:`GroupReader`): then problems point to the file each table came
+    from, a file of the group that cannot be read costs only the visits it names (their
+    broken entry is blocking), one that names none is a problem of the group, and
+    ``error`` stays None."""
 
     def __init__(
         self,
-        source: str | Path | bytes,
+        source: str | Path | bytes | BareGroup,
         *,
         icd: IcdCatalogue | None = None,
         name: str | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.source = source
-        self.name = name or (
-            Path(source).name if not isinstance(source, bytes | bytearray) else "<upload>"
-        )
+        if isinstance(source, BareGroup):
+            self.name = name or source.label
+        else:
+            self.name = name or (
+                Path(source).name if not isinstance(source, bytes | bytearray) else "<upload>"
+            )
         self.icd = icd if isinstance(icd, _Memo) else _Memo(icd or default_icd_catalogue())
         self.max_bytes = max_bytes
         self.file_problems: list[Problem] = []
@@ -652,6 +694,9 @@ class FileValidation:
         self.visits = 0
 
     def __iter__(self) -> Iterator[tuple[Visit, list[Problem]]]:
+        if isinstance(self.source, BareGroup):
+            yield from self._group(self.source)
+            return
         seen: set[str] = set()
         declared: str | None = None
         try:
@@ -690,6 +735,15 @@ class FileValidation:
                     declared,
                 )
             )
+
+    def _group(self, group: BareGroup) -> Iterator[tuple[Visit, list[Problem]]]:
+        reader = GroupReader(group, max_bytes=self.max_bytes)
+        for visit, sources in reader:
+            self.visits += 1
+            yield visit, _VisitCheck(visit, self.icd, sources).run()
+        for exc in reader.file_errors:
+            label = str(exc).split(": ", 1)[0]
+            self.file_problems.append(Problem(label, "", "", "", "file", str(exc), ""))
 
 
 Group = tuple[str, str, str]
@@ -752,6 +806,8 @@ class ValidationReport:
 
     files: int = 0
     failed_files: list[str] = field(default_factory=list)
+    # how the inputs were read where it matters (bare-table files left apart, and why)
+    notes: list[str] = field(default_factory=list)
     visits: int = 0
     visits_blocking: int = 0
     visits_conformance: int = 0
@@ -770,7 +826,7 @@ class ValidationReport:
         return self.visits - self.visits_with_errors
 
     def add_file(self, result: FileResult) -> None:
-        self.files += 1
+        self.files += result.files
         failed = bool(result.file_problems)
         for facility, problems in result.visits:
             self.add_visit(facility, problems)
@@ -832,14 +888,22 @@ class FileResult:
     name: str
     visits: list[tuple[str, list[Problem]]]
     file_problems: list[Problem]
+    files: int = 1  # files read (a group of bare-table files is several)
+
+
+def _files_in(job: str | Path | BareGroup) -> int:
+    return len(job.files) if isinstance(job, BareGroup) else 1
 
 
 def validate_file(
-    path: str | Path, icd: IcdCatalogue | None = None, max_bytes: int = DEFAULT_MAX_BYTES
+    path: str | Path | BareGroup,
+    icd: IcdCatalogue | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> FileResult:
+    """One file, or one group of bare-table files, validated into a :class:`FileResult`."""
     check = FileValidation(path, icd=icd, max_bytes=max_bytes)
     visits = [(visit.ma_cskcb, problems) for visit, problems in check]
-    return FileResult(check.name, visits, check.file_problems)
+    return FileResult(check.name, visits, check.file_problems, _files_in(path))
 
 
 _worker_icd: IcdCatalogue | None = None
@@ -850,7 +914,7 @@ def _worker_init(icd: IcdCatalogue) -> None:
     _worker_icd = _Memo(icd)
 
 
-def _worker_job(path: str | Path, max_bytes: int) -> FileResult:
+def _worker_job(path: str | Path | BareGroup, max_bytes: int) -> FileResult:
     return validate_file(path, _worker_icd, max_bytes)
 
 
@@ -863,11 +927,14 @@ def validate_paths(
     workers: int = 0,
 ) -> ValidationReport:
     """Validate files into one report, in order. A file fails when it cannot be read or
-    holds any problem. With ``workers`` > 1, files are validated in that many processes
-    (the catalogue is sent to each once); ``on_visit(file, n)`` reports progress."""
+    holds any problem. Bare-table files of one folder are read as one export
+    (:func:`parse.group_inputs`: one job, failing as one, named by its folder and files).
+    With ``workers`` > 1, jobs are validated in that many processes (the catalogue is
+    sent to each once); ``on_visit(file, n)`` reports progress."""
     report = ValidationReport()
     catalogue = icd or default_icd_catalogue()
-    files = list(paths)
+    files, notes = group_inputs([Path(p) for p in paths], max_bytes)
+    report.notes.extend(notes)
     if workers > 1 and len(files) > 1:
         from concurrent.futures import ProcessPoolExecutor
 
@@ -887,5 +954,5 @@ def validate_paths(
             visits.append((visit.ma_cskcb, problems))
             if on_visit is not None:
                 on_visit(check.name, 1)
-        report.add_file(FileResult(check.name, visits, check.file_problems))
+        report.add_file(FileResult(check.name, visits, check.file_problems, _files_in(path)))
     return report
