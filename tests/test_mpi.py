@@ -670,6 +670,60 @@ def test_review_decisions_stick(api: TestClient, store_url: str, model_path: Pat
     assert code == 2 and "ID:ID" in out
 
 
+def test_a_record_like_two_persons_joins_them(
+    api: TestClient, store_url: str, model_path: Path
+) -> None:
+    """A, then C unlike A (a year-only date, another commune: only a review pair), then
+    B certain with both (A's CCCD, C's phone and commune): the two persons become one,
+    under the earlier master, with a merge event naming B."""
+    cccd = "079180001234"  # HCM, woman born in 1980
+    a = post(api, rec("Nguyễn Thị Mai", "1980-05-12", "F", cccd=cccd))
+    c = post(api, rec("Nguyen Thi Mai", "1980", "F", phone="0905123456", commune=PHU_LOI))
+    ma, mc = person_of(api, a)["id"], person_of(api, c)["id"]
+    assert ma != mc
+    code, out = cli("review", store_url=store_url, model_path=model_path)
+    assert ":".join(sorted((a, c))) in out
+    b = post(api, rec("Nguyễn Thị Mai", "1980-05-12", "F", cccd=cccd, phone="0905123456",
+                      commune=PHU_LOI))  # fmt: skip
+    person = person_of(api, b)
+    assert person["id"] == ma and links(person) == {a, b, c}
+    retired = api.get(f"/fhir/Patient/{mc}").json()
+    assert retired["active"] is False and links(retired, "replaced-by") == {ma}
+    assert [m["id"] for m in masters(api) if m["active"]] == [ma]
+    code, out = cli("review", store_url=store_url, model_path=model_path)
+    assert "0 pairs to review" in out
+    code, out = cli("events", store_url=store_url, model_path=model_path)
+    assert " merge " in out and f"bridged by Patient/{b}" in out and mc in out
+    # the bridge is undone as a merge is
+    event = next(line.split()[3] for line in out.splitlines() if " merge " in line)
+    r = api.post("/fhir/Patient/$unmerge", json=params({"name": "event", "valueString": event}),
+                 headers=FHIR)  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert links(api.get(f"/fhir/Patient/{mc}").json()) == {c}
+    assert links(api.get(f"/fhir/Patient/{ma}").json()) == {a, b}
+
+
+def test_a_record_like_two_persons_that_conflict_leaves_them_for_review(
+    api: TestClient, store_url: str, model_path: Path
+) -> None:
+    """The bridging record (a year-only date) is certain with two persons whose birth
+    dates no known error turns into each other: they stay apart, their pair goes on the
+    review list."""
+    cccd = "079180001234"
+    a = post(api, rec("Nguyễn Thị Mai", "1980-05-12", "F", cccd=cccd))
+    c = post(api, rec("Nguyen Thi Mai", "1980-09-30", "F", phone="0905123456", commune=PHU_LOI))
+    b = post(api, rec("Nguyễn Thị Mai", "1980", "F", cccd=cccd, phone="0905123456",
+                      commune=PHU_LOI))  # fmt: skip
+    ma, mc = person_of(api, a)["id"], person_of(api, c)["id"]
+    assert ma != mc and person_of(api, b)["id"] in (ma, mc)
+    assert len(masters(api)) == 2
+    code, out = cli("review", store_url=store_url, model_path=model_path)
+    line = next(x for x in out.splitlines() if ":".join(sorted((a, c))) in x)
+    assert f"bridged by Patient/{b}" in line
+    code, out = cli("events", store_url=store_url, model_path=model_path)
+    assert " merge " not in out
+
+
 # --------------------------------------------------------------------------- access
 
 

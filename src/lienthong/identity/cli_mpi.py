@@ -89,8 +89,13 @@ def review_command(
     for p in pairs:
         agree = ", ".join(p.get("agree", [])) or "-"
         disagree = ", ".join(p.get("disagree", [])) or "-"
+        bridge = (
+            f"  bridged by {p['bridged_by']}, but the two cannot be one person"
+            if p.get("bridged_by")
+            else ""
+        )
         console.print(
-            f"{p['pair']}  score {p['score']:.3f}  agree: {agree}  disagree: {disagree}",
+            f"{p['pair']}  score {p['score']:.3f}  agree: {agree}  disagree: {disagree}{bridge}",
             soft_wrap=True,
         )
 

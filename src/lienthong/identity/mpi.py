@@ -222,6 +222,7 @@ class MasterPersonIndex:
         self.match_threshold = match_threshold
         self.review_threshold = review_threshold
         self._earlier_masters: dict[str, str] = {}  # record -> its master before a rebuild
+        self._retired: set[str] = set()  # masters a bridge retired during a rebuild
 
     # ------------------------------------------------------------------ the write hook
 
@@ -229,6 +230,7 @@ class MasterPersonIndex:
         """Resolve Patients just written in ``session`` (called by the engine's writes)."""
         raw = raw_session(session)
         self.lock(raw)
+        actor = _actor(session)
         dirty: set[str] = set()
         for op in ops:
             if op.res_type != "Patient":
@@ -253,7 +255,7 @@ class MasterPersonIndex:
             if resource is None:
                 self._detach(raw, op.res_id, op.last_updated, dirty)
                 continue
-            self.resolve(raw, op.res_id, resource, op.last_updated, dirty)
+            self.resolve(raw, op.res_id, resource, op.last_updated, dirty, actor)
         if dirty:
             self._write_masters(raw, dirty, max(op.last_updated for op in ops))
 
@@ -283,11 +285,13 @@ class MasterPersonIndex:
         resource: Mapping[str, Any],
         now: str | None = None,
         dirty: set[str] | None = None,
+        actor: tuple[str, Any] | None = None,
     ) -> str:
         """Link one source Patient to its person (made if new); returns the master id.
 
         With ``dirty``, the masters to rewrite are added to it for the caller to write in
-        one go (`_write_masters`) instead of one by one."""
+        one go (`_write_masters`) instead of one by one. ``actor``: who the write runs for
+        and their access context, should the record bridge two persons (`_bridge`)."""
         now = now or now_instant()
         pending: set[str] = set() if dirty is None else dirty
         features = patient_features(resource)
@@ -324,8 +328,27 @@ class MasterPersonIndex:
         if previous is not None:
             raw.side("DELETE FROM mpi_pair WHERE status = 'review' AND (a_id = ? OR b_id = ?)",
                      (res_id, res_id))  # fmt: skip
+        joined: set[str] = set()
+        if target is not None:
+            bridged = [
+                c
+                for c in candidates
+                if c.master_id != target
+                and c.eligible
+                and c.master_id not in refused
+                and c.score.probability >= self.match_threshold
+            ]
+            if bridged:
+                target, joined = self._bridge(
+                    raw, res_id, target, candidates, bridged, pending, actor or _actor(raw), now
+                )
         for c in candidates:
-            if c.master_id == target or c.master_id in refused or not c.eligible:
+            if (
+                c.master_id == target
+                or c.master_id in joined
+                or c.master_id in refused
+                or not c.eligible
+            ):
                 continue
             if self.review_threshold <= c.score.probability:
                 self._put_review(raw, res_id, c)
@@ -339,24 +362,152 @@ class MasterPersonIndex:
         how = "decision" if forced else ("auto" if target else "new")
         best = next((c for c in candidates if c.master_id == target), None)
         score = 1.0 if forced else (best.score.probability if best else None)
-        if previous is not None and previous != target:
+        if previous is not None and previous != target and previous not in joined:
             self._set_record(raw, res_id, None, features, None, how)
             pending.add(previous)
         if target is None:
             target = self._reusable_id(raw, res_id) or self.engine.new_id()
-        known = previous is not None and previous == target
+        known = previous is not None and (previous == target or previous in joined)
         self._set_record(raw, res_id, target, features, score, how, known)
         pending.add(target)
         if dirty is None:
             self._write_masters(raw, pending, now)
         return target
 
+    def _bridge(
+        self,
+        raw: SqlSession,
+        res_id: str,
+        target: str,
+        candidates: list[Candidate],
+        bridged: list[Candidate],
+        pending: set[str],
+        actor: tuple[str, Any],
+        now: str,
+    ) -> tuple[str, set[str]]:
+        """The record is a certain match for ``target`` and for each of ``bridged``: join
+        the persons that can be one (no record of one conflicts with a record of another,
+        no reviewer kept them apart) under the earliest master, as `merge` would, and put
+        the others on the review list. Returns the master the record goes to and the
+        masters retired into it."""
+        by_master = {c.master_id: c for c in candidates}
+        members = self._members(raw, [target, *(c.master_id for c in bridged)])
+        group = [target]
+        kept = dict(members[target])
+        for c in bridged:
+            theirs = members[c.master_id]
+            if not theirs:
+                continue
+            if self._kept_apart(raw, kept, theirs):
+                self._put_bridge_review(raw, res_id, by_master[target].record_id, c.record_id)
+                continue
+            group.append(c.master_id)
+            kept.update(theirs)
+        if len(group) == 1:
+            return target, set()
+        first = min(group, key=lambda m: self._created(raw, m))
+        who, ctx = actor
+        for master in sorted(group):
+            if master == first:
+                continue
+            moved = sorted(members[master])
+            raw.side(
+                "UPDATE mpi_record SET master_id = ?, how = 'bridge' WHERE master_id = ?",
+                (first, master),
+            )
+            others = [r for m in group if m != master for r in members[m]]
+            for a, b in (_pair(x, y) for x in moved for y in others):
+                raw.side(
+                    "DELETE FROM mpi_pair WHERE status = 'review' AND a_id = ? AND b_id = ?",
+                    (a, b),
+                )
+            stored = raw.read("Patient", master)
+            if stored is not None and stored.content is not None:
+                self._write_master(raw, master, now, replaced_by=first)
+            pending.discard(master)
+            if self._earlier_masters:  # a rebuild: the id must not be reused
+                self._retired.add(master)
+            self._log(
+                raw, who, "merge",
+                {"source": master, "target": first, "records": moved, "decisions": [],
+                 "reason": f"bridged by Patient/{res_id}"},
+            )  # fmt: skip
+            if ctx is not None:
+                ctx.touched.update([master, *moved])
+        pending.add(first)
+        return first, set(group) - {first}
+
+    def _kept_apart(
+        self,
+        raw: SqlSession,
+        left: Mapping[str, Mapping[str, Any]],
+        right: Mapping[str, Mapping[str, Any]],
+    ) -> bool:
+        """Whether two persons can never be one: a record of one conflicts with a record
+        of the other (`scoring.conflicting`), or a reviewer decided a pair across them is
+        no match."""
+        if any(conflicting(a, b) for a in left.values() for b in right.values()):
+            return True
+        ids = sorted({*left, *right})
+        if len(ids) > 1000:  # two large persons: ask pair by pair
+            return any(
+                raw.side(
+                    "SELECT 1 FROM mpi_pair WHERE status = 'no-match' AND a_id = ? AND b_id = ?",
+                    _pair(a, b),
+                )
+                for a in left
+                for b in right
+            )
+        rows = raw.side(
+            "SELECT a_id, b_id FROM mpi_pair WHERE status = 'no-match' "
+            f"AND a_id IN ({_marks(ids)}) AND b_id IN ({_marks(ids)})",
+            [*ids, *ids],
+        )
+        return any((a in left and b in right) or (a in right and b in left) for a, b in rows)
+
+    def _created(self, raw: SqlSession, master_id: str) -> tuple[int, int, str]:
+        """Sort key: masters already stored by the order of their first version, then
+        those made in this write (not stored yet) by id."""
+        first = raw.vread("Patient", master_id, 1)
+        return (0, first.pk, master_id) if first is not None else (1, 0, master_id)
+
+    def _put_bridge_review(self, raw: SqlSession, res_id: str, a_id: str, b_id: str) -> None:
+        """Two persons a record matches but that can never be one: their two records the
+        record matched best go on the review list."""
+        a, b = _pair(a_id, b_id)
+        if raw.side("SELECT status FROM mpi_pair WHERE a_id = ? AND b_id = ?", (a, b)):
+            return
+        features = dict(
+            (rid, orjson.loads(f))
+            for rid, f in raw.side(
+                "SELECT res_id, features FROM mpi_record WHERE res_id IN (?, ?)", (a, b)
+            )
+        )
+        score = (
+            self.scorer.score(features[a], features[b]) if a in features and b in features else None
+        )
+        detail: dict[str, Any] = {"bridged_by": f"Patient/{res_id}", "conflict": True}
+        if score is not None:
+            detail.update(
+                {"agree": list(score.agree), "disagree": list(score.disagree),
+                 "levels": score.levels}
+            )  # fmt: skip
+        raw.side(
+            "INSERT INTO mpi_pair (a_id, b_id, score, status, detail) "
+            "VALUES (?, ?, ?, 'review', ?)",
+            (a, b, score.probability if score is not None else 0.0, orjson.dumps(detail).decode()),
+        )
+
     def _reusable_id(self, raw: SqlSession, res_id: str) -> str | None:
         """During a rebuild, the master id the record's person had before, unless another
         person of the rebuild has taken it: citizens, consents and merge events name
         persons by these ids."""
         hint = self._earlier_masters.get(res_id)
-        if hint and not raw.side("SELECT 1 FROM mpi_record WHERE master_id = ? LIMIT 1", (hint,)):
+        if (
+            hint
+            and hint not in self._retired
+            and not raw.side("SELECT 1 FROM mpi_record WHERE master_id = ? LIMIT 1", (hint,))
+        ):
             return hint
         return None
 
@@ -872,6 +1023,7 @@ class MasterPersonIndex:
             ]
         sources = 0
         self._earlier_masters = earlier
+        self._retired = set()
         try:
             for chunk in _chunks(ids, batch):
                 with store.writer() as session:
@@ -890,11 +1042,24 @@ class MasterPersonIndex:
                     progress(len(chunk), len(ids))
         finally:
             self._earlier_masters = {}
+            self._retired = set()
         with store.reader() as session:
             raw = raw_session(session)
             kept = {r[0] for r in raw.side("SELECT DISTINCT master_id FROM mpi_record")}
             retired = len(set(masters) - kept)
             return {**self.stats(session), "resolved": sources, "masters_retired": retired}
+
+
+def _actor(session: Any) -> tuple[str, Any]:
+    """Who the write runs for (the access context of a guarded session, if any), for the
+    event log and the audit of what a bridge touched."""
+    inner = session
+    while inner is not None:
+        ctx = getattr(inner, "ctx", None)
+        if ctx is not None and getattr(ctx, "principal", None) is not None:
+            return str(ctx.principal.name), ctx
+        inner = getattr(inner, "inner", None)
+    return "person-index", None
 
 
 def _completeness(f: Mapping[str, Any]) -> int:
