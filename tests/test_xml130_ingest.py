@@ -716,3 +716,98 @@ def test_a_visit_with_an_unreadable_table_is_refused_and_the_others_go_in(
     for v, stored in zip(sent, (0, 1), strict=True):
         found = find(engine.store, "Encounter", identifier=f"{visit_system(v.ma_cskcb)}|{v.ma_lk}")
         assert len(found) == stored
+
+
+# -- bare-table files of one folder ----------------------------------------------------
+
+
+def bare_envelope(folder: Path, tables: tuple[str, ...]) -> bytes:
+    """The tables of a bare-table folder packed in one gateway envelope, as the gateway
+    would receive the same visit."""
+    import base64
+
+    files = "".join(
+        f"<FILEHOSO><LOAIHOSO>{t}</LOAIHOSO><NOIDUNGFILE>"
+        + base64.b64encode((folder / f"{t}.xml").read_bytes()).decode("ascii")
+        + "</NOIDUNGFILE></FILEHOSO>"
+        for t in tables
+    )
+    return (
+        "<GIAMDINHHS><THONGTINDONVI><MACSKCB>01012</MACSKCB></THONGTINDONVI><THONGTINHOSO>"
+        "<NGAYLAP>20250816</NGAYLAP><SOLUONGHOSO>1</SOLUONGHOSO><DANHSACHHOSO><HOSO>"
+        f"{files}</HOSO></DANHSACHHOSO></THONGTINHOSO></GIAMDINHHS>"
+    ).encode()
+
+
+def test_a_folder_of_bare_tables_is_stored_as_one_visit(tmp_path: Path, engine: FhirEngine) -> None:
+    """XML1 ... XML4 as separate files: one clean visit with its drug lines and results,
+    the same resources the gateway envelope of those tables makes (re-sent as an
+    envelope, it updates them and adds none)."""
+    from tests.test_xml130_validate import BARE_MA_LK, bare_copy
+
+    tables = ("XML1", "XML2", "XML3", "XML4")
+    folder = bare_copy(tmp_path / "01012", tables)
+    ingest = Xml130Ingest(engine)
+    report = ingest.ingest_paths(files_of(folder))
+    assert report.problems == [] and report.stored_problems == [] and report.notes == []
+    assert (report.files, report.visits_created, report.visits_rejected) == (4, 1, 0)
+    encounter = one(engine.store, "Encounter", identifier=f"{visit_system('01012')}|{BARE_MA_LK}")
+    assert "meta" not in encounter or "tag" not in encounter["meta"]
+    drugs = find(engine.store, "MedicationRequest")
+    xml2 = (folder / "XML2.xml").read_text(encoding="utf-8")
+    assert len(drugs) == xml2.count("<CHI_TIET_THUOC>") == 3
+    results = find(engine.store, "Observation")
+    xml4 = (folder / "XML4.xml").read_text(encoding="utf-8")
+    assert len(results) >= xml4.count("<CHI_TIET_CLS>") == 3
+    counts = engine.store.counts()
+    again = Xml130Ingest(engine)
+    again.ingest(bare_envelope(folder, tables), name="envelope.xml")
+    assert again.report.visits_updated == 1 and again.report.visits_created == 0
+    assert engine.store.counts() == counts
+
+
+def test_a_bare_visit_whose_xml2_file_is_broken_is_refused_and_the_other_stored(
+    tmp_path: Path, engine: FhirEngine
+) -> None:
+    from tests.test_xml130_validate import BARE_MA_LK, bare_copy, second_visit
+
+    folder = bare_copy(tmp_path / "batch")
+    other = second_visit(folder, break_xml2=True)
+    ingest = Xml130Ingest(engine)
+    report = ingest.ingest_paths(files_of(folder))
+    assert report.refused_files == [] and report.files == 6
+    assert (report.visits_created, report.visits_rejected) == (1, 1)
+    assert [(p.ma_lk, p.table, p.rule, p.file) for p in report.problems] == [
+        (other, "XML2", "broken", f"{folder}/{other}_XML2.xml")
+    ]
+    for ma_lk, stored in ((BARE_MA_LK, 1), (other, 0)):
+        found = find(engine.store, "Encounter", identifier=f"{visit_system('01012')}|{ma_lk}")
+        assert len(found) == stored
+    assert len(find(engine.store, "MedicationRequest")) == 3  # the first visit's only
+
+
+def test_bare_groups_are_prepared_in_worker_processes(tmp_path: Path, engine: FhirEngine) -> None:
+    from tests.test_xml130_validate import bare_copy, second_visit
+
+    bare_copy(tmp_path / "a")
+    second_visit(bare_copy(tmp_path / "b"), break_xml2=False)
+    ingest = Xml130Ingest(engine)
+    report = ingest.ingest_paths(files_of(tmp_path), workers=2)
+    assert report.problems == [] and report.files == 10
+    # a/ and b/ hold the same first visit: written once, then updated
+    assert (report.visits_created, report.visits_updated, report.visits_rejected) == (2, 1, 0)
+    assert len(find(engine.store, "Encounter")) == 2
+
+
+def test_cli_ingests_a_folder_of_bare_tables_as_one_export(tmp_path: Path) -> None:
+    from tests.test_xml130_validate import FIXTURES
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    result = CliRunner().invoke(
+        app, ["xml130", "ingest", str(FIXTURES), "--database", url, "--workers", "0"]
+    )
+    assert result.exit_code == 0, result.stderr
+    summary = " ".join(result.stdout.split())
+    assert "5 files: 1 visits written, 0 updated (1 of them with conformance problems)" in summary
+    assert "money.total" not in result.stderr and "link" not in result.stderr
+    assert f"{FIXTURES}/XML2.xml {'01012.2508.0001234'}: [conformance, stored]" in result.stderr
