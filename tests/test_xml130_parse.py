@@ -715,3 +715,90 @@ def test_one_discharge_paper_per_twin() -> None:
     (visit,) = parse(data.encode())
     assert [r["SO_LUU_TRU"] for r in visit.rows("XML7")] == ["S1", "S2"]
     assert visit.ma_lk == "LK-T"
+
+
+# -- bare-table files of one folder read as one export --------------------------------
+
+
+def _write(folder: Path, name: str, data: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(data)
+    return folder / name
+
+
+def _line(ma_lk: str, stt: str = "1") -> dict[str, str]:
+    return {"MA_LK": ma_lk, "STT": stt, "MA_THUOC": "40.720", "SO_LUONG": "1"}
+
+
+def test_root_name_tells_envelopes_from_bare_tables(tmp_path: Path) -> None:
+    from lienthong.ingest.xml130.parse import root_name
+
+    bare = _write(tmp_path, "XML1.xml", table_xml("XML1", [SUMMARY_130]))
+    envelope = _write(
+        tmp_path, "env.xml", envelope_xml("01012", date(2025, 1, 1), [{"XML1": [SUMMARY_130]}])
+    )
+    garbage = _write(tmp_path, "bad.xml", b"\x00\x01 not xml")
+    assert (root_name(bare), root_name(envelope), root_name(garbage)) == (
+        "TONG_HOP",
+        "GIAMDINHHS",
+        None,
+    )
+
+
+def test_a_group_joins_rows_by_facility_and_ma_lk(tmp_path: Path) -> None:
+    """Two facilities may use the same MA_LK: their summaries stay two visits, and a
+    detail row that cannot tell which of them it belongs to stays apart."""
+    from lienthong.ingest.xml130.parse import BareGroup, GroupReader
+
+    other = {**SUMMARY_130, "MA_CSKCB": "79024", "HO_TEN": "Lê Văn Bình"}
+    files = (
+        _write(tmp_path, "a_XML1.xml", table_xml("XML1", [SUMMARY_130])),
+        _write(tmp_path, "b_XML1.xml", table_xml("XML1", [other])),
+        _write(tmp_path, "XML2.xml", table_xml("XML2", [_line("LK130-1"), _line("LK-X")])),
+    )
+    group = BareGroup(str(tmp_path), tuple(str(f) for f in files))
+    visits = [(v.ma_cskcb, v.ma_lk, sorted(v.tables)) for v, _ in GroupReader(group)]
+    assert visits == [
+        ("01012", "LK130-1", ["XML1"]),
+        ("79024", "LK130-1", ["XML1"]),
+        ("", "LK130-1", ["XML2"]),
+        ("", "LK-X", ["XML2"]),
+    ]
+    one = tmp_path / "one"
+    files = (
+        _write(one, "XML1.xml", table_xml("XML1", [SUMMARY_130])),
+        _write(one, "XML2.xml", table_xml("XML2", [_line("LK130-1"), _line("LK130-1", "2")])),
+    )
+    ((visit, sources),) = list(GroupReader(BareGroup(str(one), tuple(map(str, files)))))
+    assert visit.ma_cskcb == "01012" and len(visit.rows("XML2")) == 2
+    assert sources == {"XML1": f"{one}/XML1.xml", "XML2": f"{one}/XML2.xml"}
+
+
+def test_an_unreadable_group_file_marks_the_visits_it_names(tmp_path: Path) -> None:
+    from lienthong.ingest.xml130.parse import BareGroup, GroupReader
+
+    drugs = table_xml("XML2", [_line("LK130-1"), _line("LK-ONLY")])
+    doctype = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "boom">]>' + drugs.split(b"?>", 1)[1]
+    files = (
+        _write(tmp_path, "XML1.xml", table_xml("XML1", [SUMMARY_130])),
+        _write(tmp_path, "XML2.xml", doctype),
+    )
+    out = {v.ma_lk: v for v, _ in GroupReader(BareGroup(str(tmp_path), tuple(map(str, files))))}
+    assert set(out) == {"LK130-1", "LK-ONLY"}
+    for visit in out.values():
+        assert [t for t, _ in visit.broken] == ["XML2"]
+        assert "DOCTYPE" in visit.broken[0][1] and f"{tmp_path}/XML2.xml" in visit.broken[0][1]
+    assert out["LK-ONLY"].tables == {} and out["LK130-1"].rows("XML1")
+
+
+def test_a_group_label_names_its_folder_and_files() -> None:
+    from lienthong.ingest.xml130.parse import BareGroup
+
+    assert BareGroup(
+        "exports/01012", ("exports/01012/XML1.xml", "exports/01012/XML2.xml")
+    ).label == ("exports/01012/{XML1.xml,XML2.xml}")
+    many = BareGroup("x", tuple(f"x/{i:02d}_XML1.xml" for i in range(10)))
+    assert (
+        many.label
+        == "x/{00_XML1.xml,01_XML1.xml,02_XML1.xml,03_XML1.xml,...,09_XML1.xml} (10 files)"
+    )
