@@ -251,8 +251,10 @@ def prepare_visits(
     prepared = PreparedFile(label)
     if isinstance(source, BareGroup):
         prepared.files = len(source.files)
+    # a group is never refused whole: it is read ahead only for the sender's facilities
+    ahead = not isinstance(source, BareGroup) or facilities is not None
     try:
-        for visit in _visits_of(source, label, max_bytes):
+        for visit in _visits_of(source, label, max_bytes) if ahead else ():
             facility = visit.ma_cskcb.strip()
             if facilities is not None and facility not in facilities:
                 prepared.foreign = (
