@@ -927,8 +927,9 @@ class GroupReader:
                 for k in targets:
                     broken.setdefault(k, []).append((table, reason))
                     sources.setdefault(k, {}).setdefault(table, label)
+        name = group.label
         for index, (k, visit_tables) in enumerate(tables.items(), start=1):
-            visit = _visit(group.label, index, visit_tables, {}, broken.get(k))
+            visit = _visit(name, index, visit_tables, {}, broken.get(k))
             if not visit.ma_lk:
                 visit.ma_lk = k[1]
             yield visit, sources.get(k, {})
