@@ -765,3 +765,64 @@ def test_accuracy_on_a_population_from_another_generator(
     assert namesakes[1] < 0.02 * namesakes[0], namesakes
     assert acc["right"] >= 0.96 * acc["wanted"], acc
     assert acc["wrong"] < 0.002 * records, acc
+
+
+# Two Lê Văn Tâm born in 1970 in Hồ Chí Minh City: one in Phường An Đông (27316, which
+# took in Phường 9 of Quận 5 in 2025), one in Phường An Hội Đông (26878, which took in
+# Phường 15 of Quận Gò Vấp).
+TAM_REGISTER = [
+    ("079070555555", "Lê Văn Tâm", "1970-04-04", "M", "79", "27316", ""),
+    ("079070666666", "Lê Văn Tâm", "1970-09-09", "M", "79", "26878", ""),
+]
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("Số 12 Nguyễn Trãi, Phường An Đông, Thành phố Hồ Chí Minh", ("79", ("27316",))),
+        ("So 12 Nguyen Trai, P. 9, Q. 5, TP. Ho Chi Minh", ("79", ("27316",))),
+        ("Tổ 3, Phường 15, Quận Gò Vấp, Thành phố Hồ Chí Minh", ("79", ("26878",))),
+        # a pre-2025 province: the province it became, its commune unknown
+        ("Thôn 2, Tỉnh Hải Dương", ("31", ())),
+        ("Somewhere far away", None),
+    ],
+)
+def test_written_address_names_current_units(
+    address: str, expected: tuple[str, tuple[str, ...]] | None
+) -> None:
+    pset, cset = verify.address_place(address)
+    if expected is None:
+        assert (pset, cset) == ((), ())
+    else:
+        assert expected[0] in pset
+        assert cset == expected[1]
+
+
+def test_written_address_tells_namesakes_apart(tmp_path: Path) -> None:
+    base = {"full_name": "Le Van Tam", "birth_date": "1970", "sex": "M"}
+    table = pa.table(
+        {
+            **{c: pa.array([""] * 4) for c in RECORD_COLUMNS},
+            "record_id": pa.array(["none", "new", "old", "govap"]),
+            **{k: pa.array([v] * 4) for k, v in base.items()},
+            "address": pa.array(
+                [
+                    "",
+                    "Số 12 Nguyễn Trãi, Phường An Đông, Thành phố Hồ Chí Minh",
+                    "So 12 Nguyen Trai, P. 9, Q. 5, TP. Ho Chi Minh",
+                    "Tổ 3, Phường 15, Quận Gò Vấp, Thành phố Hồ Chí Minh",
+                ]
+            ),
+        }
+    )
+    engine = VerifyEngine()
+    try:
+        engine.load_register(write_register(tmp_path / "register.csv", TAM_REGISTER))
+        engine.verify(table)
+        rows = {r["record_id"]: r for r in engine.report_table().to_pylist()}
+    finally:
+        engine.close()
+    assert rows["none"]["cccd_suggested"] is None  # nothing tells the two apart
+    assert rows["new"]["cccd_suggested"] == "079070555555"
+    assert rows["old"]["cccd_suggested"] == "079070555555"
+    assert rows["govap"]["cccd_suggested"] == "079070666666"

@@ -289,3 +289,24 @@ def test_cli_store_when_the_service_fails(
         result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert outcome(stored(engine, people["hung"])[1])["status"] == ["verified"]
+
+
+def test_patient_record_carries_the_home_address_for_place() -> None:
+    from lienthong.identity.verify_store import patient_record
+
+    patient = {
+        "resourceType": "Patient",
+        "id": "p1",
+        "name": [{"text": "Lê Văn Tâm"}],
+        "address": [
+            {"use": "work", "text": "Số 1, Phường Bến Thành, Thành phố Hồ Chí Minh"},
+            {
+                "use": "home",
+                "line": ["Tổ 3"],
+                "district": "Phường An Đông",
+                "city": "Thành phố Hồ Chí Minh",
+            },  # fmt: skip
+        ],
+    }
+    assert patient_record(patient)["address"] == ("Tổ 3, Phường An Đông, Thành phố Hồ Chí Minh")
+    assert patient_record({"id": "p2"})["address"] == ""

@@ -257,7 +257,7 @@ def _verify_file(
                     table = pa.table(
                         {
                             c: pa.array([r.get(c, "") for r in batch], pa.string())
-                            for c in RECORD_COLUMNS
+                            for c in (*RECORD_COLUMNS, "address")
                         }
                     )
                     result = engine.verify(table)

@@ -201,6 +201,130 @@ def place_readings() -> tuple[dict[tuple[str, str], tuple[str, ...]], dict[str, 
     )
 
 
+# Words that name the tier of an administrative unit in an address, written out or
+# abbreviated as forms do ("P. Bến Nghé", "TP.HCM", "TT Phú Túc"), folded; longest first.
+_UNIT_WORDS = (
+    ("thanh", "pho"), ("thi", "tran"), ("thi", "xa"), ("dac", "khu"),
+    ("phuong",), ("xa",), ("quan",), ("huyen",), ("tinh",),
+    ("tp",), ("tt",), ("tx",), ("p",), ("x",), ("q",), ("h",), ("t",),
+)  # fmt: skip
+_WARD_UNITS = frozenset(("thitran", "dackhu", "phuong", "xa", "tt", "p", "x"))
+_DISTRICT_UNITS = frozenset(("quan", "huyen", "thixa", "thanhpho", "tp", "tx", "q", "h"))
+
+
+def _fold_unit(text: str) -> list[str]:
+    """Folded words of an address part: lower case, no diacritics, đ -> d, dots and other
+    punctuation as spaces, numbers without leading zeros ("Phường 03" is "Phường 3")."""
+    plain = unicodedata.normalize("NFD", text.lower().replace("đ", "d"))
+    plain = "".join(c for c in plain if not unicodedata.combining(c))
+    words = re.sub(r"[^a-z0-9]+", " ", plain).split()
+    return [w.lstrip("0") or "0" if w.isdigit() else w for w in words]
+
+
+def _unit_name(part: str) -> tuple[str, str]:
+    """(tier word, name key) of one address part: "P. Thuận Thành" -> ("p", "thuanthanh");
+    the tier word is "" when the part has none."""
+    words = _fold_unit(part)
+    for unit in _UNIT_WORDS:
+        n = len(unit)
+        if len(words) > n and tuple(words[:n]) == unit:
+            return "".join(unit), "".join(words[n:])
+    return "", "".join(words)
+
+
+@functools.lru_cache(maxsize=1)
+def address_units() -> tuple[
+    dict[str, tuple[str, ...]],
+    dict[str, tuple[str, ...]],
+    dict[tuple[str, str], tuple[str, ...]],
+    dict[tuple[str, str, str], tuple[str, ...]],
+]:
+    """Name keys of the units of `vietnamadminunits`, current and pre-2025: (current
+    province codes by province name, legacy province codes by name, current commune codes
+    by (current province code, commune name), legacy ward codes by (legacy province code,
+    district name, ward name)). Names are keyed without their tier word (`_unit_name`),
+    as an address part is read."""
+    import vietnamadminunits
+
+    data = Path(vietnamadminunits.__file__).parent / "data"
+    with sqlite3.connect(data / "dataset.db") as conn:
+        current = conn.execute(
+            "SELECT provinceShort, provinceAlias, provinceCode, ward, wardCode FROM admin_units"
+        ).fetchall()
+        legacy = conn.execute(
+            "SELECT provinceShort, provinceAlias, provinceCode, district, ward, "
+            "wardCode FROM admin_units_legacy"
+        ).fetchall()
+    provinces: dict[str, set[str]] = {}
+    old_provinces: dict[str, set[str]] = {}
+    communes: dict[tuple[str, str], set[str]] = {}
+    wards: dict[tuple[str, str, str], set[str]] = {}
+
+    def names(short: str, alias: str | None) -> list[str]:
+        keys = ["".join(_fold_unit(short))]
+        keys.extend(json.loads(alias) if alias else [])
+        return keys
+
+    for p_short, p_alias, pc, ward, wc in current:
+        for key in names(p_short, p_alias):
+            provinces.setdefault(key, set()).add(pc)
+        if ward and wc:
+            communes.setdefault((pc, _unit_name(ward)[1]), set()).add(wc)
+    for p_short, p_alias, pc, district, ward, wc in legacy:
+        for key in names(p_short, p_alias):
+            old_provinces.setdefault(key, set()).add(pc)
+        if district and ward and wc:
+            key3 = (pc, _unit_name(district)[1], _unit_name(ward)[1])
+            wards.setdefault(key3, set()).add(wc)
+
+    def frozen(d: dict[Any, set[str]]) -> dict[Any, tuple[str, ...]]:
+        return {k: tuple(sorted(v)) for k, v in d.items()}
+
+    return frozen(provinces), frozen(old_provinces), frozen(communes), frozen(wards)
+
+
+def address_place(raw: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(current province codes, current commune codes) that a free-text address names,
+    read the way `place_readings` reads code pairs: as a pre-2025 address (ward, district,
+    province; the ward converted to the communes it became) when its last three
+    comma-separated parts name such units, else as a current one (commune, province), else
+    the province alone. Both empty when the last part names no province. A street or
+    house before the units is ignored. Unlike `lienthong.identity.normalize.
+    normalize_address` (a millisecond or two an address through the library's parser),
+    this reads only addresses whose units are separated by commas, a dictionary look-up
+    a part, so that records carrying only a written address (no codes) can be compared
+    for place by the thousand."""
+    parts = [p for p in raw.split(",") if p.strip()]
+    if not parts:
+        return (), ()
+    provinces, old_provinces, communes, wards = address_units()
+    communes_of_legacy, province_of_legacy = place_readings()
+    _, province = _unit_name(parts[-1])
+    current = provinces.get(province, ())
+    legacy = old_provinces.get(province, ())
+    if len(parts) >= 3 and legacy:
+        d_unit, district = _unit_name(parts[-2])
+        w_unit, ward = _unit_name(parts[-3])
+        if d_unit not in _WARD_UNITS and w_unit not in _DISTRICT_UNITS:
+            found = {
+                new
+                for pc in legacy
+                for wc in wards.get((pc, district, ward), ())
+                for new in communes_of_legacy.get((pc, wc), ())
+            }
+            if found:
+                pset = {new for pc in legacy for new in province_of_legacy.get(pc, ())}
+                return tuple(sorted(pset)), tuple(sorted(found))
+    if len(parts) >= 2 and current:
+        c_unit, commune = _unit_name(parts[-2])
+        if c_unit not in _DISTRICT_UNITS or c_unit in ("tp", "thanhpho"):
+            found = {wc for pc in current for wc in communes.get((pc, commune), ())}
+            if found:
+                return current, tuple(sorted(found))
+    pset = set(current) | {new for pc in legacy for new in province_of_legacy.get(pc, ())}
+    return tuple(sorted(pset)), ()
+
+
 _SHORT_YEAR = re.compile(r"(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{2})")
 
 
@@ -373,6 +497,25 @@ def _place_map(pairs: Iterable[tuple[str | None, str | None]]) -> pa.Table:
         {
             "p": pa.array(ps, pa.string()),
             "c": pa.array(cs, pa.string()),
+            "pset": pa.array(pset, pa.list_(pa.string())),
+            "cset": pa.array(cset, pa.list_(pa.string())),
+        }
+    )
+
+
+def _address_map(addresses: Iterable[str]) -> pa.Table:
+    """(a, pset, cset) for each distinct written address (`address_place`)."""
+    adds: list[str] = []
+    pset: list[list[str]] = []
+    cset: list[list[str]] = []
+    for a in addresses:
+        ps, cs = address_place(a)
+        adds.append(a)
+        pset.append(list(ps))
+        cset.append(list(cs))
+    return pa.table(
+        {
+            "a": pa.array(adds, pa.string()),
             "pset": pa.array(pset, pa.list_(pa.string())),
             "cset": pa.array(cset, pa.list_(pa.string())),
         }
@@ -841,6 +984,19 @@ class VerifyEngine:
         number = "CASE WHEN regexp_full_match(n, '[0-9]{10,11}') THEN lpad(n, 12, '0') ELSE n END"
         names = [r[0] for r in con.execute(f"SELECT DISTINCT full_name FROM {src}").fetchall()]
         con.register("name_map", _name_map(names))
+        # A record without province and commune codes may still say where its person lives
+        # in a written address: read for place only (`address_place`).
+        written = []
+        if with_source:
+            written = [
+                r[0]
+                for r in con.execute(
+                    f"SELECT DISTINCT address FROM {src} WHERE address IS NOT NULL "
+                    "AND coalesce(province_code, '') = '' AND coalesce(commune_code, '') = ''"
+                ).fetchall()
+            ]
+        con.register("address_map", _address_map(written))
+        coded = "coalesce(s.province_code, '') <> '' OR coalesce(s.commune_code, '') <> ''"
         con.execute(
             f"""
             CREATE OR REPLACE TABLE {dst} AS
@@ -855,7 +1011,10 @@ class VerifyEngine:
                    nm.fam, nm.mid, nm.giv,
                    dm.y, dm.m, dm.d, coalesce(dm.bad, false) AS date_bad,
                    sm.sx,
-                   coalesce(pm.pset, []) AS pset, coalesce(pm.cset, []) AS cset
+                   CASE WHEN {coded} THEN coalesce(pm.pset, []) ELSE coalesce(am.pset, []) END
+                     AS pset,
+                   CASE WHEN {coded} THEN coalesce(pm.cset, []) ELSE coalesce(am.cset, []) END
+                     AS cset
             FROM (SELECT *, regexp_replace(coalesce(cccd, ''), '[^0-9A-Za-z]', '', 'g') AS n
                   FROM {src}) s
             LEFT JOIN name_map nm ON nm.raw IS NOT DISTINCT FROM s.full_name
@@ -863,9 +1022,10 @@ class VerifyEngine:
             LEFT JOIN sex_map sm ON sm.raw IS NOT DISTINCT FROM s.sex
             LEFT JOIN place_map pm ON pm.p IS NOT DISTINCT FROM s.province_code
                                    AND pm.c IS NOT DISTINCT FROM s.commune_code
+            LEFT JOIN address_map am ON {"am.a = s.address" if with_source else "false"}
             """
         )
-        for name in ("name_map", "date_map", "sex_map", "place_map"):
+        for name in ("name_map", "date_map", "sex_map", "place_map", "address_map"):
             con.unregister(name)
 
     def load_register(
@@ -989,7 +1149,7 @@ class VerifyEngine:
         con.execute("SET preserve_insertion_order = true")
         con.execute(
             "CREATE OR REPLACE TEMP TABLE rec_cols AS SELECT row_number() OVER () AS rn, "
-            + ", ".join(f"{col(c)} AS {c}" for c in RECORD_COLUMNS)
+            + ", ".join(f"{col(c)} AS {c}" for c in (*RECORD_COLUMNS, "address"))
             + f" FROM {src} {skip}"
         )
         con.execute("SET preserve_insertion_order = false")

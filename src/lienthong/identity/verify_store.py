@@ -60,7 +60,21 @@ def patient_record(resource: dict[str, Any]) -> dict[str, str]:
         "cccd": cccd,
         "province_code": "",
         "commune_code": "",
+        "address": _address_text(resource),
     }
+
+
+def _address_text(resource: dict[str, Any]) -> str:
+    """The Patient's home address (else its first) as one line: its `text`, else its
+    lines and units, comma-separated, smallest first (what verification reads for place)."""
+    addresses = resource.get("address") or []
+    if not addresses:
+        return ""
+    a = next((x for x in addresses if x.get("use") == "home"), addresses[0])
+    if a.get("text"):
+        return " ".join(str(a["text"]).split())
+    parts = [*(a.get("line") or []), a.get("district"), a.get("city"), a.get("state")]
+    return ", ".join(str(p).strip() for p in parts if p and str(p).strip())
 
 
 def source_of(resource: dict[str, Any]) -> str:
@@ -164,7 +178,10 @@ def verify_patients(
                 entries = connector.entries_for(records)
                 verifier.load_register(entries, register_size=connector.register_size)
             table = pa.table(
-                {c: pa.array([r[c] for r in records], pa.string()) for c in RECORD_COLUMNS}
+                {
+                    c: pa.array([r[c] for r in records], pa.string())
+                    for c in (*RECORD_COLUMNS, "address")
+                }
             )
             verifier.verify(table)
             findings = {
