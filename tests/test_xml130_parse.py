@@ -215,12 +215,39 @@ BROKEN_TABLES: dict[str, tuple[bytes, str, str]] = {
         "not well-formed",
     ),
     "empty NOIDUNGFILE": (_envelope_with(""), "XML1", "NOIDUNGFILE is empty"),
-    "unknown LOAIHOSO": (
-        _envelope_with(base64.b64encode(_GOOD).decode()).replace(b">XML1<", b">XML99<"),
+    "unknown LOAIHOSO over unreadable content": (
+        _envelope_with("@@not base64@@").replace(b">XML1<", b">XML99<"),
         "XML99",
         "LOAIHOSO",
     ),
 }
+
+
+def test_a_table_under_a_wrong_loaihoso_is_read_by_its_root_element(tmp_path: Path) -> None:
+    """LOAIHOSO names no table, but the content is a TONG_HOP: it is XML1, with a notice
+    (a conformance matter), not a broken table that would keep the visit out."""
+    path = tmp_path / "relabelled.xml"
+    path.write_bytes(
+        _envelope_with(base64.b64encode(_GOOD).decode()).replace(b">XML1<", b">XML99<")
+    )
+    (visit,) = parse(path)
+    assert visit.broken == []
+    assert [r["MA_LK"] for r in visit.tables["XML1"]] == ["LK130-1"]
+    ((sent, what),) = visit.notices
+    assert sent == "XML99" and "read as XML1" in what and "<TONG_HOP>" in what
+
+
+def test_a_table_that_is_no_table_of_the_standard_is_ignored_with_a_notice(
+    tmp_path: Path,
+) -> None:
+    own = b"<BANG_RIENG><DONG><MA_LK>LK130-1</MA_LK><GHI_CHU>x</GHI_CHU></DONG></BANG_RIENG>"
+    data = _envelope_with(base64.b64encode(own).decode()).replace(b">XML1<", b">XML99<")
+    path = tmp_path / "own.xml"
+    path.write_bytes(data)
+    (visit,) = parse(path)
+    assert visit.broken == [] and visit.tables == {}
+    ((sent, what),) = visit.notices
+    assert sent == "XML99" and "<BANG_RIENG>" in what and "ignored" in what
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN_TABLES))
@@ -501,7 +528,7 @@ def test_every_broken_table_of_a_visit_is_listed() -> None:
         ("XML3", doctype),
         ("XML4", base64.b64encode(b"<CHITIEU_CHITIET_DICHVUCANLAMSANG>").decode()),
         ("XML5", ""),
-        ("BANG9", good),
+        ("BANG9", "%%%"),  # no table's name, and no content to tell which it is
         # read although the thread's libxml2 error log already holds the errors above
         ("XML7", base64.b64encode(b"<b:X><b:MA_LK>LK5</b:MA_LK><b:SO>7</b:SO></b:X>").decode()),
     ]
@@ -558,7 +585,9 @@ def test_a_wrapper_of_bare_tables_reads_on_past_a_table_it_does_not_know() -> No
         "XML2": [MF.thuoc(ma_lk, 1), MF.thuoc(ma_lk, 2)],
         "XML4": [MF.cls(ma_lk, 1)],
     }
-    assert [t for t, _ in visit.broken] == ["BANG_RIENG_HIS"]
+    # a vendor's own table is ignored with a notice: the visit's standard tables are whole
+    assert visit.broken == []
+    assert [t for t, _ in visit.notices] == ["BANG_RIENG_HIS"]
 
 
 def test_namespace_faults_other_than_the_uri_are_read_through() -> None:

@@ -402,8 +402,10 @@ def test_rule_passes(case: str, inpatient: Visit, outpatient: Visit) -> None:
 
 
 def test_every_rule_has_a_failing_case() -> None:
-    # duplicate, envelope, file and broken concern a file or its reading; fhir the writer
-    covered = {c[3][2] for c in FAILING} | {"duplicate", "envelope", "file", "broken", "fhir"}
+    # duplicate, envelope, file, broken and table.unknown concern a file or its reading
+    # (tested in test_xml130_parse and below); fhir the writer
+    reading = {"duplicate", "envelope", "file", "broken", "table.unknown", "fhir"}
+    covered = {c[3][2] for c in FAILING} | reading
     assert covered == set(RULES)
 
 
@@ -742,6 +744,19 @@ def test_every_broken_table_is_a_blocking_problem(outpatient: Visit) -> None:
         ("XML99", "blocking"),
     ]
     assert "bad base64" in broken[0].message and "unknown LOAIHOSO" in broken[1].message
+
+
+def test_a_reading_notice_is_a_conformance_problem(outpatient: Visit) -> None:
+    """A vendor's own table, ignored by the reader, leaves the visit storable."""
+    from lienthong.ingest.xml130.validate import blocking
+
+    v = copy.deepcopy(outpatient)
+    v.notices = [("XML99", "<BANG_RIENG> is no table of the standard: ignored")]
+    problems = validate_visit(v)
+    notice = [p for p in problems if p.rule == "table.unknown"]
+    assert [(p.table, p.severity) for p in notice] == [("XML99", "conformance")]
+    assert "BANG_RIENG" in notice[0].message
+    assert not blocking(problems)
 
 
 # -- real-world shaped exports (tests/fixtures/xml130_validate) ----------------------

@@ -40,6 +40,11 @@ class Visit:
     # name as sent, reason), every one of them in file order. A broken table costs only
     # the visit it belongs to; validation reports each one as a blocking problem.
     broken: list[tuple[str, str]] = field(default_factory=list)
+    # what the reader noticed but could store faithfully all the same: a table that is no
+    # table of the standard (ignored), a table whose LOAIHOSO is wrong but whose root element
+    # names it: (table name as sent, what was done). Validation reports each one as a
+    # conformance problem.
+    notices: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def summary(self) -> dict[str, str]:

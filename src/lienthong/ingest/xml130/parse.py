@@ -28,9 +28,12 @@ them as they come (see :class:`_CleanReader` and :func:`_clean_table`):
   over UTF-8 bytes, and base64 wrapped at any width or without its padding.
 
 A broken table costs only its visit: in the envelope, a ``FILEHOSO`` whose content cannot
-be read (bad base64, not well-formed, a DOCTYPE inside the table, unknown ``LOAIHOSO``) is
-recorded in :attr:`Visit.broken` with its reason, and the visit's other tables and the
-following visits are read on. The whole file is refused for a DOCTYPE in the outer
+be read (bad base64, not well-formed, a DOCTYPE inside the table) is recorded in
+:attr:`Visit.broken` with its reason, and the visit's other tables and the following
+visits are read on. A table under a ``LOAIHOSO`` that names no table is read by its root
+element when that is a table's (``TONG_HOP`` ...), else ignored as a vendor's own addition;
+either way with a notice in :attr:`Visit.notices` (a conformance matter, since the visit's
+standard content is whole). The whole file is refused for a DOCTYPE in the outer
 document, a file over the size limit, an empty file, or an outer document that is not
 well-formed (truncated).
 """
@@ -453,6 +456,11 @@ def _decode_base64(content: str) -> bytes:
 def _table_rows(content: str) -> list[dict[str, str]]:
     """Decode one FILEHOSO: base64 text -> table XML -> rows; :class:`_BrokenTable` says
     why it cannot be read."""
+    return _table_document(content)[1]
+
+
+def _table_document(content: str) -> tuple[str, list[dict[str, str]]]:
+    """The root element's local name and the rows of one FILEHOSO's table."""
     raw = _decode_base64(content)
     if not raw.strip():
         raise _BrokenTable("NOIDUNGFILE decodes to nothing")
@@ -473,7 +481,7 @@ def _table_rows(content: str) -> list[dict[str, str]]:
             "a DOCTYPE declaration is not allowed in the table (DTDs, entities and external "
             "references are refused)"
         )
-    return _rows_of(root)
+    return _local(root.tag), _rows_of(root)
 
 
 def _visit(
@@ -482,6 +490,7 @@ def _visit(
     tables: dict[str, list[dict[str, str]]],
     envelope: dict[str, str],
     broken: list[tuple[str, str]] | None = None,
+    notices: list[tuple[str, str]] | None = None,
 ) -> Visit:
     summary = tables.get("XML1", [{}])
     first = summary[0] if summary else {}
@@ -496,6 +505,7 @@ def _visit(
         envelope=dict(envelope),
         index=index,
         broken=broken or [],
+        notices=notices or [],
     )
 
 
@@ -600,9 +610,9 @@ def _envelope(
                 envelope[tag] = (element.text or "").strip()
             elif tag == "HOSO":
                 index += 1
-                tables, broken = _hoso(element)
+                tables, broken, notices = _hoso(element)
                 _drop(element)
-                yield _visit(label, index, tables, envelope, broken)
+                yield _visit(label, index, tables, envelope, broken, notices)
             elif tag in _SIGNATURE_TAGS:
                 _drop(element)
             elif element is root:
@@ -612,29 +622,57 @@ def _envelope(
             raise
 
 
-def _hoso(element: etree._Element) -> tuple[dict[str, list[dict[str, str]]], list[tuple[str, str]]]:
-    """The tables of one HOSO, and those of them that cannot be read with the reason."""
+def _hoso(
+    element: etree._Element,
+) -> tuple[dict[str, list[dict[str, str]]], list[tuple[str, str]], list[tuple[str, str]]]:
+    """The tables of one HOSO, those of them that cannot be read with the reason, and the
+    notices of what was read all the same.
+
+    A FILEHOSO whose LOAIHOSO names no table of the standard is still decoded: when its
+    root element is a table's (``TONG_HOP`` ...), it is read as that table, with a notice;
+    when it is no table of the standard (a vendor's own addition), it is ignored, with a
+    notice, since the visit's standard content is whole without it. It is broken only
+    when it cannot be read, because then nobody can tell what it held."""
     tables: dict[str, list[dict[str, str]]] = {}
     broken: list[tuple[str, str]] = []
+    notices: list[tuple[str, str]] = []
     for file_hoso in element:
         if _local(file_hoso.tag) != "FILEHOSO":
             continue
         parts = {_local(c.tag): (c.text or "") for c in file_hoso}
         sent = parts.get("LOAIHOSO", "").strip()
         loai = table_name(sent)
-        if loai is None:
-            broken.append((sent, f"LOAIHOSO {sent!r} is not one of XML0 ... XML15"))
-            continue
         if "NOIDUNGFILE" not in parts:
             broken.append((sent, "NOIDUNGFILE is missing"))
             continue
         try:
-            rows = _table_rows(parts["NOIDUNGFILE"])
+            root_tag, rows = _table_document(parts["NOIDUNGFILE"])
         except _BrokenTable as exc:
-            broken.append((sent, str(exc)))
+            if loai is None:
+                broken.append((sent, f"LOAIHOSO {sent!r} is not one of XML0 ... XML15 and {exc}"))
+            else:
+                broken.append((sent, str(exc)))
             continue
+        if loai is None:
+            loai = TABLE_ROOTS.get(root_tag)
+            if loai is None:
+                notices.append(
+                    (
+                        sent,
+                        f"LOAIHOSO {sent!r} is not one of XML0 ... XML15 and its root element "
+                        f"<{root_tag}> is no table of the standard: ignored",
+                    )
+                )
+                continue
+            notices.append(
+                (
+                    sent,
+                    f"LOAIHOSO {sent!r} is not one of XML0 ... XML15; its root element "
+                    f"<{root_tag}> is {loai}'s, so it is read as {loai}",
+                )
+            )
         tables.setdefault(loai, []).extend(rows)
-    return tables, broken
+    return tables, broken, notices
 
 
 def _drop(element: etree._Element) -> None:
@@ -652,10 +690,10 @@ def _bare(
     """Bare tables: rows of any table, grouped into visits by MA_LK in order of first
     appearance. Rows are freed as read; only their field dictionaries are kept, because a
     detail table may list a visit's rows after other visits. Under a wrapper holding
-    several tables, rows of an element that is no table of the standard are recorded as
-    broken in their visit (when they carry a MA_LK) and the other tables are read on."""
+    several tables, rows of an element that is no table of the standard are ignored with a
+    notice in their visit (when they carry a MA_LK) and the other tables are read on."""
     visits: dict[str, dict[str, list[dict[str, str]]]] = {}
-    broken: dict[str, list[tuple[str, str]]] = {}
+    notices: dict[str, list[tuple[str, str]]] = {}
     unknown: str | None = None  # first element no table claims, for the message
     open_tables: list[str | None] = [TABLE_ROOTS.get(_local(root.tag))]
     skip = 0  # depth inside a signature
@@ -692,8 +730,8 @@ def _bare(
                 unknown = unknown or sent
                 ma_lk = fields.get("MA_LK", "")
                 if ma_lk:
-                    reason = f"<{sent}> is not a table of the standard"
-                    entries = broken.setdefault(ma_lk, [])
+                    reason = f"<{sent}> is no table of the standard: ignored"
+                    entries = notices.setdefault(ma_lk, [])
                     if (sent, reason) not in entries:
                         entries.append((sent, reason))
                     visits.setdefault(ma_lk, {})
@@ -714,7 +752,7 @@ def _bare(
             "envelope GIAMDINHHS nor a table of the standard)"
         )
     for index, (ma_lk, tables) in enumerate(visits.items(), start=1):
-        yield _visit(label, index, tables, {}, broken.get(ma_lk))
+        yield _visit(label, index, tables, {}, None, notices.get(ma_lk))
 
 
 def _remove(element: etree._Element) -> None:
@@ -902,6 +940,7 @@ class GroupReader:
 
         tables: dict[tuple[str, str], dict[str, list[dict[str, str]]]] = {}
         broken: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        notices: dict[tuple[str, str], list[tuple[str, str]]] = {}
         sources: dict[tuple[str, str], dict[str, str]] = {}
         for label, visits in read:
             for visit in visits:
@@ -914,6 +953,10 @@ class GroupReader:
                 if visit.broken:
                     broken.setdefault(k, []).extend(visit.broken)
                     for table, _reason in visit.broken:
+                        where.setdefault(table, label)
+                if visit.notices:
+                    notices.setdefault(k, []).extend(visit.notices)
+                    for table, _reason in visit.notices:
                         where.setdefault(table, label)
         by_ma_lk: dict[str, list[tuple[str, str]]] = {}
         for k in tables:
@@ -929,7 +972,7 @@ class GroupReader:
                     sources.setdefault(k, {}).setdefault(table, label)
         name = group.label
         for index, (k, visit_tables) in enumerate(tables.items(), start=1):
-            visit = _visit(name, index, visit_tables, {}, broken.get(k))
+            visit = _visit(name, index, visit_tables, {}, broken.get(k), notices.get(k))
             if not visit.ma_lk:
                 visit.ma_lk = k[1]
             yield visit, sources.get(k, {})

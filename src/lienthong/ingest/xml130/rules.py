@@ -146,6 +146,13 @@ RULES: dict[str, Rule] = {
             "QĐ 130 appendix Bảng 1 MA_LK (PRIMARY KEY)",
         ),
         Rule(
+            "table.unknown",
+            "every table of a visit is a table of the standard under its own name (one that is "
+            "not is ignored; one sent under a wrong LOAIHOSO is read by its root element)",
+            "QĐ 130 gateway envelope (LOAIHOSO XML1 ... XML15) and QĐ 4750 appendix, the "
+            "check-in table and Bảng 1-15",
+        ),
+        Rule(
             "broken",
             "every table of a visit can be read (base64, well-formed XML, a known LOAIHOSO)",
             "QĐ 130 gateway envelope (FILEHOSO: LOAIHOSO, NOIDUNGFILE as base64 of the table)",

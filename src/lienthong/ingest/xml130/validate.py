@@ -256,6 +256,8 @@ class _VisitCheck:
         visit = self.visit
         for table, reason in visit.broken:
             self.add(table, "", "broken", f"{table} cannot be read: {reason}")
+        for table, what in visit.notices:
+            self.add(table, "LOAIHOSO", "table.unknown", f"{table or '(no LOAIHOSO)'}: {what}")
         specs = FIELDS[self.std]
         for table, rows in visit.tables.items():
             table_specs = specs.get(table)
