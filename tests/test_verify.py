@@ -826,3 +826,80 @@ def test_written_address_tells_namesakes_apart(tmp_path: Path) -> None:
     assert rows["new"]["cccd_suggested"] == "079070555555"
     assert rows["old"]["cccd_suggested"] == "079070555555"
     assert rows["govap"]["cccd_suggested"] == "079070666666"
+
+
+SLIP_REGISTER = [
+    *REGISTER,
+    ("040200000001", "Nguyễn Kim Như", "2000-03-03", "F", "40", "17611", ""),
+    ("052183000001", "Tô Thị Dung", "1983-12-29", "F", "52", "23629", ""),
+]
+
+
+def test_a_slip_in_the_given_name_with_a_year_alone_is_found_in_the_commune(
+    tmp_path: Path,
+) -> None:
+    rows = run(
+        tmp_path,
+        record(
+            record_id="slip",
+            full_name="Vu Van Lonh",
+            birth_date="1985",
+            sex="M",
+            province_code="01",
+            commune_code="00091",
+        ),  # fmt: skip
+        record(
+            record_id="elsewhere",
+            full_name="Vu Van Lonh",
+            birth_date="1985",
+            sex="M",
+            province_code="79",
+            commune_code="26734",
+        ),  # fmt: skip
+        register=SLIP_REGISTER,
+    )
+    assert rows["slip"]["cccd_suggested"] == "001085001235"
+    # the same slip and year, another commune: too little to name anyone
+    assert rows["elsewhere"]["cccd_suggested"] is None
+
+
+def test_a_slip_that_spoils_the_word_order_is_found_by_the_full_date(tmp_path: Path) -> None:
+    # "Nguuyễn" is no family name, so the order rules take "Kim" for the family name
+    rows = run(
+        tmp_path,
+        record(record_id="A", full_name="Nguuyễn Kim Như", birth_date="2000-03-03"),
+        record(record_id="B", full_name="Nguuyễn Kim Như", birth_date="2000-03-04"),
+        register=SLIP_REGISTER,
+    )
+    assert rows["A"]["cccd_suggested"] == "040200000001"
+    assert rows["B"]["cccd_suggested"] is None
+
+
+def test_a_dropped_h_in_thi_is_one_letter_in_the_candidate_search(tmp_path: Path) -> None:
+    rows = run(
+        tmp_path,
+        record(
+            record_id="A",
+            full_name="Tô Tị Dung",
+            birth_date="1983",
+            sex="F",
+            province_code="52",
+            commune_code="23629",
+        ),  # fmt: skip
+        register=SLIP_REGISTER,
+    )
+    assert rows["A"]["cccd_suggested"] == "052183000001"
+
+
+def test_a_service_query_carries_the_codes_a_written_address_names() -> None:
+    from lienthong.identity.register import _place_codes
+
+    gv = "Tổ 3, Phường 15, Quận Gò Vấp, Thành phố Hồ Chí Minh"
+    assert _place_codes({"address": gv}) == {"province_code": "79", "commune_code": "26878"}
+    # the record's own codes come first
+    coded = {"address": gv, "province_code": "01", "commune_code": "00004"}
+    assert _place_codes(coded) == {"province_code": "01", "commune_code": "00004"}
+    assert _place_codes({"address": "Thôn 2, Tỉnh Hải Dương"}) == {
+        "province_code": "31",
+        "commune_code": "",
+    }

@@ -242,8 +242,7 @@ class HttpRegister:
                 or (r.get("birth_date") or ""),
                 "sex": r.get("sex") or "",
                 "cccd": (r.get("cccd") or "").strip(),
-                "province_code": (r.get("province_code") or "").strip(),
-                "commune_code": (r.get("commune_code") or "").strip(),
+                **_place_codes(r),
             }
             for r in records
         ]
@@ -264,3 +263,18 @@ class HttpRegister:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _place_codes(record: dict[str, str]) -> dict[str, str]:
+    """The record's province and commune codes for a search query; for a record without
+    codes, those its written address names (`verify.address_place`), when it names one
+    province and one commune."""
+    from lienthong.identity.verify import address_place
+
+    province = (record.get("province_code") or "").strip()
+    commune = (record.get("commune_code") or "").strip()
+    if not province and not commune and (record.get("address") or "").strip():
+        provinces, communes = address_place(record["address"])
+        province = provinces[0] if len(provinces) == 1 else ""
+        commune = communes[0] if province and len(communes) == 1 else ""
+    return {"province_code": province, "commune_code": commune}
