@@ -321,6 +321,31 @@ def test_hard_cases(linked: Linkage) -> None:
     assert same("XYO1", "XYO2"), "a year-only birth date did not link"
 
 
+def test_second_pass_joins_clusters_that_are_each_other_s_only_candidate() -> None:
+    """Under the threshold, two records that no third record competes for, from two
+    sources, are one person; not when they come from one source (a source holds a
+    person once), nor when a namesake competes for either."""
+    rows = [
+        _row("XOC1", "Nguyễn Thị Hân", "1961", "F", province_code="", commune_code=""),
+        _row("XOC2", "Nguyen Thi Han", "08/07/1961", "Nữ", source="telehealth",
+             province_code="", commune_code=""),
+        _row("XSS1", "Trần Văn Khải", "1957", "M", province_code="", commune_code=""),
+        _row("XSS2", "Tran Van Khai", "1957-04-09", "Nam", province_code="", commune_code=""),
+        _row("XCP1", "Lê Thị Thắm", "1949", "F", province_code="", commune_code=""),
+        _row("XCP2", "Le Thi Tham", "1949-11-03", "Nữ", source="telehealth",
+             province_code="", commune_code=""),
+        _row("XCP3", "Lê Thị Thắm", "20/02/1949", "Nữ", source="registry",
+             province_code="", commune_code=""),
+    ]  # fmt: skip
+    # every pair above scores between 0.5 and 0.999: the first pass joins none of them
+    result = run_linkage(rows, threshold=0.999)
+    person = {rid: pid for rid, pid, _ in result.rows}
+    assert person["XOC1"] == person["XOC2"]
+    assert person["XSS1"] != person["XSS2"], "one source's two records joined"
+    assert len({person[r] for r in ("XCP1", "XCP2", "XCP3")}) == 3, "a namesake competed"
+    assert result.persons == 6
+
+
 def test_shipped_model() -> None:
     model = LinkageModel.default()
     assert model.settings["link_type"] == "dedupe_only"

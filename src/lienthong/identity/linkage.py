@@ -20,7 +20,11 @@ Linking therefore runs in two passes:
 Edges of both passes are merged with connected components; a cluster then holding two
 records that can never be one person (two CCCDs or BHXH numbers, birth dates no known
 error explains, however the records were chained) is clustered again from its pairs,
-heaviest first, never joining two groups that conflict (`_coherent`).
+heaviest first, never joining two groups that conflict (`_coherent`). A second pass
+then joins two clusters under the threshold (at least `SECOND_PASS_PROBABILITY`) when
+each is the other's only candidate in the file and no source holds both (a source
+keeps a person once): a name with a birth year alone, or a person who moved, with no
+namesake around to be confused with (`_only_candidates`); the coherence step runs again.
 
 Features come from `lienthong.identity.normalize` and `lienthong.identity.identifiers`,
 so linkage sees the same normalised values as the rest of the platform.
@@ -1239,10 +1243,65 @@ class Linkage:
     seconds: dict[str, float]
 
 
-def _count(frame: Any, backend: Backend) -> int:
+def _count(frame: Any, backend: Backend, at_least: float | None = None) -> int:
+    """Rows of a Splink frame (with ``at_least``, those matching at that probability)."""
+    where = f"match_probability >= {at_least!r}" if at_least is not None else "true"
     if backend == "spark":
-        return int(frame.as_spark_dataframe().count())
-    return int(frame.as_duckdbpyrelation().aggregate("count(*)").fetchall()[0][0])
+        return int(frame.as_spark_dataframe().filter(where).count())
+    rel = frame.as_duckdbpyrelation().filter(where)
+    return int(rel.aggregate("count(*)").fetchall()[0][0])
+
+
+COMPETITOR_PROBABILITY = 0.01
+"""A pair scored at least this is a candidate for the second pass to reckon with."""
+SECOND_PASS_PROBABILITY = 0.5
+"""The least probability at which two clusters that are each other's only candidate are
+joined by the second pass (`_only_candidates`)."""
+
+
+def _only_candidates(
+    uf: _UnionFind,
+    edges: list[Edge],
+    weak: list[Edge],
+    threshold: float,
+    sources: list[str | None],
+) -> list[Edge]:
+    """The second pass: pairs under the threshold joining two clusters that are each
+    other's only candidate.
+
+    A pair's probability reckons with how many people could share a name and a birth
+    year in a population of the file's size. When the file holds no third record
+    scoring at least `COMPETITOR_PROBABILITY` with either side, no namesake is there to
+    be confused with: a name with a year alone (the day and month unknown) or an exact
+    date with a place that moved is then the same person at `SECOND_PASS_PROBABILITY`.
+    The coherence step runs again on the clusters so joined."""
+    low = SECOND_PASS_PROBABILITY
+    if threshold <= low:
+        return []
+    neighbours: dict[int, set[int]] = {}
+    for _, a, b, _ in (*edges, *weak):
+        ra, rb = uf.find(a), uf.find(b)
+        if ra != rb:
+            neighbours.setdefault(ra, set()).add(rb)
+            neighbours.setdefault(rb, set()).add(ra)
+    held: dict[int, set[str]] = {}
+    for i, source in enumerate(sources):
+        if source:
+            held.setdefault(uf.find(i), set()).add(source)
+    best: dict[tuple[int, int], Edge] = {}
+    for e in weak:
+        if e[3] < low:
+            continue
+        ra, rb = uf.find(e[1]), uf.find(e[2])
+        if (
+            neighbours.get(ra) == {rb}
+            and neighbours.get(rb) == {ra}
+            and not held.get(ra, set()) & held.get(rb, set())
+        ):
+            key = (min(ra, rb), max(ra, rb))
+            if key not in best or e[0] > best[key][0]:
+                best[key] = e
+    return [best[k] for k in sorted(best)]
 
 
 def _edges(frame: Any, backend: Backend) -> list[tuple[str, str, float, float]]:
@@ -1296,6 +1355,7 @@ def run_linkage(
     con = _features_db(table)
     identifying, refused = _identifier_pairs(con)
     edges: list[Edge] = [(math.inf, a, b, 1.0) for a, b in identifying]
+    weak: list[Edge] = []  # scored under the threshold, at least COMPETITOR_PROBABILITY
     pairs = 0
     if n > 1:
         if model is None:
@@ -1317,13 +1377,16 @@ def run_linkage(
                 scored = linker.inference.predict_chunk(
                     left_chunk=(i, chunks),
                     right_chunk=(1, 1),
-                    threshold_match_probability=threshold,
+                    threshold_match_probability=min(threshold, COMPETITOR_PROBABILITY),
                     warning_mode="never",
                 )
-                above = _count(scored, backend)
+                above = _count(scored, backend, threshold)
                 kept = _edges(scored, backend)
-                refused += above - len(kept)
-                edges.extend((w, position[left], position[right], p) for left, right, p, w in kept)
+                refused += above - sum(p >= threshold for _, _, p, _ in kept)
+                for left, right, p, w in kept:
+                    (edges if p >= threshold else weak).append(
+                        (w, position[left], position[right], p)
+                    )
                 scored.drop_table_from_database_and_remove_from_cache()
                 blocked.drop_table_from_database_and_remove_from_cache()
                 if progress:
@@ -1334,6 +1397,12 @@ def run_linkage(
     for _, a, b, _ in edges:
         uf.union(a, b)
     _coherent(uf, edges, _conflicts_within(con, [uf.find(i) for i in range(n)]))
+    second = _only_candidates(uf, edges, weak, threshold, table.column("source").to_pylist())
+    if second:
+        for _, a, b, _ in second:
+            uf.union(a, b)
+        edges.extend(second)
+        _coherent(uf, edges, _conflicts_within(con, [uf.find(i) for i in range(n)]))
     con.close()
     # What joined each cluster, counted over its accepted edges (identifier pairs first,
     # then the strongest scored pairs); a record's probability is its strongest accepted

@@ -399,7 +399,9 @@ class MasterPersonIndex:
             if not theirs:
                 continue
             if self._kept_apart(raw, kept, theirs):
-                self._put_bridge_review(raw, res_id, by_master[target].record_id, c.record_id)
+                mine = by_master.get(target)
+                if mine is not None:
+                    self._put_bridge_review(raw, res_id, mine.record_id, c.record_id)
                 continue
             group.append(c.master_id)
             kept.update(theirs)
