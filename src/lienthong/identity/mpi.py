@@ -28,7 +28,13 @@ entries, bulk import), so a failed write leaves no trace in the index either:
    error explains), is certain (probability 1.0, as the linker's identifier pass);
 5. the record joins the best person at or above ``MATCH_THRESHOLD``, or becomes a new
    person; persons in the uncertain band ``[REVIEW_THRESHOLD, MATCH_THRESHOLD)`` go to
-   the review list (``mpi_pair``).
+   the review list (``mpi_pair``);
+6. a record at or above ``MATCH_THRESHOLD`` for two or more persons bridges them: those
+   that can be one person (no record of one conflicting with a record of another, no
+   reviewer's "no-match" across them) are joined under the earliest master, as `merge`
+   does (the later masters retired with ``replaced-by``, a ``merge`` event "bridged by
+   Patient/X" that ``$unmerge`` undoes), in the write that stored the record; those
+   that conflict stay apart and their pair goes on the review list.
 
 Human decisions (`decide`, `merge`, `unmerge`) are stored as pair decisions and win over
 scores in every later resolution, including `rebuild`. Each is logged in ``mpi_event``
