@@ -24,6 +24,9 @@ beside each entry that they change):
 * maximum size: the larger of the two, unbounded when either says ``n``: a value one
   official source allows is not reported as too long.
 
+The check-in table (sheet "Bang Check-in" of both workbooks, sent at admission before the
+visit's XML1 exists) is read like the others, as ``XML0``.
+
 The project keeps the result, citing the sheet rows, and runs without the workbooks::
 
     python scripts/build_xml130_dictionary.py ../shared/standards/qd4750_validation_rules.xlsx \
@@ -41,6 +44,8 @@ import openpyxl
 
 OUT = Path(__file__).resolve().parents[1] / "src/lienthong/ingest/xml130/dictionary_130.py"
 _SHEET = re.compile(r"bang\s*(\d+)", re.IGNORECASE)
+# the check-in table ("Bang Check-in"), sent at admission before the visit's XML1: XML0
+_CHECKIN_SHEET = re.compile(r"check\s*-?\s*in", re.IGNORECASE)
 _FIELD = re.compile(r"[A-Z][A-Z0-9_]*")
 _GROW = re.compile(r"tăng kích thước tối đa lên (\d+)", re.IGNORECASE)
 _TO_STRING = re.compile(r"đổi kiểu dữ liệu thành chuỗi", re.IGNORECASE)
@@ -76,9 +81,13 @@ def _sheets(path: Path) -> dict[str, list[tuple[int, tuple[object, ...]]]]:
     out: dict[str, list[tuple[int, tuple[object, ...]]]] = {}
     for sheet in book.worksheets:
         m = _SHEET.search(sheet.title)
-        if m is None:  # the check-in message is not part of a visit's export
+        if m is not None:
+            table = f"XML{int(m.group(1))}"
+        elif _CHECKIN_SHEET.search(sheet.title):
+            table = "XML0"
+        else:
             continue
-        rows = out.setdefault(f"XML{int(m.group(1))}", [])
+        rows = out.setdefault(table, [])
         for n, row in enumerate(sheet.iter_rows(values_only=True), start=1):
             if len(row) < 4 or not isinstance(row[1], str):
                 continue

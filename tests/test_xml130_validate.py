@@ -642,7 +642,8 @@ def test_every_field_spec_cites_its_rows() -> None:
             for spec in specs.values():
                 assert spec.source.strip(), (standard, table, spec.name)
                 if standard == STANDARD_130:
-                    assert f"Bảng {table[3:]} row" in spec.source, spec
+                    sheet = "Check-in" if table == "XML0" else table[3:]  # XML0: check-in
+                    assert f"Bảng {sheet} row" in spec.source, spec
 
 
 def test_where_the_two_official_lists_disagree_the_report_says_which_is_followed(
@@ -1120,3 +1121,173 @@ def test_cli_validate_json_reads_a_folder_as_one_export(tmp_path: Path) -> None:
     assert document["summary"]["visits"] == 1 and document["summary"]["visits_blocking"] == 0
     assert document["summary"]["notes"] == []
     assert {p["rule"] for p in document["problems"]} == {"decimal_comma"}
+
+
+# -- the check-in table (XML0): a visit that has begun -------------------------------
+
+CHECKIN_FIELDS = (
+    "MA_LK", "MA_BN", "HO_TEN", "SO_CCCD", "NGAY_SINH", "GIOI_TINH", "MA_DOITUONG_KCB",
+    "NGAY_VAO", "NGAY_VAO_NOI_TRU", "LY_DO_VNT", "MA_LY_DO_VNT", "MA_LOAI_KCB", "MA_CSKCB",
+)  # fmt: skip
+
+
+def checkin_row(full: Visit) -> dict[str, str]:
+    """The check-in row a HIS sends at admission for the visit ``full``: the identity and
+    admission fields of its XML1 (the first card), and the first service ordered."""
+    s = full.summary
+    row = {"STT": "1", **{f: s[f] for f in CHECKIN_FIELDS if s.get(f)}}
+    for name in ("MA_THE_BHYT", "MA_DKBD", "GT_THE_TU", "GT_THE_DEN"):
+        if s.get(name):
+            row[name] = s[name].split(";")[0]
+    if row.get("NGAY_VAO_NOI_TRU") and not row.get("LY_DO_VNT"):
+        row["LY_DO_VNT"] = s.get("LY_DO_VV") or "Điều trị nội trú"
+    row.update(MA_DICH_VU="01.0001.0001", TEN_DICH_VU="Khám bệnh", NGAY_YL=s["NGAY_VAO"])
+    return row
+
+
+def checkin_of(full: Visit, **fields: str) -> Visit:
+    """The check-in message alone for the visit ``full`` (no XML1, no detail table)."""
+    row = {**checkin_row(full), **fields}
+    return Visit(full.file, full.ma_lk, STANDARD_130, {"XML0": [row]})
+
+
+def test_the_check_in_table_is_in_the_dictionary_from_both_workbooks() -> None:
+    """Every field of the appendix's check-in sheet is in the dictionary as XML0, citing
+    the row of each workbook; the gateway's required column is followed."""
+    from lienthong.ingest.xml130.rules import FIELDS
+
+    specs = FIELDS[STANDARD_130]["XML0"]
+    assert {"MA_LK", "HO_TEN", "SO_CCCD", "NGAY_VAO", "NGAY_YL", "DU_PHONG"} <= set(specs)
+    assert all("Bảng Check-in row" in s.source for s in specs.values())
+    required = {n for n, s in specs.items() if s.required}
+    assert {"MA_LK", "MA_BN", "HO_TEN", "NGAY_SINH", "NGAY_VAO", "MA_CSKCB"} <= required
+    assert not {"SO_CCCD", "MA_THE_BHYT", "LY_DO_VNT", "MA_DICH_VU", "MA_THUOC"} & required
+    assert specs["SO_CCCD"].kind == "S"  # appendix: "Đổi kiểu dữ liệu thành chuỗi"
+    assert specs["TEN_THUOC"].max_size == 2000  # gateway 2000, appendix 1024
+    appendix = need_shared(SHARED / "standards" / "qd4750_appendix.xlsx")
+    import openpyxl
+
+    sheet = openpyxl.load_workbook(appendix, read_only=True)["Bang Check-in"]
+    names = [r[1] for r in sheet.iter_rows(min_row=3, values_only=True) if r[1]]
+    assert len(names) == 26 and list(specs) == names
+
+
+def test_a_check_in_alone_is_a_visit_that_has_begun(inpatient: Visit, outpatient: Visit) -> None:
+    from lienthong.ingest.xml130.rules import is_checkin
+
+    for full in (inpatient, outpatient):
+        checkin = checkin_of(full)
+        assert is_checkin(checkin) and not is_checkin(full)
+        assert validate_visit(checkin) == []  # no "the visit has no XML1"
+
+
+def test_the_check_in_fixture_is_no_orphan() -> None:
+    """The bare check-in file of a HIS: two check-ins, each with conformance problems only
+    (MA_DOITUONG_KCB and NGAY_YL left out, no first service), none of them blocking."""
+    from lienthong.ingest.xml130.validate import blocking
+
+    fixture = Path(__file__).resolve().parent / "fixtures" / "xml130" / "bare_checkin_xml0.xml"
+    for visit in parse(fixture):
+        problems = validate_visit(visit)
+        assert not blocking(problems), problems
+        assert ("XML1", "MA_LK", "link") not in _rules(problems)
+        assert _rules(problems) == {
+            ("XML0", "MA_DOITUONG_KCB", "required"),
+            ("XML0", "NGAY_YL", "required"),
+            ("XML0", "MA_DICH_VU", "conditional"),
+        }
+        assert visit.ma_cskcb == "01012"  # the check-in's own facility code
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"HO_TEN": ""}, ("XML0", "HO_TEN", "required")),
+        ({"MA_LK": ""}, ("XML0", "MA_LK", "required")),
+        ({"NGAY_SINH": ""}, ("XML0", "NGAY_SINH", "required")),
+        ({"NGAY_SINH": "198002300000"}, ("XML0", "NGAY_SINH", "date.format")),
+        ({"NGAY_VAO": ""}, ("XML0", "NGAY_VAO", "required")),
+        ({"NGAY_VAO": "202513011200"}, ("XML0", "NGAY_VAO", "date.format")),
+    ],
+)
+def test_a_check_in_without_its_identity_is_blocking(
+    outpatient: Visit, fields: dict[str, str], expected: tuple[str, str, str]
+) -> None:
+    from lienthong.ingest.xml130.validate import blocking
+
+    problems = validate_visit(checkin_of(outpatient, **fields))
+    found = [p for p in problems if (p.table, p.field, p.rule) == expected]
+    assert found and all(p.severity == "blocking" for p in found)
+    assert blocking(problems)
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"SO_CCCD": "12345"}, ("XML0", "SO_CCCD", "cccd")),
+        ({"MA_THE_BHYT": "XX123"}, ("XML0", "MA_THE_BHYT", "bhyt")),
+        ({"MA_CSKCB": "1A"}, ("XML0", "MA_CSKCB", "facility")),
+        ({"MA_DOITUONG_KCB": ""}, ("XML0", "MA_DOITUONG_KCB", "required")),
+        ({"GIOI_TINH": "7"}, ("XML0", "GIOI_TINH", "code")),
+        ({"MA_LOAI_KCB": "99"}, ("XML0", "MA_LOAI_KCB", "code")),
+        ({"STT": "x"}, ("XML0", "STT", "type.number")),
+        ({"MA_DICH_VU": "1" * 51}, ("XML0", "MA_DICH_VU", "max_size")),
+        ({"NGAY_YL": "2025"}, ("XML0", "NGAY_YL", "date.format")),
+        ({"GT_THE_DEN": "20251301"}, ("XML0", "GT_THE_DEN", "date.format")),
+        ({"NGAY_SINH": "209901010000"}, ("XML0", "NGAY_SINH", "date.order")),
+        ({"TEN_DICH_VU": ""}, ("XML0", "TEN_DICH_VU", "conditional")),
+        ({"MA_DICH_VU": "", "TEN_DICH_VU": ""}, ("XML0", "MA_DICH_VU", "conditional")),
+        ({"MA_THUOC": "40.17", "TEN_THUOC": ""}, ("XML0", "TEN_THUOC", "conditional")),
+        (
+            {"NGAY_VAO_NOI_TRU": "202001010000", "LY_DO_VNT": "Sốt"},
+            ("XML0", "NGAY_VAO_NOI_TRU", "date.order"),
+        ),
+    ],
+)
+def test_a_check_in_is_checked_like_xml1(
+    outpatient: Visit, fields: dict[str, str], expected: tuple[str, str, str]
+) -> None:
+    """Required, types, sizes, codes, dates, CCCD, card and facility: conformance problems
+    of the check-in table, the visit still stored."""
+    from lienthong.ingest.xml130.validate import blocking
+
+    problems = validate_visit(checkin_of(outpatient, **fields))
+    assert expected in _rules(problems), problems
+    assert not blocking(problems), [p for p in problems if p.blocking]
+
+
+def test_an_admission_without_its_reason_is_reported(inpatient: Visit) -> None:
+    row = checkin_row(inpatient)
+    row.update(NGAY_VAO_NOI_TRU=row["NGAY_VAO"], LY_DO_VNT="")
+    visit = Visit(inpatient.file, inpatient.ma_lk, STANDARD_130, {"XML0": [row]})
+    assert _rules(validate_visit(visit)) == {("XML0", "LY_DO_VNT", "conditional")}
+
+
+def test_detail_tables_without_xml1_stay_orphans_even_with_a_check_in(inpatient: Visit) -> None:
+    tables = {"XML0": [checkin_row(inpatient)], "XML2": copy.deepcopy(inpatient.tables["XML2"])}
+    problems = validate_visit(Visit(inpatient.file, inpatient.ma_lk, STANDARD_130, tables))
+    link = [p for p in problems if (p.table, p.field, p.rule) == ("XML1", "MA_LK", "link")]
+    assert link and link[0].blocking
+
+
+def test_a_full_visits_check_in_table_is_checked_but_never_blocks(inpatient: Visit) -> None:
+    """A visit with its XML1 is stored from XML1: a check-in row without a name is a
+    conformance problem of XML0, and the clean check-in row adds none."""
+    from lienthong.ingest.xml130.validate import blocking
+
+    with_checkin = copy.deepcopy(inpatient)
+    with_checkin.tables["XML0"] = [checkin_row(inpatient)]
+    assert validate_visit(with_checkin) == validate_visit(inpatient) == []
+    with_checkin.tables["XML0"][0]["HO_TEN"] = ""
+    problems = validate_visit(with_checkin)
+    assert _rules(problems) == {("XML0", "HO_TEN", "required")}
+    assert problems[0].severity == "conformance" and not blocking(problems)
+    assert problems[0].as_dict()["severity"] == "conformance"
+
+
+def test_two_check_in_rows_of_one_visit_are_a_duplicate(outpatient: Visit) -> None:
+    visit = checkin_of(outpatient)
+    visit.tables["XML0"].append(dict(visit.tables["XML0"][0]))
+    problems = validate_visit(visit)
+    assert ("XML0", "MA_LK", "duplicate") in _rules(problems)
+    assert any(p.blocking for p in problems if p.rule == "duplicate")

@@ -54,8 +54,14 @@ class Visit:
 
     @property
     def ma_cskcb(self) -> str:
-        """Facility code: the envelope's MACSKCB, else XML1's MA_CSKCB."""
-        return self.envelope.get("MACSKCB") or self.summary.get("MA_CSKCB", "")
+        """Facility code: the envelope's MACSKCB, else XML1's MA_CSKCB, else (a check-in
+        sent before the visit's XML1) the check-in table's MA_CSKCB."""
+        checkin = self.tables.get("XML0")
+        return (
+            self.envelope.get("MACSKCB")
+            or self.summary.get("MA_CSKCB", "")
+            or (checkin[0].get("MA_CSKCB", "") if checkin else "")
+        )
 
     def rows(self, table: str) -> list[dict[str, str]]:
         """Rows of one table ("XML2" ...), empty when absent."""

@@ -4,7 +4,9 @@ Field types, sizes and required flags for QĐ 130/4750 come from the generated
 :mod:`dictionary_130` (the QĐ 4750 appendix and the gateway's field list, merged as
 ``scripts/build_xml130_dictionary.py`` says), corrected by :data:`FIELD_OVERRIDES` where
 later law overtook both; :data:`BLOCKING_PROBLEMS` says which problems keep a visit out
-of the store (the others are conformance problems). The legacy QĐ 4210 field set below is
+of the store (the others are conformance problems); :func:`is_checkin` tells a check-in
+(the check-in table XML0 alone, sent at admission before the visit's XML1) from a visit
+that lost its XML1. The legacy QĐ 4210 field set below is
 written from QĐ 4210/QĐ-BYT (2017) Bảng 1-5 as mapped field by field in the VN Core
 implementation guide (``qd_4210.xml``). Code lists and cross-field rules are written from
 the descriptions in the QĐ 130 appendix (as amended by QĐ 4750) and the "VALID" notes of
@@ -17,7 +19,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lienthong.ingest.xml130.dictionary_130 import FIELDS_130
-from lienthong.ingest.xml130.model import STANDARD_130, STANDARD_4210
+from lienthong.ingest.xml130.model import STANDARD_130, STANDARD_4210, Visit
+
+CHECKIN = "XML0"
+"""The check-in table (bảng check-in, "Bảng chỉ tiêu dữ liệu về trạng thái khám bệnh, chữa
+bệnh", sheet "Bang Check-in" of the QĐ 4750 appendix): sent at admission, before the visit's
+XML1 exists."""
+
+
+def is_checkin(visit: Visit) -> bool:
+    """A check-in: the visit holds rows of the check-in table and of no other table (no
+    XML1, no detail table, nothing unreadable). A visit with detail tables but no XML1 is
+    no check-in, even with an XML0: its rows belong to no summary."""
+    return (
+        not visit.broken
+        and bool(visit.tables.get(CHECKIN))
+        and all(not rows for table, rows in visit.tables.items() if table != CHECKIN)
+    )
 
 
 @dataclass(frozen=True)
@@ -128,7 +146,8 @@ RULES: dict[str, Rule] = {
         Rule(
             "conditional",
             "a field required under a condition is present",
-            "QĐ 4750 gateway list (conditions in the Bắt buộc column) and appendix notes",
+            "QĐ 4750 gateway list (conditions in the Bắt buộc column, e.g. check-in table "
+            "LY_DO_VNT, MA_DICH_VU, MA_THUOC, MA_VAT_TU) and appendix notes",
         ),
         Rule(
             "pattern",
@@ -137,8 +156,10 @@ RULES: dict[str, Rule] = {
         ),
         Rule(
             "link",
-            "every detail row belongs to a visit with an XML1",
-            "QĐ 130 appendix Bảng 1 MA_LK (PRIMARY KEY linking all tables)",
+            "every detail row belongs to a visit with an XML1 (a check-in, the check-in table "
+            "alone, needs none)",
+            "QĐ 130 appendix Bảng 1 MA_LK (PRIMARY KEY linking all tables); QĐ 4750 appendix "
+            "check-in table MA_LK",
         ),
         Rule(
             "duplicate",
@@ -185,6 +206,15 @@ BLOCKING_PROBLEMS: dict[tuple[str, str, str], str] = {
     ("date.format", "XML1", "NGAY_SINH"): "a birth date that is not a date cannot be stored",
     ("required", "XML1", "NGAY_VAO"): "an encounter without its start cannot be stored",
     ("date.format", "XML1", "NGAY_VAO"): "the encounter's start must be a time",
+    # a check-in is stored from its check-in table: the same identity rules apply to it
+    # (validate.py reports the check-in table's problems of a visit that has its XML1 as
+    # conformance problems: the record is made from XML1 then)
+    ("required", CHECKIN, "MA_LK"): "MA_LK is the visit's key: without it nothing links",
+    ("required", CHECKIN, "HO_TEN"): "a patient without a name cannot be identified",
+    ("required", CHECKIN, "NGAY_SINH"): "a patient without a birth date cannot be identified",
+    ("date.format", CHECKIN, "NGAY_SINH"): "a birth date that is not a date cannot be stored",
+    ("required", CHECKIN, "NGAY_VAO"): "an encounter without its start cannot be stored",
+    ("date.format", CHECKIN, "NGAY_VAO"): "the encounter's start must be a time",
     ("broken", "*", "*"): "a table that cannot be read would be stored as missing",
     ("link", "*", "*"): "rows of a visit that is not there belong to no encounter",
     ("duplicate", "*", "*"): "two visits under one MA_LK would overwrite each other",
@@ -226,7 +256,7 @@ FIELD_OVERRIDES: dict[tuple[str, str], tuple[bool, str]] = {
 def _fields_130() -> dict[str, dict[str, FieldSpec]]:
     out: dict[str, dict[str, FieldSpec]] = {}
     for table, rows in FIELDS_130.items():
-        sheet = table[3:]
+        sheet = "Check-in" if table == CHECKIN else table[3:]
         specs: dict[str, FieldSpec] = {}
         for name, kind, size, required, g_row, a_row, note in rows:
             cited = []
@@ -419,6 +449,15 @@ CODE_LISTS: dict[tuple[str, str, str], tuple[frozenset[str], str]] = {
         "06 commune-station stay, 07 repeat prescription, 08 chronic outpatient with "
         "procedures, 09 inpatient under 4 hours, 10 other",
     ),
+    (STANDARD_130, CHECKIN, "GIOI_TINH"): (
+        frozenset({"1", "2", "3"}),
+        "QĐ 4750 appendix check-in table GIOI_TINH: 1 male, 2 female, 3 undetermined",
+    ),
+    (STANDARD_130, CHECKIN, "MA_LOAI_KCB"): (
+        frozenset(f"{i:02d}" for i in range(1, 11)),
+        "QĐ 4750 appendix check-in table MA_LOAI_KCB, the code set of Bảng 1 (QĐ 5937/QĐ-BYT): "
+        "01 consultation ... 10 other",
+    ),
     (STANDARD_130, "XML2", "PHAM_VI"): (
         frozenset("123"),
         "QĐ 130 Bảng 2 PHAM_VI: 1 within insurance scope, 2 outside, 3 outside (military)",
@@ -485,6 +524,7 @@ DATE_OR_TIME_FIELDS: dict[str, frozenset[str]] = {
 # (earlier, later) pairs within one row: QĐ 4750 VALID notes (NGAY_VAO_NOI_TRU >= NGAY_VAO,
 # NGAY_TH_YL >= NGAY_YL, NGAY_KQ >= NGAY_YL) and the plain sense of NGAY_RA.
 DATE_ORDER: dict[str, tuple[tuple[str, str], ...]] = {
+    CHECKIN: (("NGAY_VAO", "NGAY_VAO_NOI_TRU"),),  # gateway check-in sheet row 15
     "XML1": (("NGAY_VAO", "NGAY_RA"), ("NGAY_VAO", "NGAY_VAO_NOI_TRU")),
     "XML2": (("NGAY_YL", "NGAY_TH_YL"),),
     "XML3": (("NGAY_YL", "NGAY_TH_YL"), ("NGAY_YL", "NGAY_KQ")),

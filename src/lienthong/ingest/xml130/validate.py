@@ -7,6 +7,12 @@ patient name or birth date, an unreadable table, rows of a visit that is not the
 *conformance* otherwise. Problems are produced per visit so that an ingest step can store
 the visits of a file that have no blocking problem and report the others; problems of the
 file as a whole (unreadable, envelope count) are kept apart.
+
+A check-in (the check-in table XML0 alone, sent at admission before the visit's XML1
+exists, :func:`rules.is_checkin`) is a visit that has begun, not rows without a summary: its
+fields are checked as XML1's are, and the identity rules (MA_LK, HO_TEN, NGAY_SINH, NGAY_VAO)
+block it. In a visit that has its XML1 the check-in table is checked too, but its problems
+are conformance problems (``Problem.aside``): the record is made from XML1.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import calendar
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,7 +39,9 @@ from lienthong.ingest.xml130.parse import (
 from lienthong.ingest.xml130.rules import (
     BLOCKING,
     CARD_FIELD,
+    CHECKIN,
     CODE_LISTS,
+    CONFORMANCE,
     COUNTED_DAY_VISITS,
     DATE_FIELDS,
     DATE_OR_TIME_FIELDS,
@@ -46,6 +54,7 @@ from lienthong.ingest.xml130.rules import (
     TOTALS,
     ZERO_DAY_VISITS,
     FieldSpec,
+    is_checkin,
     severity,
 )
 
@@ -61,11 +70,16 @@ class Problem:
     rule: str
     message: str
     value: str
+    # a problem of a table the record is not made from (the check-in table of a visit that
+    # has its XML1): reported, never blocking
+    aside: bool = False
 
     @property
     def severity(self) -> str:
         """``blocking`` (the visit cannot be stored faithfully) or ``conformance``, from
-        the rule and field (:data:`rules.BLOCKING_PROBLEMS`)."""
+        the rule and field (:data:`rules.BLOCKING_PROBLEMS`); conformance when ``aside``."""
+        if self.aside:
+            return CONFORMANCE
         return severity(self.rule, self.table, self.field)
 
     @property
@@ -281,6 +295,13 @@ class _VisitCheck:
         self.summary()
         self.money()
         self.links()
+        if visit.tables.get(CHECKIN) and not is_checkin(visit):
+            # the record is made from XML1 (or refused for the lack of it): the check-in
+            # table's problems are the facility's to fix, not a reason to keep the visit out
+            self.out = [
+                replace(p, aside=True) if p.table == CHECKIN and p.rule != "broken" else p
+                for p in self.out
+            ]
         return self.out
 
     # -- dictionary: required, type, size, code lists
@@ -386,6 +407,26 @@ class _VisitCheck:
                     f"{where}: GOI_VTYT must be G followed by a number 1-999",
                     goi,
                 )
+        elif table == CHECKIN:
+            # QĐ 4750 gateway list, check-in sheet, Bắt buộc column (rows 16, 20-25)
+            if row.get("NGAY_VAO_NOI_TRU"):
+                needs.append(("LY_DO_VNT", "when NGAY_VAO_NOI_TRU has a value"))
+            first = ("MA_DICH_VU", "MA_THUOC", "MA_VAT_TU")
+            if not any(row.get(name) for name in first):
+                self.add(
+                    table,
+                    "MA_DICH_VU",
+                    "conditional",
+                    f"{where}: one of MA_DICH_VU, MA_THUOC, MA_VAT_TU is required (the first "
+                    "cost of the stay: a service, a drug or a supply)",
+                )
+            for code, name in (
+                ("MA_DICH_VU", "TEN_DICH_VU"),
+                ("MA_THUOC", "TEN_THUOC"),
+                ("MA_VAT_TU", "TEN_VAT_TU"),
+            ):
+                if row.get(code):
+                    needs.append((name, f"when {code} has a value"))
         elif table == "XML4" and row.get("GIA_TRI"):
             needs.append(("NGAY_KQ", "when GIA_TRI has a value"))
         elif table == "XML9":
@@ -408,16 +449,20 @@ class _VisitCheck:
     # -- XML1: identifiers, diagnoses, stay length, envelope
     def summary(self) -> None:
         visit, std = self.visit, self.std
+        checkins = visit.tables.get(CHECKIN)
+        if checkins:
+            self.checkin(checkins)
         rows = visit.tables.get("XML1")
         if not rows:
-            self.add(
-                "XML1",
-                "MA_LK",
-                "link",
-                "the visit has no XML1 (summary) table; every "
-                "detail table must belong to an XML1 with the same MA_LK",
-                visit.ma_lk,
-            )
+            if not is_checkin(visit):
+                self.add(
+                    "XML1",
+                    "MA_LK",
+                    "link",
+                    "the visit has no XML1 (summary) table; every "
+                    "detail table must belong to an XML1 with the same MA_LK",
+                    visit.ma_lk,
+                )
             return
         row = rows[0]
         if len(rows) > 1:
@@ -428,31 +473,7 @@ class _VisitCheck:
                 f"the visit has {len(rows)} XML1 rows; one is expected",
                 visit.ma_lk,
             )
-        birth = row.get("NGAY_SINH", "")
-        birth_ok = bool(birth) and _birth_error(birth, std) is None
-        if birth and not birth_ok:
-            self.add(
-                "XML1", "NGAY_SINH", "date.format", f"NGAY_SINH {_birth_error(birth, std)}", birth
-            )
-        admitted = row.get("NGAY_VAO", "")
-        if birth_ok and admitted and _time_error(admitted) is None and birth[:8] > admitted[:8]:
-            self.add(
-                "XML1",
-                "NGAY_SINH",
-                "date.order",
-                f"NGAY_SINH ({birth}) is after NGAY_VAO ({admitted})",
-                birth,
-            )
-        cccd = row.get("SO_CCCD", "")
-        if cccd:
-            self.cccd(cccd, row.get("GIOI_TINH"), int(birth[:4]) if birth_ok else None)
-        for card in filter(None, (c.strip() for c in row.get(CARD_FIELD[std], "").split(";"))):
-            for reason in check_bhyt(card):
-                self.add("XML1", CARD_FIELD[std], "bhyt", f"{CARD_FIELD[std]}: {reason}", card)
-        for name in ("MA_CSKCB", "MA_DKBD", "MA_NOI_DI", "MA_NOI_DEN", "MA_NOI_CHUYEN"):
-            for code in filter(None, (c.strip() for c in row.get(name, "").split(";"))):
-                for reason in check_facility_code(code):
-                    self.add("XML1", name, "facility", f"{name}: {reason}", code)
+        self.identity("XML1", row)
         main, others = DIAGNOSIS_FIELDS[std]
         code = row.get(main, "")
         if code and not self.icd.exists(code):
@@ -464,23 +485,71 @@ class _VisitCheck:
                 )
         if std == STANDARD_130:
             self.stay_days(row)
-        sender = visit.envelope.get("MACSKCB", "")
+        self.envelope("XML1", row)
+
+    def checkin(self, rows: list[dict[str, str]]) -> None:
+        """The check-in table: one row per visit, the patient's identity checked as XML1's."""
+        if len(rows) > 1:
+            self.add(
+                CHECKIN,
+                "MA_LK",
+                "duplicate",
+                f"the visit has {len(rows)} check-in ({CHECKIN}) rows; one is expected",
+                self.visit.ma_lk,
+            )
+        self.identity(CHECKIN, rows[0])
+        self.envelope(CHECKIN, rows[0])
+
+    def identity(self, table: str, row: dict[str, str]) -> None:
+        """Birth date, CCCD, insurance cards and facility codes of XML1 or the check-in
+        table (the same fields, the same rules)."""
+        std = self.std
+        birth = row.get("NGAY_SINH", "")
+        birth_ok = bool(birth) and _birth_error(birth, std) is None
+        if birth and not birth_ok:
+            self.add(
+                table, "NGAY_SINH", "date.format", f"NGAY_SINH {_birth_error(birth, std)}", birth
+            )
+        admitted = row.get("NGAY_VAO", "")
+        if birth_ok and admitted and _time_error(admitted) is None and birth[:8] > admitted[:8]:
+            self.add(
+                table,
+                "NGAY_SINH",
+                "date.order",
+                f"NGAY_SINH ({birth}) is after NGAY_VAO ({admitted})",
+                birth,
+            )
+        cccd = row.get("SO_CCCD", "")
+        if cccd:
+            self.cccd(cccd, row.get("GIOI_TINH"), int(birth[:4]) if birth_ok else None, table)
+        for card in filter(None, (c.strip() for c in row.get(CARD_FIELD[std], "").split(";"))):
+            for reason in check_bhyt(card):
+                self.add(table, CARD_FIELD[std], "bhyt", f"{CARD_FIELD[std]}: {reason}", card)
+        for name in ("MA_CSKCB", "MA_DKBD", "MA_NOI_DI", "MA_NOI_DEN", "MA_NOI_CHUYEN"):
+            for code in filter(None, (c.strip() for c in row.get(name, "").split(";"))):
+                for reason in check_facility_code(code):
+                    self.add(table, name, "facility", f"{name}: {reason}", code)
+
+    def envelope(self, table: str, row: dict[str, str]) -> None:
+        sender = self.visit.envelope.get("MACSKCB", "")
         if sender and row.get("MA_CSKCB") and sender != row["MA_CSKCB"]:
             self.add(
-                "XML1",
+                table,
                 "MA_CSKCB",
                 "envelope",
                 f"MA_CSKCB {row['MA_CSKCB']!r} differs from the envelope's MACSKCB {sender!r}",
                 row["MA_CSKCB"],
             )
 
-    def cccd(self, value: str, sex: str | None, birth_year: int | None) -> None:
+    def cccd(
+        self, value: str, sex: str | None, birth_year: int | None, table: str = "XML1"
+    ) -> None:
         if value.isdigit() and len(value) == 12:
             for reason in check_cccd(value, sex=sex, birth_year=birth_year):
-                self.add("XML1", "SO_CCCD", "cccd", f"SO_CCCD: {reason}", value)
+                self.add(table, "SO_CCCD", "cccd", f"SO_CCCD: {reason}", value)
         elif not ((value.isdigit() and len(value) == 9) or _PASSPORT.fullmatch(value)):
             self.add(
-                "XML1",
+                table,
                 "SO_CCCD",
                 "cccd",
                 "SO_CCCD must be 9 or 12 digits, or 8 "
