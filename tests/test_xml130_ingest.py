@@ -811,3 +811,123 @@ def test_cli_ingests_a_folder_of_bare_tables_as_one_export(tmp_path: Path) -> No
     assert "5 files: 1 visits written, 0 updated (1 of them with conformance problems)" in summary
     assert "money.total" not in result.stderr and "link" not in result.stderr
     assert f"{FIXTURES}/XML2.xml {'01012.2508.0001234'}: [conformance, stored]" in result.stderr
+
+
+# -- the check-in message (XML0): a visit that has begun ---------------------------------
+
+
+def _full_visit_130(exports: Path) -> Visit:
+    return next(v for v in visits_of(exports) if v.standard == "130" and v.rows("XML2"))
+
+
+def test_a_check_in_then_its_full_visit_then_the_check_in_again(
+    exports: Path, engine: FhirEngine
+) -> None:
+    """Admission: Patient and an in-progress Encounter. The full visit: the same Encounter
+    finished, with its parts, one Patient. The check-in re-sent: nothing rolled back."""
+    from lienthong.ingest.xml130.to_fhir import CHECKIN_TAG, patient_system
+    from lienthong.synth.xml130 import table_xml
+    from tests.test_xml130_validate import checkin_row
+
+    full = _full_visit_130(exports)
+    fac, store = full.ma_cskcb, engine.store
+    by_visit = {"identifier": f"{visit_system(fac)}|{full.ma_lk}"}
+    by_patient = {"identifier": f"{patient_system(fac)}|{full.summary['MA_BN']}"}
+    checkin = table_xml("XML0", [checkin_row(full)])
+
+    first = Xml130Ingest(engine)
+    first.ingest(checkin, name="XML0.xml")
+    report = first.report
+    assert report.problems == [] and report.stored_problems == []
+    assert (report.visits_created, report.visits_updated, report.visits_rejected) == (1, 0, 0)
+    assert report.resources == {"Organization": 1, "Patient": 1, "Encounter": 1}
+    begun = one(store, "Encounter", **by_visit)
+    assert begun["status"] == "in-progress" and begun["meta"]["tag"][0]["code"] == "check-in"
+    assert begun["period"] == {"start": local_datetime(full.summary["NGAY_VAO"])}
+    tagged = find(store, "Encounter", _tag=f"{CHECKIN_TAG['system']}|check-in")
+    assert [e["id"] for e in tagged] == [begun["id"]]
+    patient = one(store, "Patient", **by_patient)
+    assert begun["subject"]["reference"] == f"Patient/{patient['id']}"
+
+    second = Xml130Ingest(engine)
+    second.ingest(envelope_xml(fac, date(2025, 1, 1), [full.tables]), name="full.xml")
+    assert second.report.problems == [] and second.report.visits_updated == 1
+    done = one(store, "Encounter", **by_visit)
+    assert done["id"] == begun["id"] and done["status"] == "finished"
+    assert "tag" not in done.get("meta", {})
+    assert find(store, "Encounter", _tag=f"{CHECKIN_TAG['system']}|check-in") == []
+    assert one(store, "Patient", **by_patient)["id"] == patient["id"]  # one Patient
+    drugs = find(store, "MedicationRequest", encounter=f"Encounter/{done['id']}")
+    assert len(drugs) == len(full.rows("XML2"))
+    claim = one(store, "Claim", _id=record_id(fac, full.ma_lk, "claim"))
+    assert claim["item"][0]["encounter"] == [{"reference": f"Encounter/{done['id']}"}]
+    counts = store.counts()
+
+    third = Xml130Ingest(engine)
+    third.ingest(checkin, name="XML0.xml")
+    assert third.report.problems == [] and third.report.checkins_superseded == 1
+    assert (third.report.visits_created, third.report.visits_updated) == (0, 0)
+    assert "1 check-ins left out" in third.report.summary()
+    again = one(store, "Encounter", **by_visit)
+    assert again == done  # still finished, not even a new version
+    assert store.counts() == counts
+    assert len(find(store, "MedicationRequest", encounter=f"Encounter/{done['id']}")) == len(drugs)
+
+
+def test_a_re_sent_check_in_updates_the_visit_it_began(exports: Path, engine: FhirEngine) -> None:
+    """Before the full visit a check-in is the newest word: sent again corrected (here
+    without a first service, a conformance problem), it updates the Encounter and carries
+    its problems; the clean full visit then drops them."""
+    from lienthong.synth.xml130 import table_xml
+    from tests.test_xml130_validate import checkin_row
+
+    full = _full_visit_130(exports)
+    fac = full.ma_cskcb
+    by_visit = {"identifier": f"{visit_system(fac)}|{full.ma_lk}"}
+    row = checkin_row(full)
+    Xml130Ingest(engine).ingest(table_xml("XML0", [row]), name="XML0.xml")
+    row.update(MA_DICH_VU="", TEN_DICH_VU="", MA_LOAI_KCB="04")
+    ingest = Xml130Ingest(engine)
+    ingest.ingest(table_xml("XML0", [row]), name="XML0.xml")
+    assert ingest.report.visits_updated == 1 and ingest.report.visits_nonconformant == 1
+    assert {p.rule for p in ingest.report.stored_problems} == {"conditional"}
+    encounter = one(engine.store, "Encounter", **by_visit)
+    assert encounter["status"] == "in-progress" and encounter["class"]["code"] == "SS"
+    assert {t["code"] for t in encounter["meta"]["tag"]} == {"check-in", "nonconformant"}
+    assert len(find(engine.store, "OperationOutcome")) == 1
+    Xml130Ingest(engine).ingest(envelope_xml(fac, date(2025, 1, 1), [full.tables]))
+    encounter = one(engine.store, "Encounter", **by_visit)
+    assert encounter["status"] == "finished" and "tag" not in encounter.get("meta", {})
+    assert find(engine.store, "OperationOutcome") == []
+
+
+def test_a_check_in_without_a_name_is_refused(exports: Path, engine: FhirEngine) -> None:
+    from lienthong.synth.xml130 import table_xml
+    from tests.test_xml130_validate import checkin_row
+
+    row = {**checkin_row(_full_visit_130(exports)), "HO_TEN": ""}
+    ingest = Xml130Ingest(engine)
+    ingest.ingest(table_xml("XML0", [row]), name="XML0.xml")
+    assert ingest.report.visits_rejected == 1 and ingest.report.visits_written == 0
+    assert {(p.table, p.field, p.rule) for p in ingest.report.problems} == {
+        ("XML0", "HO_TEN", "required")
+    }
+    assert engine.store.counts().get("Encounter", 0) == 0
+
+
+def test_the_check_in_fixture_is_stored_with_its_problems(engine: FhirEngine) -> None:
+    """A HIS's bare check-in file: both visits stored in progress, with the fields they
+    left out noted, none refused."""
+    fixture = Path(__file__).resolve().parent / "fixtures" / "xml130" / "bare_checkin_xml0.xml"
+    ingest = Xml130Ingest(engine)
+    ingest.ingest(fixture)
+    report = ingest.report
+    assert report.problems == [] and report.visits_rejected == 0
+    assert report.visits_created == report.visits_nonconformant == 2
+    encounters = find(engine.store, "Encounter")
+    assert {e["status"] for e in encounters} == {"in-progress"}
+    assert {e["identifier"][0]["value"] for e in encounters} == {
+        "01012260203000201",
+        "01012260203000202",
+    }
+    assert all(e["serviceProvider"]["reference"].startswith("Organization/") for e in encounters)

@@ -460,3 +460,74 @@ def test_a_legacy_4210_visit_gets_the_same_treatment() -> None:
         c["code"]["coding"][0]["code"]: c["code"]["text"] for c in resources(bundle, "Condition")
     }
     assert texts == {"E11.9": "Đái tháo đường type 2", "I10": "Tăng huyết áp"}
+
+
+# -- the check-in message (XML0) ----------------------------------------------------------
+
+
+def checkin(**fields: str) -> Visit:
+    """The check-in a HIS sends at admission for the visit of :func:`summary`: a bare
+    check-in table, no envelope (the facility is the row's MA_CSKCB)."""
+    s = summary()
+    row = {
+        name: s[name]
+        for name in (
+            "MA_LK", "STT", "MA_BN", "HO_TEN", "SO_CCCD", "NGAY_SINH", "GIOI_TINH",
+            "MA_THE_BHYT", "MA_DKBD", "GT_THE_TU", "GT_THE_DEN", "MA_DOITUONG_KCB",
+            "NGAY_VAO", "MA_LOAI_KCB", "MA_CSKCB",
+        )
+    }  # fmt: skip
+    row.update(MA_DICH_VU="01.0001.0001", TEN_DICH_VU="Khám bệnh", NGAY_YL="202503150845")
+    row.update(fields)
+    return Visit("checkin.xml", row["MA_LK"], "130", {"XML0": [row]})
+
+
+def test_a_check_in_maps_to_the_patient_and_an_encounter_in_progress() -> None:
+    from lienthong.ingest.xml130.to_fhir import CHECKIN_TAG, CITIZEN_ID, visit_system
+
+    bundle = bundle_of(checkin(LY_DO_VNT="Sốt cao"))
+    kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]
+    assert kinds == ["Organization", "Patient", "Encounter"]  # no claim, no diagnosis yet
+    (encounter,) = resources(bundle, "Encounter")
+    assert encounter["status"] == "in-progress"
+    assert encounter["period"] == {"start": "2025-03-15T08:30:00+07:00"}
+    assert encounter["class"]["code"] == "IMP"  # MA_LOAI_KCB 03
+    assert encounter["type"][0]["coding"][0]["code"] == "03"
+    assert encounter["meta"]["tag"] == [CHECKIN_TAG]
+    assert encounter["reasonCode"] == [{"text": "Sốt cao"}]
+    assert encounter["identifier"][0] == {
+        "use": "official",
+        "system": visit_system(FACILITY),
+        "value": "010012503150000001",
+    }
+    (patient,) = resources(bundle, "Patient")
+    ids = {(i["system"], i["value"]) for i in patient["identifier"]}
+    assert (CITIZEN_ID, "001185012345") in ids and (INSURANCE_NUMBER, "DN4010123456789") in ids
+    assert patient["name"][0]["text"] == "Nguyễn Thị Hoa" and patient["birthDate"] == "1985-03-12"
+    assert encounter["subject"]["reference"] == bundle["entry"][1]["fullUrl"]
+
+
+def test_a_check_in_writes_under_the_ids_of_the_full_visit() -> None:
+    """The Encounter and Patient are found by the same conditions as the full visit's, so
+    the full visit updates them; the check-in's Patient is only created, never updated
+    (it has no address: a Patient already stored keeps its own)."""
+    early, full = bundle_of(checkin()), bundle_of(visit())
+
+    def entry(bundle: dict[str, Any], rtype: str) -> dict[str, Any]:
+        return next(e for e in bundle["entry"] if e["resource"]["resourceType"] == rtype)
+
+    assert entry(early, "Encounter")["request"] == entry(full, "Encounter")["request"]
+    patient, full_patient = entry(early, "Patient"), entry(full, "Patient")
+    assert patient["request"]["method"] == "POST"
+    assert patient["request"]["ifNoneExist"] == full_patient["request"]["url"].split("?", 1)[1]
+    assert patient["resource"]["identifier"] == full_patient["resource"]["identifier"]
+    assert entry(early, "Organization") == entry(full, "Organization")
+    assert resources(full, "Encounter")[0]["status"] == "finished"
+    assert "meta" not in resources(full, "Encounter")[0]
+
+
+def test_a_full_visit_with_its_check_in_is_mapped_from_xml1() -> None:
+    """XML0 beside XML1 is not read for mapping, even when it says something else."""
+    plain = bundle_of(visit())
+    other = checkin(HO_TEN="Tên Khác", NGAY_VAO="202503140000").tables["XML0"]
+    assert bundle_of(visit(XML0=other)) == plain

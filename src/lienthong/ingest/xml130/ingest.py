@@ -13,6 +13,12 @@ go with it: an ``OperationOutcome`` (id derived from facility and MA_LK, one
 updates the OperationOutcome, re-sending it clean deletes it. ``strict`` keeps
 every visit with any problem out. A file that cannot be read to its end
 (hostile, truncated, bad base64) is refused before anything of it is written.
+
+A check-in (XML0 alone, sent at admission) writes the visit's Encounter ``in-progress``
+under the full visit's identifier; the full visit then updates it. A check-in that comes
+after its full visit was stored (re-sent, or late) would roll that visit back: in its
+transaction the stored Encounter is read, and when it is no check-in's any more nothing of
+the check-in is written (counted apart, ``checkins_superseded``).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from lienthong.ingest.xml130.parse import (
     group_inputs,
     parse,
 )
-from lienthong.ingest.xml130.to_fhir import LT, record_id, visit_bundle
+from lienthong.ingest.xml130.to_fhir import CHECKIN_TAG, LT, record_id, visit_bundle
 from lienthong.ingest.xml130.validate import DECIMAL_COMMA, FileValidation, Problem, blocking
 from lienthong.storage.base import Session, WriteSession
 from lienthong.terminology.catalogue import Icd10Catalogue, icd10_catalogue
@@ -71,6 +77,9 @@ class IngestReport:
     stored_problems: list[Problem] = field(default_factory=list)
     refused_files: list[str] = field(default_factory=list)
     patients: set[str] = field(default_factory=set)
+    # check-ins that came after their visit's XML1 was stored: nothing written, the stored
+    # visit is the newer record (not counted as written, updated or rejected)
+    checkins_superseded: int = 0
     # how the inputs were read where it matters (bare-table files left apart, and why)
     notes: list[str] = field(default_factory=list)
 
@@ -80,10 +89,15 @@ class IngestReport:
 
     def summary(self) -> str:
         refused = f", {len(self.refused_files)} files refused" if self.refused_files else ""
+        late = (
+            f", {self.checkins_superseded} check-ins left out (their visit is stored)"
+            if self.checkins_superseded
+            else ""
+        )
         return (
             f"{self.files} files: {self.visits_created} visits written, "
             f"{self.visits_updated} updated ({self.visits_nonconformant} of them with "
-            f"conformance problems), {self.visits_rejected} rejected{refused}; "
+            f"conformance problems), {self.visits_rejected} rejected{refused}{late}; "
             f"{sum(self.resources.values())} resources"
         )
 
@@ -101,6 +115,7 @@ class _Outcome:
 
     problems: list[Problem]  # why it was not written (empty when it was)
     created: bool = True
+    superseded: bool = False  # a check-in after its full visit: nothing written
     resources: Counter[str] = field(default_factory=Counter)
     patients: set[str] = field(default_factory=set)
 
@@ -449,6 +464,11 @@ class Xml130Ingest:
                 if self.on_visit is not None:
                     self.on_visit(visit.file, False)
                 continue
+            if outcome.superseded:
+                report.checkins_superseded += 1
+                if self.on_visit is not None:
+                    self.on_visit(visit.file, True)
+                continue
             if outcome.created:
                 report.visits_created += 1
             else:
@@ -465,6 +485,8 @@ class Xml130Ingest:
         assert visit.bundle is not None
         bundle = orjson.loads(visit.bundle)
         try:
+            if self._superseded_checkin(bundle, session):
+                return _Outcome([], created=False, superseded=True)
             bundle["entry"].extend(self._dropped_parts(bundle, session))
             response = process_bundle(self.engine, bundle, validated=True, session=session)
         except FhirError as exc:
@@ -484,6 +506,21 @@ class Xml130Ingest:
             if rtype == "Patient" and location:
                 outcome.patients.add(location.split("/_history")[0].rsplit("/", 2)[-1])
         return outcome
+
+    def _superseded_checkin(self, bundle: dict[str, Any], session: Session) -> bool:
+        """True for a check-in's transaction when its visit's Encounter is stored and is no
+        check-in's (an XML1 wrote it): writing the check-in would undo the full visit."""
+        encounter = next(
+            (e for e in bundle["entry"] if e["resource"]["resourceType"] == "Encounter"), None
+        )
+        if encounter is None or not _is_checkin(encounter["resource"]):
+            return False
+        query = encounter["request"]["url"].split("?", 1)[1]
+        found = self.engine.match_conditional(session, "Encounter", query, "the check-in")
+        return any(
+            stored.content is not None and not _is_checkin(orjson.loads(stored.content))
+            for stored in found
+        )
 
     def _dropped_parts(self, bundle: dict[str, Any], session: Session) -> list[dict[str, Any]]:
         """DELETE entries for what an earlier version of a re-sent visit had and this one
@@ -528,6 +565,14 @@ class Xml130Ingest:
                         {"request": {"method": "DELETE", "url": f"{rtype}/{stored.res_id}"}}
                     )
         return drop
+
+
+def _is_checkin(encounter: dict[str, Any]) -> bool:
+    """An Encounter written from a check-in (tagged :data:`to_fhir.CHECKIN_TAG`)."""
+    return any(
+        tag.get("system") == CHECKIN_TAG["system"] and tag.get("code") == CHECKIN_TAG["code"]
+        for tag in (encounter.get("meta") or {}).get("tag") or []
+    )
 
 
 # resource types made from parts of a visit that point at its Encounter

@@ -18,7 +18,22 @@ XML4 (paraclinical)       Observation per result, DiagnosticReport per service,
                           laboratory, imaging or procedure (see
                           :func:`result_kind`)
 XML5 (clinical progress)  ClinicalImpression per note
+XML0 (check-in), alone    Organization, Patient, Encounter ``in-progress``
+                          (see below)
 ========================  ===================================================
+
+A check-in (the check-in table XML0 alone, sent at admission before the visit's XML1
+exists) maps to the Organization, the Patient (the identifiers XML1 gives: CCCD, cards,
+``MA_BN``) and an Encounter under the SAME identifier as the full visit (facility and
+``MA_LK``): status ``in-progress`` (the check-in is sent once the first service, drug or
+supply is ordered, ``NGAY_YL``, so care has begun: more than ``arrived``), period.start
+``NGAY_VAO``, class from ``MA_LOAI_KCB``, and the tag :data:`CHECKIN_TAG`. The full visit
+later updates that Encounter (``finished``, the tag gone) and adds its parts. The check-in's
+Patient is a conditional create on ``MA_BN``: a check-in carries no address or telephone, so
+it never overwrites the fuller Patient of a visit already stored. A visit that has its XML1
+is mapped from XML1; its check-in table is not read here. Writing a check-in after the
+full visit would roll the Encounter back: the ingest reads the stored Encounter and leaves
+a finished visit as it is (:mod:`ingest`).
 
 Every text value is read once through :func:`fhir_text`, which removes what the
 FHIR string type forbids or what only hides in a value (byte-order marks, zero-width
@@ -44,6 +59,7 @@ from urllib.parse import quote
 
 from lienthong.identity.scoring import ADMINISTRATIVE_ADDRESS
 from lienthong.ingest.xml130.model import STANDARD_4210, Visit
+from lienthong.ingest.xml130.rules import is_checkin
 from lienthong.terminology.catalogue import Icd10Catalogue
 from lienthong.terminology.icd10 import ICD10_SYSTEM, normalize_icd10
 
@@ -69,6 +85,14 @@ VISIT_TYPE = f"{LT}/CodeSystem/xml130-ma-loai-kcb"
 DISCHARGE_TYPE = f"{LT}/CodeSystem/xml130-ma-loai-rv"
 TREATMENT_RESULT = f"{LT}/CodeSystem/xml130-ket-qua-dtri"
 DEPARTMENT = f"{LT}/CodeSystem/xml130-ma-khoa"
+MESSAGE_SYSTEM = f"{LT}/CodeSystem/xml130-message"
+CHECKIN_TAG = {
+    "system": MESSAGE_SYSTEM,
+    "code": "check-in",
+    "display": "from the check-in message (XML0): the visit's XML1 is not yet received",
+}
+"""``meta.tag`` of an Encounter written from a check-in: ``Encounter?_tag=...|check-in``
+lists the visits begun whose summary has not come; the full visit's update removes it."""
 ROUTE = f"{LT}/CodeSystem/xml130-duong-dung"
 INITIAL_REGISTRATION = f"{LT}/StructureDefinition/xml130-initial-registration"
 """Extension of a health-insurance card identifier: the facility of first registration
@@ -114,7 +138,7 @@ _PROCEDURES = {"8", "18"}  # procedures and surgery (also paid at a rate): Proce
 _GROUPS_NOT_CARE = {"7", "10", "11", "12", "13", "14", "15", "16", "17", "19"}
 _GENDER = {"1": "male", "2": "female", "3": "unknown"}
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
-_MAPPED_TABLES = ("XML1", "XML2", "XML3", "XML4", "XML5")
+_MAPPED_TABLES = ("XML0", "XML1", "XML2", "XML3", "XML4", "XML5")
 
 # Control characters other than tab and line feed (C0, DEL, C1), and the invisible format
 # characters exports carry: soft hyphen, zero-width space/joiners, direction marks and
@@ -449,7 +473,12 @@ class _Builder:
             name: [{k: fhir_text(v) for k, v in row.items()} for row in visit.rows(name)]
             for name in _MAPPED_TABLES
         }
-        self.s = self.tables["XML1"][0] if self.tables["XML1"] else {}
+        # a check-in (XML0 alone) is read from its check-in table, a full visit from XML1
+        self.checkin = is_checkin(visit)
+        if self.tables["XML1"]:
+            self.s = self.tables["XML1"][0]
+        else:
+            self.s = self.tables["XML0"][0] if self.checkin else {}
         self.legacy = visit.standard == STANDARD_4210
         self.facility = visit.ma_cskcb.strip()
         self.ma_lk = visit.ma_lk.strip()
@@ -579,7 +608,20 @@ class _Builder:
         }
         if self.f("KET_QUA_DTRI") in _DIED and self.f("NGAY_RA"):
             patient["deceasedDateTime"] = local_datetime(self.f("NGAY_RA"))
-        return self.put(patient, _by_identifier(patient_system(self.facility), ma_bn))
+        condition = _by_identifier(patient_system(self.facility), ma_bn)
+        if not self.checkin:
+            return self.put(patient, condition)
+        # a check-in creates the Patient when the facility's MA_BN is new and otherwise
+        # leaves the stored one (made from an XML1, with address and telephone) as it is
+        full_url = self.url()
+        self.entries.append(
+            {
+                "fullUrl": full_url,
+                "resource": _clean(patient),
+                "request": {"method": "POST", "url": "Patient", "ifNoneExist": condition},
+            }
+        )
+        return full_url
 
     def cards(self) -> list[dict[str, Any]]:
         """The visit's health-insurance cards as identifiers, in the order sent: MA_THE_BHYT
@@ -669,8 +711,11 @@ class _Builder:
         origin = self.f("MA_NOI_DI", "MA_NOI_CHUYEN")
         destination = self.f("MA_NOI_DEN")
         days = number(self.f("SO_NGAY_DTRI"))
+        # the check-in's reason is that of the admission to a stay (LY_DO_VNT)
+        reason = self.f("LY_DO_VV") or (self.f("LY_DO_VNT") if self.checkin else "")
         encounter: dict[str, Any] = {
             "resourceType": "Encounter",
+            "meta": {"tag": [dict(CHECKIN_TAG)]} if self.checkin else None,
             "identifier": [
                 {"use": "official", "system": visit_system(self.facility), "value": self.ma_lk}
             ],
@@ -688,7 +733,7 @@ class _Builder:
             }
             if isinstance(days, int | float)
             else None,
-            "reasonCode": [{"text": self.f("LY_DO_VV")}] if self.f("LY_DO_VV") else [],
+            "reasonCode": [{"text": reason}] if reason else [],
             "diagnosis": [
                 {
                     "condition": {"reference": ref},
@@ -1126,6 +1171,9 @@ class _Builder:
         org = self.organization()
         patient = self.patient(org)
         encounter_at, encounter = len(self.entries), self.url()
+        if self.checkin:  # the visit has begun: nothing else of it is known yet
+            self.encounter(encounter, encounter_at, patient, org, [])
+            return {"resourceType": "Bundle", "type": "transaction", "entry": self.entries}
         diagnoses = self.conditions(patient, encounter)
         self.encounter(encounter, encounter_at, patient, org, diagnoses)
         self.body_weight(patient, encounter)
