@@ -903,3 +903,17 @@ def test_a_service_query_carries_the_codes_a_written_address_names() -> None:
         "province_code": "31",
         "commune_code": "",
     }
+
+
+def test_given_name_first_with_day_and_month_swapped_is_found(tmp_path: Path) -> None:
+    register = [
+        *REGISTER,
+        ("038213000001", "Nguyễn Thùy Anh", "2013-11-01", "F", "38", "15544", ""),
+    ]
+    rows = run(
+        tmp_path,
+        # the words in reverse order, and 11 January for 1 November
+        record(record_id="A", full_name="Anh Thùy Nguyễn", birth_date="11/1/13", sex="F"),
+        register=register,
+    )
+    assert rows["A"]["cccd_suggested"] == "038213000001"

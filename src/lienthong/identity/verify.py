@@ -985,19 +985,7 @@ class VerifyEngine:
         number = "CASE WHEN regexp_full_match(n, '[0-9]{10,11}') THEN lpad(n, 12, '0') ELSE n END"
         names = [r[0] for r in con.execute(f"SELECT DISTINCT full_name FROM {src}").fetchall()]
         con.register("name_map", _name_map(names))
-        # A record without province and commune codes may still say where its person lives
-        # in a written address: read for place only (`address_place`).
-        written = []
-        if with_source:
-            written = [
-                r[0]
-                for r in con.execute(
-                    f"SELECT DISTINCT address FROM {src} WHERE address IS NOT NULL "
-                    "AND coalesce(province_code, '') = '' AND coalesce(commune_code, '') = ''"
-                ).fetchall()
-            ]
-        con.register("address_map", _address_map(written))
-        coded = "coalesce(s.province_code, '') <> '' OR coalesce(s.commune_code, '') <> ''"
+        address = ", coalesce(s.address, '') AS address" if with_source else ""
         con.execute(
             f"""
             CREATE OR REPLACE TABLE {dst} AS
@@ -1012,10 +1000,7 @@ class VerifyEngine:
                    nm.fam, nm.mid, nm.giv,
                    dm.y, dm.m, dm.d, coalesce(dm.bad, false) AS date_bad,
                    sm.sx,
-                   CASE WHEN {coded} THEN coalesce(pm.pset, []) ELSE coalesce(am.pset, []) END
-                     AS pset,
-                   CASE WHEN {coded} THEN coalesce(pm.cset, []) ELSE coalesce(am.cset, []) END
-                     AS cset
+                   coalesce(pm.pset, []) AS pset, coalesce(pm.cset, []) AS cset{address}
             FROM (SELECT *, regexp_replace(coalesce(cccd, ''), '[^0-9A-Za-z]', '', 'g') AS n
                   FROM {src}) s
             LEFT JOIN name_map nm ON nm.raw IS NOT DISTINCT FROM s.full_name
@@ -1023,10 +1008,9 @@ class VerifyEngine:
             LEFT JOIN sex_map sm ON sm.raw IS NOT DISTINCT FROM s.sex
             LEFT JOIN place_map pm ON pm.p IS NOT DISTINCT FROM s.province_code
                                    AND pm.c IS NOT DISTINCT FROM s.commune_code
-            LEFT JOIN address_map am ON {"am.a = s.address" if with_source else "false"}
             """
         )
-        for name in ("name_map", "date_map", "sex_map", "place_map", "address_map"):
+        for name in ("name_map", "date_map", "sex_map", "place_map"):
             con.unregister(name)
 
     def load_register(
@@ -1220,12 +1204,29 @@ class VerifyEngine:
         `decide` can tell whether someone else fits the record better."""
         con = self.con
         people = max(1, self.register_size or self.register_rows)
+        # A record without province and commune codes may still say where its person lives
+        # in a written address: read for the candidate search only (`address_place`).
+        written = [
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT r.address FROM rec r ANTI JOIN fast f ON r.rn = f.rn "
+                "WHERE r.address <> '' AND r.province_code = '' AND r.commune_code = ''"
+            ).fetchall()
+        ]
+        con.register("address_map", _address_map(written))
         con.execute(
             """
             CREATE OR REPLACE TEMP TABLE need AS
-            SELECT r.* FROM rec r ANTI JOIN fast f ON r.rn = f.rn
+            SELECT r.* REPLACE (
+                CASE WHEN am.a IS NULL OR r.province_code <> '' OR r.commune_code <> ''
+                     THEN r.pset ELSE am.pset END AS pset,
+                CASE WHEN am.a IS NULL OR r.province_code <> '' OR r.commune_code <> ''
+                     THEN r.cset ELSE am.cset END AS cset)
+            FROM rec r ANTI JOIN fast f ON r.rn = f.rn
+            LEFT JOIN address_map am ON am.a = r.address
             """
         )
+        con.unregister("address_map")
         near = (
             "(length(r.cccd) = 12 AND r.cccd <> g.cccd "
             "AND damerau_levenshtein(r.cccd, g.cccd) = 1)"
@@ -1340,6 +1341,7 @@ class VerifyEngine:
                 UNION
                 SELECT n.rn, g.gid FROM need n JOIN reg g ON n.fs = g.fs AND n.y = g.y
                  WHERE n.d IS NULL OR n.m = g.m OR n.d = g.d OR (n.m = 1 AND n.d = 1)
+                    OR (n.m = g.d AND n.d = g.m)
                     OR list_contains(n.cset, g.commune_code)
                 UNION
                 SELECT n.rn, g.gid FROM (
