@@ -736,9 +736,9 @@ def test_accuracy_on_a_population_from_another_generator(
 ) -> None:
     """The same targets on `bench.altpop`, built apart from `lienthong.synth` (its own
     names, households, sources and noise: namesakes' and relatives' numbers, keystrokes,
-    slips, two-digit years, 1 January for unknown dates, movers). Suggestions fall short
-    of 98 % there: many records give a name and a birth year only, which several register
-    people share."""
+    slips, two-digit years, 1 January for unknown dates, movers, written addresses
+    without codes). What stays without a right suggestion is mostly a name and a birth
+    year alone, which several register people share."""
     from bench.altpop import generate as generate_alt
     from bench.bench_verify import _accuracy
 
@@ -763,7 +763,7 @@ def test_accuracy_on_a_population_from_another_generator(
     assert acc["false_mismatch"] < 0.001 * acc["own"], acc
     assert acc["false_accept"] < 0.001 * acc["others"], acc
     assert namesakes[1] < 0.02 * namesakes[0], namesakes
-    assert acc["right"] >= 0.96 * acc["wanted"], acc
+    assert acc["right"] >= 0.98 * acc["wanted"], acc
     assert acc["wrong"] < 0.002 * records, acc
 
 
