@@ -227,12 +227,14 @@ def _rows_of(root: etree._Element) -> list[dict[str, str]]:
     return rows
 
 
+_DOCTYPE_REFUSED = (
+    "a DOCTYPE declaration is not allowed (DTDs, entities and external references are refused)"
+)
+
+
 def _reject_doctype(element: etree._Element, where: str) -> None:
     if element.getroottree().docinfo.doctype:
-        raise Xml130Error(
-            f"{where}: a DOCTYPE declaration is not allowed (DTDs, entities and external "
-            "references are refused)"
-        )
+        raise Xml130Error(f"{where}: {_DOCTYPE_REFUSED}")
 
 
 # ------------------------------------------------------------------ vendor dialects
@@ -313,6 +315,21 @@ def _looks_utf16(head: bytes) -> bool:
     )
 
 
+_PROLOG_DOCTYPE = re.compile(r"\A(?:\s|<\?.*?\?>|<!--.*?-->)*<!DOCTYPE", re.DOTALL)
+
+
+def _declares_doctype(head: bytes) -> bool:
+    """Whether the prolog at the start of a document (its first bytes, any encoding)
+    declares a DOCTYPE. Checked before libxml2 reads it, so that a DTD is refused as one
+    whatever the parser's own limits would have said first (an entity bomb trips lxml's
+    amplification limit before the tree shows its DOCTYPE)."""
+    if _looks_utf16(head):
+        text = head.decode("utf-16", errors="ignore")
+    else:
+        text = head.decode("utf-8", errors="ignore")
+    return _PROLOG_DOCTYPE.match(text.lstrip("\ufeff")) is not None
+
+
 def _clean_head(data: bytes) -> tuple[bytes, bool]:
     """The start of an ASCII-compatible document with leading byte-order marks and
     whitespace removed, and a declaration saying ``utf-16`` over bytes that are not
@@ -352,6 +369,7 @@ class _CleanReader:
         self._started = False
         self._active = True
         self._utf8 = True
+        self.doctype = False  # the prolog declares a DOCTYPE: nothing was handed on
 
     def read(self, size: int = -1) -> bytes:
         size = size if size and size > 0 else 1 << 16
@@ -364,6 +382,9 @@ class _CleanReader:
                         break
                     chunk += more
                 self._started = True
+                if _declares_doctype(chunk):
+                    self.doctype = True
+                    return b""
                 if _looks_utf16(chunk):
                     self._active = False
                 else:
@@ -465,6 +486,11 @@ def _table_document(content: str) -> tuple[str, list[dict[str, str]]]:
     if not raw.strip():
         raise _BrokenTable("NOIDUNGFILE decodes to nothing")
     raw = _clean_table(raw)
+    if _declares_doctype(raw[:4096]):
+        raise _BrokenTable(
+            "a DOCTYPE declaration is not allowed in the table (DTDs, entities and external "
+            "references are refused)"
+        )
     parser = _inner_parser()
     try:
         root = etree.fromstring(raw, parser)
@@ -573,14 +599,19 @@ class _State:
 
 
 def _parse_stream(stream: IO[bytes], label: str) -> Iterator[Visit]:
-    events = etree.iterparse(_CleanReader(stream), events=("start", "end"), **_parser_options())
+    reader = _CleanReader(stream)
+    events = etree.iterparse(reader, events=("start", "end"), **_parser_options())
     it = iter(events)
     state = _State(events)
     try:
         try:
             _event, root = next(it)
-        except StopIteration:
-            raise Xml130Error(f"{label}: no XML element found") from None
+        except (StopIteration, etree.XMLSyntaxError) as exc:
+            if reader.doctype:
+                raise Xml130Error(f"{label}: {_DOCTYPE_REFUSED}") from None
+            if isinstance(exc, StopIteration):
+                raise Xml130Error(f"{label}: no XML element found") from None
+            raise
         _reject_doctype(root, label)
         if _local(root.tag) == "GIAMDINHHS":
             yield from _envelope(it, root, label, state)
