@@ -140,6 +140,22 @@ HARD: list[tuple[str, dict[str, str]]] = [
                  commune_code=PHU_LOI)),
     ("lua", _row("XYO2", "Do Thi Lua", "14/02/1948", "F", phone="0388 444 555",
                  commune_code=PHU_LOI)),
+    # Two namesakes, same birth date, other communes and phones; a record with the name
+    # and the birth year alone, no place and no identifier, matches both equally: it
+    # must join neither (through it they would become one), while one sharing a phone
+    # with one of them matches that one clearly better and joins it.
+    ("toan_1", _row("XNB1", "Nguyễn Văn Toàn", "1975-05-12", "M", phone="0903555111",
+                    commune_code=THU_DAU_MOT)),
+    ("toan_1", _row("XNB2", "Nguyen Van Toan", "12/05/1975", "Nam", phone="0903555111",
+                    commune_code=THU_DAU_MOT)),
+    ("toan_2", _row("XNB3", "Nguyễn Văn Toàn", "1975-05-12", "M", phone="0988222777",
+                    commune_code=PHU_LOI)),
+    ("toan_2", _row("XNB4", "NGUYEN VAN TOAN", "12/05/1975", "M", phone="0988222777",
+                    commune_code=PHU_LOI)),
+    ("toan_3", _row("XNB5", "Nguyễn Văn Toàn", "1975", "Nam", province_code="",
+                    commune_code="")),
+    ("toan_2", _row("XNB6", "Nguyen Van Toan", "1975", "M", phone="0988 222 777",
+                    province_code="", commune_code="")),
 ]  # fmt: skip
 
 
@@ -319,6 +335,10 @@ def test_hard_cases(linked: Linkage) -> None:
     assert not same("XCN1", "XCN3"), "a chain joined two incompatible birth dates"
     assert same("XCN2", "XCN1") or same("XCN2", "XCN3")
     assert same("XYO1", "XYO2"), "a year-only birth date did not link"
+    assert same("XNB1", "XNB2") and same("XNB3", "XNB4")
+    assert not same("XNB1", "XNB3"), "namesakes joined through a year-only record"
+    assert not same("XNB5", "XNB1") and not same("XNB5", "XNB3"), "a tie was broken"
+    assert same("XNB6", "XNB3"), "a clearly stronger link of a weak record was dropped"
 
 
 def test_second_pass_joins_clusters_that_are_each_other_s_only_candidate() -> None:
