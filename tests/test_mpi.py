@@ -724,6 +724,28 @@ def test_a_record_like_two_persons_that_conflict_leaves_them_for_review(
     assert " merge " not in out
 
 
+def test_a_weak_record_like_two_namesakes_joins_neither(
+    api: TestClient, store_url: str, model_path: Path
+) -> None:
+    """Two namesakes born the same year, each with a full date, a commune and a phone of
+    their own, then a record with the name and the year alone (no number, no place): it
+    matches both, and so tells them apart from nothing. It must not join them, nor pick
+    one of them; a record that also has one's phone goes to that one."""
+    a = post(api, rec("Trần Văn Hùng", "1975-05-12", "M", phone="0905111222"))
+    c = post(api, rec("Tran Van Hung", "1975-05-21", "M", phone="0913444555", commune=PHU_LOI))
+    ma, mc = person_of(api, a)["id"], person_of(api, c)["id"]
+    assert ma != mc
+    w = post(api, rec("TRẦN VĂN HÙNG", "1975", "M", commune="", province_code=""))
+    assert person_of(api, a)["id"] == ma and person_of(api, c)["id"] == mc
+    assert links(person_of(api, a)) == {a} and links(person_of(api, c)) == {c}
+    assert person_of(api, w)["id"] not in (ma, mc)
+    code, out = cli("events", store_url=store_url, model_path=model_path)
+    assert " merge " not in out
+    p = post(api, rec("Trần Văn Hùng", "1975", "M", phone="0913444555", commune="",
+                      province_code=""))  # fmt: skip
+    assert person_of(api, p)["id"] == mc
+
+
 # --------------------------------------------------------------------------- access
 
 
