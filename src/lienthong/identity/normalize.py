@@ -165,12 +165,13 @@ _RHYMES: dict[str, bool] = {
 _FRONT = frozenset("iyeê")
 
 
-def _strip_marks(text: str) -> str:
-    decomposed = unicodedata.normalize("NFD", text.replace("đ", "d"))
+def _fold(text: str) -> str:
+    """Strip every diacritic and map đ to d (đ has no decomposition in Unicode)."""
+    decomposed = unicodedata.normalize("NFD", text.replace("đ", "d").replace("Đ", "D"))
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
-_FOLDED_RHYMES = frozenset(_strip_marks(r) for r in _RHYMES)
+_FOLDED_RHYMES = frozenset(_fold(r) for r in _RHYMES)
 
 
 def _onset_allows(onset: str, rhyme: str) -> bool:
@@ -232,7 +233,8 @@ _VIQR_TONES = {"'": _ACUTE, "`": _GRAVE, "?": _HOOK, "~": _TILDE, ".": _DOT}
 _CIRCUMFLEX = {"a": "â", "e": "ê", "o": "ô"}
 _HORN = {"o": "ơ", "u": "ư"}
 _TELEX_KEYS = frozenset("sfrxjwz")
-_VIQR_MARKS = frozenset("^(+'`?~.")
+VIQR_MARKS = frozenset("^(+'`?~.")
+"""The marks of VIQR typing ("Nguye^~n"): a name with any may be VIQR throughout."""
 _VIQR_CLEAR = frozenset("^(+`~")  # never punctuation in a name
 
 
@@ -363,9 +365,9 @@ def _viqr_clear(word: str) -> bool:
     """Whether `word` carries a VIQR mark that cannot be anything else: ^ ( + ` ~ after a
     vowel, or ' . ? between a vowel and a letter ("Ha?i"). A final "." or "?" may be
     punctuation ("Văn A."), an apostrophe after a consonant is part of the name (H'Hen)."""
-    after_vowel = _VOWELS | _VIQR_MARKS
+    after_vowel = _VOWELS | VIQR_MARKS
     return any(
-        c in _VIQR_MARKS
+        c in VIQR_MARKS
         and word[i - 1] in after_vowel
         and (c in _VIQR_CLEAR or (i + 1 < len(word) and word[i + 1].isalpha()))
         for i, c in enumerate(word[1:], 1)
@@ -405,7 +407,7 @@ def _decode(word: str, context: bool = False) -> str:
     "r") count too."""
     if not word.isascii() or not any(c.isalpha() for c in word) or is_syllable(word):
         return word
-    if any(c in _VIQR_MARKS for c in word):
+    if any(c in VIQR_MARKS for c in word):
         if not (context or _viqr_clear(word)):
             return word
         decoded = _viqr(word)
@@ -420,6 +422,43 @@ def _decode(word: str, context: bool = False) -> str:
     if decoded is None or not decoded[0].isalpha() or not _valid_syllable(*decoded):
         return word
     return _compose(*decoded)
+
+
+_TYPED_TONES = {"\u0301": "s1'", "\u0300": "f2`", "\u0309": "r3?", "\u0303": "x4~", "\u0323": "j5."}
+_TYPED_LETTERS = {
+    "â": ("aa", "a6", "a^"), "ê": ("ee", "e6", "e^"), "ô": ("oo", "o6", "o^"),
+    "ă": ("aw", "a8", "a("), "ơ": ("ow", "o7", "o+"), "ư": ("uw", "u7", "u+"),
+    "đ": ("dd", "d9", "dd"),
+}  # fmt: skip
+KEYSTROKE_SCHEMES = ("telex", "vni", "viqr")
+
+
+@functools.lru_cache(maxsize=8192)
+def keystrokes(text: str, scheme: str) -> str:
+    """``text`` as typed with the input method switched off, the inverse of
+    :func:`decode_keystrokes`: what the keys for the diacritics leave behind. Telex and
+    VNI put the tone key at the end of the word (the usual habit), VIQR right after the
+    vowel it marks: "Nguyễn Thị" -> "Nguyeenx Thij" (telex), "Nguye6n4 Thi5" (vni),
+    "Nguye^~n Thi." (viqr). Case is kept."""
+    k = KEYSTROKE_SCHEMES.index(scheme)
+    words = []
+    for word in text.split(" "):
+        typed, tone = "", ""
+        for ch in unicodedata.normalize("NFC", word):
+            parts = unicodedata.normalize("NFD", ch)
+            mark = "".join(c for c in parts if c in _TYPED_TONES)
+            base = "".join(c for c in parts if c not in _TYPED_TONES)
+            letter = unicodedata.normalize("NFC", base)
+            if letter.lower() in _TYPED_LETTERS:
+                keys = _TYPED_LETTERS[letter.lower()][k]
+                letter = keys.upper() if letter.isupper() else keys
+            typed += letter
+            if mark:
+                tone = _TYPED_TONES[mark][k]
+                if scheme == "viqr":
+                    typed += tone
+        words.append(typed if scheme == "viqr" or not tone else typed + tone)
+    return " ".join(words)
 
 
 def decode_keystrokes(word: str) -> str:
@@ -457,12 +496,6 @@ def normalize_name(raw: str) -> str:
     """
     words = _decode_words(clean_text(raw).lower().split())
     return " ".join(_capitalise(_place_tone(w)) for w in words)
-
-
-def _fold(text: str) -> str:
-    """Strip every diacritic and map đ to d (đ has no decomposition in Unicode)."""
-    decomposed = unicodedata.normalize("NFD", text.replace("đ", "d").replace("Đ", "D"))
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 # The orthographic i/y alternation of open syllables: Mĩ/Mỹ, Lí/Lý, Kì/Kỳ, Quí/Quý, Tí/Tý,

@@ -50,7 +50,10 @@ from rapidfuzz.distance import OSA
 from lienthong.identity import layouts
 from lienthong.identity.identifiers import check_cccd
 from lienthong.identity.normalize import (
+    KEYSTROKE_SCHEMES,
     SURNAME_KEYS,
+    VIQR_MARKS,
+    keystrokes,
     name_key,
     normalize_name,
     normalize_sex,
@@ -422,14 +425,11 @@ def _token(word: str) -> tuple[str, str]:
     return found
 
 
-# Marks of VIQR typing ("Nguye^~n"): a name with any is decoded whole, since whether a
-# final "." is a tone mark depends on the other words.
-_VIQR_CHARS = frozenset("^(+'`?~.")
-
-
 def _name_tokens(raw: str) -> list[tuple[str, str]]:
     lowered = raw.lower()
-    if not _VIQR_CHARS.isdisjoint(lowered):
+    if not VIQR_MARKS.isdisjoint(lowered):
+        # VIQR typing ("Nguye^~n"): the name is decoded whole, since whether a final "."
+        # is a tone mark depends on the other words
         words = normalize_name(lowered).lower().split()
         keys = [name_key(w) for w in words]
         return [(_spelling_as_key(w, k), k) for w, k in zip(words, keys, strict=True)]
@@ -633,38 +633,6 @@ def compare_name(
     return "differ", f"full_name: {said}"
 
 
-# How the three input-method conventions type each letter and tone (normalize decodes
-# clean keystrokes; these spell the register's name out to compare with a record whose
-# keystrokes were mistyped too, such as "Thai1 Thi5 Doe6m4" for Thái Thị Diễm).
-_KEYS_LETTERS = {
-    "telex": {"â": "aa", "ê": "ee", "ô": "oo", "ă": "aw", "ơ": "ow", "ư": "uw", "đ": "dd"},
-    "vni": {"â": "a6", "ê": "e6", "ô": "o6", "ă": "a8", "ơ": "o7", "ư": "u7", "đ": "d9"},
-    "viqr": {"â": "a^", "ê": "e^", "ô": "o^", "ă": "a(", "ơ": "o+", "ư": "u+", "đ": "dd"},
-}
-_KEYS_TONES = {
-    "telex": dict(zip("\u0301\u0300\u0309\u0303\u0323", "sfrxj", strict=True)),
-    "vni": dict(zip("\u0301\u0300\u0309\u0303\u0323", "12345", strict=True)),
-    "viqr": dict(zip("\u0301\u0300\u0309\u0303\u0323", "'`?~.", strict=True)),
-}
-
-
-def _keystrokes(word: str, method: str) -> str:
-    """One lower-case word as typed in `method` with the input method off: letters with
-    their marks spelt out, the tone key after the word (Telex, VNI) or the vowel (VIQR)."""
-    tones = _KEYS_TONES[method]
-    letters, tone = [], ""
-    for ch in unicodedata.normalize("NFC", word):
-        base = unicodedata.normalize("NFD", ch)
-        mark = next((tones[c] for c in base if c in tones), "")
-        plain = unicodedata.normalize("NFC", "".join(c for c in base if c not in tones))
-        letters.append(_KEYS_LETTERS[method].get(plain, plain))
-        if method == "viqr":
-            letters.append(mark)
-        elif mark:
-            tone = mark
-    return "".join(letters) + tone
-
-
 @functools.lru_cache(maxsize=1 << 14)
 def _typed_with_keystrokes(raw: str, canon: str) -> bool:
     """Whether the ASCII name `raw` is the name `canon` typed with an input method off,
@@ -673,8 +641,10 @@ def _typed_with_keystrokes(raw: str, canon: str) -> bool:
     words = canon.split()
     if len(typed) != len(words) or not any(not w.isascii() for w in words):
         return False
-    for method in _KEYS_LETTERS:
-        spelt = [_keystrokes(w, method) for w in words]
+    for method in KEYSTROKE_SCHEMES:
+        # the register's name spelt out in the method's keys, to compare with a record
+        # whose keystrokes were mistyped too ("Thai1 Thi5 Doe6m4" for Thái Thị Diễm)
+        spelt = [keystrokes(w, method) for w in words]
         for order in (spelt, spelt[1:] + spelt[:1], spelt[-1:] + spelt[:-1]):
             apart = [edit_distance(t, w, 2) for t, w in zip(typed, order, strict=True)]
             if max(apart) <= 1 and sum(apart) <= 2:

@@ -49,6 +49,7 @@ from random import Random
 from typing import Any
 
 from lienthong.identity import layouts
+from lienthong.identity.normalize import KEYSTROKE_SCHEMES, keystrokes
 from lienthong.synth import names
 
 REFERENCE_DATE = date(2025, 12, 31)
@@ -414,41 +415,6 @@ def _old_name(name: str) -> str:
 
 
 # Keys of the input methods (Telex, VNI, VIQR) for each tone and each vowel quality.
-_TONE_KEYS = {"\u0301": "s1'", "\u0300": "f2`", "\u0309": "r3?", "\u0303": "x4~", "\u0323": "j5."}
-_QUALITY_KEYS = {
-    "â": ("aa", "a6", "a^"), "ê": ("ee", "e6", "e^"), "ô": ("oo", "o6", "o^"),
-    "ă": ("aw", "a8", "a("), "ơ": ("ow", "o7", "o+"), "ư": ("uw", "u7", "u+"),
-    "đ": ("dd", "d9", "dd"),
-}  # fmt: skip
-KEYSTROKE_SCHEMES = ("telex", "vni", "viqr")
-
-
-@lru_cache(maxsize=8192)
-def keystrokes(text: str, scheme: str) -> str:
-    """``text`` as typed with the input method switched off: what the keys for the
-    diacritics leave behind. Telex and VNI put the tone key at the end of the word (the
-    usual habit), VIQR right after the vowel it marks: "Nguyễn Thị" -> "Nguyeenx Thij"
-    (telex), "Nguye6n4 Thi5" (vni), "Nguye^~n Thi." (viqr). Case is kept."""
-    k = KEYSTROKE_SCHEMES.index(scheme)
-    words = []
-    for word in text.split(" "):
-        typed, tone = "", ""
-        for ch in unicodedata.normalize("NFC", word):
-            parts = unicodedata.normalize("NFD", ch)
-            mark = "".join(c for c in parts if c in _TONE_KEYS)
-            letter = unicodedata.normalize("NFC", "".join(c for c in parts if c not in _TONE_KEYS))
-            if letter.lower() in _QUALITY_KEYS:
-                keys = _QUALITY_KEYS[letter.lower()][k]
-                letter = keys.upper() if letter.isupper() else keys
-            typed += letter
-            if mark:
-                tone = _TONE_KEYS[mark][k]
-                if scheme == "viqr":
-                    typed += tone
-        words.append(typed if scheme == "viqr" or not tone else typed + tone)
-    return " ".join(words)
-
-
 # The orthographic i/y pairs of open syllables (the same letters with any tone).
 _I_Y = re.compile(r"(?<!\w)(k|l|m|qu|t|h|s|v)([iìíỉĩịyỳýỷỹỵ])(?!\w)", re.IGNORECASE)
 _I_TO_Y = str.maketrans("iìíỉĩịIÌÍỈĨỊyỳýỷỹỵYỲÝỶỸỴ", "yỳýỷỹỵYỲÝỶỸỴiìíỉĩịIÌÍỈĨỊ")
