@@ -1283,6 +1283,21 @@ def test_a_full_visits_check_in_table_is_checked_but_never_blocks(inpatient: Vis
     assert _rules(problems) == {("XML0", "HO_TEN", "required")}
     assert problems[0].severity == "conformance" and not blocking(problems)
     assert problems[0].as_dict()["severity"] == "conformance"
+    # the per-facility summary says so too, beside a check-in alone where it blocks
+    from lienthong.ingest.cli_xml130 import report_json
+    from lienthong.ingest.xml130.validate import ValidationReport
+
+    report = ValidationReport()
+    report.add_visit("01012", problems)
+    kinds = report_json(report, "test")["facilities"]["01012"]["problems"]
+    assert [(k["table"], k["field"], k["severity"]) for k in kinds] == [
+        ("XML0", "HO_TEN", "conformance")
+    ]
+    report.add_visit("01012", validate_visit(checkin_of(inpatient, HO_TEN="")))
+    kinds = report_json(report, "test")["facilities"]["01012"]["problems"]
+    assert [(k["table"], k["field"], k["severity"], k["visits"]) for k in kinds] == [
+        ("XML0", "HO_TEN", "blocking", 2)
+    ]
 
 
 def test_two_check_in_rows_of_one_visit_are_a_duplicate(outpatient: Visit) -> None:

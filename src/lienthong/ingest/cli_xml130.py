@@ -26,7 +26,7 @@ from rich.table import Table
 from lienthong.cli_common import counting_progress, require_inputs, settings_for
 from lienthong.cli_options import DatabaseOpt
 from lienthong.ingest.xml130.cli_ingest import expand_xml_paths, ingest_command
-from lienthong.ingest.xml130.rules import BLOCKING, RULES, severity
+from lienthong.ingest.xml130.rules import BLOCKING, RULES
 from lienthong.ingest.xml130.validate import (
     IcdCatalogue,
     ValidationReport,
@@ -151,7 +151,7 @@ def report_json(report: ValidationReport, catalogue: str) -> dict[str, Any]:
                         "table": t,
                         "field": fl,
                         "rule": r,
-                        "severity": severity(r, t, fl),
+                        "severity": f.severities[(t, fl, r)],
                         "visits": n,
                     }
                     for (t, fl, r), n in f.problems.most_common()
@@ -209,7 +209,7 @@ def _print_summary(report: ValidationReport, out: Console, top: int, catalogue: 
     for code, facility in sorted(report.facilities.items()):
         frequent = sorted(
             facility.problems.items(),
-            key=lambda kv: (-kv[1], severity(kv[0][2], kv[0][0], kv[0][1]) != BLOCKING),
+            key=lambda kv: (-kv[1], facility.severities[kv[0]] != BLOCKING),
         )[:top]
         table.add_row(
             code,
@@ -218,7 +218,8 @@ def _print_summary(report: ValidationReport, out: Console, top: int, catalogue: 
             f"{facility.visits_conformance:,}",
             f"{facility.visits_clean:,}",
             "; ".join(
-                f"{severity(r, t, f)} {_where(t, f)} {r}: {n:,}" for (t, f, r), n in frequent
+                f"{facility.severities[(t, f, r)]} {_where(t, f)} {r}: {n:,}"
+                for (t, f, r), n in frequent
             ),
         )
     out.print(table)

@@ -824,6 +824,19 @@ class FacilitySummary:
     visits_blocking: int = 0
     visits_conformance: int = 0
     problems: Counter[Group] = field(default_factory=Counter)
+    # each kind's severity as its problems had it (blocking if any of them was): the same
+    # kind is a conformance problem in the check-in table of a visit that has its XML1
+    severities: dict[Group, str] = field(default_factory=dict)
+
+    def count(self, problems: list[Problem]) -> None:
+        """One visit's problems, each kind once."""
+        kinds: set[Group] = set()
+        for p in problems:
+            key = (p.table, p.field, p.rule)
+            kinds.add(key)
+            if self.severities.get(key) != BLOCKING:
+                self.severities[key] = p.severity
+        self.problems.update(kinds)
 
     @property
     def visits_with_errors(self) -> int:
@@ -915,7 +928,7 @@ class ValidationReport:
         else:
             facility.visits_conformance += 1
             self.visits_conformance += 1
-        facility.problems.update({(p.table, p.field, p.rule) for p in problems})
+        facility.count(problems)
         self.problems.extend(problems)
         self._group(problems)
 
