@@ -36,10 +36,9 @@ from pathlib import Path
 
 import duckdb
 
-from bench.common import ROOT, machine
+from bench.common import ROOT, add_generator_option, generate_population, machine
 
 THRESHOLD = 0.95
-GENERATORS = ("synth", "alt")
 
 
 def _population(people: int, seed: int, out: Path, generator: str = "synth") -> Path:
@@ -49,14 +48,7 @@ def _population(people: int, seed: int, out: Path, generator: str = "synth") -> 
         wanted["generator"] = generator
     if not (marker.exists() and json.loads(marker.read_text()) == wanted):
         started = time.perf_counter()
-        if generator == "alt":
-            from bench.altpop import generate as generate_alt
-
-            records = generate_alt(people, seed, out).records
-        else:
-            from lienthong.synth.population import generate
-
-            records = generate(people, seed, out).records
+        records = generate_population(generator, people, seed, out).records
         marker.write_text(json.dumps(wanted))
         label = "" if generator == "synth" else f" ({generator})"
         print(f"generated{label}: {records:,} records of {people:,} people in "
@@ -204,12 +196,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--people", type=int, default=500_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--generator",
-        choices=GENERATORS,
-        default="synth",
-        help="synth: lienthong.synth; alt: bench.altpop, an independently built population",
-    )
+    add_generator_option(parser)
     parser.add_argument("--out", type=Path, default=None, help="default bench/out/link[-alt]")
     args = parser.parse_args()
     if args.out is None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from bench.common import ROOT, machine, summary_ms
+from bench.common import ROOT, add_generator_option, generate_population, machine, summary_ms
 from lienthong.fhir.engine import FhirEngine
 from lienthong.fhir.interactions.match import match
 from lienthong.fhir.interactions.search import search
@@ -40,7 +40,6 @@ from lienthong.identity.scoring import patient_from_record
 from lienthong.ingest.bulk import BulkImporter
 from lienthong.settings import Settings
 from lienthong.storage.base import open_store
-from lienthong.synth import generate
 
 OUT = ROOT / "bench" / "out" / "mpi"
 
@@ -81,21 +80,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument(
-        "--generator",
-        choices=["synth", "alt"],
-        default="synth",
-        help="synth: lienthong.synth; alt: bench.altpop, a population built apart from it",
-    )
+    add_generator_option(parser)
     args = parser.parse_args()
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
-    if args.generator == "alt":
-        from bench.altpop import generate as generate_alt
-
-        pop: Any = generate_alt(args.people, args.seed, OUT / "population")
-    else:
-        pop = generate(args.people, args.seed, OUT / "population")
+    pop = generate_population(args.generator, args.people, args.seed, OUT / "population")
     with (OUT / "population" / "records.csv").open(encoding="utf-8", newline="") as fh:
         records = list(csv.DictReader(fh))
     with (OUT / "population" / "truth.csv").open(encoding="utf-8", newline="") as fh:

@@ -35,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import machine  # noqa: E402
+from bench.common import add_generator_option, generate_population, machine  # noqa: E402
 
 
 def _peak_mb() -> float:
@@ -246,12 +246,7 @@ def main() -> None:
     parser.add_argument(
         "--records-per-person", type=float, default=None, help="synth only (default 1.0)"
     )
-    parser.add_argument(
-        "--generator",
-        choices=("synth", "alt"),
-        default="synth",
-        help="synth: lienthong.synth; alt: bench.altpop, an independently built population",
-    )
+    add_generator_option(parser)
     parser.add_argument("--out", type=Path, default=None, help="default bench/out/verify[-alt]")
     args = parser.parse_args()
     alt = args.generator == "alt"
@@ -264,14 +259,8 @@ def main() -> None:
                        f"p{args.people}-s{args.seed}-r{rpp}")  # fmt: skip
     if not (data / "truth.csv").exists():
         print(f"generating {args.people:,} people into {data} ...", flush=True)
-        if alt:
-            from bench.altpop import generate as generate_alt
-
-            generate_alt(args.people, args.seed, data)
-        else:
-            from lienthong.synth.population import generate
-
-            generate(args.people, args.seed, data, records_per_person=rpp)
+        kw = {} if alt else {"records_per_person": rpp}
+        generate_population(args.generator, args.people, args.seed, data, **kw)
     print(f"machine: {machine()}; load average before: {os.getloadavg()}")
     if alt:
         print("generator: alt (bench.altpop)")
