@@ -1375,8 +1375,9 @@ class VerifyEngine:
         """Detailed comparison, in Python, of records with a number that did not pass the
         fast path; records without a number are settled in SQL in `_assemble`."""
         con = self.con
+        distances = ", ".join(_distance(f"n.{c}", f"g.{c}") for c in ("fam", "giv", "mid", "fs"))
         cur = con.execute(
-            """
+            f"""
             SELECT n.rn, n.cccd,
                    n.full_name, n.canon, n.fold, n.is_ascii, n.fam, n.mid, n.giv,
                    n.birth_date, n.y, n.m, n.d, n.sx, n.pset, n.cset,
@@ -1386,14 +1387,7 @@ class VerifyEngine:
                    b.cccd, b.w, b.w2,
                    -- edit distances with the keys' i/y folding undone (a slip "Tị" for
                    -- "Thị" is one letter, though the keys are "ty" and "thi")
-                   least(damerau_levenshtein(n.fam, g.fam),
-                         damerau_levenshtein(replace(n.fam, 'y', 'i'), replace(g.fam, 'y', 'i'))),
-                   least(damerau_levenshtein(n.giv, g.giv),
-                         damerau_levenshtein(replace(n.giv, 'y', 'i'), replace(g.giv, 'y', 'i'))),
-                   least(damerau_levenshtein(n.mid, g.mid),
-                         damerau_levenshtein(replace(n.mid, 'y', 'i'), replace(g.mid, 'y', 'i'))),
-                   least(damerau_levenshtein(n.fs, g.fs),
-                         damerau_levenshtein(replace(n.fs, 'y', 'i'), replace(g.fs, 'y', 'i'))),
+                   {distances},
                    h.w,
                    CASE WHEN n.fs = g.fs THEN g.n_full ELSE g.n_fg END
             FROM need n
@@ -1512,6 +1506,14 @@ class VerifyEngine:
             rows = zip(*(table.column(c).to_pylist() for c in REPORT_COLUMNS), strict=True)
             writer.writerows(["" if v is None else v for v in row] for row in rows)
             fh.flush()
+
+
+def _distance(a: str, b: str) -> str:
+    """SQL: the edit distance of two keys (two neighbours exchanged counting one), the
+    smaller of it with the keys' i/y folding undone ("ti" for "thi" is one letter, though
+    its key is "ty")."""
+    ia, ib = f"replace({a}, 'y', 'i')", f"replace({b}, 'y', 'i')"
+    return f"least(damerau_levenshtein({a}, {b}), damerau_levenshtein({ia}, {ib}))"
 
 
 def _slip(a: str, b: str) -> str:
