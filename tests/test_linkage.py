@@ -492,6 +492,7 @@ def test_cannot_link_rules_in_sql_equal_the_python_ones(features: pa.Table) -> N
         (1984, 3, 12), (1995, 3, 12), (1958, 3, 12), (1985, 3, None), (1985, None, None),
         (1985, 3, 1), (1985, 1, 1), (1986, 1, 1), (1985, 7, 30), (1986, 12, 3),
         (None, None, None), (1985, 4, 12), (1985, 1, 12), (1985, 12, 1),
+        (1985, 12, None), (1985, 7, 1), (1986, 12, 1),
     ]  # fmt: skip
     numbers = [("079085001234", None), ("079085001243", None), ("079085009999", "7912340001"),
                (None, "7912340001"), (None, "7912340011"), (None, "7955550001")]  # fmt: skip
@@ -552,6 +553,10 @@ def test_cannot_link_rules_in_sql_equal_the_python_ones(features: pa.Table) -> N
         ((1985, 3, 12), (1985, 4, 1), True),  # day unknown, month one digit off
         ((1985, 3, 12), (1985, 5, 1), True),
         ((1985, 3, 12), (1985, 10, 1), False),
+        ((1980, 8, 11), (1980, 11, 1), True),  # swapped, the other's day unknown
+        ((1980, 8, 11), (1980, 11, None), True),
+        ((1980, 8, 11), (1980, 12, 1), False),  # swapped would be 11 August: no
+        ((1980, 8, 11), (1981, 11, 1), False),  # swapped and the year: two errors
     ],
 )
 def test_births_compatible(left: tuple[Any, ...], right: tuple[Any, ...], compatible: bool) -> None:

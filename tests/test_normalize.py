@@ -132,6 +132,9 @@ def test_surname_table() -> None:
         ("Văn An Nguyễn", NameParts("Nguyễn", "Văn", "An")),  # family moved last
         ("Thị Minh Khai Nguyễn", NameParts("Nguyễn", "Thị Minh", "Khai")),
         ("An Nguyễn Văn", NameParts("Nguyễn", "Văn", "An")),  # given name first
+        ("An Văn Nguyễn", NameParts("Nguyễn", "Văn", "An")),  # the whole name reversed
+        ("Thúy Minh Thị Chu", NameParts("Chu", "Thị Minh", "Thuý")),
+        ("Văn Thị Nguyễn", NameParts("Nguyễn", "Văn", "Thị")),  # both markers: as before
         ("An Nguyen", NameParts("Nguyen", "", "An")),  # unaccented surname
         ("Nguyễn Văn Hoàng", NameParts("Nguyễn", "Văn", "Hoàng")),  # given = surname word
         ("Lê Hoàng", NameParts("Lê", "", "Hoàng")),
@@ -492,6 +495,9 @@ def test_decode_keystrokes_word_by_word() -> None:
     assert decode_keystrokes("Thuy") == "Thuy"  # already a syllable: unchanged, case kept
     assert decode_keystrokes("Ksor") == "Ksor"  # decodes to no syllable ("ksỏ")
     assert decode_keystrokes("Nguyeenxx") == "Nguyeenxx"
+    # VNI keys on a mistyped syllable: the letters without the digits
+    assert decode_keystrokes("Hi6ng2") == "hing"
+    assert decode_keystrokes("2Ho6ng") == "2Ho6ng"  # not a word typed with VNI keys
 
 
 def test_real_names_are_never_decoded() -> None:

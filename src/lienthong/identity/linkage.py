@@ -1107,6 +1107,8 @@ _BIRTHS_COMPATIBLE = f"""(
     l.birth_year IS NULL OR r.birth_year IS NULL
     OR coalesce(l.birth_year = r.birth_year AND l.birth_month = r.birth_day
         AND l.birth_day = r.birth_month, false)
+    OR coalesce(l.birth_year = r.birth_year AND (l.pm IS NULL OR r.pd IS NULL OR l.pm = r.pd)
+        AND (l.pd IS NULL OR r.pm IS NULL OR l.pd = r.pm), false)
     OR (abs(l.birth_year - r.birth_year) = 1 AND (l.pm IS NULL OR r.pm IS NULL
         OR (l.pm = r.pm AND (l.pd IS NULL OR r.pd IS NULL OR l.pd = r.pd))))
     OR damerau_levenshtein({_digits_sql("l", "r")}, {_digits_sql("r", "l")}) <= 1

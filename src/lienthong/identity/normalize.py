@@ -420,6 +420,12 @@ def _decode(word: str, context: bool = False) -> str:
     else:
         return word
     if decoded is None or not decoded[0].isalpha() or not _valid_syllable(*decoded):
+        if any(c.isdigit() for c in word) and word[0].isalpha():
+            # VNI keys on a mistyped syllable ("hi6ng2" for "hồng"): digits are never
+            # letters of a name, so the letters alone are the word without its marks
+            # (unless they read as keystrokes themselves: normalising stays idempotent)
+            letters = "".join(c for c in word if not c.isdigit())
+            return letters if _decode(letters) == letters else word
         return word
     return _compose(*decoded)
 
@@ -585,14 +591,20 @@ class NameParts:
     given: str
 
 
+_MIDDLE_MARKERS = frozenset(("van", "thi"))
+"""Keys of Văn and Thị, the middle names that mark a man's or a woman's name and are
+hardly ever a given name: a reversed name shows them just before the surname."""
+
+
 def split_name(raw: str) -> NameParts:
     """Split a name into family, middle and given names.
 
     Vietnamese order is family-middle-given ("Nguyễn Văn An"). Forms filled in under a
     Western "first name / last name" layout yield "Văn An Nguyễn" (family moved last) or
-    "An Nguyễn Văn" (given name first). The order is changed only when the first word is
-    not a known surname and the last (or the second) is; otherwise Vietnamese order is
-    assumed. Comparison uses folded keys, so "Nguyen" counts as "Nguyễn".
+    "An Nguyễn Văn" (given name first), or the whole name reversed, "An Văn Nguyễn" (told
+    from the first by Văn or Thị before the surname). The order is changed only when the
+    first word is not a known surname and the last (or the second) is; otherwise
+    Vietnamese order is assumed. Comparison uses folded keys, so "Nguyen" counts as "Nguyễn".
     """
     words = normalize_name(raw).split()
     if not words:
@@ -601,7 +613,11 @@ def split_name(raw: str) -> NameParts:
         return NameParts("", "", words[0])
     keys = [name_key(w) for w in words]
     if keys[0] not in SURNAME_KEYS:
-        if keys[-1] in SURNAME_KEYS:  # "Văn An Nguyễn"
+        if keys[-1] in SURNAME_KEYS:
+            if len(words) > 2 and keys[-2] in _MIDDLE_MARKERS and keys[0] not in _MIDDLE_MARKERS:
+                # "An Văn Nguyễn": the whole name reversed (Văn and Thị are middle names)
+                return NameParts(words[-1], " ".join(reversed(words[1:-1])), words[0])
+            # "Văn An Nguyễn"
             return NameParts(words[-1], " ".join(words[:-2]), words[-2])
         if keys[1] in SURNAME_KEYS:  # "An Nguyễn Văn"
             return NameParts(words[1], " ".join(words[2:]), words[0])

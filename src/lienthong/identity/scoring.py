@@ -479,12 +479,19 @@ def _placeholder(f: Features) -> tuple[Any, Any, Any]:
     return (y, m, None) if d == 1 else (y, m, d)
 
 
+def _agrees(a: Any, b: Any) -> bool:
+    """Equal, or unknown on either side."""
+    return a is None or b is None or a == b
+
+
 def births_compatible(left: Features, right: Features) -> bool:
     """Whether two birth dates can be one person's: equal as far as both are known
     (a missing year, month or day agrees with anything, and so does a 1st, or 1 January
     for the day and month), or apart by one known error: day and month swapped, one
     wrong or two adjacent swapped digits of ``YYYYMMDD`` (compared to the precision both
-    have), or the year off by one with the day and month equal."""
+    have), or the year off by one with the day and month equal. A swap is judged as far
+    as both are known too: 11 August against "1 November" (the day unknown) is 8 November
+    swapped."""
     yl, ml, dl = _parts(left)
     yr, mr, dr = _parts(right)
     if yl is None or yr is None:
@@ -493,6 +500,8 @@ def births_compatible(left: Features, right: Features) -> bool:
         return True
     yl, ml, dl = _placeholder(left)
     yr, mr, dr = _placeholder(right)
+    if yl == yr and _agrees(ml, dr) and _agrees(dl, mr):
+        return True  # swapped as far as both are known: "11/08" against "01/11" (day unknown)
     months = ml is not None and mr is not None
     days = months and dl is not None and dr is not None
     if abs(yl - yr) == 1 and (not months or ml == mr) and (not days or dl == dr):
