@@ -73,6 +73,10 @@ class Settings(BaseSettings):
         description="secret that signs the audit chain's head (kept outside the database)",
         repr=False,
     )
+    body_max_bytes: int = Field(
+        128 * 1024 * 1024,
+        description="largest FHIR request body accepted (resources, bundles, raw Binary), bytes",
+    )
     xml130_max_bytes: int = Field(
         512 * 1024 * 1024, description="largest hospital XML export accepted, bytes"
     )

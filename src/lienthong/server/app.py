@@ -3,7 +3,9 @@
 Everything FHIR lives in :mod:`lienthong.fhir`; this module only reads
 headers (``Prefer``, ``If-Match``, ``If-None-Exist``, ``If-None-Match``),
 parses bodies and renders :class:`FhirResponse` and :class:`FhirError` as
-``application/fhir+json`` (https://hl7.org/fhir/R4/http.html).
+``application/fhir+json`` (https://hl7.org/fhir/R4/http.html), or a Binary's
+raw content under its own type. One dependency answers 406 for any FHIR request
+asking for a format the server cannot produce (``formats.negotiate``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 import psycopg
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
@@ -30,8 +32,10 @@ from lienthong.access.gate import AccessGate, auth_is_off, run_audited
 from lienthong.access.policy import AccessContext
 from lienthong.fhir.engine import FHIR_JSON, FhirEngine, FhirResponse, load_json
 from lienthong.fhir.errors import FhirError, Issue, bad_request, error, not_found
+from lienthong.fhir.interactions import binary as binary_mod
 from lienthong.fhir.interactions import create as create_mod
 from lienthong.fhir.interactions import delete as delete_mod
+from lienthong.fhir.interactions import formats
 from lienthong.fhir.interactions import match as match_mod
 from lienthong.fhir.interactions import merge as merge_mod
 from lienthong.fhir.interactions import terminology as terminology_ops
@@ -42,6 +46,7 @@ from lienthong.fhir.interactions.history import history
 from lienthong.fhir.interactions.read import read, vread
 from lienthong.fhir.interactions.search import search
 from lienthong.fhir.interactions.transaction import process_bundle
+from lienthong.fhir.interactions.versions import versions
 from lienthong.fhir.validate import is_resource_type
 from lienthong.ingest.xml130 import ingest as xml130_ingest
 from lienthong.settings import Settings
@@ -86,18 +91,48 @@ def _params(request: Request) -> list[tuple[str, str]]:
     return list(request.query_params.multi_items())
 
 
-async def _body(request: Request) -> Any:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+async def _read_body(request: Request) -> bytes:
+    limit: int = request.app.state.body_max_bytes
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw.extend(chunk)
+        if len(raw) > limit:
+            raise error(
+                413, "too-costly", f"the body is over {limit:,} bytes (LIENTHONG_BODY_MAX_BYTES)"
+            )
+    return bytes(raw)
+
+
+async def _body(request: Request, res_type: str | None = None, res_id: str | None = None) -> Any:
+    header = request.headers.get("content-type", "")
+    if res_type == "Binary" and binary_mod.is_raw_upload(header):
+        security = request.headers.get("x-security-context")
+        return binary_mod.from_upload(await _read_body(request), header, security, res_id)
+    ctype = header.split(";")[0].strip().lower()
     if ctype and ctype not in ACCEPTED_BODY_TYPES:
         raise error(
             415,
             "not-supported",
             f"content type {ctype!r} is not supported; send application/fhir+json",
         )
-    raw = await request.body()
+    raw = await _read_body(request)
     if not raw.strip():
         raise bad_request("the request has no body")
     return load_json(raw)
+
+
+_RESOURCE_READS = ("/fhir/{res_type}/{res_id}", "/fhir/{res_type}/{res_id}/_history/{version}")
+
+
+def _negotiate(request: Request) -> None:
+    """406 for a FHIR request asking (``_format``, Accept) for what the server cannot
+    produce; a Binary read is left to its interaction, which may answer raw content."""
+    if not request.url.path.startswith("/fhir"):
+        return
+    route = getattr(request.scope.get("route"), "path", None)
+    if route in _RESOURCE_READS and request.path_params.get("res_type") == "Binary":
+        return
+    formats.negotiate(request.headers.get("accept"), request.query_params.get("_format"))
 
 
 def _check_type(res_type: str) -> None:
@@ -139,7 +174,9 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
         lifespan=lifespan,
         docs_url="/docs",
         openapi_url="/openapi.json",
+        dependencies=[Depends(_negotiate)],
     )
+    app.state.body_max_bytes = settings.body_max_bytes
 
     def gate() -> AccessGate:
         gate_: AccessGate = holder["gate"]
@@ -222,6 +259,10 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
     def metadata() -> Response:
         e: FhirEngine = holder["engine"]
         return render(FhirResponse(200, capability_statement(e.base_url, e.registry, e.extractor)))
+
+    @app.get("/fhir/$versions")
+    def versions_route() -> Response:
+        return render(versions())
 
     @app.post("/fhir")
     async def bundle(request: Request) -> Response:
@@ -370,7 +411,7 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
     @app.post("/fhir/{res_type}")
     async def create(res_type: str, request: Request) -> Response:
         _check_type(res_type)
-        body = await _body(request)
+        body = await _body(request, res_type)
         if_none_exist = request.headers.get("if-none-exist")
         prefer = _prefer(request).get("return")
         return await audited(
@@ -384,7 +425,7 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
     @app.put("/fhir/{res_type}")
     async def conditional_update(res_type: str, request: Request) -> Response:
         _check_type(res_type)
-        body = await _body(request)
+        body = await _body(request, res_type)
         query, if_match = request.url.query, request.headers.get("if-match")
         prefer = _prefer(request).get("return")
         return await audited(
@@ -435,32 +476,40 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
         )
 
     @app.get("/fhir/Patient/{res_id}/$everything")
+    @app.post("/fhir/Patient/{res_id}/$everything")
     async def patient_everything(res_id: str, request: Request) -> Response:
         params = _params(request)
+        has_body = request.method == "POST" and request.headers.get("content-length") != "0"
+        body = await _body(request) if has_body else None
         return await audited(
             request,
             "operation:$everything",
             "Patient",
             res_id,
-            lambda eng, ctx: everything(eng, res_id, params),
+            lambda eng, ctx: everything(eng, res_id, params, body),
         )
 
     @app.get("/fhir/{res_type}/{res_id}")
     async def read_route(res_type: str, res_id: str, request: Request) -> Response:
         _check_type(res_type)
         if_none_match = request.headers.get("if-none-match")
+        accept, fmt = request.headers.get("accept"), request.query_params.get("_format")
         return await audited(
             request,
             "read",
             res_type,
             res_id,
-            lambda eng, ctx: read(eng, res_type, res_id, if_none_match),
+            lambda eng, ctx: (
+                binary_mod.read_binary(eng, res_id, None, accept, fmt, if_none_match)
+                if res_type == "Binary"
+                else read(eng, res_type, res_id, if_none_match)
+            ),
         )
 
     @app.put("/fhir/{res_type}/{res_id}")
     async def update(res_type: str, res_id: str, request: Request) -> Response:
         _check_type(res_type)
-        body = await _body(request)
+        body = await _body(request, res_type, res_id)
         if_match = request.headers.get("if-match")
         prefer = _prefer(request).get("return")
         return await audited(
@@ -497,12 +546,17 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
     @app.get("/fhir/{res_type}/{res_id}/_history/{version}")
     async def vread_route(res_type: str, res_id: str, version: str, request: Request) -> Response:
         _check_type(res_type)
+        accept, fmt = request.headers.get("accept"), request.query_params.get("_format")
         return await audited(
             request,
             "vread",
             res_type,
             res_id,
-            lambda eng, ctx: vread(eng, res_type, res_id, version),
+            lambda eng, ctx: (
+                binary_mod.read_binary(eng, res_id, version, accept, fmt)
+                if res_type == "Binary"
+                else vread(eng, res_type, res_id, version)
+            ),
         )
 
     return app

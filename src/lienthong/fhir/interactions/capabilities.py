@@ -50,6 +50,24 @@ OPERATIONS: dict[str, list[tuple[str, str]]] = {
 }
 """Operations per resource type, as the CapabilityStatement lists them."""
 
+OPERATION_DOCS: dict[tuple[str, str], str] = {
+    ("Patient", "everything"): (
+        "GET or POST (Parameters). Parameters: start and end (care dates of the record, "
+        "not record dates; resources without a care date are kept), _since "
+        "(meta.lastUpdated), _type (comma-separated), _count with _offset (paged; the "
+        "links carry every parameter). On a master person record it spans the source "
+        "records."
+    ),
+}
+SYSTEM_OPERATIONS = [("versions", _HL7_OPS + "CapabilityStatement-versions")]
+TYPE_DOCS = {
+    "Binary": (
+        "read and vread return the raw content under Binary.contentType unless "
+        "application/fhir+json or _format is asked for; create and update accept the raw "
+        "content under any non-FHIR Content-Type (X-Security-Context sets securityContext)."
+    ),
+}
+
 
 @lru_cache(maxsize=4)
 def capability_statement(
@@ -85,9 +103,12 @@ def capability_statement(
             "searchRevInclude": ["*"],
             "searchParam": search_params,
         }
+        if rtype in TYPE_DOCS:
+            entry["documentation"] = TYPE_DOCS[rtype]
         if rtype in OPERATIONS:
             entry["operation"] = [
-                {"name": name, "definition": definition} for name, definition in OPERATIONS[rtype]
+                _operation(name, definition, OPERATION_DOCS.get((rtype, name)))
+                for name, definition in OPERATIONS[rtype]
             ]
         resources.append(entry)
     return {
@@ -140,9 +161,17 @@ def capability_statement(
                     {"name": "_id", "type": "token"},
                     {"name": "_lastUpdated", "type": "date"},
                 ],
+                "operation": [_operation(n, d, None) for n, d in SYSTEM_OPERATIONS],
             }
         ],
     }
+
+
+def _operation(name: str, definition: str, documentation: str | None) -> dict[str, str]:
+    out = {"name": name, "definition": definition}
+    if documentation:
+        out["documentation"] = documentation
+    return out
 
 
 def _definition_id(rtype: str, code: str) -> str:
