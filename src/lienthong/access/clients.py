@@ -33,6 +33,7 @@ from lienthong.access.auth import (
     _USER_NAME,
     DEFAULT_SCOPES,
     ROLES,
+    USER_TABLE,
     _check_role_fields,
     _check_scopes,
     _logical_id,
@@ -154,13 +155,14 @@ class JwksFetcher:
 
     A cached set is reused for ``cache_seconds``; an assertion naming a kid
     the cached set lacks fetches it again (a client rotating its key), at most
-    once per :data:`REFETCH_COOLDOWN_SECONDS` per URL.
+    once per ``cooldown`` seconds (:data:`REFETCH_COOLDOWN_SECONDS`) per URL.
     """
 
     def __init__(self, timeout: float, max_bytes: int, cache_seconds: float) -> None:
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.cache_seconds = cache_seconds
+        self.cooldown = REFETCH_COOLDOWN_SECONDS
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
@@ -191,7 +193,7 @@ class JwksFetcher:
             fetched, jwks = cached
             fresh = now - fetched < self.cache_seconds
             has_kid = any(k.get("kid") == kid for k in jwks["keys"])
-            if fresh and (has_kid or now - fetched < REFETCH_COOLDOWN_SECONDS):
+            if fresh and (has_kid or now - fetched < self.cooldown):
                 return jwks
         jwks = self._fetch(uri)
         with self._lock:
@@ -211,6 +213,7 @@ class ClientRegistry:
     def __init__(self, database_url: str) -> None:
         self.db = SideDB(database_url, "access")
         self.db.execute(CLIENT_TABLE)
+        self.db.execute(USER_TABLE)  # a name is a user's or a client's, not both
 
     def add(
         self,

@@ -276,7 +276,11 @@ class TokenEndpoint:
         self.jtis.close()
 
     def respond(self, content_type: str, body: bytes, source_ip: str | None = None) -> TokenResult:
-        """The answer to one token request (never raises for a bad request)."""
+        """The answer to one token request (never raises for a bad request).
+
+        Each request is audited (action ``token``): granted or refused, under the id
+        of the registered client the assertion names (``anonymous`` before that).
+        """
         client: Client | None = None
         holder: list[Client] = []
         try:
@@ -332,8 +336,7 @@ class TokenEndpoint:
             )
         if assertion_type != JWT_BEARER:
             raise _invalid_client(f"client_assertion_type must be {JWT_BEARER}")
-        client = self._authenticate(assertion, form.get("client_id"))
-        holder.append(client)
+        client = self._authenticate(assertion, form.get("client_id"), holder)
         scope = form.get("scope")
         if scope is None:
             raise OAuthError("invalid_request", "scope is required, e.g. scope=system/*.rs")
@@ -345,7 +348,11 @@ class TokenEndpoint:
         token = self.issuer.issue_client(client, granted, ttl)
         return {"access_token": token, "token_type": "bearer", "expires_in": ttl, "scope": granted}
 
-    def _authenticate(self, assertion: str, client_id_param: str | None) -> Client:
+    def _authenticate(
+        self, assertion: str, client_id_param: str | None, holder: list[Client]
+    ) -> Client:
+        """The client the assertion authenticates; ``holder`` gets the client it claims
+        to be as soon as that is known, so a refusal is audited under its id."""
         try:
             header = jwt.get_unverified_header(assertion)
             unverified = jwt.decode(assertion, options={"verify_signature": False})
@@ -370,6 +377,7 @@ class TokenEndpoint:
         client = self.clients.get(iss)
         if client is None:
             raise _invalid_client(f"unknown client {iss[:128]!r}")
+        holder.append(client)
         jku = header.get("jku")
         if jku is not None and jku != client.jwks_uri:
             raise _invalid_client("client_assertion jku is not the client's registered jwks_uri")
