@@ -11,7 +11,7 @@ from rich.console import Console
 
 from lienthong import __version__
 from lienthong.access.cli_audit import alerts_command, audit_app
-from lienthong.access.cli_users import token_command, user_app
+from lienthong.access.cli_users import client_app, token_command, user_app
 from lienthong.cli_common import (
     audit_run,
     counting_progress,
@@ -38,6 +38,7 @@ app.add_typer(user_app, name="user", help="Users of the embedded token issuer.")
 app.command("token", help="Print an access token for a user (the token alone on stdout).")(
     token_command
 )
+app.add_typer(client_app, name="client", help="Client systems that get tokens themselves.")
 app.add_typer(audit_app, name="audit", help="The hash-chained audit trail: verify, list.")
 app.command("alerts", help="Alerts raised by the access rules.")(alerts_command)
 app.add_typer(synth_app, name="synth", help="Synthetic Vietnamese data for tests and demos.")

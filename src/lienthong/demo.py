@@ -395,7 +395,7 @@ def create_users(settings: Settings, run: DemoRun) -> dict[str, str]:
         ]
     finally:
         users.close()
-    issuer = TokenIssuer(settings.database_url, settings.token_issuer, settings.token_audience)
+    issuer = TokenIssuer(settings.database_url, settings.issuer(), settings.token_audience)
     tokens: dict[str, str] = {}
     try:
         for user in added:

@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./lienthong-data/lienthong.db"
+#: The ``iss`` of lienthong's tokens before it became a URL.
+LEGACY_ISSUER = "lienthong"
 
 
 class Settings(BaseSettings):
@@ -46,9 +49,28 @@ class Settings(BaseSettings):
     auth: str = Field(
         "on", description="on: every request needs a bearer token; off: only on loopback"
     )
-    token_issuer: str = Field("lienthong", description="iss of the tokens lienthong issues")
+    issuer_url: str | None = Field(
+        None,
+        description="http(s) URL of lienthong's token issuer: the iss of its tokens, where its "
+        "discovery document, keys and token endpoint are (default: base URL without /fhir)",
+    )
+    token_issuer: str = Field(
+        LEGACY_ISSUER,
+        description="former name of issuer_url, used when that is unset and this is not "
+        f"{LEGACY_ISSUER!r} (its former default; tokens with that iss stay valid)",
+    )
     token_audience: str = Field("lienthong", description="aud lienthong issues and expects")
     token_ttl: int = Field(3600, description="default lifetime of issued tokens, seconds")
+    client_token_ttl: int = Field(
+        300, description="lifetime of the tokens the token endpoint gives clients, seconds"
+    )
+    client_jwks_max_bytes: int = Field(
+        64 * 1024, description="largest JWKS fetched from a client's jwks_uri, bytes"
+    )
+    client_jwks_timeout: float = Field(5.0, description="seconds to wait for a client's jwks_uri")
+    client_jwks_cache_seconds: int = Field(
+        300, description="how long a JWKS fetched from a client's jwks_uri is reused"
+    )
     oidc_issuer: str | None = Field(None, description="external OpenID Connect issuer to trust")
     oidc_audience: str | None = Field(None, description="aud expected in external tokens")
     oidc_jwks_url: str | None = Field(
@@ -81,6 +103,23 @@ class Settings(BaseSettings):
         512 * 1024 * 1024, description="largest hospital XML export accepted, bytes"
     )
 
+    @field_validator("issuer_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.query
+            or parts.fragment
+        ):
+            raise ValueError(
+                f"issuer_url must be an http(s) URL without query or fragment, got {value!r}"
+            )
+        return value
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``env`` (defaults to the process environment)."""
@@ -91,6 +130,26 @@ class Settings(BaseSettings):
             if f"LIENTHONG_{name.upper()}" in source
         }
         return cls.model_validate(values)
+
+    def public_root(self) -> str:
+        """The server's public root URL: the FHIR base URL without its ``/fhir``."""
+        base = (self.base_url or f"http://{self.host}:{self.port}/fhir").rstrip("/")
+        return base[: -len("/fhir")] if base.endswith("/fhir") else base
+
+    def issuer(self) -> str:
+        """The ``iss`` of the tokens lienthong issues: ``LIENTHONG_ISSUER_URL``, else a
+        ``LIENTHONG_TOKEN_ISSUER`` other than the former default, else :meth:`public_root`
+        (so ``{issuer}/.well-known/openid-configuration`` is served by this server)."""
+        if self.issuer_url:
+            return self.issuer_url.rstrip("/")
+        if self.token_issuer and self.token_issuer != LEGACY_ISSUER:
+            return self.token_issuer
+        return self.public_root()
+
+    def auth_root(self) -> str:
+        """Where the issuer's endpoints are: the issuer when it is an http(s) URL."""
+        issuer = self.issuer()
+        return issuer if issuer.startswith(("http://", "https://")) else self.public_root()
 
     def sqlite_path(self) -> Path | None:
         """The SQLite file path when the database URL is a ``sqlite://`` one."""

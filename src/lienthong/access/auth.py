@@ -7,7 +7,11 @@ issuers:
 * the **embedded issuer** (the default, so a fresh install works with no
   identity provider): users live in a small directory beside the store
   (:class:`UserDirectory`), tokens are minted by :class:`TokenIssuer` with an
-  RS256 key pair kept in the same side database, and published as a JWKS;
+  RS256 key pair kept in the same side database, and published as a JWKS.
+  Its ``iss`` is an http(s) URL (``LIENTHONG_ISSUER_URL``, by default the
+  server's root URL) with a discovery document; registered client systems get
+  its tokens from the SMART Backend Services token endpoint
+  (:mod:`lienthong.access.smart`);
 * an optional **external OpenID Connect provider** (``LIENTHONG_OIDC_ISSUER``),
   whose keys come from its JWKS, found through its discovery document
   (https://openid.net/specs/openid-connect-discovery-1_0.html) unless
@@ -41,15 +45,18 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from lienthong.settings import Settings
+from lienthong.settings import LEGACY_ISSUER, Settings
 from lienthong.storage.side_tables import SideDB
+
+if TYPE_CHECKING:
+    from lienthong.access.clients import Client
 
 ROLES = ("clinician", "commune_staff", "analyst", "data_admin", "citizen", "auditor", "system")
 
@@ -195,6 +202,17 @@ def _check_role_fields(role: str, organization: str | None, patient: str | None)
         raise ValueError(f"a {role} needs an organization (the Organization id they work for)")
 
 
+USER_TABLE = (
+    "CREATE TABLE IF NOT EXISTS access_user ("
+    " name TEXT PRIMARY KEY,"
+    " role TEXT NOT NULL,"
+    " organization TEXT,"
+    " practitioner TEXT,"
+    " patient TEXT,"
+    " created TEXT NOT NULL)"
+)
+
+
 class UserDirectory:
     """Users of the embedded issuer, in table ``access_user`` of side database ``access``.
 
@@ -205,16 +223,11 @@ class UserDirectory:
     """
 
     def __init__(self, database_url: str) -> None:
+        from lienthong.access.clients import CLIENT_TABLE
+
         self.db = SideDB(database_url, "access")
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS access_user ("
-            " name TEXT PRIMARY KEY,"
-            " role TEXT NOT NULL,"
-            " organization TEXT,"
-            " practitioner TEXT,"
-            " patient TEXT,"
-            " created TEXT NOT NULL)"
-        )
+        self.db.execute(USER_TABLE)
+        self.db.execute(CLIENT_TABLE)  # a name is a user's or a client's, not both
 
     def add(
         self,
@@ -234,6 +247,8 @@ class UserDirectory:
         practitioner = _logical_id(practitioner, "Practitioner")
         patient = _logical_id(patient, "Patient")
         _check_role_fields(role, organization, patient)
+        if self.db.query("SELECT 1 FROM access_client WHERE client_id = ?", (name,)):
+            raise ValueError(f"{name!r} is already a client's id: give the user another name")
         created = datetime.now(UTC).isoformat(timespec="seconds")
         inserted = self.db.execute(
             "INSERT INTO access_user (name, role, organization, practitioner, patient, created)"
@@ -438,6 +453,35 @@ class TokenIssuer:
             value = getattr(user, claim)
             if value is not None:
                 claims[claim] = value
+        return self._sign(claims)
+
+    def issue_client(self, client: Client, scope: str, ttl_seconds: int) -> str:
+        """An access token for a registered client (the token endpoint's answer).
+
+        Like a user's, with ``sub`` and ``client_id`` (RFC 9068) the client id, and
+        the client's ``role`` and ``organization``.
+        """
+        if ttl_seconds <= 0:
+            raise ValueError(
+                f"token lifetime must be a positive number of seconds, got {ttl_seconds}"
+            )
+        issued = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": client.client_id,
+            "client_id": client.client_id,
+            "iat": issued,
+            "exp": issued + int(ttl_seconds),
+            "jti": uuid.uuid4().hex,
+            "scope": _check_scopes(scope),
+            "role": client.role,
+        }
+        if client.organization is not None:
+            claims["organization"] = client.organization
+        return self._sign(claims)
+
+    def _sign(self, claims: dict[str, Any]) -> str:
         kid, pem = self._signing_key()
         return jwt.encode(claims, pem, algorithm=LOCAL_ALGORITHM, headers={"kid": kid})
 
@@ -624,10 +668,14 @@ def _decode(
 class Authenticator:
     """Turns an ``Authorization`` header into a :class:`Principal`, or raises :class:`AuthError`.
 
-    The token's issuer picks the keys: ``settings.token_issuer`` means the
-    embedded issuer (keys from the side database, and the user must still be
-    in the :class:`UserDirectory` with the same role and ids as in the token,
-    so removing or changing a user revokes their tokens at once);
+    The token's issuer picks the keys: ``settings.issuer()`` (or the former
+    default :data:`~lienthong.settings.LEGACY_ISSUER`, whose tokens are signed by
+    the same keys and stay valid) means the embedded issuer (keys from the side
+    database, and the user must still be in the :class:`UserDirectory` with the
+    same role and ids as in the token, so removing or changing a user revokes
+    their tokens at once; a token the token endpoint gave a client, which has a
+    ``client_id`` claim, likewise needs the client still registered, see
+    :mod:`lienthong.access.clients`);
     ``settings.oidc_issuer`` means the external provider (keys from its JWKS,
     ``aud`` must be ``settings.oidc_audience``, or ``settings.token_audience``
     when that is unset). Any other issuer is refused.
@@ -653,18 +701,21 @@ class Authenticator:
         jwks_refresh_cooldown: float = 10.0,
         jwks_cache_seconds: float = 300.0,
     ) -> None:
+        from lienthong.access.clients import ClientRegistry
+
         url = database_url or settings.database_url
         self.users = UserDirectory(url)
+        self.clients = ClientRegistry(url)
         # verified local tokens -> (valid until, claims): an RS256 check costs more than
         # the rest of a read, and a token is presented many times in its life
         self._verified: dict[str, tuple[float, dict[str, Any]]] = {}
-        self.issuer = TokenIssuer(url, settings.token_issuer, settings.token_audience)
+        self.issuer = TokenIssuer(url, settings.issuer(), settings.token_audience)
         self.external: _ExternalIssuer | None = None
         if settings.oidc_issuer:
-            if settings.oidc_issuer == settings.token_issuer:
+            if settings.oidc_issuer in (settings.issuer(), LEGACY_ISSUER):
                 raise ValueError(
-                    "LIENTHONG_OIDC_ISSUER must differ from LIENTHONG_TOKEN_ISSUER"
-                    f" (both are {settings.token_issuer!r})"
+                    "LIENTHONG_OIDC_ISSUER must differ from lienthong's own issuer"
+                    f" (LIENTHONG_ISSUER_URL, {settings.issuer()!r}) and from {LEGACY_ISSUER!r}"
                 )
             self.external = _ExternalIssuer(
                 settings.oidc_issuer,
@@ -699,19 +750,19 @@ class Authenticator:
         iss = unverified.get("iss")
         if iss is None:
             raise AuthError("token lacks required claim 'iss'")
-        if iss == self.issuer.issuer:
-            return self._local(token, alg, kid)
+        if iss in (self.issuer.issuer, LEGACY_ISSUER):
+            return self._local(token, alg, kid, iss)
         if self.external is not None and iss == self.external.issuer:
             return self._external(token, kid)
         raise AuthError("wrong issuer")
 
-    def _local(self, token: str, alg: str, kid: str) -> Principal:
+    def _local(self, token: str, alg: str, kid: str, iss: str) -> Principal:
         if alg != LOCAL_ALGORITHM:
             raise AuthError(f"token algorithm not allowed: this issuer signs {LOCAL_ALGORITHM}")
         key = self.issuer.public_key(kid)
         if key is None:
             raise AuthError("unknown signing key (kid not in the issuer's JWKS)")
-        claims = _decode(token, key, [LOCAL_ALGORITHM], self.issuer.issuer, self.issuer.audience)
+        claims = _decode(token, key, [LOCAL_ALGORITHM], iss, self.issuer.audience)
         principal = self._local_principal(claims)
         if len(self._verified) >= 10_000:
             self._verified.clear()
@@ -719,6 +770,8 @@ class Authenticator:
         return principal
 
     def _local_principal(self, claims: dict[str, Any]) -> Principal:
+        if "client_id" in claims:
+            return self._client_principal(claims)
         user = self.users.get(claims["sub"])
         if user is None:
             raise AuthError("unknown user")
@@ -734,6 +787,37 @@ class Authenticator:
             practitioner=user.practitioner,
             patient=user.patient,
             scopes=_scopes(claims),
+            token_id=_str_claim(claims, "jti"),
+            issuer=self.issuer.issuer,
+        )
+
+    def _client_principal(self, claims: dict[str, Any]) -> Principal:
+        """A token the token endpoint gave a registered client: the client must still be
+        registered with the same role and organization, and for the token's scopes."""
+        from lienthong.access.smart import grant_scopes
+
+        if claims["client_id"] != claims["sub"]:
+            raise AuthError("token claim 'client_id' differs from 'sub'")
+        client = self.clients.get(claims["sub"])
+        if client is None:
+            raise AuthError("unknown client")
+        as_issued = (_str_claim(claims, "role"), _str_claim(claims, "organization"))
+        if as_issued != (client.role, client.organization):
+            raise AuthError("client's role or organization changed since the token was issued")
+        scopes = _scopes(claims)
+        try:
+            still_granted = set(grant_scopes(" ".join(sorted(scopes)), client.scope).split())
+        except ValueError:
+            still_granted = set()
+        if still_granted != scopes:
+            raise AuthError("client's scopes changed since the token was issued; get a new one")
+        return Principal(
+            name=client.client_id,
+            role=client.role,
+            organization=client.organization,
+            practitioner=None,
+            patient=None,
+            scopes=scopes,
             token_id=_str_claim(claims, "jti"),
             issuer=self.issuer.issuer,
         )
@@ -782,4 +866,5 @@ class Authenticator:
 
     def close(self) -> None:
         self.users.close()
+        self.clients.close()
         self.issuer.close()

@@ -1,4 +1,5 @@
-"""``lienthong user ...`` and ``lienthong token``: manage the embedded issuer's users and tokens.
+"""``lienthong user ...``, ``lienthong token``, ``lienthong client ...``: the embedded issuer's
+users, tokens and client systems.
 
 For a fresh install without an identity provider: add users with their role
 and organization / practitioner / patient ids, then mint a bearer token
@@ -11,15 +12,24 @@ and organization / practitioner / patient ids, then mint a bearer token
 ``lienthong token`` prints the token alone on stdout so it can be captured;
 every message goes to stderr. Scopes use SMART App Launch v2 syntax
 (https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html).
+
+Client systems get their tokens themselves from the token endpoint (SMART
+Backend Services) with a JWT signed by their private key; register them with
+their public keys, a JWKS file or the https URL of one::
+
+    lienthong client add his-bv-tw --role system --organization org-1 --jwks his.jwks.json
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 from lienthong.access.auth import DEFAULT_SCOPES, ROLES, TokenIssuer, User, UserDirectory
+from lienthong.access.clients import CLIENT_ROLES, Client, ClientRegistry
 from lienthong.cli_options import DatabaseOpt
 from lienthong.settings import Settings
 
@@ -140,7 +150,7 @@ def token_command(
     if user is None:
         raise _fail(f"unknown user {name!r} (add it with: lienthong user add)")
     try:
-        issuer = TokenIssuer(url, settings.token_issuer, settings.token_audience)
+        issuer = TokenIssuer(url, settings.issuer(), settings.token_audience)
     except Exception as error:
         raise _fail(f"cannot open the signing keys: {error}") from None
     try:
@@ -150,3 +160,107 @@ def token_command(
     finally:
         issuer.close()
     typer.echo(token)
+
+
+# ---------------------------------------------------------------------------
+# client systems (SMART Backend Services)
+
+client_app = typer.Typer(
+    name="client",
+    help="Client systems that get tokens with their own key pair (add, list, remove).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _open_registry(database: str | None) -> ClientRegistry:
+    try:
+        return ClientRegistry(_database_url(database))
+    except Exception as error:  # bad URL, unreachable server, unwritable file
+        raise _fail(f"cannot open the client registry: {error}") from None
+
+
+def _describe_client(client: Client) -> str:
+    keys = (
+        f"jwks_uri={client.jwks_uri}"
+        if client.jwks_uri
+        else ("jwks=" + ",".join(str(k.get("kid")) for k in (client.jwks or {}).get("keys", [])))
+    )
+    fields = [client.client_id, client.role]
+    if client.organization is not None:
+        fields.append(f"organization={client.organization}")
+    return "\t".join([*fields, f"scope={client.scope}", keys])
+
+
+def _read_jwks(source: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(JWKS, None) from a file, or (None, URL) for an http(s) URL fetched when used."""
+    if source.startswith(("https://", "http://")):
+        return None, source
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except OSError as error:
+        raise _fail(f"--jwks: cannot read {source}: {error.strerror or error}") from None
+    try:
+        return json.loads(text), None
+    except ValueError as error:
+        raise _fail(f"--jwks: {source} is not JSON: {error}") from None
+
+
+@client_app.command("add")
+def add_client(
+    client_id: Annotated[str, typer.Argument(help="client id (the assertions' iss and sub)")],
+    role: Annotated[str, typer.Option("--role", help=f"one of: {', '.join(CLIENT_ROLES)}")],
+    jwks: Annotated[
+        str,
+        typer.Option(
+            "--jwks",
+            help="the client's public keys: a JWKS file, or an https URL of one"
+            " (fetched when the client authenticates)",
+        ),
+    ],
+    organization: Annotated[
+        str | None, typer.Option(help="Organization id the client acts for")
+    ] = None,
+    scope: Annotated[
+        str | None,
+        typer.Option("--scope", help="system scopes it may be granted at most (default: by role)"),
+    ] = None,
+    database: DatabaseOpt = None,
+) -> None:
+    """Register a client system; refuses an id that already exists."""
+    keys, uri = _read_jwks(jwks)
+    registry = _open_registry(database)
+    try:
+        client = registry.add(client_id, role, organization, jwks=keys, jwks_uri=uri, scope=scope)
+    except ValueError as error:
+        raise _fail(str(error)) from None
+    finally:
+        registry.close()
+    typer.echo(f"added {_describe_client(client)}")
+
+
+@client_app.command("list")
+def list_clients(database: DatabaseOpt = None) -> None:
+    """List clients, one per line: id, role, organization, scope, keys (tab separated)."""
+    registry = _open_registry(database)
+    try:
+        for client in registry.list():
+            typer.echo(_describe_client(client))
+    finally:
+        registry.close()
+
+
+@client_app.command("remove")
+def remove_client(
+    client_id: Annotated[str, typer.Argument(help="client id")],
+    database: DatabaseOpt = None,
+) -> None:
+    """Remove a client; every token already given to it stops working."""
+    registry = _open_registry(database)
+    try:
+        removed = registry.remove(client_id)
+    finally:
+        registry.close()
+    if not removed:
+        raise _fail(f"unknown client {client_id!r}")
+    typer.echo(f"removed {client_id}")

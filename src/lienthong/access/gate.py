@@ -19,6 +19,7 @@ from lienthong.access.audit import AuditEntry, AuditLog
 from lienthong.access.auth import Authenticator, AuthError, Principal
 from lienthong.access.guard import GuardedStore
 from lienthong.access.policy import AccessContext, Policy
+from lienthong.access.smart import TokenEndpoint
 from lienthong.fhir.engine import FhirEngine
 from lienthong.fhir.search_parse import SearchParser
 from lienthong.settings import Settings
@@ -65,8 +66,10 @@ class AccessGate:
         )
         self.audit = AuditLog(settings.database_url, anchor_key=settings.audit_key)
         self.alerts = AlertEngine(settings, settings.database_url)
+        self.tokens = TokenEndpoint(settings, self.audit)
 
     def close(self) -> None:
+        self.tokens.close()
         self.audit.close()
         close = getattr(self.authenticator, "close", None)
         if close is not None:

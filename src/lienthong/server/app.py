@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lienthong import __version__
-from lienthong.access import audit_views
+from lienthong.access import audit_views, smart
 from lienthong.access.auth import AuthError
 from lienthong.access.gate import AccessGate, auth_is_off, run_audited
 from lienthong.access.policy import AccessContext
@@ -255,10 +255,31 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
         keys = authenticator.issuer.jwks() if authenticator is not None else {"keys": []}
         return Response(orjson.dumps(keys), media_type="application/json")
 
+    @app.get("/.well-known/openid-configuration", include_in_schema=False)
+    def openid_configuration() -> Response:
+        document = smart.openid_configuration(settings)
+        return Response(orjson.dumps(document), media_type="application/json")
+
+    @app.post(smart.TOKEN_PATH, include_in_schema=False)
+    async def token(request: Request) -> Response:
+        source_ip = request.client.host if request.client else None
+        ctype, body = request.headers.get("content-type", ""), await request.body()
+        got = await run_in_threadpool(gate().tokens.respond, ctype, body, source_ip)
+        return Response(
+            orjson.dumps(got.body), got.status, got.headers, media_type="application/json"
+        )
+
+    @app.get("/fhir/.well-known/smart-configuration", include_in_schema=False)
+    def smart_configuration() -> Response:
+        document = smart.smart_configuration(settings)
+        return Response(orjson.dumps(document), media_type="application/json")
+
     @app.get("/fhir/metadata")
     def metadata() -> Response:
         e: FhirEngine = holder["engine"]
-        return render(FhirResponse(200, capability_statement(e.base_url, e.registry, e.extractor)))
+        token_url = smart.token_endpoint(settings)
+        statement = capability_statement(e.base_url, e.registry, e.extractor, token_url)
+        return render(FhirResponse(200, statement))
 
     @app.get("/fhir/$versions")
     def versions_route() -> Response:

@@ -71,7 +71,10 @@ TYPE_DOCS = {
 
 @lru_cache(maxsize=4)
 def capability_statement(
-    base_url: str, registry: SearchParamRegistry, extractor: IndexExtractor
+    base_url: str,
+    registry: SearchParamRegistry,
+    extractor: IndexExtractor,
+    token_endpoint: str | None = None,
 ) -> dict[str, Any]:
     resources = []
     for rtype in registry.resource_types():
@@ -131,26 +134,7 @@ def capability_statement(
                     "of chaining and of _has. Result parameters: _count _offset _sort "
                     "_include _revinclude _summary _elements _total."
                 ),
-                "security": {
-                    "cors": False,
-                    "service": [
-                        {
-                            "coding": [
-                                {
-                                    "system": "http://terminology.hl7.org/CodeSystem/"
-                                    "restful-security-service",
-                                    "code": "SMART-on-FHIR",
-                                }
-                            ]
-                        }
-                    ],
-                    "description": (
-                        "OAuth 2 bearer tokens (JWT, RS256) from lienthong's issuer "
-                        "(keys at /.well-known/jwks.json) or a configured OpenID Connect "
-                        "provider; SMART on FHIR v2 scopes narrow each role. Every "
-                        "interaction is written to a hash-chained audit trail."
-                    ),
-                },
+                "security": _security(token_endpoint),
                 "resource": resources,
                 "interaction": [
                     {"code": "transaction"},
@@ -172,6 +156,45 @@ def _operation(name: str, definition: str, documentation: str | None) -> dict[st
     if documentation:
         out["documentation"] = documentation
     return out
+
+
+SMART_OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+
+
+def _security(token_endpoint: str | None) -> dict[str, Any]:
+    """``rest.security``: SMART on FHIR, with the token endpoint in the oauth-uris extension
+    (https://hl7.org/fhir/smart-app-launch/conformance.html#using-cs)."""
+    security: dict[str, Any] = {
+        "cors": False,
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    }
+                ],
+                "text": "OAuth2 using SMART-on-FHIR profile (see http://docs.smarthealthit.org)",
+            }
+        ],
+        "description": (
+            "OAuth 2 bearer tokens (JWT, RS256) from lienthong's issuer (discovery at "
+            "/.well-known/openid-configuration, keys at /.well-known/jwks.json) or a "
+            "configured OpenID Connect provider; registered systems get tokens with SMART "
+            "Backend Services (client credentials, private_key_jwt; see "
+            "[base]/.well-known/smart-configuration). SMART on FHIR v2 scopes (and v1 "
+            "read/write) narrow each role. Every interaction is written to a hash-chained "
+            "audit trail."
+        ),
+    }
+    if token_endpoint is not None:
+        security["extension"] = [
+            {
+                "url": SMART_OAUTH_URIS,
+                "extension": [{"url": "token", "valueUri": token_endpoint}],
+            }
+        ]
+    return security
 
 
 def _definition_id(rtype: str, code: str) -> str:
