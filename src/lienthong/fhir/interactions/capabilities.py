@@ -91,6 +91,9 @@ def capability_statement(
             for code, sp in sorted(params.items())
             if sp.type in SUPPORTED_PARAM_TYPES or code in ("_id", "_lastUpdated")
         ]
+        if rtype == "AuditEvent":
+            resources.append(_audit_entry(search_params))
+            continue
         ref_params = sorted(c for c, sp in params.items() if sp.type == "reference")
         entry: dict[str, Any] = {
             "type": rtype,
@@ -148,6 +151,27 @@ def capability_statement(
                 "operation": [_operation(n, d, None) for n, d in SYSTEM_OPERATIONS],
             }
         ],
+    }
+
+
+AUDIT_PARAMS = ("agent", "date", "outcome", "patient")
+"""What the audit trail is searched by (`lienthong.access.audit_views.search`)."""
+
+
+def _audit_entry(search_params: list[dict[str, Any]]) -> dict[str, Any]:
+    """AuditEvent is served from the hash-chained audit trail, not the store: written only
+    by the server itself, read and searched by the parameters the trail keeps."""
+    return {
+        "type": "AuditEvent",
+        "documentation": (
+            "Written by the server for every interaction (hash-chained, append-only); "
+            "read and search only. _count and _offset page the results."
+        ),
+        "interaction": [{"code": "read"}, {"code": "search-type"}],
+        "versioning": "no-version",
+        "readHistory": False,
+        "updateCreate": False,
+        "searchParam": [p for p in search_params if p["name"] in AUDIT_PARAMS],
     }
 
 
