@@ -40,7 +40,7 @@ from lienthong.fhir.interactions.capabilities import capability_statement
 from lienthong.fhir.interactions.everything import everything
 from lienthong.fhir.interactions.history import history
 from lienthong.fhir.interactions.read import read, vread
-from lienthong.fhir.interactions.search import search
+from lienthong.fhir.interactions.search import search, search_compartment, search_system
 from lienthong.fhir.interactions.transaction import process_bundle
 from lienthong.fhir.validate import is_resource_type
 from lienthong.ingest.xml130 import ingest as xml130_ingest
@@ -98,6 +98,15 @@ async def _body(request: Request) -> Any:
     if not raw.strip():
         raise bad_request("the request has no body")
     return load_json(raw)
+
+
+async def _search_form(request: Request) -> list[tuple[str, str]]:
+    """The parameters of a POST ``_search``: the URL's and the form body's."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip()
+    if ctype != "application/x-www-form-urlencoded":
+        raise error(415, "not-supported", "POST _search takes application/x-www-form-urlencoded")
+    form = parse_qsl((await request.body()).decode(), keep_blank_values=True)
+    return _params(request) + form
 
 
 def _check_type(res_type: str) -> None:
@@ -234,6 +243,19 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
             None,
             None,
             lambda eng, ctx: process_bundle(eng, body, prefer),
+        )
+
+    @app.get("/fhir")
+    @app.post("/fhir/_search")
+    async def system_search(request: Request) -> Response:
+        params = await _search_form(request) if request.method == "POST" else _params(request)
+        strict = _prefer(request).get("handling") == "strict"
+        return await audited(
+            request,
+            "search-system",
+            None,
+            None,
+            lambda eng, ctx: search_system(eng, params, strict),
         )
 
     @app.get("/fhir/_history")
@@ -503,6 +525,20 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
             res_type,
             res_id,
             lambda eng, ctx: vread(eng, res_type, res_id, version),
+        )
+
+    @app.get("/fhir/Patient/{res_id}/{res_type}")
+    async def compartment_search(res_id: str, res_type: str, request: Request) -> Response:
+        if res_type != "*":
+            _check_type(res_type)
+        strict = _prefer(request).get("handling") == "strict"
+        params = _params(request)
+        return await audited(
+            request,
+            "search-system" if res_type == "*" else "search-type",
+            None if res_type == "*" else res_type,
+            None,
+            lambda eng, ctx: search_compartment(eng, "Patient", res_id, res_type, params, strict),
         )
 
     return app
