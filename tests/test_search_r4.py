@@ -280,6 +280,11 @@ def test_location_near(client: TestClient) -> None:
     assert near(f"{here}|2000|km") == {hoan_kiem, bach_mai, hai_phong, hcm}
     assert near(here) == {hoan_kiem, bach_mai}  # the default distance
     assert near("10.7769|106.7009|1") == {hcm}
+    # nearest first
+    found = get(client, "/fhir/Location", near="20.8449|106.6881|2000")
+    assert [e["resource"]["id"] for e in found["entry"]] == [hai_phong, hoan_kiem, bach_mai, hcm]
+    found = get(client, "/fhir/Location", near="10.7769|106.7009|2000")
+    assert [e["resource"]["id"] for e in found["entry"]] == [hcm, hai_phong, bach_mai, hoan_kiem]
     for bad in ("abc|105", "21.0|105.8|5|parsec", "95|105|1", "21|105|-1"):
         r = client.get("/fhir/Location", params={"near": bad})
         assert r.status_code == 400, bad

@@ -195,6 +195,22 @@ class _Builder:
             args,
         )
 
+    def near_order(self, crit: Criterion, r: str) -> tuple[str, list[Any]]:
+        """The squared chord from a near search's point to resource alias ``r``."""
+        value = crit.values[0]
+        assert isinstance(value, NearValue)
+        px, py, pz = unit_vector(value.latitude, value.longitude)
+        x, y, z = self.alias(), self.alias(), self.alias()
+        sp = self.params.id(crit.resource_type, crit.code)
+        return (
+            f"(SELECT ({x}.low - ?) * ({x}.low - ?) + ({y}.low - ?) * ({y}.low - ?) "
+            f"+ ({z}.low - ?) * ({z}.low - ?) FROM idx_quantity {x} "
+            f"JOIN idx_quantity {y} ON {y}.pk = {x}.pk AND {y}.sp = {x}.sp AND {y}.code = 'y' "
+            f"JOIN idx_quantity {z} ON {z}.pk = {x}.pk AND {z}.sp = {x}.sp AND {z}.code = 'z' "
+            f"WHERE {x}.pk = {r}.pk AND {x}.sp = ? AND {x}.code = 'x')",
+            [px, px, py, py, pz, pz, sp],
+        )
+
     def _composite_cond(self, value: CompositeValue, x: str) -> tuple[str, list[Any]]:
         sql, args = _token_cond(value.first, None, x, "system1", "code1", None)
         second = value.second
@@ -575,6 +591,12 @@ def compile_search(query: SearchQuery, params: ParamIds) -> CompiledSearch:
         direction = "DESC" if key.descending else "ASC"
         order.append(f"CASE WHEN {expr} IS NULL THEN 1 ELSE 0 END, {expr} {direction}")
         order_args += a + a
+    near = [c for c in query.criteria if c.param_type == "special" and len(c.values) == 1]
+    if not query.sort and near:
+        # location.html#positional: nearest first, unless the search sorts otherwise
+        expr, a = b.near_order(near[0], "r")
+        order.append(f"{expr} ASC")
+        order_args += a
     order.append("r.pk ASC")
     page_sql = (
         f"SELECT r.pk FROM {source} WHERE {where_sql} ORDER BY {', '.join(order)} LIMIT ? OFFSET ?"
