@@ -83,6 +83,28 @@ def test_system_search_with_type_and_common_params(client: TestClient, mixed: di
     assert r.status_code == 400 and "family" in r.json()["issue"][0]["diagnostics"]
     body = get(client, "/fhir", _type="Patient,Observation", family="le")
     assert body["total"] == 4 and any(e["search"]["mode"] == "outcome" for e in body["entry"])
+    # _profile, _security and _source are common parameters as well
+    profile = "http://example.org/StructureDefinition/vn-core"
+    secure = {
+        **observation(f"Patient/{mixed['pat2']}"),
+        "meta": {
+            "profile": [profile],
+            "security": [{"system": TAGS, "code": "R"}],
+            "source": "http://example.org/his#1",
+        },
+    }
+    sid = create(client, secure)
+    pid = create(client, {**patient("Hồ", ["Lan"], None), "meta": {"profile": [profile]}})
+    both = {("Observation", sid), ("Patient", pid)}
+    assert matches(get(client, "/fhir", _type="Patient,Observation", _profile=profile)) == both
+    assert matches(get(client, "/fhir", _profile=profile)) == both
+    assert matches(get(client, "/fhir", _security=f"{TAGS}|R")) == {("Observation", sid)}
+    assert matches(get(client, "/fhir", _source="http://example.org/his#1")) == {
+        ("Observation", sid)
+    }
+    assert matches(get(client, "/fhir", **{"_security:not": f"{TAGS}|R", "_profile": profile})) == {
+        ("Patient", pid)
+    }
     # a parameter every type listed shares is fine: clinical-patient
     body = get(client, "/fhir", _type="Observation", subject=f"Patient/{mixed['pat']}")
     assert matches(body) == {("Observation", mixed["obs"])}
