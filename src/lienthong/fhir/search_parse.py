@@ -83,6 +83,8 @@ class SearchRequest:
     warnings: list[Issue] = field(default_factory=list)
     # the parameters that were understood, to build self/next links
     echo: list[tuple[str, str]] = field(default_factory=list)
+    # a system-level search: the types whose common parameters it takes
+    types: list[str] = field(default_factory=list)
 
 
 def split_unescaped(text: str, sep: str) -> list[str]:
@@ -136,8 +138,9 @@ class SearchParser:
         query = SearchQuery(resource_type, count=default_count)
         if resource_type is None and types is not None:
             query.resource_types = tuple(types)
-        self._types = types if types is not None else self.registry.resource_types()
         req = SearchRequest(query)
+        if resource_type is None:
+            req.types = types if types is not None else self.registry.resource_types()
         for name, raw in params:
             try:
                 self._one(req, resource_type, name, raw, default_count, max_count)
@@ -171,16 +174,15 @@ class SearchParser:
                 req.echo.append((name, raw))
             return
         if rtype is None:
-            q.criteria.append(self._common(name, raw))
+            q.criteria.append(self._common(req.types, name, raw))
         else:
             q.criteria.append(self.criterion(rtype, name, raw))
         req.echo.append((name, raw))
 
-    def _common(self, name: str, raw: str) -> Criterion:
+    def _common(self, types: list[str], name: str, raw: str) -> Criterion:
         """A criterion of a system-level search: a parameter every searched type has,
         with the same type, answered by each type's own index rows."""
         base = name.split(":")[0]
-        types = self._types
         if not types:
             raise UnknownParameter(f"search parameter {name!r} needs a resource type")
         if name.startswith("_has:") or "." in base or "." in name.partition(":")[2]:
