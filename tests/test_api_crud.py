@@ -28,7 +28,12 @@ def test_metadata_lists_types_params_and_interactions(client: TestClient) -> Non
     assert patient_params["birthdate"] == "date" and "near" not in patient_params
     obs_params = {p["name"]: p["type"] for p in by_type["Observation"]["searchParam"]}
     assert obs_params["code-value-quantity"] == "composite"
-    assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system"}
+    assert {i["code"] for i in rest["interaction"]} == {
+        "transaction",
+        "batch",
+        "history-system",
+        "search-system",
+    }
     assert by_type["Patient"]["operation"][0]["name"] == "everything"
 
 

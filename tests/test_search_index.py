@@ -49,7 +49,17 @@ CORE_TYPES = [
     "Claim",
 ]
 
-ROW_KINDS = ("string", "token", "date", "number", "quantity", "reference", "uri", "composite")
+ROW_KINDS = (
+    "string",
+    "token",
+    "date",
+    "number",
+    "quantity",
+    "reference",
+    "uri",
+    "composite",
+    "special",
+)
 
 
 @pytest.fixture(scope="module")

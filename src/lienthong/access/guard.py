@@ -28,6 +28,7 @@ from lienthong.access.policy import (
     deidentify,
     forbidden,
 )
+from lienthong.fhir.errors import FhirError
 from lienthong.fhir.search_index import IndexExtractor, IndexRows
 from lienthong.storage.base import (
     HistoryPage,
@@ -233,11 +234,33 @@ class GuardedSession(WriteSession):
                 self._check_criteria([crit.has], vis)
             self._check_criteria(crit.chain, vis)
 
+    def _may(self, res_type: str, perm: str) -> bool:
+        try:
+            self._require(res_type, perm)
+        except FhirError:
+            self.ctx.denied = None  # a type left out of a search is no denial
+            return False
+        return True
+
     def search(self, query: SearchQuery) -> SearchPage:
-        self._require(query.resource_type, "s")
         vis = self._vis()
-        if query.resource_type is None and vis.patients is not None:
-            raise forbidden("searching across all types needs access to every patient's data")
+        if query.resource_type is None and query.resource_types is not None:
+            # a system-level or compartment search over several types: each type is
+            # checked as its type search would be; the visibility condition the store
+            # applies to every row does not depend on the type
+            if query.any_permitted_type:
+                allowed = tuple(t for t in query.resource_types if self._may(t, "s"))
+                if not allowed:
+                    self._require(None, "s")
+                    self.policy_deny("the token's scopes allow searching no resource type")
+                query = replace(query, resource_types=allowed, any_permitted_type=False)
+            else:
+                for t in query.resource_types or ():
+                    self._require(t, "s")
+        else:
+            self._require(query.resource_type, "s")
+            if query.resource_type is None and vis.patients is not None:
+                raise forbidden("searching across all types needs access to every patient's data")
         self._check_criteria(query.criteria, vis)
         guarded = replace(query, visible_patients=vis.patients, public_types=PUBLIC_TYPES)
         page = self.inner.search(guarded)

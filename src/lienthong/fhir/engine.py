@@ -162,7 +162,11 @@ class FhirEngine:
     # -- search helpers shared by conditional interactions -------------------
 
     def parse_search(
-        self, res_type: str | None, params: list[tuple[str, str]], strict: bool = False
+        self,
+        res_type: str | None,
+        params: list[tuple[str, str]],
+        strict: bool = False,
+        types: list[str] | None = None,
     ) -> SearchRequest:
         parser = SearchParser(self.registry, self.base_url, self.unindexed)
         return parser.parse(
@@ -171,6 +175,7 @@ class FhirEngine:
             strict=strict,
             default_count=self.settings.default_page_size,
             max_count=self.settings.max_page_size,
+            types=types,
         )
 
     def match_conditional(

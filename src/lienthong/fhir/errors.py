@@ -8,8 +8,34 @@ wherever known, the FHIRPath of the element at fault
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+# one step of a path: an identifier or a `delimited identifier`, then optional [n]
+_STEP = r"(?:[A-Za-z_][A-Za-z0-9_]*|`(?:[^`\\]|\\.)*`)(?:\[[0-9]+\])?"
+_FHIRPATH_PATH = re.compile(rf"{_STEP}(?:\.{_STEP})*")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def fhirpath_name(name: str) -> str:
+    """``name`` as a FHIRPath expression: a path as it is, anything else (a search
+    parameter such as ``family:exact`` or ``address-city``) as a delimited identifier
+    (https://hl7.org/fhirpath/N1/#identifiers), so the name stays readable."""
+    if _FHIRPATH_PATH.fullmatch(name):
+        return name
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def is_fhirpath_path(expression: str) -> bool:
+    """Whether ``expression`` is a simple FHIRPath path (element names, ``[n]``)."""
+    return _FHIRPATH_PATH.fullmatch(expression) is not None
+
+
+def fhirpath_step(name: str) -> str:
+    """One element name as a FHIRPath step."""
+    return name if _IDENTIFIER.fullmatch(name) else fhirpath_name(name)
 
 
 @dataclass(frozen=True)
@@ -45,6 +71,11 @@ class FhirError(Exception):
 
     def outcome(self) -> dict[str, Any]:
         return operation_outcome(self.issues)
+
+    def with_expressions(self, fix: Callable[[str], str]) -> FhirError:
+        """The same error with every issue's expressions passed through ``fix``."""
+        issues = [replace(i, expression=tuple(fix(e) for e in i.expression)) for i in self.issues]
+        return FhirError(self.status, issues, self.headers)
 
 
 def _located(issue: Issue) -> str:

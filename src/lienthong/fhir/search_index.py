@@ -98,6 +98,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from lienthong.storage.query import unit_vector
+
 from .search_params import COLUMN_PARAMS, SearchParam, SearchParamRegistry, split_union
 from .text import fold
 
@@ -165,13 +167,27 @@ class IndexRows:
             str | None,
         ]
     ] = field(default_factory=list)
+    # type special (only Location.near): quantity-shaped rows, see near_rows
+    special: list[tuple[str, str | None, str | None, str | None, float | None, float | None]] = (
+        field(default_factory=list)
+    )
 
     def count(self) -> int:
         """Total number of rows. (Not ``__len__``: an empty IndexRows stays truthy.)"""
         return sum(len(getattr(self, name)) for name in _ROW_KINDS)
 
 
-_ROW_KINDS = ("string", "token", "date", "number", "quantity", "reference", "uri", "composite")
+_ROW_KINDS = (
+    "string",
+    "token",
+    "date",
+    "number",
+    "quantity",
+    "reference",
+    "uri",
+    "composite",
+    "special",
+)
 
 # ---------------------------------------------------------------------------------------
 # Dates and numbers
@@ -1530,7 +1546,10 @@ class IndexExtractor:
         plan = self._plans.get(rt) if isinstance(rt, str) else None
         if plan is None:
             plan = self._plan(rt)
-        return plan.run(resource)
+        rows: IndexRows = plan.run(resource)
+        if rt == "Location":
+            rows.special.extend(near_rows(resource))
+        return rows
 
     def failures(self, resource_type: str) -> list[tuple[str, str]]:
         """(code, reason) of the parameters of ``resource_type`` not (fully) indexed."""
@@ -1565,6 +1584,8 @@ class IndexExtractor:
         for code, param in sorted(self.registry.for_type(rt).items()):
             if code in COLUMN_PARAMS:
                 continue
+            if (rt, code) == ("Location", "near"):
+                continue  # rows written by near_rows
             if param.type == "special":
                 plan.failures.append((code, "type special is not indexed"))
                 continue
@@ -1724,3 +1745,28 @@ def compile_report(registry: SearchParamRegistry | None = None) -> list[tuple[st
         for code, reason in extractor.failures(rt):
             out.append((rt, code, reason))
     return out
+
+
+def near_rows(
+    location: dict[str, Any],
+) -> list[tuple[str, str | None, str | None, str | None, float | None, float | None]]:
+    """``Location.near`` (https://hl7.org/fhir/R4/location.html#positional): the
+    position's latitude and longitude as a point on the unit sphere, one quantity
+    row per axis (codes ``x``, ``y``, ``z``), which distance searches bound."""
+    position = location.get("position")
+    if not isinstance(position, dict):
+        return []
+    raw_lat, raw_lon = position.get("latitude"), position.get("longitude")
+    if not (_is_number(raw_lat) and _is_number(raw_lon)):
+        return []
+    lat, lon = float(raw_lat or 0), float(raw_lon or 0)
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        return []
+    point = unit_vector(lat, lon)
+    return [
+        ("near", None, axis, None, v, v) for axis, v in zip(("x", "y", "z"), point, strict=True)
+    ]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -15,14 +15,16 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lienthong.fhir.errors import FhirError, Issue, bad_request
+from lienthong.fhir.errors import FhirError, Issue, bad_request, fhirpath_name
 from lienthong.fhir.search_index import date_range, number_range
 from lienthong.fhir.search_params import SearchParam, SearchParamRegistry
 from lienthong.fhir.text import fold
 from lienthong.storage.query import (
     PREFIXES,
+    CanonicalValue,
     CompositeValue,
     Criterion,
+    NearValue,
     RangeValue,
     ReferenceValue,
     SearchQuery,
@@ -52,7 +54,12 @@ MODIFIERS = {
     "reference": {"missing"},
     "uri": {"below", "above", "missing"},
     "composite": {"missing"},
+    "special": set(),
 }
+# UCUM units of a near distance (location.html#positional), in km; km by default
+NEAR_UNITS = {"km": 1.0, "m": 0.001, "[mi_i]": 1.609344, "mi": 1.609344}
+#: The distance a near search without one looks within.
+NEAR_DEFAULT_KM = 10.0
 SUMMARY_MODES = {"true", "false", "text", "data", "count"}
 _PREFIX_RE = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)(?=[-+0-9.])")
 
@@ -76,6 +83,8 @@ class SearchRequest:
     warnings: list[Issue] = field(default_factory=list)
     # the parameters that were understood, to build self/next links
     echo: list[tuple[str, str]] = field(default_factory=list)
+    # a system-level search: the types whose common parameters it takes
+    types: list[str] = field(default_factory=list)
 
 
 def split_unescaped(text: str, sep: str) -> list[str]:
@@ -121,16 +130,28 @@ class SearchParser:
         strict: bool = False,
         default_count: int = 50,
         max_count: int = 1000,
+        types: list[str] | None = None,
     ) -> SearchRequest:
+        """Parse ``params`` of a search of ``resource_type``; with ``resource_type`` None,
+        a system-level search over ``types`` (every type when None), which takes the
+        parameters all of those types share."""
         query = SearchQuery(resource_type, count=default_count)
+        if resource_type is None and types is not None:
+            query.resource_types = tuple(types)
         req = SearchRequest(query)
+        if resource_type is None:
+            req.types = types if types is not None else self.registry.resource_types()
         for name, raw in params:
             try:
                 self._one(req, resource_type, name, raw, default_count, max_count)
             except UnknownParameter as exc:
                 if strict:
-                    raise bad_request(str(exc), name) from None
-                req.warnings.append(Issue("not-supported", str(exc), "warning", (name,)))
+                    raise bad_request(str(exc), fhirpath_name(name)) from None
+                req.warnings.append(
+                    Issue("not-supported", str(exc), "warning", (fhirpath_name(name),))
+                )
+            except FhirError as exc:
+                raise exc.with_expressions(fhirpath_name) from None
         if req.summary == "count":
             query.count = 0
         return req
@@ -152,10 +173,34 @@ class SearchParser:
             if name not in ("_format", "_pretty", "_offset"):
                 req.echo.append((name, raw))
             return
-        if rtype is None and name not in ("_id", "_lastUpdated"):
-            raise UnknownParameter(f"search parameter {name!r} needs a resource type")
-        q.criteria.append(self.criterion(rtype or "Resource", name, raw))
+        if rtype is None:
+            q.criteria.append(self._common(req.types, name, raw))
+        else:
+            q.criteria.append(self.criterion(rtype, name, raw))
         req.echo.append((name, raw))
+
+    def _common(self, types: list[str], name: str, raw: str) -> Criterion:
+        """A criterion of a system-level search: a parameter every searched type has,
+        with the same type, answered by each type's own index rows."""
+        base = name.split(":")[0]
+        if not types:
+            raise UnknownParameter(f"search parameter {name!r} needs a resource type")
+        if name.startswith("_has:") or "." in base or "." in name.partition(":")[2]:
+            raise UnknownParameter(f"{name!r}: chains and _has need a resource type")
+        kinds = set()
+        for t in types:
+            sp = self._param(t, base)
+            kinds.add(sp.type)
+        if len(kinds) > 1:
+            raise UnknownParameter(
+                f"search parameter {base!r} has different types across the searched types"
+            )
+        crit = self.criterion(types[0], name, raw)
+        if base not in ("_id", "_lastUpdated") and len(types) > 1:
+            crit.sp_pairs = tuple((t, base) for t in types)
+            if any(isinstance(v, CanonicalValue) for v in crit.values):
+                raise UnknownParameter(f"{name}: url|version needs one resource type")
+        return crit
 
     def _result_param(
         self, req: SearchRequest, rtype: str | None, name: str, raw: str, max_count: int
@@ -239,8 +284,8 @@ class SearchParser:
                 if sp.targets and mod not in sp.targets:
                     raise bad_request(f"{base} cannot refer to {mod}", name)
             elif mod not in allowed:
-                raise bad_request(
-                    f"modifier :{mod} is not supported on {ptype} parameter {base}", name
+                raise UnknownParameter(
+                    f"modifier :{mod} is not supported on {ptype} parameter {base}"
                 )
         crit = Criterion(rtype, base, ptype, mod)
         if mod == "missing":
@@ -259,7 +304,7 @@ class SearchParser:
 
     def _param(self, rtype: str, code: str) -> SearchParam:
         sp = self.registry.get(rtype, code)
-        if sp is None or sp.type == "special":
+        if sp is None or (sp.type == "special" and (rtype, code) != ("Location", "near")):
             raise UnknownParameter(f"unknown search parameter {code!r} for {rtype}")
         reason = self.unindexed(rtype).get(code)
         if reason is not None:
@@ -319,12 +364,28 @@ class SearchParser:
             if ptype == "reference":
                 return self._reference(unescape(raw), sp, mod)
             if ptype == "uri":
-                return unescape(raw)
+                return self._uri(sp, mod, raw)
+            if ptype == "special":
+                return _near(raw)
             if ptype == "composite":
                 return self._composite(sp, raw)
         except ValueError as exc:
             raise bad_request(f"invalid value {raw!r} for {name}: {exc}", name) from None
         raise bad_request(f"search parameter type {ptype} is not supported", name)
+
+    def _uri(self, sp: SearchParam, mod: str | None, raw: str) -> str | CanonicalValue:
+        """A uri, or on a canonical resource's uri parameter ``url|version``
+        (https://hl7.org/fhir/R4/search.html#versions)."""
+        parts = split_unescaped(raw, "|")
+        version_sp = self.registry.get(sp.resource_type, "version")
+        if len(parts) != 2 or version_sp is None or version_sp.type != "token":
+            return unescape(raw)
+        url, version = unescape(parts[0]), unescape(parts[1])
+        if not url or not version:
+            raise ValueError("a canonical is url|version")
+        if mod == "above":
+            raise ValueError(":above does not take a version")
+        return CanonicalValue(url, version)
 
     def _reference(self, raw: str, sp: SearchParam, mod: str | None) -> ReferenceValue:
         if self.base_url and raw.startswith(self.base_url + "/"):
@@ -385,6 +446,32 @@ def _ranged(ptype: str, raw: str) -> RangeValue:
             code = unescape(parts[2]) or None
     number_low, number_high = number_range(rest)
     return RangeValue(prefix, number_low, number_high, system, code, float(rest))
+
+
+def _near(raw: str) -> NearValue:
+    """``latitude|longitude[|distance[|units]]`` (https://hl7.org/fhir/R4/location.html#positional)."""
+    parts = split_unescaped(raw, "|")
+    if not 2 <= len(parts) <= 4:
+        raise ValueError("near is latitude|longitude|distance|units")
+    try:
+        lat, lon = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise ValueError("latitude and longitude must be decimal degrees") from None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise ValueError("latitude must be within [-90, 90] and longitude within [-180, 180]")
+    km = NEAR_DEFAULT_KM
+    if len(parts) >= 3 and parts[2] != "":
+        try:
+            distance = float(parts[2])
+        except ValueError:
+            raise ValueError(f"distance {parts[2]!r} is not a number") from None
+        if distance < 0 or distance != distance:
+            raise ValueError("distance must not be negative")
+        units = unescape(parts[3]) if len(parts) == 4 and parts[3] else "km"
+        if units not in NEAR_UNITS:
+            raise ValueError(f"units must be one of {', '.join(sorted(NEAR_UNITS))}")
+        km = distance * NEAR_UNITS[units]
+    return NearValue(lat, lon, km)
 
 
 class UnknownParameter(Exception):

@@ -15,7 +15,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from lienthong.fhir.bindings import check_codes
-from lienthong.fhir.errors import FhirError, Issue
+from lienthong.fhir.errors import FhirError, Issue, fhirpath_step
 
 ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 
@@ -44,12 +44,18 @@ def valid_id(value: str) -> bool:
 
 
 def _path(resource_type: str, loc: tuple[Any, ...]) -> str:
+    """A pydantic error location as the FHIRPath of the element: list positions as
+    ``[n]``, and a primitive's ``_name`` sibling (its id and extensions in JSON) as the
+    element itself, as FHIRPath sees them (``Patient.birthDate.extension[0]``)."""
     out = resource_type
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         elif part != "__root__":
-            out += f".{part}"
+            name = str(part)
+            if name.startswith("_") and len(name) > 1 and name[1].isalpha():
+                name = name[1:]
+            out += f".{fhirpath_step(name)}"
     return out
 
 

@@ -44,7 +44,7 @@ from lienthong.fhir.interactions.capabilities import capability_statement
 from lienthong.fhir.interactions.everything import everything
 from lienthong.fhir.interactions.history import history
 from lienthong.fhir.interactions.read import read, vread
-from lienthong.fhir.interactions.search import search
+from lienthong.fhir.interactions.search import search, search_compartment, search_system
 from lienthong.fhir.interactions.transaction import process_bundle
 from lienthong.fhir.interactions.versions import versions
 from lienthong.fhir.validate import is_resource_type
@@ -133,6 +133,15 @@ def _negotiate(request: Request) -> None:
     if route in _RESOURCE_READS and request.path_params.get("res_type") == "Binary":
         return
     formats.negotiate(request.headers.get("accept"), request.query_params.get("_format"))
+
+
+async def _search_form(request: Request) -> list[tuple[str, str]]:
+    """The parameters of a POST ``_search``: the URL's and the form body's."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip()
+    if ctype != "application/x-www-form-urlencoded":
+        raise error(415, "not-supported", "POST _search takes application/x-www-form-urlencoded")
+    form = parse_qsl((await _read_body(request)).decode(), keep_blank_values=True)
+    return _params(request) + form
 
 
 def _check_type(res_type: str) -> None:
@@ -298,6 +307,19 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
             lambda eng, ctx: process_bundle(eng, body, prefer),
         )
 
+    @app.get("/fhir")
+    @app.post("/fhir/_search")
+    async def system_search(request: Request) -> Response:
+        params = await _search_form(request) if request.method == "POST" else _params(request)
+        strict = _prefer(request).get("handling") == "strict"
+        return await audited(
+            request,
+            "search-system",
+            None,
+            None,
+            lambda eng, ctx: search_system(eng, params, strict),
+        )
+
     @app.get("/fhir/_history")
     async def system_history(request: Request) -> Response:
         params = _params(request)
@@ -418,7 +440,7 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
             raise error(
                 415, "not-supported", "POST _search takes application/x-www-form-urlencoded"
             )
-        form = parse_qsl((await request.body()).decode(), keep_blank_values=True)
+        form = parse_qsl((await _read_body(request)).decode(), keep_blank_values=True)
         params = _params(request) + form
         strict = _prefer(request).get("handling") == "strict"
         return await audited(
@@ -578,6 +600,20 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
                 if res_type == "Binary"
                 else vread(eng, res_type, res_id, version)
             ),
+        )
+
+    @app.get("/fhir/Patient/{res_id}/{res_type}")
+    async def compartment_search(res_id: str, res_type: str, request: Request) -> Response:
+        if res_type != "*":
+            _check_type(res_type)
+        strict = _prefer(request).get("handling") == "strict"
+        params = _params(request)
+        return await audited(
+            request,
+            "search-system" if res_type == "*" else "search-type",
+            None if res_type == "*" else res_type,
+            None,
+            lambda eng, ctx: search_compartment(eng, "Patient", res_id, res_type, params, strict),
         )
 
     return app

@@ -8,6 +8,7 @@ numbers as implied ranges.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 # Prefixes https://hl7.org/fhir/R4/search.html#prefix
@@ -44,12 +45,40 @@ class ReferenceValue:
 
 
 @dataclass(frozen=True)
+class CanonicalValue:
+    """``url|version`` on a canonical's ``uri`` parameter (search.html#versions);
+    ``version_param`` is the token parameter of the same resource holding the version."""
+
+    url: str
+    version: str
+    version_param: str = "version"
+
+
+@dataclass(frozen=True)
+class NearValue:
+    """``near=lat|long|distance|units`` (location.html#positional), distance in km."""
+
+    latitude: float
+    longitude: float
+    km: float
+
+
+@dataclass(frozen=True)
 class CompositeValue:
     first: TokenValue
     second: TokenValue | RangeValue | str
 
 
-Value = TokenValue | RangeValue | ReferenceValue | CompositeValue | str | bool
+Value = (
+    TokenValue
+    | RangeValue
+    | ReferenceValue
+    | CompositeValue
+    | CanonicalValue
+    | NearValue
+    | str
+    | bool
+)
 
 
 @dataclass
@@ -62,6 +91,11 @@ class Criterion:
     target type (one criterion per candidate target type, OR'ed); ``has`` is a
     reverse chain (``_has``): resources that a ``has_source_type`` resource
     points at through ``has_ref_param`` and that matches ``has``.
+
+    ``sp_pairs``, when set, lists the (resource type, code) pairs whose index rows
+    answer the criterion instead of ``(resource_type, code)`` alone: a parameter
+    common to several types in a system-level search, or the OR over a
+    compartment's parameters (every pair of the same parameter type).
     """
 
     resource_type: str
@@ -73,6 +107,7 @@ class Criterion:
     has: Criterion | None = None
     has_ref_param: str | None = None
     has_source_type: str | None = None
+    sp_pairs: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,6 +119,9 @@ class SortKey:
 
 @dataclass
 class SearchQuery:
+    """``resource_type`` None is a system-level search, over ``resource_types`` when
+    given and over every type otherwise."""
+
     resource_type: str | None
     criteria: list[Criterion] = field(default_factory=list)
     sort: list[SortKey] = field(default_factory=list)
@@ -98,3 +136,14 @@ class SearchQuery:
     # With visible_patients: the types that are visible without any link to a patient
     # (reference data such as Organization); anything else must name a visible patient.
     public_types: frozenset[str] = frozenset()
+    resource_types: tuple[str, ...] | None = None
+    # With resource_types: they are candidates, narrowed by the access gate to the ones
+    # the caller may search (a system search without _type), not each required.
+    any_permitted_type: bool = False
+
+
+def unit_vector(latitude: float, longitude: float) -> tuple[float, float, float]:
+    """The point on the unit sphere at a latitude and longitude in degrees: how
+    ``Location.near`` is indexed and searched."""
+    lat, lon = math.radians(latitude), math.radians(longitude)
+    return (math.cos(lat) * math.cos(lon), math.cos(lat) * math.sin(lon), math.sin(lat))

@@ -54,6 +54,7 @@ ROW_TABLES = {
     "reference": "idx_reference",
     "uri": "idx_uri",
     "composite": "idx_composite",
+    "special": "idx_quantity",  # Location.near as coordinates (search_index.near_rows)
 }
 
 # the lookup index of each table, after the (pk, sp) one every table has

@@ -12,17 +12,21 @@ range ``[L, H]`` (``2020`` is the whole year, ``100`` is ``[99.5, 100.5)``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from lienthong.storage.query import (
+    CanonicalValue,
     CompositeValue,
     Criterion,
+    NearValue,
     RangeValue,
     ReferenceValue,
     SearchQuery,
     SortKey,
     TokenValue,
+    unit_vector,
 )
 
 MAX_STRING = "\U0010ffff"
@@ -36,7 +40,14 @@ TABLE_OF_TYPE = {
     "reference": "idx_reference",
     "uri": "idx_uri",
     "composite": "idx_composite",
+    "special": "idx_quantity",  # Location.near: unit-sphere coordinates, see near_cond
 }
+
+#: The index rows of ``Location.near`` are three quantity rows with these codes: the
+#: position as a point on the unit sphere, so a great-circle distance bound is a
+#: bound on the straight-line (chord) distance, arithmetic any SQL dialect has.
+NEAR_AXES = ("x", "y", "z")
+EARTH_RADIUS_KM = 6371.0088
 
 # Which criteria narrow a search most, to pick the one that drives the query.
 _SELECTIVITY = {
@@ -134,8 +145,11 @@ class _Builder:
     # -- one value of one parameter, as a condition on index alias ``x`` --------
 
     def value_cond(
-        self, ptype: str, modifier: str | None, value: Any, x: str
+        self, ptype: str, modifier: str | None, value: Any, x: str, crit: Criterion | None = None
     ) -> tuple[str, list[Any]]:
+        if isinstance(value, CanonicalValue):
+            assert crit is not None
+            return self._canonical_cond(value, modifier, x, crit)
         if ptype == "token":
             return _token_cond(value, modifier, x, "system", "code", "text")
         if ptype == "string":
@@ -161,6 +175,41 @@ class _Builder:
         if ptype == "composite":
             return self._composite_cond(value, x)
         raise ValueError(f"unsupported search parameter type {ptype}")
+
+    def _canonical_cond(
+        self, value: CanonicalValue, modifier: str | None, x: str, crit: Criterion
+    ) -> tuple[str, list[Any]]:
+        """``url|version``: the url, and the resource's version parameter; with
+        ``:below`` the version or any version under it (``1.2`` finds ``1.2.3``)."""
+        v = self.alias()
+        sp = self.params.id(crit.resource_type, value.version_param)
+        version = f"{v}.code = ?"
+        args: list[Any] = [value.url, sp, value.version]
+        if modifier == "below":
+            version = f"({v}.code = ? OR ({v}.code >= ? AND {v}.code < ?))"
+            below = value.version + "."
+            args += [below, below + MAX_STRING]
+        return (
+            f"{x}.uri = ? AND EXISTS (SELECT 1 FROM idx_token {v} WHERE {v}.pk = {x}.pk "
+            f"AND {v}.sp = ? AND {version})",
+            args,
+        )
+
+    def near_order(self, crit: Criterion, r: str) -> tuple[str, list[Any]]:
+        """The squared chord from a near search's point to resource alias ``r``."""
+        value = crit.values[0]
+        assert isinstance(value, NearValue)
+        px, py, pz = unit_vector(value.latitude, value.longitude)
+        x, y, z = self.alias(), self.alias(), self.alias()
+        sp = self.params.id(crit.resource_type, crit.code)
+        return (
+            f"(SELECT ({x}.low - ?) * ({x}.low - ?) + ({y}.low - ?) * ({y}.low - ?) "
+            f"+ ({z}.low - ?) * ({z}.low - ?) FROM idx_quantity {x} "
+            f"JOIN idx_quantity {y} ON {y}.pk = {x}.pk AND {y}.sp = {x}.sp AND {y}.code = 'y' "
+            f"JOIN idx_quantity {z} ON {z}.pk = {x}.pk AND {z}.sp = {x}.sp AND {z}.code = 'z' "
+            f"WHERE {x}.pk = {r}.pk AND {x}.sp = ? AND {x}.code = 'x')",
+            [px, px, py, py, pz, pz, sp],
+        )
 
     def _composite_cond(self, value: CompositeValue, x: str) -> tuple[str, list[Any]]:
         sql, args = _token_cond(value.first, None, x, "system1", "code1", None)
@@ -189,17 +238,66 @@ class _Builder:
         if crit.has is not None:
             return self._has(crit, x)
         table = TABLE_OF_TYPE[crit.param_type]
-        sp = self.params.id(crit.resource_type, crit.code)
         if crit.chain:
-            return self._chain(crit, x, sp)
-        ors: list[str] = []
-        args: list[Any] = [sp]
+            return self._chain(crit, x, self.params.id(crit.resource_type, crit.code))
+        sp_sql, args = self.sp_cond(crit, x)
         modifier = None if crit.modifier == "not" else crit.modifier
+        if crit.param_type == "special":
+            return self._near(crit, x, sp_sql, args)
+        ors, or_args = self.values_cond(crit, modifier, x)
+        return f"{table} {x}", x, f"{sp_sql} AND {ors}", args + or_args
+
+    def sp_cond(self, crit: Criterion, x: str) -> tuple[str, list[Any]]:
+        """``x.sp`` is the criterion's parameter (or one of its ``sp_pairs``)."""
+        pairs = crit.sp_pairs or ((crit.resource_type, crit.code),)
+        ids = sorted({self.params.id(t, c) for t, c in pairs})
+        if len(ids) == 1:
+            return f"{x}.sp = ?", ids
+        return f"{x}.sp IN ({', '.join('?' for _ in ids)})", ids
+
+    def values_cond(self, crit: Criterion, modifier: str | None, x: str) -> tuple[str, list[Any]]:
+        """The OR of the criterion's values, kept shallow however many there are.
+
+        Values that are plain equalities on one column become ``IN`` lists (grouped by
+        the other columns they fix); the rest are OR'ed as a balanced tree, so a list
+        of thousands of values neither nests past SQLite's expression depth limit nor
+        grows the SQL much beyond one placeholder per value.
+        """
+        groups: dict[tuple[str, ...], list[Any]] = {}
+        rest: list[tuple[str, list[Any]]] = []
         for value in crit.values:
-            sql, a = self.value_cond(crit.param_type, modifier, value, x)
-            ors.append(f"({sql})")
-            args += a
-        return f"{table} {x}", x, f"{x}.sp = ? AND ({' OR '.join(ors)})", args
+            key = _equality_key(crit.param_type, modifier, value, x)
+            if key is None:
+                sql, a = self.value_cond(crit.param_type, modifier, value, x, crit)
+                rest.append((f"({sql})", a))
+            else:
+                (fixed, fixed_args), (column, item) = key
+                groups.setdefault((fixed, column, *map(str, fixed_args)), [fixed_args]).append(item)
+        conds = list(rest)
+        for (fixed, column, *_), (fixed_args, *items) in groups.items():
+            marks = ", ".join("?" for _ in items)
+            sql = (
+                f"{column} IN ({marks})" if fixed == "" else f"({fixed} AND {column} IN ({marks}))"
+            )
+            conds.append((sql, [*fixed_args, *items]))
+        return _balanced_or(conds)
+
+    def _near(
+        self, crit: Criterion, x: str, sp_sql: str, args: list[Any]
+    ) -> tuple[str, str, str, list[Any]]:
+        """Locations within a distance: three coordinate rows joined on the pk."""
+        y, z = self.alias(), self.alias()
+        source = (
+            f"idx_quantity {x} JOIN idx_quantity {y} ON {y}.pk = {x}.pk AND {y}.sp = {x}.sp "
+            f"AND {y}.code = 'y' JOIN idx_quantity {z} ON {z}.pk = {x}.pk AND {z}.sp = {x}.sp "
+            f"AND {z}.code = 'z'"
+        )
+        ors: list[tuple[str, list[Any]]] = []
+        for value in crit.values:
+            assert isinstance(value, NearValue)
+            ors.append(near_cond(value, f"{x}.low", f"{y}.low", f"{z}.low"))
+        where, where_args = _balanced_or(ors)
+        return source, x, f"{sp_sql} AND {x}.code = 'x' AND {where}", args + where_args
 
     def _chain(self, crit: Criterion, x: str, sp: int) -> tuple[str, str, str, list[Any]]:
         t = self.alias()
@@ -247,20 +345,19 @@ class _Builder:
             op = "NOT IN" if crit.modifier == "not" else "IN"
             return f"{r}.res_id {op} ({', '.join('?' for _ in ids)})", list(ids)
         if crit.code == "_lastUpdated":
-            ors, args = [], []
+            ors: list[tuple[str, list[Any]]] = []
             for v in crit.values:
                 assert isinstance(v, RangeValue)
                 sql, a = _range_cond(v, f"{r}.last_updated", f"{r}.last_updated")
-                ors.append(f"({sql})")
-                args += a
-            return f"({' OR '.join(ors)})", args
+                ors.append((f"({sql})", a))
+            return _balanced_or(ors)
         if crit.modifier == "missing":
             table = TABLE_OF_TYPE[crit.param_type]
-            sp = self.params.id(crit.resource_type, crit.code)
             x = self.alias()
+            sp_sql, sp_args = self.sp_cond(crit, x)
             missing = bool(crit.values and crit.values[0] is True)
-            probe = f"EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.pk = {r}.pk AND {x}.sp = ?)"
-            return (f"NOT {probe}" if missing else probe), [sp]
+            probe = f"EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.pk = {r}.pk AND {sp_sql})"
+            return (f"NOT {probe}" if missing else probe), sp_args
         source, alias, where, args = self.positive(crit)
         probe = f"EXISTS (SELECT 1 FROM {source} WHERE {alias}.pk = {r}.pk AND {where})"
         if crit.modifier == "not":
@@ -380,6 +477,61 @@ def _uri_cond(v: Any, modifier: str | None, x: str) -> tuple[str, list[Any]]:
     return f"{x}.uri = ?", [uri]
 
 
+def _balanced_or(conds: list[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
+    """``(a OR b OR ...)`` nested as a balanced tree: depth grows with log2 of the count."""
+    if not conds:
+        return "1 = 0", []
+    if len(conds) == 1:
+        sql, args = conds[0]
+        return f"({sql})", list(args)
+    mid = len(conds) // 2
+    left, la = _balanced_or(conds[:mid])
+    right, ra = _balanced_or(conds[mid:])
+    return f"({left} OR {right})", la + ra
+
+
+def _equality_key(
+    ptype: str, modifier: str | None, value: Any, x: str
+) -> tuple[tuple[str, list[Any]], tuple[str, Any]] | None:
+    """For a value that is ``column = item`` under fixed other conditions, the
+    ``((fixed sql, fixed args), (column, item))`` that lets it share an ``IN`` list."""
+    if ptype == "token" and modifier is None and isinstance(value, TokenValue):
+        if value.code is None:
+            return None
+        if value.system is None:
+            return ("", []), (f"{x}.code", value.code)
+        if value.system == "":
+            return (f"{x}.system IS NULL", []), (f"{x}.code", value.code)
+        return (f"{x}.system = ?", [value.system]), (f"{x}.code", value.code)
+    if ptype == "reference" and isinstance(value, ReferenceValue):
+        if value.url is not None and value.target_id is None:
+            return ("", []), (f"{x}.url", value.url)
+        if value.target_type:
+            return (f"{x}.target_type = ?", [value.target_type]), (
+                f"{x}.target_id",
+                value.target_id,
+            )
+        return ("", []), (f"{x}.target_id", value.target_id)
+    if ptype == "uri" and modifier is None and isinstance(value, str):
+        return ("", []), (f"{x}.uri", value)
+    if ptype == "string" and modifier == "exact" and isinstance(value, str):
+        return ("", []), (f"{x}.exact", value)
+    return None
+
+
+def near_cond(v: NearValue, x: str, y: str, z: str) -> tuple[str, list[Any]]:
+    """Within ``v.km`` of the point, as a bound on the chord between unit vectors:
+    a great-circle distance d is a chord of 2 sin(d / 2R), monotonic up to half the
+    circumference. A box on each axis first, which the (sp, low) index can use."""
+    px, py, pz = unit_vector(v.latitude, v.longitude)
+    angle = min(v.km / EARTH_RADIUS_KM, math.pi)
+    chord = 2 * math.sin(angle / 2)
+    box = " AND ".join(f"{c} BETWEEN ? AND ?" for c in (x, y, z))
+    box_args = [b for p in (px, py, pz) for b in (p - chord, p + chord)]
+    dist = f"({x} - ?) * ({x} - ?) + ({y} - ?) * ({y} - ?) + ({z} - ?) * ({z} - ?) <= ?"
+    return f"{box} AND {dist}", [*box_args, px, px, py, py, pz, pz, chord * chord * (1 + 1e-12)]
+
+
 def _driver_rank(crit: Criterion) -> int:
     if crit.modifier in ("not", "missing") or crit.code == "_lastUpdated":
         return 99
@@ -412,6 +564,10 @@ def compile_search(query: SearchQuery, params: ParamIds) -> CompiledSearch:
     if query.resource_type is not None:
         where.append("r.res_type = ?")
         args.append(query.resource_type)
+    elif query.resource_types is not None:
+        types = sorted(set(query.resource_types))
+        where.append(f"r.res_type IN ({', '.join('?' for _ in types)})" if types else "1 = 0")
+        args += types
     if not query.include_deleted:
         where.append("r.deleted = 0")
     for crit in criteria:
@@ -435,6 +591,12 @@ def compile_search(query: SearchQuery, params: ParamIds) -> CompiledSearch:
         direction = "DESC" if key.descending else "ASC"
         order.append(f"CASE WHEN {expr} IS NULL THEN 1 ELSE 0 END, {expr} {direction}")
         order_args += a + a
+    near = [c for c in query.criteria if c.param_type == "special" and len(c.values) == 1]
+    if not query.sort and near:
+        # location.html#positional: nearest first, unless the search sorts otherwise
+        expr, a = b.near_order(near[0], "r")
+        order.append(f"{expr} ASC")
+        order_args += a
     order.append("r.pk ASC")
     page_sql = (
         f"SELECT r.pk FROM {source} WHERE {where_sql} ORDER BY {', '.join(order)} LIMIT ? OFFSET ?"

@@ -35,6 +35,10 @@ SUPPORTED_PARAM_TYPES = {
     "composite",
 }
 
+#: Parameters of type special that are answered (location.html#positional).
+SUPPORTED_SPECIAL = {("Location", "near")}
+#: The parameters every type shares, which a system-level search takes.
+SYSTEM_SEARCH_PARAMS = ("_id", "_lastUpdated", "_tag", "_profile", "_security", "_source")
 
 _HL7_OPS = "http://hl7.org/fhir/OperationDefinition/"
 OPERATIONS: dict[str, list[tuple[str, str]]] = {
@@ -77,6 +81,19 @@ def capability_statement(
     token_endpoint: str | None = None,
 ) -> dict[str, Any]:
     resources = []
+    common: dict[str, str] = {}
+    for code in SYSTEM_SEARCH_PARAMS:
+        # a common parameter only if every type answers it
+        defs = [registry.get(t, code) for t in registry.resource_types() if is_resource_type(t)]
+        unanswered = any(
+            code in {c for c, _ in extractor.failures(t)}
+            for t in registry.resource_types()
+            if is_resource_type(t)
+        )
+        if all(d is not None for d in defs) and defs and not unanswered:
+            first = defs[0]
+            assert first is not None
+            common[code] = "token" if code == "_id" else first.type
     for rtype in registry.resource_types():
         if not is_resource_type(rtype):
             continue
@@ -89,7 +106,9 @@ def capability_statement(
                 "type": sp.type,
             }
             for code, sp in sorted(params.items())
-            if sp.type in SUPPORTED_PARAM_TYPES or code in ("_id", "_lastUpdated")
+            if sp.type in SUPPORTED_PARAM_TYPES
+            or code in ("_id", "_lastUpdated")
+            or (rtype, code) in SUPPORTED_SPECIAL
         ]
         if rtype == "AuditEvent":
             resources.append(_audit_entry(search_params))
@@ -135,7 +154,15 @@ def capability_statement(
                     "đ matches d). Modifiers: string :exact :contains :missing; token :not "
                     ":text :missing; uri :below :above; reference :[type] :missing; one level "
                     "of chaining and of _has. Result parameters: _count _offset _sort "
-                    "_include _revinclude _summary _elements _total."
+                    "_include _revinclude _summary _elements _total. A canonical's url "
+                    "takes url|version (and :below on the version). Location?near= takes "
+                    "latitude|longitude|distance|units (km, m, [mi_i]; km by default, 10 km "
+                    "without a distance), nearest first. An OR list may hold thousands of "
+                    "values. Unknown "
+                    "parameters and modifiers are ignored with a warning (an OperationOutcome "
+                    "entry) unless Prefer: handling=strict. System-level search takes the "
+                    "parameters common to the types searched (_type); compartment search "
+                    "follows the R4 Patient CompartmentDefinition."
                 ),
                 "security": _security(token_endpoint),
                 "resource": resources,
@@ -143,10 +170,20 @@ def capability_statement(
                     {"code": "transaction"},
                     {"code": "batch"},
                     {"code": "history-system"},
+                    {"code": "search-system"},
                 ],
+                "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
                 "searchParam": [
-                    {"name": "_id", "type": "token"},
-                    {"name": "_lastUpdated", "type": "date"},
+                    {"name": "_type", "type": "token"},
+                    *[
+                        {
+                            "name": code,
+                            "definition": "http://hl7.org/fhir/SearchParameter/"
+                            + _definition_id("Resource", code),
+                            "type": ptype,
+                        }
+                        for code, ptype in common.items()
+                    ],
                 ],
                 "operation": [_operation(n, d, None) for n, d in SYSTEM_OPERATIONS],
             }

@@ -150,12 +150,19 @@ def _in_entry(err: FhirError, index: int, res_type: str) -> FhirError:
     where = f"Bundle.entry[{index}]"
     issues = []
     for issue in err.issues:
-        exprs = tuple(
-            f"{where}.resource{e[len(res_type) :]}" if e.startswith(res_type) else f"{where} {e}"
-            for e in issue.expression
-        ) or (where,)
+        exprs = tuple(_entry_path(where, res_type, e) for e in issue.expression) or (where,)
         issues.append(Issue(issue.code, f"{where}: {issue.diagnostics}", issue.severity, exprs))
     return FhirError(err.status, issues, err.headers)
+
+
+def _entry_path(where: str, res_type: str, expression: str) -> str:
+    """An expression about an entry's resource, or (a search parameter of its url or
+    ifNoneExist) its request, as a FHIRPath from the Bundle."""
+    if expression == res_type or expression.startswith(res_type + "."):
+        return f"{where}.resource{expression[len(res_type) :]}"
+    if expression == "resourceType":
+        return f"{where}.resource.resourceType"
+    return f"{where}.request"
 
 
 def run_transaction(
