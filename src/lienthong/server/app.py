@@ -44,6 +44,7 @@ from lienthong.fhir.interactions.search import search
 from lienthong.fhir.interactions.transaction import process_bundle
 from lienthong.fhir.validate import is_resource_type
 from lienthong.ingest.xml130 import ingest as xml130_ingest
+from lienthong.server.proxy import Addressing
 from lienthong.settings import Settings
 from lienthong.storage.base import ResourceStore, open_store
 from lienthong.storage.sql import ConcurrentUpdate
@@ -118,6 +119,7 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
             settings.host,
         )
     holder: dict[str, Any] = {}
+    addressing = Addressing(settings.base_url or "", settings.trusted_proxies)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -190,7 +192,7 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
         fn: Callable[[FhirEngine, AccessContext], Any],
     ) -> Response:
         """Run an interaction for the request's user through the gate, off the event loop."""
-        source_ip = request.client.host if request.client else None
+        source_ip, base = addressing.client(request), addressing.base_url(request)
         result = await run_in_threadpool(
             run_audited,
             gate(),
@@ -200,15 +202,16 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
             res_type,
             res_id,
             request.url.query,
-            fn,
+            lambda eng, ctx: fn(eng.with_base_url(base), ctx),
         )
         assert isinstance(result, FhirResponse)
         return render(result)
 
     @app.get("/", include_in_schema=False)
-    def root() -> Response:
+    def root(request: Request) -> Response:
+        base = addressing.base_url(request)
         return Response(
-            orjson.dumps({"name": "lienthong", "version": __version__, "fhir": settings.base_url}),
+            orjson.dumps({"name": "lienthong", "version": __version__, "fhir": base}),
             media_type="application/json",
         )
 
@@ -219,9 +222,10 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
         return Response(orjson.dumps(keys), media_type="application/json")
 
     @app.get("/fhir/metadata")
-    def metadata() -> Response:
+    def metadata(request: Request) -> Response:
         e: FhirEngine = holder["engine"]
-        return render(FhirResponse(200, capability_statement(e.base_url, e.registry, e.extractor)))
+        base = addressing.base_url(request)
+        return render(FhirResponse(200, capability_statement(base, e.registry, e.extractor)))
 
     @app.post("/fhir")
     async def bundle(request: Request) -> Response:
