@@ -22,6 +22,8 @@ from tests.conftest import fresh_postgres_url
 from tests.factories import observation, patient
 from tests.live_server import live_server
 from tests.pg_server import PostgresServer
+from tests.test_access import World, consent
+from tests.test_access import world as access_world
 
 FHIR = {"Content-Type": "application/fhir+json"}
 PROXY = ("10.1.2.3", 41000)  # the address TestClient's requests come from, as a proxy
@@ -230,6 +232,8 @@ def test_link_header_on_search_and_history_pages(client: TestClient) -> None:
     assert set(link_header(h.headers["link"])) == {"self", "first", "next", "last"}
     single = client.get(f"/fhir/Patient/{ids[0]}/_history")
     assert set(link_header(single.headers["link"])) == {"self"}
+    meta = client.get("/fhir/metadata").json()
+    assert "_snapshot=" in meta["rest"][0]["documentation"]
 
 
 # -- stable paging ---------------------------------------------------------------------
@@ -465,7 +469,32 @@ def test_two_server_processes_share_the_pages(shared_database: str) -> None:
         r = httpx.get(
             f"{a.fhir}/Patient",
             params={"_count": 2},
-            headers={"X-Forwarded-Host": "fhir.example.vn", "X-Forwarded-Proto": "https"},
+            # with uvicorn's own rewrite the peer would be 198.51.100.9, untrusted
+            headers={
+                "X-Forwarded-For": "198.51.100.9",
+                "X-Forwarded-Host": "fhir.example.vn",
+                "X-Forwarded-Proto": "https",
+            },
         )
         assert links(r.json())["next"].startswith("https://fhir.example.vn/fhir/Patient?")
         assert link_header(r.headers["link"])["next"] == links(r.json())["next"]
+
+
+world = access_world  # the users, tokens and patients of the access tests
+
+
+def test_a_page_link_answers_only_the_user_whose_search_made_it(world: World) -> None:
+    r = world.get("doc-a", "/fhir/Observation", _count=1)
+    assert r.status_code == 200, r.text
+    first = r.json()
+    assert first["total"] == 2  # p1 (a recent visit) and p3 (consent)
+    nxt = local(links(first)["next"])
+    for other in ("doc-b", "adm"):
+        gone = world.client.get(nxt, headers=world.as_(other))
+        assert gone.status_code == 410 and gone.json()["resourceType"] == "OperationOutcome"
+    page2 = world.client.get(nxt, headers=world.as_("doc-a")).json()
+    assert [e["resource"]["subject"]["reference"] for e in page2["entry"]] == ["Patient/p3"]
+    # the consent is withdrawn: the page still answers, without what is no longer visible
+    world.put(consent("p3", "Organization/org-a", status="inactive"), "c3")
+    page2 = world.client.get(nxt, headers=world.as_("doc-a")).json()
+    assert page2["total"] == 2 and "entry" not in page2

@@ -290,13 +290,13 @@ class GuardedSession(WriteSession):
 
     def versions(self, keys: list[Key]) -> list[Stored]:
         """Versions named by a paging snapshot, as this user may see them now: types
-        they may not read and versions outside their patients are left out. Keys this
+        they may not search and versions outside their patients are left out. Keys this
         session's own search just matched are current and visible already."""
         found = self.inner.versions(keys)
         allowed: set[str] = set()
         for rtype in {s.res_type for s in found}:
             try:
-                self._require(rtype, "r")
+                self._require(rtype, "s")
                 allowed.add(rtype)
             except Exception:
                 self.ctx.denied = None  # left out, as an include would be

@@ -108,7 +108,11 @@ def capability_statement(
                     "đ matches d). Modifiers: string :exact :contains :missing; token :not "
                     ":text :missing; uri :below :above; reference :[type] :missing; one level "
                     "of chaining and of _has. Result parameters: _count _offset _sort "
-                    "_include _revinclude _summary _elements _total."
+                    "_include _revinclude _summary _elements _total. Paging is stable: "
+                    "a search or history of more than one page keeps a snapshot of its "
+                    "matches (their versions as matched), and its page links "
+                    "(_snapshot=...&_offset=...) answer from it, on any server process, "
+                    "until it expires (then 410 Gone); links come in the Link header too."
                 ),
                 "security": {
                     "cors": False,
