@@ -199,6 +199,8 @@ def test_malformed_header_from_a_trusted_proxy_is_a_clear_400(
 def test_bad_trusted_proxies_setting_stops_the_start(settings: Settings) -> None:
     with pytest.raises(ValueError, match="LIENTHONG_TRUSTED_PROXIES: '10.0.0.0/33'"):
         create_app(settings.model_copy(update={"trusted_proxies": "10.0.0.1,10.0.0.0/33"}))
+    with pytest.raises(ValueError, match="paging_max_ids"):
+        Settings.from_env({"LIENTHONG_PAGING_MAX_IDS": "0"})
 
 
 # -- links -----------------------------------------------------------------------------

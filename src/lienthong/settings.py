@@ -41,11 +41,12 @@ class Settings(BaseSettings):
     max_page_size: int = Field(1000, description="largest _count honoured")
     paging_max_ids: int = Field(
         10000,
+        ge=1,
         description="results a search or history keeps in its paging snapshot; pages past "
         "them are read from the live data again",
     )
     paging_ttl: int = Field(
-        3600, description="seconds a paging snapshot stays valid after the search made it"
+        3600, ge=1, description="seconds a paging snapshot stays valid after the search made it"
     )
     import_batch_size: int = Field(1000, description="resources per all-or-nothing import batch")
     pg_pool_size: int = Field(8, description="PostgreSQL connection pool size")

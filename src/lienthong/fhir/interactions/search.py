@@ -3,6 +3,7 @@ with ``_include``/``_revinclude`` (https://hl7.org/fhir/R4/search.html#include).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -143,7 +144,7 @@ def snapshot_links(
     offset: int,
     count: int,
     self_url: str,
-    live_url: Any,
+    live_url: Callable[[int], str],
 ) -> list[dict[str, str]]:
     """self, first, previous, next and last of a page cut from a snapshot. Past the
     snapshot's bound (it keeps the first ``LIENTHONG_PAGING_MAX_IDS``), ``next`` and
