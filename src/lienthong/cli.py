@@ -97,6 +97,9 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        # forwarding headers are lienthong's to judge (LIENTHONG_TRUSTED_PROXIES), so the
+        # app sees the connection's real peer rather than uvicorn's rewrite of it
+        proxy_headers=False,
     )
 
 

@@ -31,10 +31,26 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address the HTTP server binds to")
     port: int = Field(8080, description="port the HTTP server listens on")
     base_url: str | None = Field(
-        None, description="public base URL of the FHIR API; derived from the request when unset"
+        None,
+        description="public base URL of the FHIR API (default http://HOST:PORT/fhir); "
+        "a trusted proxy's forwarding headers take precedence",
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="comma-separated IP addresses and CIDR networks of reverse proxies whose "
+        "Forwarded / X-Forwarded-* headers are believed (none: such headers are ignored)",
     )
     default_page_size: int = Field(50, description="search page size when _count is not given")
     max_page_size: int = Field(1000, description="largest _count honoured")
+    paging_max_ids: int = Field(
+        10000,
+        ge=1,
+        description="results a search or history keeps in its paging snapshot; pages past "
+        "them are read from the live data again",
+    )
+    paging_ttl: int = Field(
+        3600, ge=1, description="seconds a paging snapshot stays valid after the search made it"
+    )
     import_batch_size: int = Field(1000, description="resources per all-or-nothing import batch")
     pg_pool_size: int = Field(8, description="PostgreSQL connection pool size")
     mpi: bool = Field(

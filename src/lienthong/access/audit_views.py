@@ -17,6 +17,7 @@ from lienthong.access.gate import AccessGate
 from lienthong.access.policy import AccessContext, forbidden
 from lienthong.fhir.engine import FhirEngine, FhirResponse
 from lienthong.fhir.errors import bad_request, not_found
+from lienthong.fhir.interactions.search import with_link_header
 from lienthong.fhir.search_index import date_range
 
 READERS = {"auditor", "data_admin"}
@@ -118,7 +119,7 @@ def search(
             }
             for r in records
         ]
-    return FhirResponse(200, bundle)
+    return with_link_header(FhirResponse(200, bundle))
 
 
 def read(gate: AccessGate, engine: FhirEngine, ctx: AccessContext, res_id: str) -> FhirResponse:

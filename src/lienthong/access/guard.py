@@ -32,6 +32,7 @@ from lienthong.fhir.errors import FhirError
 from lienthong.fhir.search_index import IndexExtractor, IndexRows
 from lienthong.storage.base import (
     HistoryPage,
+    KeyList,
     ResourceStore,
     SearchPage,
     Session,
@@ -39,6 +40,7 @@ from lienthong.storage.base import (
     WriteOp,
     WriteSession,
 )
+from lienthong.storage.paging import Key, OwnedSnapshots, PagingSnapshots
 from lienthong.storage.query import Criterion, SearchQuery
 
 RELATIONSHIP_TYPES = {"Encounter", "Consent"}
@@ -94,6 +96,12 @@ class GuardedStore(ResourceStore):
             # a Patient written is resolved into a person in the same transaction
             self.policy.persons_changed()
 
+    def paging(self) -> PagingSnapshots:
+        """The store's snapshots as this user's: a page link answers only the user whose
+        search made it (the issuer and subject of the token)."""
+        principal = self.ctx.principal
+        return OwnedSnapshots(self.inner.paging(), f"{principal.issuer or ''}|{principal.name}")
+
     def close(self) -> None:  # the request does not own the store
         pass
 
@@ -112,6 +120,8 @@ class GuardedSession(WriteSession):
         self.policy = store.policy
         self.relationship_written = False
         self.patient_written = False
+        # keys this session's own guarded search just returned: current and visible
+        self._matched: set[Key] = set()
 
     # -- helpers ----------------------------------------------------------------
 
@@ -268,6 +278,62 @@ class GuardedSession(WriteSession):
         for c in comps.values():
             self.ctx.touched.update(c)
         return SearchPage([self._shown(s) for s in page.matches], page.total)
+
+    def search_keys(self, query: SearchQuery, limit: int) -> KeyList:
+        self._require(query.resource_type, "s")
+        vis = self._vis()
+        if query.resource_type is None and vis.patients is not None:
+            raise forbidden("searching across all types needs access to every patient's data")
+        self._check_criteria(query.criteria, vis)
+        guarded = replace(query, visible_patients=vis.patients, public_types=PUBLIC_TYPES)
+        found = self.inner.search_keys(guarded, limit)
+        self._matched.update(found.keys)
+        return found
+
+    def history_keys(
+        self,
+        res_type: str | None,
+        res_id: str | None,
+        since: str | None,
+        at: str | None,
+        limit: int,
+    ) -> KeyList:
+        if res_id is None:
+            self._require(res_type, "s")
+            if self._vis().patients is not None:
+                raise forbidden("history across resources needs access to every patient's data")
+            return self.inner.history_keys(res_type, res_id, since, at, limit)
+        self._require(res_type, "r")
+        found = self.inner.history_keys(res_type, res_id, since, at, limit)
+        if self._vis().patients is not None and not all(
+            self._visible_versions(s) for s in self.inner.versions(found.keys)
+        ):
+            return KeyList([], 0)
+        return found
+
+    def versions(self, keys: list[Key]) -> list[Stored]:
+        """Versions named by a paging snapshot, as this user may see them now: types
+        they may not search and versions outside their patients are left out. Keys this
+        session's own search just matched are current and visible already."""
+        found = self.inner.versions(keys)
+        allowed: set[str] = set()
+        for rtype in {s.res_type for s in found}:
+            try:
+                self._require(rtype, "s")
+                allowed.add(rtype)
+            except Exception:
+                self.ctx.denied = None  # left out, as an include would be
+        found = [s for s in found if s.res_type in allowed]
+        matched = [s for s in found if (s.pk, s.version) in self._matched]
+        comps = self.inner.compartments(matched)
+        out = []
+        for s in found:
+            if (s.pk, s.version) in self._matched:
+                self.ctx.touched.update(comps[s.pk])
+            elif not self._visible_versions(s):
+                continue
+            out.append(self._shown(s))
+        return out
 
     def read_many(self, keys: list[tuple[str, str]], include_deleted: bool = False) -> list[Stored]:
         return self._filter_current(self.inner.read_many(keys, include_deleted))

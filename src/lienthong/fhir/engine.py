@@ -213,6 +213,16 @@ class FhirEngine:
         clone.store = store
         return clone
 
+    def with_base_url(self, base_url: str) -> FhirEngine:
+        """The same engine answering under another public base URL (the one a request
+        came in on through a trusted proxy); a no-op when it is the engine's own."""
+        base_url = base_url.rstrip("/")
+        if base_url == self.base_url:
+            return self
+        clone = copy.copy(self)
+        clone.base_url = base_url
+        return clone
+
     def unindexed(self, res_type: str) -> dict[str, str]:
         """Parameters of ``res_type`` the index cannot answer, with the reason."""
         return dict(self.extractor.failures(res_type))

@@ -49,6 +49,7 @@ from lienthong.fhir.interactions.transaction import process_bundle
 from lienthong.fhir.interactions.versions import versions
 from lienthong.fhir.validate import is_resource_type
 from lienthong.ingest.xml130 import ingest as xml130_ingest
+from lienthong.server.proxy import Addressing
 from lienthong.settings import Settings
 from lienthong.storage.base import ResourceStore, open_store
 from lienthong.storage.sql import ConcurrentUpdate
@@ -162,6 +163,7 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
             settings.host,
         )
     holder: dict[str, Any] = {}
+    addressing = Addressing(settings.base_url or "", settings.trusted_proxies)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -236,7 +238,7 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
         fn: Callable[[FhirEngine, AccessContext], Any],
     ) -> Response:
         """Run an interaction for the request's user through the gate, off the event loop."""
-        source_ip = request.client.host if request.client else None
+        source_ip, base = addressing.client(request), addressing.base_url(request)
         result = await run_in_threadpool(
             run_audited,
             gate(),
@@ -246,15 +248,16 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
             res_type,
             res_id,
             request.url.query,
-            fn,
+            lambda eng, ctx: fn(eng.with_base_url(base), ctx),
         )
         assert isinstance(result, FhirResponse)
         return render(result)
 
     @app.get("/", include_in_schema=False)
-    def root() -> Response:
+    def root(request: Request) -> Response:
+        base = addressing.base_url(request)
         return Response(
-            orjson.dumps({"name": "lienthong", "version": __version__, "fhir": settings.base_url}),
+            orjson.dumps({"name": "lienthong", "version": __version__, "fhir": base}),
             media_type="application/json",
         )
 
@@ -284,10 +287,11 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
         return Response(orjson.dumps(document), media_type="application/json")
 
     @app.get("/fhir/metadata")
-    def metadata() -> Response:
+    def metadata(request: Request) -> Response:
         e: FhirEngine = holder["engine"]
+        base = addressing.base_url(request)
         token_url = smart.token_endpoint(settings)
-        statement = capability_statement(e.base_url, e.registry, e.extractor, token_url)
+        statement = capability_statement(base, e.registry, e.extractor, token_url)
         return render(FhirResponse(200, statement))
 
     @app.get("/fhir/$versions")

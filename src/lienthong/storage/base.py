@@ -9,12 +9,16 @@ nothing of HTTP, validation or policy.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from lienthong.fhir.search_index import IndexRows
+from lienthong.storage.paging import Key, PagingSnapshots
 from lienthong.storage.query import SearchQuery
+
+_PAGING_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,15 @@ class SearchPage:
     total: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class KeyList:
+    """The ``(pk, version)`` keys of the first matches of a search or history, in result
+    order (for a paging snapshot), with the total when asked for."""
+
+    keys: list[Key]
+    total: int | None
+
+
 class Session(ABC):
     """Reads, consistent within the session."""
 
@@ -80,7 +93,28 @@ class Session(ABC):
         """Versions newest first; ``since``/``at`` are UTC index timestamps."""
 
     @abstractmethod
+    def history_keys(
+        self,
+        res_type: str | None,
+        res_id: str | None,
+        since: str | None,
+        at: str | None,
+        limit: int,
+    ) -> KeyList:
+        """The keys of the first ``limit`` versions :meth:`history` lists, in its order,
+        and the total."""
+
+    @abstractmethod
     def search(self, query: SearchQuery) -> SearchPage: ...
+
+    @abstractmethod
+    def search_keys(self, query: SearchQuery, limit: int) -> KeyList:
+        """The keys of the first ``limit`` matches in the query's order (its own offset and
+        count aside), and the total when ``query.with_total``."""
+
+    @abstractmethod
+    def versions(self, keys: list[Key]) -> list[Stored]:
+        """The given versions (a deletion marker included) that exist, in the order given."""
 
     @abstractmethod
     def read_many(self, keys: list[tuple[str, str]], include_deleted: bool = False) -> list[Stored]:
@@ -137,6 +171,20 @@ class ResourceStore(ABC):
     """One database holding every version of every resource and its search index."""
 
     url: str
+    _paging: PagingSnapshots | None = None
+
+    def paging(self) -> PagingSnapshots:
+        """The paging snapshots kept beside this store (opened on first use)."""
+        with _PAGING_LOCK:
+            if self._paging is None:
+                self._paging = PagingSnapshots(self.url)
+            return self._paging
+
+    def close_paging(self) -> None:
+        with _PAGING_LOCK:
+            if self._paging is not None:
+                self._paging.close()
+                self._paging = None
 
     @abstractmethod
     def reader(self) -> AbstractContextManager[Session]: ...

@@ -91,4 +91,5 @@ class PostgresStore(ResourceStore):
             conn.execute("ANALYZE")
 
     def close(self) -> None:
+        self.close_paging()
         self.pool.close()

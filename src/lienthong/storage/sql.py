@@ -11,11 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 from lienthong.fhir.search_index import IndexRows
-from lienthong.storage.base import HistoryPage, SearchPage, Stored, WriteOp, WriteSession
+from lienthong.storage.base import (
+    HistoryPage,
+    KeyList,
+    SearchPage,
+    Stored,
+    WriteOp,
+    WriteSession,
+)
+from lienthong.storage.paging import Key
 from lienthong.storage.query import SearchQuery
 from lienthong.storage.schema import INDEX_TABLES, ROW_TABLES
 from lienthong.storage.sql_search import ParamIds, compile_search
@@ -51,6 +59,7 @@ class Dialect:
         raise NotImplementedError
 
 
+_HISTORY_ORDER = "v.last_updated DESC, v.pk DESC, v.version DESC"
 _STORED_COLS = "r.pk, r.res_type, r.res_id, r.version, r.last_updated, r.deleted"
 _INDEX_ROW_FIELDS = [f.name for f in fields(IndexRows)]
 _RESOURCE_COLS = ("pk", "res_type", "res_id", "version", "last_updated", "deleted")
@@ -171,6 +180,40 @@ class SqlSession(WriteSession):
         count: int,
         offset: int,
     ) -> HistoryPage:
+        where, args = self._history_where(res_type, res_id, since, at)
+        total = self._all(f"SELECT COUNT(*) FROM resource_version v WHERE {where}", args)[0][0]
+        rows = self._all(
+            "SELECT v.pk, v.res_type, v.res_id, v.version, v.last_updated, "
+            f"CASE WHEN v.content IS NULL THEN 1 ELSE 0 END, {self.dialect.content_column}, "
+            f"v.method FROM resource_version v WHERE {where} "
+            f"ORDER BY {_HISTORY_ORDER} LIMIT ? OFFSET ?",
+            [*args, count, offset],
+        )
+        return HistoryPage([self._stored(r) for r in rows], int(total))
+
+    def history_keys(
+        self,
+        res_type: str | None,
+        res_id: str | None,
+        since: str | None,
+        at: str | None,
+        limit: int,
+    ) -> KeyList:
+        where, args = self._history_where(res_type, res_id, since, at)
+        rows = self._all(
+            f"SELECT v.pk, v.version FROM resource_version v WHERE {where} "
+            f"ORDER BY {_HISTORY_ORDER} LIMIT ?",
+            [*args, limit],
+        )
+        keys = [(int(pk), int(version)) for pk, version in rows]
+        if len(keys) < limit:
+            return KeyList(keys, len(keys))
+        total = self._all(f"SELECT COUNT(*) FROM resource_version v WHERE {where}", args)[0][0]
+        return KeyList(keys, int(total))
+
+    def _history_where(
+        self, res_type: str | None, res_id: str | None, since: str | None, at: str | None
+    ) -> tuple[str, list[Any]]:
         conds: list[str] = []
         args: list[Any] = []
         if res_id is not None:
@@ -190,16 +233,22 @@ class SqlSession(WriteSession):
                 "AND w.version > v.version AND w.last_updated <= ?)"
             )
             args += [at, at]
-        where = " AND ".join(conds) or "1 = 1"
-        total = self._all(f"SELECT COUNT(*) FROM resource_version v WHERE {where}", args)[0][0]
-        rows = self._all(
-            "SELECT v.pk, v.res_type, v.res_id, v.version, v.last_updated, "
-            f"CASE WHEN v.content IS NULL THEN 1 ELSE 0 END, {self.dialect.content_column}, "
-            f"v.method FROM resource_version v WHERE {where} "
-            "ORDER BY v.last_updated DESC, v.pk DESC, v.version DESC LIMIT ? OFFSET ?",
-            [*args, count, offset],
-        )
-        return HistoryPage([self._stored(r) for r in rows], int(total))
+        return " AND ".join(conds) or "1 = 1", args
+
+    def versions(self, keys: list[Key]) -> list[Stored]:
+        found: dict[Key, Stored] = {}
+        for chunk in _chunks(sorted(set(keys)), 200):
+            cond = " OR ".join("(v.pk = ? AND v.version = ?)" for _ in chunk)
+            rows = self._all(
+                "SELECT v.pk, v.res_type, v.res_id, v.version, v.last_updated, "
+                f"CASE WHEN v.content IS NULL THEN 1 ELSE 0 END, {self.dialect.content_column}, "
+                f"v.method FROM resource_version v WHERE {cond}",
+                [x for key in chunk for x in key],
+            )
+            for row in rows:
+                s = self._stored(row)
+                found[(s.pk, s.version)] = s
+        return [found[key] for key in keys if key in found]
 
     def search(self, query: SearchQuery) -> SearchPage:
         compiled = compile_search(query, self.params)
@@ -211,6 +260,18 @@ class SqlSession(WriteSession):
             else:
                 total = int(self._all(compiled.count_sql, compiled.count_args)[0][0])
         return SearchPage(self._by_pks(pks), total)
+
+    def search_keys(self, query: SearchQuery, limit: int) -> KeyList:
+        compiled = compile_search(replace(query, count=limit, offset=0), self.params)
+        rows = self._all(compiled.key_sql, compiled.page_args)
+        keys = [(int(pk), int(version)) for pk, version in rows]
+        total = None
+        if query.with_total:
+            if len(keys) < limit:
+                total = len(keys)
+            else:
+                total = int(self._all(compiled.count_sql, compiled.count_args)[0][0])
+        return KeyList(keys, total)
 
     def referenced(self, pks: list[int], ref_params: list[tuple[str, str]] | None) -> list[Stored]:
         if not pks:

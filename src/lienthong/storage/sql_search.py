@@ -86,6 +86,7 @@ class CompiledSearch:
     count_sql: str
     count_args: list[Any]
     pk_sql: str  # every matching pk, unordered (count_args apply)
+    key_sql: str = ""  # (pk, version) in result order; page_args apply
 
 
 def like_escape(text: str) -> str:
@@ -598,13 +599,13 @@ def compile_search(query: SearchQuery, params: ParamIds) -> CompiledSearch:
         order.append(f"{expr} ASC")
         order_args += a
     order.append("r.pk ASC")
-    page_sql = (
-        f"SELECT r.pk FROM {source} WHERE {where_sql} ORDER BY {', '.join(order)} LIMIT ? OFFSET ?"
-    )
+    tail = f"FROM {source} WHERE {where_sql} ORDER BY {', '.join(order)} LIMIT ? OFFSET ?"
+    page_sql = f"SELECT r.pk {tail}"
     return CompiledSearch(
         page_sql=page_sql,
         page_args=[*args, *order_args, query.count, query.offset],
         count_sql=f"SELECT COUNT(*) FROM {source} WHERE {where_sql}",
         count_args=list(args),
         pk_sql=f"SELECT r.pk FROM {source} WHERE {where_sql}",
+        key_sql=f"SELECT r.pk, r.version {tail}",
     )

@@ -143,6 +143,7 @@ class SqliteStore(ResourceStore):
             self._writer.execute("ANALYZE")
 
     def close(self) -> None:
+        self.close_paging()
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()

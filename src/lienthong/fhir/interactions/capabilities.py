@@ -162,7 +162,12 @@ def capability_statement(
                     "parameters and modifiers are ignored with a warning (an OperationOutcome "
                     "entry) unless Prefer: handling=strict. System-level search takes the "
                     "parameters common to the types searched (_type); compartment search "
-                    "follows the R4 Patient CompartmentDefinition."
+                    "follows the R4 Patient CompartmentDefinition. Paging of type searches "
+                    "and histories is stable: "
+                    "a search or history of more than one page keeps a snapshot of its "
+                    "matches (their versions as matched), and its page links "
+                    "(_snapshot=...&_offset=...) answer from it, on any server process, "
+                    "until it expires (then 410 Gone); links come in the Link header too."
                 ),
                 "security": _security(token_endpoint),
                 "resource": resources,
