@@ -27,7 +27,7 @@ from tests.pg_server import free_port
 
 MASTER = "http://fhir.lienthong.vn/mpi|master"
 ENV = {**os.environ, "COLUMNS": "250", "LIENTHONG_MPI": "false"}  # the demo switches it on
-TABLE_ROW = re.compile(r"^[│|]\s*([A-Za-z]+)\s*[│|]\s*([\d,]+)\s*[│|]\s*$")
+TABLE_ROW = re.compile(r"^\s*([A-Za-z]+)\s+([\d,]+)\s*$")  # a plain table's row (not a tty)
 
 
 def demo(*args: str) -> list[str]:
@@ -35,16 +35,18 @@ def demo(*args: str) -> list[str]:
 
 
 def printed_database_table(out: str) -> dict[str, int]:
-    """The rows of the 'In the database' table the demo printed."""
+    """The rows of the 'In the database' table the demo printed: written to a pipe, a
+    title line, a header line, then one line a row, up to the line after the total."""
     lines = out.splitlines()
     start = next(i for i, line in enumerate(lines) if "In the database" in line)
+    assert lines[start + 1].split() == ["resource", "type", "resources"], lines[start + 1]
     rows: dict[str, int] = {}
-    for line in lines[start + 1 :]:
-        if line.startswith("└"):
-            break
+    for line in lines[start + 2 :]:
         m = TABLE_ROW.match(line)
-        if m:
-            rows[m.group(1)] = int(m.group(2).replace(",", ""))
+        assert m, line  # every line up to the total is a row
+        rows[m.group(1)] = int(m.group(2).replace(",", ""))
+        if m.group(1) == "total":
+            break
     return rows
 
 
@@ -61,6 +63,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     (folder / "lienthong.db").write_bytes(b"not a database")
     done = subprocess.run(
         demo("--people", "240", "--seed", "3", "--dir", str(folder), "--no-serve"),
+        cwd=folder,  # where it writes lienthong.toml
         env=ENV,
         capture_output=True,
         text=True,
@@ -158,6 +161,7 @@ def test_demo_leaves_a_database_it_did_not_make_alone(tmp_path: Path) -> None:
     data.write_bytes(b"someone's records")
     done = subprocess.run(
         demo("--people", "10", "--dir", str(tmp_path), "--no-serve"),
+        cwd=tmp_path,
         env=ENV,
         capture_output=True,
         text=True,
@@ -220,6 +224,7 @@ def test_demo_builds_one_province(built: tuple[Path, str]) -> None:
 def test_demo_refuses_an_unknown_province(tmp_path: Path) -> None:
     done = subprocess.run(
         demo("--province", "99", "--dir", str(tmp_path / "d"), "--no-serve"),
+        cwd=tmp_path,
         env=ENV,
         capture_output=True,
         text=True,
@@ -327,11 +332,12 @@ def test_fhir_sources_follow_the_records_and_the_schedule(tmp_path: Path) -> Non
 
     from lienthong.fhir.validate import validate_resource
     from lienthong.synth.fhir_sources import CHILD_SCHEDULE, generate_fhir_sources
-    from lienthong.synth.population import REFERENCE_DATE, generate
+    from lienthong.synth.population import generate
 
-    generate(300, 11, tmp_path / "pop")
-    first = generate_fhir_sources(tmp_path / "pop", tmp_path / "a", seed=4)
-    generate_fhir_sources(tmp_path / "pop", tmp_path / "b", seed=4)
+    today = date(2026, 3, 9)
+    generate(300, 11, tmp_path / "pop", today=today)
+    first = generate_fhir_sources(tmp_path / "pop", tmp_path / "a", seed=4, today=today)
+    generate_fhir_sources(tmp_path / "pop", tmp_path / "b", seed=4, today=today)
     for source, paths in first.files.items():
         for path in paths:  # same seed, same files
             assert path.read_bytes() == (tmp_path / "b" / source / path.name).read_bytes()
@@ -367,11 +373,11 @@ def test_fhir_sources_follow_the_records_and_the_schedule(tmp_path: Path) -> Non
         validate_resource(imm)
         record = imm["patient"]["reference"].split("/")[1]
         when = date.fromisoformat(imm["occurrenceDateTime"])
-        assert when <= REFERENCE_DATE
+        assert when <= today
         birth = births.get(truth[record])
         code = imm["vaccineCode"]["coding"][0]["code"]
         dose = imm["protocolApplied"][0]["doseNumberPositiveInt"]
-        if birth is not None and (REFERENCE_DATE - birth).days < 6 * 365 and (code, dose) in due:
+        if birth is not None and (today - birth).days < 6 * 365 and (code, dose) in due:
             children += 1  # never before the age the schedule gives, at most 20 days late
             assert birth + timedelta(days=due[(code, dose)]) <= when
             assert when <= birth + timedelta(days=due[(code, dose)] + 20)

@@ -20,8 +20,8 @@ from typing import Annotated
 import typer
 
 from lienthong.access.auth import DEFAULT_SCOPES, ROLES, TokenIssuer, User, UserDirectory
+from lienthong.cli_common import settings_for
 from lienthong.cli_options import DatabaseOpt
-from lienthong.settings import Settings
 
 user_app = typer.Typer(
     name="user",
@@ -37,7 +37,7 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _database_url(database: str | None) -> str:
-    return database or Settings.from_env().database_url
+    return settings_for(database).database_url
 
 
 def _open_directory(database: str | None) -> UserDirectory:
@@ -130,8 +130,8 @@ def token_command(
     database: DatabaseOpt = None,
 ) -> None:
     """Print a bearer token for a user of the embedded issuer (the token alone, on stdout)."""
-    settings = Settings.from_env()
-    url = database or settings.database_url
+    settings = settings_for(database)
+    url = settings.database_url
     users = _open_directory(url)
     try:
         user = users.get(name)

@@ -22,6 +22,7 @@ def search(
     req = engine.parse_search(res_type, params, strict=strict)
     engine.hide_masters(res_type, params, req.query)
     with engine.store.reader() as session:
+        engine.resolve_persons(session, res_type, params, req.query)
         page = session.search(req.query)
         included = _included(session, req, page.matches)
     path = f"{engine.base_url}/{res_type}" if res_type else engine.base_url
