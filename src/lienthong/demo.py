@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -301,9 +301,10 @@ def _own_record(records: list[str]) -> str:
     return (hospital or records)[0]
 
 
-def _hospital(settings: Settings, preferred: str | None = None) -> tuple[str, str]:
-    """The Organization id and provider code of ``preferred`` when it is a hospital, else
-    of the hospital with the most visits."""
+def _hospital(settings: Settings) -> tuple[str, str]:
+    """The Organization id and provider code of the hospital whose clinicians have the
+    most patients to see now (Encounters ended within the treatment window), then the
+    one with the most visits."""
     from lienthong.ingest.xml130.to_fhir import PROVIDER_CODE
 
     with _sqlite(settings) as conn:
@@ -323,29 +324,23 @@ def _hospital(settings: Settings, preferred: str | None = None) -> tuple[str, st
         for ident in resource.get("identifier") or []:
             if ident.get("system") == PROVIDER_CODE:
                 codes[str(res_id)] = str(ident.get("value"))
+    since = datetime.now(UTC) - timedelta(days=settings.treatment_window_days)
     seen: Counter[str] = Counter()
+    recent: dict[str, set[str]] = {}
     for (content,) in encounters:
-        ref = str((json.loads(content).get("serviceProvider") or {}).get("reference", ""))
+        encounter = json.loads(content)
+        ref = str((encounter.get("serviceProvider") or {}).get("reference", ""))
         if ref.startswith("Organization/") and ref[13:] in codes:
             seen[ref[13:]] += 1
-    org = max(sorted(seen), key=lambda o: seen[o]) if seen else sorted(codes)[0]
-    if preferred in codes:
-        org = preferred
+            end = str((encounter.get("period") or {}).get("end") or "")
+            when = datetime.fromisoformat(end) if end else None
+            if when is not None and when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            if when is not None and when >= since:
+                patient = str((encounter.get("subject") or {}).get("reference", ""))
+                recent.setdefault(ref[13:], set()).add(patient)
+    org = max(sorted(codes), key=lambda o: (len(recent.get(o, ())), seen[o]))
     return org, codes[org]
-
-
-def _managing_organization(settings: Settings, patient: str) -> str | None:
-    with _sqlite(settings) as conn:
-        row = conn.execute(
-            "SELECT v.content FROM resource r JOIN resource_version v"
-            " ON v.pk = r.pk AND v.version = r.version"
-            " WHERE r.res_type = 'Patient' AND r.res_id = ?",
-            (patient,),
-        ).fetchone()
-    if row is None:
-        return None
-    ref = str((json.loads(row[0]).get("managingOrganization") or {}).get("reference", ""))
-    return ref[len("Organization/") :] if ref.startswith("Organization/") else None
 
 
 def record_consent(settings: Settings, patient: str, organization: str) -> str:
@@ -393,7 +388,7 @@ def create_users(settings: Settings, run: DemoRun) -> dict[str, str]:
 
     person, records = _linked_person(settings)
     own = _own_record(records)
-    org, code = _hospital(settings, _managing_organization(settings, own))
+    org, code = _hospital(settings)
     consent = record_consent(settings, own, org)
     users = UserDirectory(settings.database_url)
     try:
@@ -524,7 +519,7 @@ def try_urls(base: str, run: DemoRun, settings: Settings) -> list[tuple[str, str
         (f"patients the hospital's clinician may see: treated there in the last "
          f"{settings.treatment_window_days} days", "demo-clinician",
          f"{base}/fhir/Patient?_count=5"),
-        ("the citizen's hospital record: its clinician may read it, the citizen consented",
+        ("the citizen's record: the hospital's clinician may read it, the citizen consented",
          "demo-clinician", f"{base}/fhir/Patient/{own}"),
         ("who read the citizen's record (the audit trail)", "demo-citizen",
          f"{base}/fhir/AuditEvent?_count=5"),

@@ -746,10 +746,10 @@ QUIRK_KINDS: dict[str, str] = {
 
 _DISTRICTS_ABOLISHED = "202507010000"
 QD130_IN_FORCE = date(2024, 7, 1)
-RECENT_DAYS = 180
-"""QĐ 130 visits are of the last six months: what hospitals send is recent, so a demo's
-clinicians, who read the records of the last weeks' visits, have patients to see."""
 """QĐ 130/QĐ-BYT (as amended by QĐ 4750) applies to visits from this day."""
+RECENT_DAYS = 90
+"""QĐ 130 visits are of the last three months: what hospitals send is recent, so a demo's
+clinicians, who read the records of the last weeks' visits, have patients to see."""
 
 
 def _row_xml(tag: str, row: dict[str, str], nl: str = "", attrs: str = "") -> str:
