@@ -45,7 +45,7 @@ class CliConsole(Console):
     @property
     def size(self) -> ConsoleDimensions:
         size = super().size
-        if self.is_terminal or self._width is not None:
+        if self.is_terminal:
             return size
         return ConsoleDimensions(PIPE_WIDTH, size.height)
 

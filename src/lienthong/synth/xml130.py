@@ -247,6 +247,10 @@ class _Builder:
         rng = self.rng
         self.seq += 1
         person = rng.choice(self.people)
+        for _ in range(20):  # a newborn of the last two days has no visit over yet
+            if person.birth < self.today - timedelta(days=2):
+                break
+            person = rng.choice(self.people)
         inpatient = rng.random() < INPATIENT_SHARE
         diag = rng.choices(DIAGNOSES, self.in_weights if inpatient else self.out_weights)[0]
         others = rng.sample([d for d in DIAGNOSES if d is not diag], rng.choice((0, 0, 1, 2)))
@@ -265,9 +269,13 @@ class _Builder:
             else admitted + timedelta(minutes=rng.randrange(30, 180))
         )
         last = datetime.combine(self.today, datetime.min.time())
-        if not legacy and discharged >= last > admitted:  # still in hospital: admitted earlier
+        if not legacy and discharged >= last:  # would still be in hospital: admitted earlier
             early = discharged - last + timedelta(hours=1)
             admitted, discharged = admitted - early, discharged - early
+            born = datetime.combine(person.birth, datetime.min.time())
+            if admitted < born:  # a newborn of the last days: the stay is shorter
+                admitted = born
+                discharged = max(discharged, born + timedelta(minutes=30))
         dept = rng.choice(DEPARTMENTS)
         doctor = f"{facility}-BS{rng.randrange(1, 40):03d}"
         ma_lk = f"{facility}{admitted:%y%m%d}{self.seq:07d}"
