@@ -36,13 +36,13 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _database_url(database: str | None) -> str:
-    return settings_for(database).database_url
+def _database_url(database: str | None, announce: bool = True) -> str:
+    return settings_for(database, announce=announce).database_url
 
 
-def _open_directory(database: str | None) -> UserDirectory:
+def _open_directory(database: str | None, *, announce: bool = True) -> UserDirectory:
     try:
-        return UserDirectory(_database_url(database))
+        return UserDirectory(_database_url(database, announce))
     except Exception as error:  # bad URL, unreachable server, unwritable file
         raise _fail(f"cannot open the user directory: {error}") from None
 
@@ -132,7 +132,7 @@ def token_command(
     """Print a bearer token for a user of the embedded issuer (the token alone, on stdout)."""
     settings = settings_for(database)
     url = settings.database_url
-    users = _open_directory(url)
+    users = _open_directory(url, announce=False)  # said above
     try:
         user = users.get(name)
     finally:

@@ -184,8 +184,7 @@ class FhirEngine:
         if not params:
             raise precondition_failed(f"{what} has no search criteria")
         req = self.parse_search(res_type, params, strict=True)
-        self.hide_masters(res_type, params, req.query)
-        self.resolve_persons(session, res_type, params, req.query)
+        self.hide_masters(res_type, params, req.query)  # records only, no person search
         req.query.count = 2
         req.query.with_total = False
         return session.search(req.query).matches
