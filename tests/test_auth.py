@@ -722,9 +722,13 @@ def test_cli_users_and_token(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -
     app = cli()
     db = ["--database", sqlite_url]
 
+    said = f"database: {sqlite_url} (--database)\n"
+
     def run(*args: str) -> tuple[int, str, str]:
+        """Exit code, stdout, and stderr after the line saying which database was opened."""
         result = runner.invoke(app, list(args))
-        return result.exit_code, result.stdout, result.stderr
+        assert result.stderr.startswith(said), result.stderr
+        return result.exit_code, result.stdout, result.stderr[len(said) :]
 
     code, out, err = run(
         "user", "add", "bs-lan", "--role", "clinician", "--organization", "org-1",
@@ -789,6 +793,7 @@ def test_cli_database_default_comes_from_environment(
     monkeypatch.setenv("LIENTHONG_DATABASE_URL", url)
     result = CliRunner().invoke(cli(), ["user", "add", "kt-1", "--role", "auditor"])
     assert result.exit_code == 0, result.stderr
+    assert result.stderr == f"database: {url} (LIENTHONG_DATABASE_URL)\n"
     users = UserDirectory(url)
     try:
         user = users.get("kt-1")

@@ -15,8 +15,10 @@ import httpx
 import orjson
 import pytest
 
+import lienthong
 from lienthong.fhir.engine import FhirEngine
 from lienthong.fhir.interactions.search import search
+from lienthong.fhir.text import fold
 from lienthong.identity.mpi import is_master
 from lienthong.identity.verify_store import EXTENSION_URL, current_outcome
 from lienthong.ingest.xml130.to_fhir import SOURCE as HOSPITAL_SOURCE
@@ -26,8 +28,15 @@ from lienthong.synth.fhir_sources import SOURCE_URI
 from tests.pg_server import free_port
 
 MASTER = "http://fhir.lienthong.vn/mpi|master"
-ENV = {**os.environ, "COLUMNS": "250", "LIENTHONG_MPI": "false"}  # the demo switches it on
-TABLE_ROW = re.compile(r"^[│|]\s*([A-Za-z]+)\s*[│|]\s*([\d,]+)\s*[│|]\s*$")
+SRC = Path(lienthong.__file__).resolve().parents[1]
+# the demo switches the person index on; it runs in its own folder (where it writes
+# lienthong.toml), so the sources under test are named by absolute paths
+ENV = {
+    **os.environ,
+    "LIENTHONG_MPI": "false",
+    "PYTHONPATH": os.pathsep.join((str(SRC), str(SRC.parent))),
+}
+TABLE_ROW = re.compile(r"^\s*([A-Za-z]+)\s+([\d,]+)\s*$")  # a plain table's row (not a tty)
 
 
 def demo(*args: str) -> list[str]:
@@ -35,16 +44,18 @@ def demo(*args: str) -> list[str]:
 
 
 def printed_database_table(out: str) -> dict[str, int]:
-    """The rows of the 'In the database' table the demo printed."""
+    """The rows of the 'In the database' table the demo printed: written to a pipe, a
+    title line, a header line, then one line a row, up to the line after the total."""
     lines = out.splitlines()
     start = next(i for i, line in enumerate(lines) if "In the database" in line)
+    assert lines[start + 1].split() == ["resource", "type", "resources"], lines[start + 1]
     rows: dict[str, int] = {}
-    for line in lines[start + 1 :]:
-        if line.startswith("└"):
-            break
+    for line in lines[start + 2 :]:
         m = TABLE_ROW.match(line)
-        if m:
-            rows[m.group(1)] = int(m.group(2).replace(",", ""))
+        assert m, line  # every line up to the total is a row
+        rows[m.group(1)] = int(m.group(2).replace(",", ""))
+        if m.group(1) == "total":
+            break
     return rows
 
 
@@ -61,6 +72,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     (folder / "lienthong.db").write_bytes(b"not a database")
     done = subprocess.run(
         demo("--people", "240", "--seed", "3", "--dir", str(folder), "--no-serve"),
+        cwd=folder,  # where it writes lienthong.toml
         env=ENV,
         capture_output=True,
         text=True,
@@ -158,6 +170,7 @@ def test_demo_leaves_a_database_it_did_not_make_alone(tmp_path: Path) -> None:
     data.write_bytes(b"someone's records")
     done = subprocess.run(
         demo("--people", "10", "--dir", str(tmp_path), "--no-serve"),
+        cwd=tmp_path,
         env=ENV,
         capture_output=True,
         text=True,
@@ -220,6 +233,7 @@ def test_demo_builds_one_province(built: tuple[Path, str]) -> None:
 def test_demo_refuses_an_unknown_province(tmp_path: Path) -> None:
     done = subprocess.run(
         demo("--province", "99", "--dir", str(tmp_path / "d"), "--no-serve"),
+        cwd=tmp_path,
         env=ENV,
         capture_output=True,
         text=True,
@@ -234,6 +248,7 @@ def test_demo_serves_what_it_printed(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
         demo("--people", "120", "--seed", "5", "--dir", str(tmp_path), "--port", str(port)),
+        cwd=tmp_path,
         env=ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -310,15 +325,161 @@ def test_demo_serves_what_it_printed(tmp_path: Path) -> None:
             )
             assert r.status_code == 200, r.text[:500]
             assert r.json()["entry"], "the person's own name and birth date found nobody"
-            clinician = next(u for who, u in gets if who == "CLINICIAN")
-            r = client.get(clinician, headers={"Authorization": f"Bearer {tokens['CLINICIAN']}"})
-            seen = {e["resource"]["id"] for e in r.json().get("entry", [])}
-            assert own.split("/")[-2] in seen  # the citizen consented to this hospital
+            consented = next(u for who, u in gets if who == "CLINICIAN" and "?" not in u)
+            assert consented.endswith(own.split("/")[-2])  # the citizen's hospital record
+            r = client.get(consented, headers={"Authorization": f"Bearer {tokens['CLINICIAN']}"})
+            assert r.status_code == 200, r.text[:300]  # the citizen consented to this hospital
+            check_every_example(out, client, tokens, tmp_path)
             # authentication is on: no token, no data
             assert client.get(f"{base}/fhir/Patient").status_code == 401
     finally:
         proc.terminate()
         proc.communicate(timeout=20)
+
+
+EXAMPLE = re.compile(
+    r"^# (?P<what>.+)\n"
+    r"curl -H \"Authorization: Bearer \$(?P<who>[A-Z]+)\""
+    r"(?: -H '(?P<header>[^']+)' -d '(?P<body>[^']+)')?"
+    r" '(?P<url>[^']+)'$",
+    re.M,
+)
+
+
+def printed_examples(out: str) -> list[dict[str, str]]:
+    """Each example the demo printed under "Try": its comment, user, URL and POST body."""
+    return [m.groupdict() for m in EXAMPLE.finditer(out.split("\nTry\n", 1)[1])]
+
+
+def check_every_example(
+    out: str, client: httpx.Client, tokens: dict[str, str], folder: Path
+) -> None:
+    """Run every printed example and check that the answer holds what its comment says.
+
+    An example with no check here fails: a new example comes with its claim checked."""
+    examples = printed_examples(out)
+    assert len(examples) == len(re.findall(r"^curl ", out, re.M)), "an example not parsed"
+    summary = orjson.loads((folder / "demo-summary.json").read_bytes())
+    citizen = summary["users"]["demo-citizen"]
+    person, own = citizen["person"], citizen["record"]
+    records = set(citizen["records"])
+    settings = Settings.from_env({}).model_copy(
+        update={"database_url": f"sqlite:///{folder / 'lienthong.db'}", "mpi": True}
+    )
+    admin = {"Authorization": f"Bearer {tokens['ADMIN']}"}
+    checked = []
+    for ex in examples:
+        what, headers = ex["what"], {"Authorization": f"Bearer {tokens[ex['who']]}"}
+        if ex["body"]:
+            name, value = ex["header"].split(": ")
+            r = client.post(
+                ex["url"], content=ex["body"].encode(), headers={**headers, name: value}
+            )
+        else:
+            r = client.get(ex["url"], headers=headers)
+        assert r.status_code == 200, (what, ex["url"], r.text[:300])
+        body = r.json()
+        entries = (
+            [e["resource"] for e in body.get("entry", []) if e["search"]["mode"] != "outcome"]
+            if body["resourceType"] == "Bundle"
+            else []
+        )
+        ids = {e["id"] for e in entries}
+        if what.startswith("Patients named "):
+            family = fold(what.split(" named ")[1].split(" (")[0])
+            assert body["total"] > 0 and entries, what
+            for p in entries:
+                assert any(family in fold(n.get("family", "")) for n in p["name"]), p["name"]
+        elif what.startswith("one person's whole record"):
+            patients = [p for p in entries if p["resourceType"] == "Patient"]
+            assert patients[0]["id"] == person and is_master(patients[0])
+            assert {p["id"] for p in patients[1:]} == records  # every source's record
+            assert len({record_source(p) for p in patients[1:]}) >= 2, what
+        elif what.startswith("the citizen's own hospital record"):
+            assert entries[0]["id"] == own and len(entries) > 1, what
+        elif what.startswith("a person (master) record and the source records it links"):
+            matches = [e["resource"] for e in body["entry"] if e["search"]["mode"] == "match"]
+            assert [m["id"] for m in matches] == [person] and is_master(matches[0]), what
+            assert ids - {person} == records, what
+        elif what.startswith("every source's encounters of one person"):
+            everything = client.get(
+                f"{ex['url'].split('/fhir/')[0]}/fhir/Patient/{person}/$everything", headers=admin
+            ).json()
+            expected = {
+                e["resource"]["id"]
+                for e in everything["entry"]
+                if e["resource"]["resourceType"] == "Encounter"
+            }
+            assert expected and ids == expected and body["total"] == len(expected), what
+            subjects = {e["subject"]["reference"][8:] for e in entries}
+            assert subjects <= records and len(subjects) >= 1
+        elif what.startswith("the records carrying an identifier, and their person"):
+            system, value = ex["url"].split("identifier=", 1)[1].replace("%7C", "|").split("|")
+            carrying = {
+                p["id"]
+                for p in entries
+                if any(
+                    i.get("system") == system and i.get("value") == value
+                    for i in p.get("identifier") or []
+                )
+            }
+            assert carrying and carrying <= records, what
+            assert [p["id"] for p in entries if is_master(p)] == [person], what
+        elif what.startswith("vaccinations with the measles-rubella vaccine (CVX 04)"):
+            assert entries, what
+            for imm in entries:
+                assert {c["code"] for c in imm["vaccineCode"]["coding"]} == {"04"}, imm
+        elif what.startswith("de-identified blood pressures"):
+            assert entries, what
+            for obs in entries:
+                assert obs["code"]["coding"][0]["code"] == "85354-9"
+                assert {s["code"] for s in obs["meta"]["security"]} >= {"REDACTED"}, obs["meta"]
+        elif what.startswith("patients the hospital's clinician may see: treated there"):
+            days = int(re.search(r"last (\d+) days", what).group(1))  # type: ignore[union-attr]
+            recent = _recently_treated(
+                settings, summary["users"]["demo-clinician"]["organization"], days
+            )
+            assert recent, "the hospital treated nobody of late: the visits are too old"
+            r = client.get(ex["url"].replace("_count=5", "_count=1000"), headers=headers)
+            assert recent <= {e["resource"]["id"] for e in r.json()["entry"]}
+            assert body["total"] >= len(recent | {own}) and len(entries) == min(5, body["total"])
+        elif what.startswith("the citizen's record: the hospital's clinician may read it"):
+            assert body["resourceType"] == "Patient" and body["id"] == own
+        elif what.startswith("who read the citizen's record"):
+            assert entries and {e["resourceType"] for e in entries} == {"AuditEvent"}, what
+        elif what.startswith("an ICD-10 code looked up"):
+            params = {p["name"]: p for p in body["parameter"]}
+            assert params["display"]["valueString"], body
+        elif what.startswith("Patient/$match"):
+            assert person in ids or ids & records, (what, ids)
+        else:
+            raise AssertionError(f"no check for the printed example {what!r}")
+        checked.append(what)
+    assert len(checked) >= 13, checked
+
+
+def _recently_treated(settings: Settings, organization: str, days: int) -> set[str]:
+    """Patients of the hospital's Encounters that ended in the last ``days`` days."""
+    from datetime import UTC, datetime, timedelta
+
+    since = (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    store = open_store(settings.database_url)
+    try:
+        engine = FhirEngine(store, settings)
+        found = search(
+            engine,
+            "Encounter",
+            [
+                ("service-provider", f"Organization/{organization}"),
+                ("date", f"ge{since}"),
+                ("_count", "1000"),
+            ],
+        ).json()
+    finally:
+        store.close()
+    assert found is not None
+    encounters = [orjson.loads(orjson.dumps(e["resource"])) for e in found.get("entry", [])]
+    return {e["subject"]["reference"][8:] for e in encounters}
 
 
 def test_fhir_sources_follow_the_records_and_the_schedule(tmp_path: Path) -> None:
@@ -327,11 +488,12 @@ def test_fhir_sources_follow_the_records_and_the_schedule(tmp_path: Path) -> Non
 
     from lienthong.fhir.validate import validate_resource
     from lienthong.synth.fhir_sources import CHILD_SCHEDULE, generate_fhir_sources
-    from lienthong.synth.population import REFERENCE_DATE, generate
+    from lienthong.synth.population import generate
 
-    generate(300, 11, tmp_path / "pop")
-    first = generate_fhir_sources(tmp_path / "pop", tmp_path / "a", seed=4)
-    generate_fhir_sources(tmp_path / "pop", tmp_path / "b", seed=4)
+    today = date(2026, 3, 9)
+    generate(300, 11, tmp_path / "pop", today=today)
+    first = generate_fhir_sources(tmp_path / "pop", tmp_path / "a", seed=4, today=today)
+    generate_fhir_sources(tmp_path / "pop", tmp_path / "b", seed=4, today=today)
     for source, paths in first.files.items():
         for path in paths:  # same seed, same files
             assert path.read_bytes() == (tmp_path / "b" / source / path.name).read_bytes()
@@ -367,11 +529,11 @@ def test_fhir_sources_follow_the_records_and_the_schedule(tmp_path: Path) -> Non
         validate_resource(imm)
         record = imm["patient"]["reference"].split("/")[1]
         when = date.fromisoformat(imm["occurrenceDateTime"])
-        assert when <= REFERENCE_DATE
+        assert when <= today
         birth = births.get(truth[record])
         code = imm["vaccineCode"]["coding"][0]["code"]
         dose = imm["protocolApplied"][0]["doseNumberPositiveInt"]
-        if birth is not None and (REFERENCE_DATE - birth).days < 6 * 365 and (code, dose) in due:
+        if birth is not None and (today - birth).days < 6 * 365 and (code, dose) in due:
             children += 1  # never before the age the schedule gives, at most 20 days late
             assert birth + timedelta(days=due[(code, dose)]) <= when
             assert when <= birth + timedelta(days=due[(code, dose)] + 20)

@@ -38,6 +38,8 @@ from lienthong.synth.population import (
 )
 
 PEOPLE = 20_000
+SYNTH_DAY = date(2025, 12, 31)
+"""The day the inspected populations are made for: the same data whatever day tests run."""
 
 
 def _rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -50,7 +52,7 @@ def _rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 @pytest.fixture(scope="module")
 def population(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, str]]]:
     out = tmp_path_factory.mktemp("synth")
-    summary = generate(PEOPLE, 42, out)
+    summary = generate(PEOPLE, 42, out, today=SYNTH_DAY)
     assert summary.people == PEOPLE
     data = {}
     for name, header in (
@@ -304,7 +306,7 @@ NOISY_PEOPLE = 20_000
 
 
 def _noisy(out: Path, noise: str) -> dict[str, Any]:
-    summary = generate(NOISY_PEOPLE, 7, out, noise=noise)
+    summary = generate(NOISY_PEOPLE, 7, out, noise=noise, today=SYNTH_DAY)
     data: dict[str, Any] = {"summary": summary}
     for name in ("register", "records", "truth", "noise"):
         fields, rows = _rows(out / f"{name}.csv")

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from lienthong import __version__
 from lienthong.access.cli_audit import alerts_command, audit_app
 from lienthong.access.cli_users import client_app, token_command, user_app
 from lienthong.cli_common import (
     audit_run,
+    cli_console,
     counting_progress,
     counts_table,
     require_inputs,
@@ -48,8 +48,8 @@ app.add_typer(mpi_app, name="mpi", help="Master person index: review, decide, me
 app.add_typer(terminology_app, name="terminology", help="Code systems: load ICD-10.")
 app.add_typer(xml130_app, name="xml130", help="Hospital XML exports (QĐ 130/4750, QĐ 4210).")
 app.command("demo", help="Build, load and serve synthetic health records to try.")(demo_command)
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
+console = cli_console()
+err_console = cli_console(stderr=True, soft_wrap=True)
 
 
 @app.command()
@@ -91,9 +91,12 @@ def serve(
         f"[bold]http://{settings.host}:{settings.port}/fhir[/] "
         f"(database {settings.database_url})"
     )
+    from lienthong.server.http_protocol import Utf8TargetProtocol
+
     uvicorn.run(
         "lienthong.server.app:create_app",
         factory=True,
+        http=Utf8TargetProtocol,
         host=settings.host,
         port=settings.port,
         log_level="warning",

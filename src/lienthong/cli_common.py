@@ -1,6 +1,7 @@
-"""What the loading commands (``import``, ``xml130 ingest``/``validate``, ``terminology
-load``) do alike: settings for ``--database``, refusing missing inputs, the progress bar,
-the per-type count table and the audit entry of a run.
+"""What the commands do alike: settings for ``--database`` (saying which database they
+open), the consoles they print to (tables as plain aligned text when the output is not a
+terminal), refusing missing inputs, the progress bar, the per-type count table and the
+audit entry of a run.
 
 Each of these doors into the store must answer the same way - the same exit status for a
 missing file, the same audit record an auditor searches for - so they share one piece of code
@@ -12,9 +13,11 @@ from __future__ import annotations
 import getpass
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -26,13 +29,80 @@ from rich.table import Table
 
 from lienthong.settings import Settings
 
+PIPE_WIDTH = 1000
+"""Width of a console that does not write to a terminal: lines and tables keep their
+natural width in a pipe or a log instead of being folded to 80 columns."""
 
-def settings_for(database: str | None, **overrides: object) -> Settings:
-    """Settings from the environment, with ``--database`` and any option given (not None)."""
+
+class CliConsole(Console):
+    """A console that prints as rich does on a terminal, and plain text elsewhere.
+
+    Written to a pipe or a file, a table loses its box (columns aligned by spaces, one row
+    a line, so ``grep`` and ``awk`` can read it) and nothing is folded to a terminal's
+    width. One class for every command, so that no command's tables collapse into
+    one-word cells when its output is captured."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self.is_terminal:
+            return size
+        return ConsoleDimensions(PIPE_WIDTH, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        width, height = new_size
+        self._width, self._height = width, height
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        if not self.is_terminal:
+            for obj in objects:
+                if isinstance(obj, Table):
+                    obj.box = None
+        super().print(*objects, **kwargs)
+
+
+def cli_console(*, stderr: bool = False, soft_wrap: bool = False) -> CliConsole:
+    """The console a command prints to (``stderr`` for messages beside its output)."""
+    return CliConsole(stderr=stderr, soft_wrap=soft_wrap)
+
+
+_err = cli_console(stderr=True, soft_wrap=True)
+
+
+def settings_for(database: str | None, *, announce: bool = True, **overrides: object) -> Settings:
+    """Settings from the environment and the settings file, with ``--database`` and any
+    option given (not None).
+
+    With ``announce`` (commands that open the store) one line on stderr says which database
+    and where that came from, so nobody works on an empty default database unawares. A
+    broken settings file or variable exits 2 with the reason."""
     update = {k: v for k, v in overrides.items() if v is not None}
     if database:
         update["database_url"] = database
-    return Settings.from_env().model_copy(update=update)
+    try:
+        settings = Settings.from_env().model_copy(update=update)
+    except ValueError as exc:
+        _err.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    if announce:
+        origin = "--database" if database else settings.origin("database_url")
+        _err.print(
+            f"database: {display_url(settings.database_url)} ({origin})",
+            markup=False,
+            highlight=False,
+        )
+    return settings
+
+
+def display_url(url: str) -> str:
+    """A database URL fit to print: a password in it is masked."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = (parts.username or "") + ":***"
+    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
 
 
 def require_inputs(

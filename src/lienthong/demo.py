@@ -10,7 +10,10 @@ index on (``xml130 ingest``, ``import``), every Patient verified against the reg
 
 Nothing here is a shortcut: every step calls the code the stand-alone commands call, so
 what the demo shows is what those commands do. ``--no-serve`` stops after loading; a
-summary of the run is written to ``DIR/demo-summary.json`` beside the database.
+summary of the run is written to ``DIR/demo-summary.json`` beside the database, and
+``./lienthong.toml`` names the database so that the commands run next in the same folder
+(``lienthong mpi review``, ``token``, ``serve``) open it. The records are dated back from
+the day the demo runs (``--today`` pins the day: same seed and day, same data).
 """
 
 from __future__ import annotations
@@ -23,12 +26,12 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -40,10 +43,12 @@ from rich.progress import (
 from rich.table import Table
 
 from lienthong import __version__
+from lienthong.cli_common import cli_console
 from lienthong.settings import Settings
+from lienthong.synth.cli_synth import TodayOpt, synth_day
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+console = cli_console(soft_wrap=True)
+err_console = cli_console(stderr=True, soft_wrap=True)
 
 DEFAULT_DIR = Path("lienthong-data/demo")
 DEFAULT_PROVINCE = "01"
@@ -162,6 +167,7 @@ def build(
     settings: Settings,
     workers: int | None = None,
     province: str = DEFAULT_PROVINCE,
+    today: date | None = None,
 ) -> DemoRun:
     """Generate one province's population and records, load, link and verify them into
     ``settings.database_url``."""
@@ -185,15 +191,23 @@ def build(
 
     with run.step(f"population register and source records of {people:,} people", "people",
                   people) as bar:  # fmt: skip
-        summary = generate(people, seed, population, progress=bar.to, province=province)
+        summary = generate(
+            people, seed, population, progress=bar.to, province=province, today=today
+        )
     run.files.update({k: str(v) for k, v in summary.files.items()})
     with run.step(f"hospital XML exports of {visits:,} visits", "visits", visits) as bar:
         generate_xml130(
-            visits, exports, seed=seed, population=population, progress=bar.to, province=province
+            visits,
+            exports,
+            seed=seed,
+            population=population,
+            progress=bar.to,
+            province=province,
+            today=today,
         )
     run.files["hospital exports"] = str(exports)
     with run.step("immunization registry and commune station FHIR exports"):
-        sources = generate_fhir_sources(population, fhir, seed)
+        sources = generate_fhir_sources(population, fhir, seed, today)
     for source in sources.files:
         run.files[f"{source} exports"] = str(fhir / source)
 
@@ -287,9 +301,10 @@ def _own_record(records: list[str]) -> str:
     return (hospital or records)[0]
 
 
-def _hospital(settings: Settings, preferred: str | None = None) -> tuple[str, str]:
-    """The Organization id and provider code of ``preferred`` when it is a hospital, else
-    of the hospital with the most visits."""
+def _hospital(settings: Settings) -> tuple[str, str]:
+    """The Organization id and provider code of the hospital whose clinicians have the
+    most patients to see now (Encounters ended within the treatment window), then the
+    one with the most visits."""
     from lienthong.ingest.xml130.to_fhir import PROVIDER_CODE
 
     with _sqlite(settings) as conn:
@@ -309,34 +324,28 @@ def _hospital(settings: Settings, preferred: str | None = None) -> tuple[str, st
         for ident in resource.get("identifier") or []:
             if ident.get("system") == PROVIDER_CODE:
                 codes[str(res_id)] = str(ident.get("value"))
+    since = datetime.now(UTC) - timedelta(days=settings.treatment_window_days)
     seen: Counter[str] = Counter()
+    recent: dict[str, set[str]] = {}
     for (content,) in encounters:
-        ref = str((json.loads(content).get("serviceProvider") or {}).get("reference", ""))
+        encounter = json.loads(content)
+        ref = str((encounter.get("serviceProvider") or {}).get("reference", ""))
         if ref.startswith("Organization/") and ref[13:] in codes:
             seen[ref[13:]] += 1
-    org = max(sorted(seen), key=lambda o: seen[o]) if seen else sorted(codes)[0]
-    if preferred in codes:
-        org = preferred
+            end = str((encounter.get("period") or {}).get("end") or "")
+            when = datetime.fromisoformat(end) if end else None
+            if when is not None and when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            if when is not None and when >= since:
+                patient = str((encounter.get("subject") or {}).get("reference", ""))
+                recent.setdefault(ref[13:], set()).add(patient)
+    org = max(sorted(codes), key=lambda o: (len(recent.get(o, ())), seen[o]))
     return org, codes[org]
-
-
-def _managing_organization(settings: Settings, patient: str) -> str | None:
-    with _sqlite(settings) as conn:
-        row = conn.execute(
-            "SELECT v.content FROM resource r JOIN resource_version v"
-            " ON v.pk = r.pk AND v.version = r.version"
-            " WHERE r.res_type = 'Patient' AND r.res_id = ?",
-            (patient,),
-        ).fetchone()
-    if row is None:
-        return None
-    ref = str((json.loads(row[0]).get("managingOrganization") or {}).get("reference", ""))
-    return ref[len("Organization/") :] if ref.startswith("Organization/") else None
 
 
 def record_consent(settings: Settings, patient: str, organization: str) -> str:
     """The citizen's consent that the hospital's clinicians see their record for
-    treatment (the synthetic visits are too old for a treatment relationship)."""
+    treatment, whenever their last visit there was."""
     from lienthong.fhir.engine import FhirEngine
     from lienthong.fhir.interactions.update import update
     from lienthong.storage.base import open_store
@@ -379,7 +388,7 @@ def create_users(settings: Settings, run: DemoRun) -> dict[str, str]:
 
     person, records = _linked_person(settings)
     own = _own_record(records)
-    org, code = _hospital(settings, _managing_organization(settings, own))
+    org, code = _hospital(settings)
     consent = record_consent(settings, own, org)
     users = UserDirectory(settings.database_url)
     try:
@@ -431,35 +440,115 @@ def _a_family_name(settings: Settings) -> str:
     return names.most_common(1)[0][0] if names else "Nguyễn"
 
 
+def _an_identifier(settings: Settings, records: list[str], person: str) -> str | None:
+    """``system|value`` of an identifier one of ``records`` carries and the person
+    ``person`` does not (a card number, a hospital's patient code): found by identifier,
+    the person comes back with the record. None when the records carry none."""
+    with _sqlite(settings) as conn:
+        rows = conn.execute(
+            "SELECT r.res_id, v.content FROM resource r JOIN resource_version v"
+            " ON v.pk = r.pk AND v.version = r.version"
+            f" WHERE r.res_type = 'Patient' AND r.res_id IN ({','.join('?' * (len(records) + 1))})",
+            (*records, person),
+        ).fetchall()
+    contents = {str(i): json.loads(c) for i, c in rows}
+
+    def idents(resource: dict[str, Any]) -> list[str]:
+        return [
+            f"{i['system']}|{i['value']}"
+            for i in resource.get("identifier") or []
+            if i.get("system") and i.get("value")
+        ]
+
+    own = set(idents(contents.get(person, {})))
+    found = [x for r in records for x in idents(contents.get(r, {}))]
+    return next((x for x in found if x not in own), found[0] if found else None)
+
+
 def try_urls(base: str, run: DemoRun, settings: Settings) -> list[tuple[str, str, str]]:
-    """(what, user, URL) to try against the served API."""
+    """(what, user, URL) to try against the served API; each ``what`` says what the
+    answer holds (the demo's tests check every one)."""
     from lienthong.synth.population import strip_diacritics
 
     person = run.users["demo-citizen"]["person"]
     own = run.users["demo-citizen"]["record"]
+    records = run.users["demo-citizen"]["records"]
     family = _a_family_name(settings)
     match = quote(f"{base}/fhir/Patient/$match", safe=":/$")
-    return [
-        (f"Patients named {family} (written with or without accents)", "demo-admin",
-         f"{base}/fhir/Patient?family={quote(strip_diacritics(family).lower())}&_count=5"),
-        ("one person's whole record, every source ($everything of the person)", "demo-admin",
-         f"{base}/fhir/Patient/{person}/$everything"),
-        ("the citizen's own hospital record", "demo-citizen",
-         f"{base}/fhir/Patient/{own}/$everything"),
-        ("a person's source records and the person (master) record", "demo-admin",
-         f"{base}/fhir/Patient?_id={person}&_include=Patient:link"),
+    identifier = _an_identifier(settings, records, person)
+    urls = [
+        (
+            f"Patients named {family} (written with or without accents)",
+            "demo-admin",
+            f"{base}/fhir/Patient?family={quote(strip_diacritics(family).lower())}&_count=5",
+        ),
+        (
+            "one person's whole record, every source ($everything of the person)",
+            "demo-admin",
+            f"{base}/fhir/Patient/{person}/$everything",
+        ),
+        (
+            "the citizen's own hospital record",
+            "demo-citizen",
+            f"{base}/fhir/Patient/{own}/$everything",
+        ),
+        (
+            "a person (master) record and the source records it links",
+            "demo-admin",
+            f"{base}/fhir/Patient?_id={person}&_include=Patient:link",
+        ),
+        (
+            "every source's encounters of one person (:mdm: the person and its records)",
+            "demo-admin",
+            f"{base}/fhir/Encounter?patient:mdm=Patient/{person}",
+        ),
+    ]
+    if identifier is not None:
+        urls.append(
+            (
+                "the records carrying an identifier, and their person (master) record",
+                "demo-admin",
+                f"{base}/fhir/Patient?identifier={quote(identifier, safe=':/|')}",
+            )
+        )
+    urls += [
         ("vaccinations with the measles-rubella vaccine (CVX 04)", "demo-admin",
          f"{base}/fhir/Immunization?vaccine-code=http://hl7.org/fhir/sid/cvx|04&_count=5"),
         ("de-identified blood pressures for statistics", "demo-analyst",
          f"{base}/fhir/Observation?code=http://loinc.org|85354-9&_count=5"),
-        ("patients the hospital's clinician may see: the citizen consented", "demo-clinician",
+        (f"patients the hospital's clinician may see: treated there in the last "
+         f"{settings.treatment_window_days} days", "demo-clinician",
          f"{base}/fhir/Patient?_count=5"),
+        ("the citizen's record: the hospital's clinician may read it, the citizen consented",
+         "demo-clinician", f"{base}/fhir/Patient/{own}"),
         ("who read the citizen's record (the audit trail)", "demo-citizen",
          f"{base}/fhir/AuditEvent?_count=5"),
         ("an ICD-10 code looked up", "demo-admin",
          f"{base}/fhir/CodeSystem/$lookup?system=http://hl7.org/fhir/sid/icd-10&code=J18.9"),
         ("Patient/$match (POST a Patient in a Parameters resource)", "demo-admin", match),
     ]  # fmt: skip
+    return urls
+
+
+SETTINGS_MARK = "# written by lienthong demo"
+
+
+def write_settings_file(folder: Path, database_url: str) -> Path | None:
+    """``folder/lienthong.toml`` naming the demo's database, so that the commands run
+    next in ``folder`` open it; None (nothing written) when a settings file there is
+    someone's own (it lacks the demo's first line)."""
+    from lienthong.settings import CONFIG_FILE
+
+    path = folder / CONFIG_FILE
+    if path.exists() and not path.read_text(encoding="utf-8").startswith(SETTINGS_MARK):
+        return None
+    path.write_text(
+        f"{SETTINGS_MARK}: lienthong commands run in this folder open the demo's database\n"
+        "# (pass --database, set LIENTHONG_DATABASE_URL or delete this file for another)\n"
+        f"database_url = {json.dumps(database_url)}\n",
+        encoding="utf-8",
+    )
+    return path
 
 
 def print_run(run: DemoRun, folder: Path, settings: Settings) -> None:
@@ -529,11 +618,13 @@ def demo_command(
         str,
         typer.Option(help="the synthetic province: a current two-digit province code"),
     ] = DEFAULT_PROVINCE,
+    today: TodayOpt = None,
 ) -> None:
     """Build a synthetic province's health records, load, link and verify them, and serve
     the API."""
     from lienthong.synth.population import communes_of
 
+    day = synth_day(today)
     try:
         province_name = communes_of(province)[0].province_name
     except ValueError as exc:
@@ -564,7 +655,7 @@ def demo_command(
         f"seed {seed}, in {folder}"
     )
     try:
-        run = build(folder, people, seed, settings, workers, province)
+        run = build(folder, people, seed, settings, workers, province, day)
     except (RuntimeError, ValueError, OSError) as exc:
         err_console.print(f"demo failed: {exc}")
         raise typer.Exit(1) from None
@@ -573,9 +664,18 @@ def demo_command(
         json.dumps(run.as_json(), ensure_ascii=False, indent=1), encoding="utf-8"
     )
     print_run(run, folder, settings)
+    written = write_settings_file(Path.cwd(), database_url)
+    if written is not None:
+        console.print(f"  settings: {written} (lienthong commands run in {written.parent} "
+                      "open this database)")  # fmt: skip
+        database_opt = ""
+    else:
+        console.print(f"  settings: {Path.cwd() / 'lienthong.toml'} is not the demo's: left "
+                      "alone; pass --database to the commands")  # fmt: skip
+        database_opt = f" --database {database_url}"
     base = f"http://{host}:{port}"
-    console.print("\n[bold]Demo users[/] (tokens valid 12 h; a new one: lienthong token NAME "
-                  f"--database {database_url})")  # fmt: skip
+    console.print("\n[bold]Demo users[/] (tokens valid 12 h; a new one: lienthong token NAME"
+                  f"{database_opt})")  # fmt: skip
     for name, token in tokens.items():
         info = run.users[name]
         extra = ", ".join(f"{k}={v}" for k, v in info.items() if k in ("organization", "patient"))
@@ -595,7 +695,7 @@ def demo_command(
             console.print(f"curl -H \"Authorization: Bearer ${var}\" '{url}'")
     if not serve:
         console.print(f"\nnot serving (--no-serve); serve later with: LIENTHONG_MPI=true "
-                      f"lienthong serve --database {database_url}")  # fmt: skip
+                      f"lienthong serve{database_opt}")  # fmt: skip
         return
     _serve(settings)
 
@@ -628,9 +728,12 @@ def _serve(settings: Settings) -> None:
         f"\nserving the FHIR API at [bold]http://{settings.host}:{settings.port}/fhir[/] "
         "(authentication on; Ctrl-C stops)"
     )
+    from lienthong.server.http_protocol import Utf8TargetProtocol
+
     uvicorn.run(
         "lienthong.server.app:create_app",
         factory=True,
+        http=Utf8TargetProtocol,
         host=settings.host,
         port=settings.port,
         log_level="warning",

@@ -1,22 +1,28 @@
 """One typed settings object for the whole platform (environment prefix ``LIENTHONG_``).
 
-Settings take the environment as a parameter so tests can pass a plain dict
-instead of mutating ``os.environ``.
+Settings come from the environment and, under it, from a settings file: ``lienthong.toml``
+in the working directory (or the file ``LIENTHONG_CONFIG`` names), the fields by their
+names (``database_url = "sqlite:///..."``); ``lienthong demo`` writes one so that the
+commands run after it open the demo's database. Settings take the environment as a
+parameter so tests can pass a plain dict instead of mutating ``os.environ``.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./lienthong-data/lienthong.db"
 #: The ``iss`` of lienthong's tokens before it became a URL.
 LEGACY_ISSUER = "lienthong"
+CONFIG_FILE = "lienthong.toml"
+"""The settings file read from the working directory when ``LIENTHONG_CONFIG`` is unset."""
 
 
 class Settings(BaseSettings):
@@ -136,16 +142,43 @@ class Settings(BaseSettings):
             )
         return value
 
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``env`` (defaults to the process environment)."""
+        """Build settings from ``env`` (defaults to the process environment) over the
+        settings file: the one ``LIENTHONG_CONFIG`` names, else, with the process
+        environment only, ``./lienthong.toml`` when there is one.
+
+        Raises ValueError naming the file and the setting for an unreadable file, an
+        unknown setting or a bad value."""
         source = os.environ if env is None else env
-        values = {
-            name: source[f"LIENTHONG_{name.upper()}"]
-            for name in cls.model_fields
-            if f"LIENTHONG_{name.upper()}" in source
-        }
-        return cls.model_validate(values)
+        named = source.get("LIENTHONG_CONFIG")
+        path = Path(named) if named else Path(CONFIG_FILE) if env is None else None
+        values: dict[str, object] = {}
+        origins: dict[str, str] = {}
+        if path is not None and (named or path.is_file()):
+            values = _read_file(path, set(cls.model_fields))
+            origins = dict.fromkeys(values, str(path))
+        for name in cls.model_fields:
+            if f"LIENTHONG_{name.upper()}" in source:
+                values[name] = source[f"LIENTHONG_{name.upper()}"]
+                origins[name] = f"LIENTHONG_{name.upper()}"
+        try:
+            settings = cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{e['loc'][0]} (from {origins.get(str(e['loc'][0]), 'default')}): {e['msg']}"
+                for e in exc.errors()
+            )
+            raise ValueError(f"settings: {problems}") from None
+        settings._origins = origins
+        return settings
+
+    def origin(self, name: str) -> str:
+        """Where setting ``name`` came from: ``LIENTHONG_<NAME>``, the settings file's
+        path, or "default" (a value given in code, e.g. ``--database``, says nothing)."""
+        return self._origins.get(name, "default")
 
     def public_root(self) -> str:
         """The server's public root URL: the FHIR base URL without its ``/fhir``."""
@@ -172,3 +205,20 @@ class Settings(BaseSettings):
         if self.database_url.startswith("sqlite:///"):
             return Path(self.database_url[len("sqlite:///") :])
         return None
+
+
+def _read_file(path: Path, known: set[str]) -> dict[str, object]:
+    """The settings of a TOML settings file; ValueError naming the file and the reason."""
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"settings file {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"settings file {path}: not valid TOML ({exc})") from None
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"settings file {path}: unknown setting {', '.join(map(repr, unknown))} "
+            "(settings are named as the Settings fields, e.g. database_url)"
+        )
+    return values

@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from lienthong.access.alerts import AlertEngine
 from lienthong.access.audit import AuditLog
-from lienthong.cli_common import settings_for
+from lienthong.cli_common import cli_console, settings_for
 from lienthong.settings import Settings
 
 audit_app = typer.Typer(
@@ -24,7 +23,7 @@ audit_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
+console = cli_console()
 
 Database = Annotated[
     str | None,

@@ -30,8 +30,8 @@ import typer
 
 from lienthong.access.auth import DEFAULT_SCOPES, ROLES, TokenIssuer, User, UserDirectory
 from lienthong.access.clients import CLIENT_ROLES, Client, ClientRegistry
+from lienthong.cli_common import settings_for
 from lienthong.cli_options import DatabaseOpt
-from lienthong.settings import Settings
 
 user_app = typer.Typer(
     name="user",
@@ -46,13 +46,13 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _database_url(database: str | None) -> str:
-    return database or Settings.from_env().database_url
+def _database_url(database: str | None, announce: bool = True) -> str:
+    return settings_for(database, announce=announce).database_url
 
 
-def _open_directory(database: str | None) -> UserDirectory:
+def _open_directory(database: str | None, *, announce: bool = True) -> UserDirectory:
     try:
-        return UserDirectory(_database_url(database))
+        return UserDirectory(_database_url(database, announce))
     except Exception as error:  # bad URL, unreachable server, unwritable file
         raise _fail(f"cannot open the user directory: {error}") from None
 
@@ -140,9 +140,9 @@ def token_command(
     database: DatabaseOpt = None,
 ) -> None:
     """Print a bearer token for a user of the embedded issuer (the token alone, on stdout)."""
-    settings = Settings.from_env()
-    url = database or settings.database_url
-    users = _open_directory(url)
+    settings = settings_for(database)
+    url = settings.database_url
+    users = _open_directory(url, announce=False)  # said above
     try:
         user = users.get(name)
     finally:

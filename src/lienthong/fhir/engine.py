@@ -189,7 +189,7 @@ class FhirEngine:
         if not params:
             raise precondition_failed(f"{what} has no search criteria")
         req = self.parse_search(res_type, params, strict=True)
-        self.hide_masters(res_type, params, req.query)
+        self.hide_masters(res_type, params, req.query)  # records only, no person search
         req.query.count = 2
         req.query.with_total = False
         return session.search(req.query).matches
@@ -198,13 +198,27 @@ class FhirEngine:
         self, res_type: str | None, params: list[tuple[str, str]], query: SearchQuery
     ) -> None:
         """Leave the person index's master Patients out of a Patient search (ordinary
-        and conditional) unless the search asks for tags: they are not source records."""
+        and conditional) unless the search asks for tags or names ids (a search by
+        ``_id`` finds the Patient it names): they are not source records."""
         if res_type != "Patient" or not self.settings.mpi:
             return
-        if any(k.split(":")[0] == "_tag" for k, _ in params):
+        if any(k.split(":")[0] in ("_tag", "_id") for k, _ in params):
             return
         hide = self.parse_search("Patient", [("_tag:not", "http://fhir.lienthong.vn/mpi|master")])
         query.criteria.extend(hide.query.criteria)
+
+    def resolve_persons(
+        self,
+        session: Session,
+        res_type: str | None,
+        params: list[tuple[str, str]],
+        query: SearchQuery,
+    ) -> None:
+        """Person-level search (``:mdm``, masters found by identifier): see
+        ``lienthong.identity.person_search``; run in the reader that runs ``query``."""
+        from lienthong.identity.person_search import resolve_persons
+
+        resolve_persons(self, session, res_type, params, query)
 
     def with_store(self, store: ResourceStore) -> FhirEngine:
         """The same engine over another view of the store (e.g. one user's guarded view);

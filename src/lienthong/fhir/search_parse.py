@@ -2,8 +2,9 @@
 
 Follows https://hl7.org/fhir/R4/search.html: modifiers (``:exact``,
 ``:contains``, ``:missing``, ``:not``, ``:text``, ``:[type]``, ``:below``,
-``:above``), prefixes, escaping (``\\,`` ``\\|`` ``\\$``), chaining one level
-(``subject:Patient.identifier=...``), reverse chaining (``_has``), and the
+``:above``, ``:mdm`` - the person of a Patient reference, expanded by
+``lienthong.identity.person_search``), prefixes, escaping (``\\,`` ``\\|`` ``\\$``),
+chaining one level (``subject:Patient.identifier=...``), reverse chaining (``_has``), and the
 result parameters (``_count``, ``_sort``, ``_include``, ``_revinclude``,
 ``_summary``, ``_elements``, ``_total``). Unknown parameters raise 400 under
 ``Prefer: handling=strict`` and come back as warnings under ``lenient``.
@@ -51,7 +52,7 @@ MODIFIERS = {
     "date": {"missing"},
     "number": {"missing"},
     "quantity": {"missing"},
-    "reference": {"missing"},
+    "reference": {"missing", "mdm"},
     "uri": {"below", "above", "missing"},
     "composite": {"missing"},
     "special": set(),
@@ -297,6 +298,8 @@ class SearchParser:
         if not values:
             raise bad_request(f"parameter {name} has no value", name)
         crit.values = [self._value(sp, ptype, mod, v, name) for v in values]
+        if mod == "mdm":
+            _person_reference(sp, crit.values, name)
         return crit
 
     def registry_type(self, name: str) -> bool:
@@ -396,7 +399,7 @@ class SearchParser:
         parts = raw.split("/")
         if len(parts) >= 2 and parts[0][:1].isupper():
             return ReferenceValue(parts[0], parts[1])
-        if mod and mod != "missing":
+        if mod and mod not in ("missing", "mdm"):
             return ReferenceValue(mod, raw)
         return ReferenceValue(None, raw)
 
@@ -414,6 +417,19 @@ class SearchParser:
         else:
             second = fold(unescape(pieces[1]))
         return CompositeValue(first, second)
+
+
+def _person_reference(sp: SearchParam, values: list[Value], name: str) -> None:
+    """``:mdm`` names Patients (a person stands for its records): 400 otherwise."""
+    if sp.targets and "Patient" not in sp.targets:
+        raise bad_request(
+            f":mdm needs a parameter that refers to a Patient; {sp.code} does not", name
+        )
+    for v in values:
+        if not isinstance(v, ReferenceValue) or v.target_id is None:
+            raise bad_request(f"{name} takes Patient/[id] or the id of a Patient", name)
+        if v.target_type not in (None, "Patient"):
+            raise bad_request(f"{name} takes Patient/[id], not a {v.target_type}", name)
 
 
 def _token(raw: str, mod: str | None) -> TokenValue:

@@ -14,14 +14,14 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from lienthong.cli_common import cli_console
 from lienthong.cli_options import DatabaseOpt
 
 mpi_app = typer.Typer(no_args_is_help=True)
-console = Console(soft_wrap=True)  # ids stay whole on one line, for copying
-err_console = Console(stderr=True, soft_wrap=True)
+console = cli_console(soft_wrap=True)  # ids stay whole on one line, for copying
+err_console = cli_console(stderr=True, soft_wrap=True)
 
 
 @contextmanager

@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lienthong.cli_common import sized_progress
+from lienthong.cli_common import cli_console, sized_progress
 from lienthong.cli_options import DatabaseOpt
 from lienthong.identity import layouts
 
@@ -35,8 +35,8 @@ RECORD_COLUMNS = layouts.VERIFY_RECORD_COLUMNS
 REPORT_COLUMNS = layouts.VERIFY_REPORT_COLUMNS
 STATUSES = layouts.VERIFY_STATUSES
 
-out_console = Console()
-console = Console(stderr=True, soft_wrap=True)
+out_console = cli_console()
+console = cli_console(stderr=True, soft_wrap=True)
 
 STATUS_LABELS = {
     "verified": (

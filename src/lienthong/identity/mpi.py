@@ -79,6 +79,7 @@ __all__ = [
     "Candidate",
     "MasterPersonIndex",
     "is_master",
+    "masters_of",
     "person_patients",
     "raw_session",
 ]
@@ -152,6 +153,20 @@ def person_patients(session: Session, patient_id: str) -> frozenset[str]:
         str(r[0]) for r in raw.side("SELECT res_id FROM mpi_record WHERE master_id = ?", (master,))
     )
     return frozenset(out)
+
+
+def masters_of(session: Session, ids: list[str]) -> dict[str, str]:
+    """The current master of each of the source Patients ``ids`` the index links (ids it
+    does not link are left out). Read-only, as :func:`person_patients`."""
+    raw = raw_session(session)
+    out: dict[str, str] = {}
+    for chunk in _chunks(ids, 500):
+        for rid, master in raw.side(
+            f"SELECT res_id, master_id FROM mpi_record WHERE res_id IN ({_marks(chunk)})",
+            chunk,
+        ):
+            out[str(rid)] = str(master)
+    return out
 
 
 def blocking_keys(f: Mapping[str, Any]) -> list[str]:
@@ -614,14 +629,7 @@ class MasterPersonIndex:
         return str(rows[0][0]) if rows else None
 
     def _masters_of(self, raw: SqlSession, ids: list[str]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for chunk in _chunks(ids, 500):
-            for rid, master in raw.side(
-                f"SELECT res_id, master_id FROM mpi_record WHERE res_id IN ({_marks(chunk)})",
-                chunk,
-            ):
-                out[rid] = master
-        return out
+        return masters_of(raw, ids)
 
     def _members(self, raw: SqlSession, masters: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
         out: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in masters}

@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lienthong.cli_common import counting_progress, require_inputs, settings_for
+from lienthong.cli_common import cli_console, counting_progress, require_inputs, settings_for
 from lienthong.cli_options import DatabaseOpt
 from lienthong.ingest.xml130.cli_ingest import expand_xml_paths, ingest_command
 from lienthong.ingest.xml130.rules import BLOCKING, RULES
@@ -40,8 +40,8 @@ xml130_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
+console = cli_console()
+err_console = cli_console(stderr=True, soft_wrap=True)
 
 
 @xml130_app.callback()

@@ -8,13 +8,13 @@ touching real patients; this command makes them reproducibly from a seed::
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from lienthong.cli_common import sized_progress
+from lienthong.cli_common import cli_console, sized_progress
 from lienthong.synth.population import NOISE_PROFILES, communes_of, generate
 
 synth_app = typer.Typer(
@@ -23,8 +23,8 @@ synth_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
+console = cli_console()
+err_console = cli_console(stderr=True, soft_wrap=True)
 
 
 ProvinceOpt = Annotated[
@@ -35,6 +35,33 @@ ProvinceOpt = Annotated[
         "everyone lives there and visits its facilities (default: the whole country).",
     ),
 ]
+
+
+TodayOpt = Annotated[
+    datetime | None,
+    typer.Option(
+        "--today",
+        formats=["%Y-%m-%d"],
+        help="The day the data is made for, YYYY-MM-DD (default: today): ages, visits and "
+        "vaccinations are dated back from it; the same seed and day give the same data.",
+    ),
+]
+EARLIEST_DAY = date(2025, 7, 1)
+"""The synthetic places are the administrative units in force from this day."""
+
+
+def synth_day(today: datetime | None) -> date | None:
+    """``--today`` as a date; exits 2 naming the option for a day before the units the
+    synthetic places follow came into force."""
+    if today is None:
+        return None
+    if today.date() < EARLIEST_DAY:
+        err_console.print(
+            f"--today: {today.date()} is before {EARLIEST_DAY}, when the provinces and "
+            "communes the synthetic data uses came into force"
+        )
+        raise typer.Exit(2)
+    return today.date()
 
 
 def _check_province(province: str | None) -> None:
@@ -71,8 +98,10 @@ def population_command(
             "their rates) or 'real' (at their full rates).",
         ),
     ] = "default",
+    today: TodayOpt = None,
 ) -> None:
     """Write register.csv, records.csv, truth.csv and noise.csv into OUT."""
+    day = synth_day(today)
     if noise not in NOISE_PROFILES:
         err_console.print(
             f"--noise: no profile {noise!r}; the profiles are: " + ", ".join(NOISE_PROFILES)
@@ -89,6 +118,7 @@ def population_command(
             progress=lambda done: bar.update(task, completed=done),
             province=province,
             noise=noise,
+            today=day,
         )
     console.print(
         f"{summary.people:,} people in {summary.households:,} households, "
@@ -130,10 +160,12 @@ def xml130_command(
             "1 July 2025, empty TEN_CHI_SO); each is listed in quirks.csv.",
         ),
     ] = 0.0,
+    today: TodayOpt = None,
 ) -> None:
     """Write hospital XML exports (QĐ 130 envelopes, some QĐ 4210) into OUT/<facility>/."""
     from lienthong.synth.xml130 import generate_xml130
 
+    day = synth_day(today)
     _check_province(province)
     if population is not None and not (population / "register.csv").exists():
         console.print(f"{population}: no register.csv (make one with 'synth population')")
@@ -150,6 +182,7 @@ def xml130_command(
             progress=lambda done: bar.update(task, completed=done),
             province=province,
             quirks=vendor_quirks,
+            today=day,
         )
     standards = ", ".join(f"QĐ {k}: {v:,}" for k, v in sorted(summary.visits_by_standard.items()))
     console.print(

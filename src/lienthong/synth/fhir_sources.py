@@ -29,7 +29,7 @@ import orjson
 
 from lienthong.identity.normalize import normalize_sex, parse_date
 from lienthong.identity.scoring import BHXH_SYSTEM, BHYT_SYSTEM, CCCD_SYSTEM
-from lienthong.synth.population import REFERENCE_DATE, Commune, load_communes
+from lienthong.synth.population import Commune, load_communes, reference_day
 
 LT = "http://fhir.lienthong.vn"
 CVX = "http://hl7.org/fhir/sid/cvx"
@@ -160,8 +160,8 @@ def _patient(row: dict[str, str], source: str) -> dict[str, Any]:
     return patient
 
 
-def _age_days(person: _Person | None, patient: dict[str, Any]) -> tuple[date, int]:
-    """Birth date and age in days at the reference date, from the person when known,
+def _age_days(person: _Person | None, patient: dict[str, Any], today: date) -> tuple[date, int]:
+    """Birth date and age in days on ``today``, from the person when known,
     else from what the record says, else an adult."""
     birth = person.birth if person is not None else None
     if birth is None:
@@ -170,7 +170,7 @@ def _age_days(person: _Person | None, patient: dict[str, Any]) -> tuple[date, in
             birth = date.fromisoformat(text if len(text) == 10 else f"{text[:4]}-07-01")
         except ValueError:
             birth = date(1985, 7, 1)
-    return birth, (REFERENCE_DATE - birth).days
+    return birth, (today - birth).days
 
 
 class _Writer:
@@ -216,9 +216,13 @@ def _when(rng: Random, not_after: date, days_back: int) -> date:
     return not_after - timedelta(days=rng.randrange(max(1, days_back)))
 
 
-def generate_fhir_sources(population: Path, out_dir: Path, seed: int = 0) -> FhirSourcesSummary:
+def generate_fhir_sources(
+    population: Path, out_dir: Path, seed: int = 0, today: date | None = None
+) -> FhirSourcesSummary:
     """Write the immunization registry's and the commune stations' FHIR exports of the
-    records of ``population`` (a ``synth population`` folder) under ``out_dir``."""
+    records of ``population`` (a ``synth population`` folder) under ``out_dir``, dated
+    back from ``today`` (default: :func:`reference_day`)."""
+    day = reference_day(today)
     rng = Random(seed)
     communes = {c.code: c for c in load_communes()}
     people = _people(population)
@@ -256,9 +260,9 @@ def generate_fhir_sources(population: Path, out_dir: Path, seed: int = 0) -> Fhi
                 patient = _patient(row, source)
                 out.write("patients", patient)
                 if source == "immunization":
-                    _immunizations(rng, out, patient, person, commune)
+                    _immunizations(rng, out, patient, person, commune, day)
                 else:
-                    _station_visits(rng, out, patient, person, commune)
+                    _station_visits(rng, out, patient, person, commune, day)
     finally:
         for w in writers.values():
             w.close()
@@ -298,14 +302,15 @@ def _immunizations(
     patient: dict[str, Any],
     person: _Person | None,
     commune: Commune,
+    today: date,
 ) -> None:
-    birth, age = _age_days(person, patient)
+    birth, age = _age_days(person, patient, today)
     n = 0
     if age < 6 * 365:
         for cvx, display, name_vi, dose, due in CHILD_SCHEDULE:
             if due > age or rng.random() < MISSED_DOSE_RATE:
                 continue
-            when = min(birth + timedelta(days=due + rng.randrange(0, 21)), REFERENCE_DATE)
+            when = min(birth + timedelta(days=due + rng.randrange(0, 21)), today)
             n += 1
             out.write(
                 "immunizations",
@@ -314,13 +319,13 @@ def _immunizations(
         return
     sex = person.sex if person is not None else None
     if sex == "F" and 15 * 365 <= age <= 35 * 365:
-        first = _when(rng, REFERENCE_DATE, 3 * 365)
+        first = _when(rng, today, 3 * 365)
         for dose in (1, 2):
             n += 1
             when = first + timedelta(days=30 * (dose - 1))
             out.write(
                 "immunizations",
-                _immunization(patient, commune, n, TETANUS, dose, min(when, REFERENCE_DATE)),
+                _immunization(patient, commune, n, TETANUS, dose, min(when, today)),
             )
     if age >= 18 * 365:
         first = date(2021, 8, 1) + timedelta(days=rng.randrange(120))
@@ -332,11 +337,13 @@ def _immunizations(
             )
     if age >= 50 * 365 and rng.random() < 0.5:
         n += 1
-        when = date(2025, 10, 1) + timedelta(days=rng.randrange(80))
+        # the latest flu season (from October) that has begun by today
+        season = date(today.year - (today < date(today.year, 10, 1)), 10, 1)
+        when = min(season + timedelta(days=rng.randrange(80)), today)
         out.write("immunizations", _immunization(patient, commune, n, INFLUENZA, 1, when))
     if n == 0:  # an older child: the MR catch-up campaign
         n += 1
-        when = _when(rng, REFERENCE_DATE, 2 * 365)
+        when = _when(rng, today, 2 * 365)
         out.write(
             "immunizations", _immunization(patient, commune, n, CHILD_SCHEDULE[12][:3], 2, when)
         )
@@ -376,10 +383,11 @@ def _station_visits(
     patient: dict[str, Any],
     person: _Person | None,
     commune: Commune,
+    today: date,
 ) -> None:
-    _, age = _age_days(person, patient)
+    _, age = _age_days(person, patient, today)
     for v in range(1 + (rng.random() < 0.4)):
-        day = _when(rng, REFERENCE_DATE, 365)
+        day = _when(rng, today, 365)
         start = f"{day.isoformat()}T{rng.randrange(7, 11):02d}:{rng.randrange(60):02d}:00+07:00"
         end = f"{day.isoformat()}T11:30:00+07:00"
         encounter = {

@@ -52,8 +52,13 @@ from lienthong.identity import layouts
 from lienthong.identity.normalize import KEYSTROKE_SCHEMES, keystrokes
 from lienthong.synth import names
 
-REFERENCE_DATE = date(2025, 12, 31)
-"""Ages are computed at this date; fixed so that output never depends on the clock."""
+
+def reference_day(today: date | None = None) -> date:
+    """The day synthetic data is generated for: ``today`` when given (``--today``), else
+    the calendar's today. Ages, visits and vaccinations are dated back from it, so data
+    made today looks current; the same seed and day give the same data."""
+    return date.today() if today is None else today
+
 
 REGISTER_HEADER = layouts.REGISTER_COLUMNS
 RECORDS_HEADER = layouts.RECORDS_COLUMNS
@@ -476,9 +481,9 @@ class _Person:
     def full_name(self) -> str:
         return f"{self.surname} {self.middle} {self.given}"
 
-    def age(self) -> int:
+    def age(self, r: date) -> int:
+        """Age in whole years on ``r``."""
         b = self.birth
-        r = REFERENCE_DATE
         return r.year - b.year - ((r.month, r.day) < (b.month, b.day))
 
 
@@ -535,7 +540,9 @@ class _Generator:
         records_per_person: float,
         province: str | None = None,
         noise: str = "default",
+        today: date | None = None,
     ) -> None:
+        self.today = reference_day(today)
         if noise not in NOISE_PROFILES:
             known = ", ".join(NOISE_PROFILES)
             raise ValueError(f"noise: no profile {noise!r}; the profiles are: {known}")
@@ -595,7 +602,7 @@ class _Generator:
         start = date(year, 1, 1)
         days = 366 if year % 4 == 0 and (year % 100 or year % 400 == 0) else 365
         d = start + timedelta(days=self.rng.randrange(days))
-        return min(d, REFERENCE_DATE)
+        return min(d, self.today)
 
     def _person(self, surname: str, sex: str, birth: date, avoid_given: str = "") -> _Person:
         rng = self.rng
@@ -607,7 +614,7 @@ class _Generator:
 
     def _adult_year(self) -> int:
         band = self.head_band.pick(self.rng)
-        return REFERENCE_DATE.year - (20 + band * 5 + self.rng.randrange(5))
+        return self.today.year - (20 + band * 5 + self.rng.randrange(5))
 
     def _household(self) -> list[_Person]:
         """One household sharing commune and street address, head first.
@@ -631,7 +638,7 @@ class _Generator:
             self._copy_name(members[0], namesake)
         else:
             mother_year = head_year + rng.randint(-2, 6)
-            mother_year = min(mother_year, REFERENCE_DATE.year - 19)
+            mother_year = min(mother_year, self.today.year - 19)
             mother = self._person(self.surnames.pick(rng), "F", self._birth(mother_year))
             father = None
             if kind != "single_parent":
@@ -643,7 +650,7 @@ class _Generator:
             members.append(mother)
             if kind != "couple":
                 first = mother_year + 18
-                last = min(mother_year + 40, REFERENCE_DATE.year)
+                last = min(mother_year + 40, self.today.year)
                 if first <= last:
                     n = self.children.pick(rng)
                     years = sorted(rng.randint(first, last) for _ in range(n))
@@ -675,7 +682,7 @@ class _Generator:
             if p.cccd:
                 self.by_name.setdefault(p.full_name, []).append(p.cccd)
         head = members[0]
-        if head.age() >= 18:
+        if head.age(self.today) >= 18:
             entry = (head.sex, head.surname, head.middle, head.given, head.birth.year,
                      commune.province_code)  # fmt: skip
             if len(self.namesakes) < NAMESAKE_POOL:
@@ -709,7 +716,7 @@ class _Generator:
                     break
             self.cccds.add(n)
             p.cccd = p.key = f"{n:012d}"
-        age = p.age()
+        age = p.age(self.today)
         if rng.random() < BHXH_RATE:
             head10 = int(c.legacy_province_code) * 100_000_000
             while True:
@@ -894,7 +901,7 @@ class _Generator:
         prof = PROFILES[source]
         fmt = self.fmt[source][0].pick(rng)
         unknown = source == "hospital" and p.birth.year < 1960 and rng.random() < UNKNOWN_DAY_RATE
-        if fmt == "year" and p.age() < 50:
+        if fmt == "year" and p.age(self.today) < 50:
             fmt = "dmy"  # only the elderly are known by year of birth alone
         if source in ("hospital", "commune_station") and self._draw("year_only"):
             if source == "hospital":
@@ -920,7 +927,7 @@ class _Generator:
         if rng.random() >= PROFILES[source].cccd:
             return "", ""
         cccd = owner = ""
-        if p.age() < CHILD_AGE and p.mother is not None and p.mother.cccd:
+        if p.age(self.today) < CHILD_AGE and p.mother is not None and p.mother.cccd:
             if rng.random() < CHILD_PARENT_CCCD_RATE:
                 cccd, owner = p.mother.cccd, p.mother.key
                 kinds.append("cccd_of_mother")
@@ -957,7 +964,7 @@ class _Generator:
         rng = self.rng
         prof = PROFILES[source]
         _, sex_fmt, phone_fmt = self.fmt[source]
-        child = p.age() < CHILD_AGE
+        child = p.age(self.today) < CHILD_AGE
         kinds: list[str] = []
         name, ascii_ = self._name(p, prof, kinds)
         birth = self._birth_date(p, source, kinds)
@@ -1017,7 +1024,7 @@ class _Generator:
         carries, noise kinds joined by ";")."""
         rng = self.rng
         n = self.n_records.pick(rng)
-        table = self.src_child if p.age() < CHILD_AGE else self.src_adult
+        table = self.src_child if p.age(self.today) < CHILD_AGE else self.src_adult
         out = []
         for _ in range(n):
             row, owner, kinds = self._record(p, table.pick(rng))
@@ -1054,6 +1061,7 @@ def generate(
     progress: Callable[[int], None] | None = None,
     province: str | None = None,
     noise: str = "default",
+    today: date | None = None,
 ) -> SynthSummary:
     """Write ``register.csv``, ``records.csv``, ``truth.csv`` and ``noise.csv`` for
     ``people`` people.
@@ -1072,11 +1080,13 @@ def generate(
     TELEX_RATE ... DUPLICATE_RATE block at a quarter of its rates) or "real" (at them).
     ``truth.csv`` gives each record's person and whose CCCD it carries (``cccd_owner``),
     ``noise.csv`` the noise kinds it got.
+
+    Ages and birth years are reckoned at ``today`` (default: :func:`reference_day`).
     """
     if people < 0:
         raise ValueError("people must be >= 0")
     started = time.perf_counter()
-    gen = _Generator(seed, records_per_person, province, noise)
+    gen = _Generator(seed, records_per_person, province, noise, today)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = gen.rng
     paths = {

@@ -25,7 +25,7 @@ from random import Random
 from xml.sax.saxutils import escape
 
 from lienthong.identity.identifiers import check_bhyt
-from lienthong.synth.population import communes_of
+from lienthong.synth.population import communes_of, reference_day
 from lienthong.synth.population import generate as generate_population
 
 # Facilities: code (legacy province prefix + 3 characters), name, province.
@@ -234,8 +234,9 @@ def _money(x: float) -> str:
 
 
 class _Builder:
-    def __init__(self, rng: Random, people: list[_Person]) -> None:
+    def __init__(self, rng: Random, people: list[_Person], today: date) -> None:
         self.rng = rng
+        self.today = today
         self.people = people
         self.in_weights = [d[2] for d in DIAGNOSES]
         self.out_weights = [d[3] for d in DIAGNOSES]
@@ -246,11 +247,18 @@ class _Builder:
         rng = self.rng
         self.seq += 1
         person = rng.choice(self.people)
+        for _ in range(20):  # a newborn of the last two days has no visit over yet
+            if person.birth < self.today - timedelta(days=2):
+                break
+            person = rng.choice(self.people)
         inpatient = rng.random() < INPATIENT_SHARE
         diag = rng.choices(DIAGNOSES, self.in_weights if inpatient else self.out_weights)[0]
         others = rng.sample([d for d in DIAGNOSES if d is not diag], rng.choice((0, 0, 1, 2)))
-        start_day = date(2021, 1, 4) if legacy else date(2024, 7, 1)
-        day = start_day + timedelta(days=rng.randrange(540))
+        if legacy:  # QĐ 4210 files: before QĐ 130 replaced it
+            day = date(2021, 1, 4) + timedelta(days=rng.randrange(540))
+        else:  # the recent months before today, none before QĐ 130 came into force
+            back = timedelta(days=1 + rng.randrange(RECENT_DAYS))
+            day = max(QD130_IN_FORCE, self.today - back)
         admitted = datetime(day.year, day.month, day.day, rng.randrange(7, 17), rng.randrange(60))
         if admitted.date() < person.birth:
             admitted = datetime.combine(person.birth + timedelta(days=1), admitted.time())
@@ -260,6 +268,14 @@ class _Builder:
             if inpatient
             else admitted + timedelta(minutes=rng.randrange(30, 180))
         )
+        last = datetime.combine(self.today, datetime.min.time())
+        if not legacy and discharged >= last:  # would still be in hospital: admitted earlier
+            early = discharged - last + timedelta(hours=1)
+            admitted, discharged = admitted - early, discharged - early
+            born = datetime.combine(person.birth, datetime.min.time())
+            if admitted < born:  # a newborn of the last days: the stay is shorter
+                admitted = born
+                discharged = max(discharged, born + timedelta(minutes=30))
         dept = rng.choice(DEPARTMENTS)
         doctor = f"{facility}-BS{rng.randrange(1, 40):03d}"
         ma_lk = f"{facility}{admitted:%y%m%d}{self.seq:07d}"
@@ -737,6 +753,11 @@ QUIRK_KINDS: dict[str, str] = {
 "conformance" (a departure from the standard the validator reports)."""
 
 _DISTRICTS_ABOLISHED = "202507010000"
+QD130_IN_FORCE = date(2024, 7, 1)
+"""QĐ 130/QĐ-BYT (as amended by QĐ 4750) applies to visits from this day."""
+RECENT_DAYS = 90
+"""QĐ 130 visits are of the last three months: what hospitals send is recent, so a demo's
+clinicians, who read the records of the last weeks' visits, have patients to see."""
 
 
 def _row_xml(tag: str, row: dict[str, str], nl: str = "", attrs: str = "") -> str:
@@ -861,6 +882,7 @@ def generate_xml130(
     progress: Callable[[int], None] | None = None,
     province: str | None = None,
     quirks: float = 0.0,
+    today: date | None = None,
 ) -> Xml130Summary:
     """Write ``visits`` visits as envelope files under ``out_dir/<facility>/`` plus
     ``defects.csv``. Patients come from ``population`` (a ``synth population`` folder);
@@ -872,7 +894,10 @@ def generate_xml130(
     ``VENDOR_STYLES``), their visits given the content quirks of real files
     (:func:`content_quirks`); ``quirks.csv`` lists every quirk with its kind
     (``QUIRK_KINDS``). Quirks draw from their own random stream, so the visits of a seed
-    are the same with or without them."""
+    are the same with or without them.
+
+    QĐ 130 visits fall in the ``RECENT_DAYS`` before ``today`` (default: :func:`reference_day`),
+    QĐ 4210 ones in 2021-22."""
     if visits < 0:
         raise ValueError("visits must be >= 0")
     if not 0.0 <= defects <= 1.0:
@@ -880,15 +905,21 @@ def generate_xml130(
     if not 0.0 <= quirks <= 1.0:
         raise ValueError("quirks must be a rate between 0 and 1")
     started = time.perf_counter()
+    day = reference_day(today)
     out_dir.mkdir(parents=True, exist_ok=True)
     if population is None:
         population = out_dir / "population"
         generate_population(
-            max(50, visits // 3), seed, population, records_per_person=1.5, province=province
+            max(50, visits // 3),
+            seed,
+            population,
+            records_per_person=1.5,
+            province=province,
+            today=day,
         )
     facilities = FACILITIES if province is None else province_facilities(province)
     rng = Random(seed)
-    builder = _Builder(rng, _load_people(population))
+    builder = _Builder(rng, _load_people(population), day)
     summary = Xml130Summary(paths={"population": population})
     defects_path = out_dir / "defects.csv"
     summary.paths["defects"] = defects_path
@@ -915,7 +946,7 @@ def generate_xml130(
         std = "4210" if legacy else "130"
         path = folder / f"{facility}_{std}_{counters[key]:04d}.xml"
         style = styles.pop(key, None)
-        path.write_bytes(envelope_xml(facility, date(2025, 12, 31), batch, style))
+        path.write_bytes(envelope_xml(facility, day, batch, style))
         summary.files += 1
         if style is not None:
             summary.quirky_files += 1

@@ -7,16 +7,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from lienthong.cli_common import audit_run, settings_for
+from lienthong.cli_common import audit_run, cli_console, settings_for
 from lienthong.cli_options import DatabaseOpt
 from lienthong.settings import Settings
 from lienthong.terminology.icd10 import DEFAULT_VERSION, ICD10_SYSTEM, WorkbookError
 
 terminology_app = typer.Typer(no_args_is_help=True, add_completion=False)
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+console = cli_console(soft_wrap=True)
+err_console = cli_console(stderr=True, soft_wrap=True)
 
 
 @terminology_app.command("load")

@@ -152,8 +152,11 @@ def capability_statement(
                 "documentation": (
                     "String search is case- and accent-insensitive (Vietnamese diacritics fold, "
                     "đ matches d). Modifiers: string :exact :contains :missing; token :not "
-                    ":text :missing; uri :below :above; reference :[type] :missing; one level "
-                    "of chaining and of _has. Result parameters: _count _offset _sort "
+                    ":text :missing; uri :below :above; reference :[type] :missing :mdm (a "
+                    "Patient reference stands for its person: the master Patient and every "
+                    "source Patient it links); one level of chaining and of _has. A Patient "
+                    "search by identifier also finds the person (master) of the records it "
+                    "finds. Result parameters: _count _offset _sort "
                     "_include _revinclude _summary _elements _total. A canonical's url "
                     "takes url|version (and :below on the version). Location?near= takes "
                     "latitude|longitude|distance|units (km, m, [mi_i]; km by default, 10 km "

@@ -47,11 +47,13 @@ def search(
     if q.count == 0 or q.offset + q.count > limit:
         # a count alone, or a page past what a snapshot keeps: run the search for it alone
         with engine.store.reader() as session:
+            engine.resolve_persons(session, res_type, params, q)
             page = session.search(q)
             included = _included(session, req, page.matches)
         bundle = searchset(engine, req, path, page.matches, included, page.total)
         return with_link_header(FhirResponse(200, bundle))
     with engine.store.reader() as session:
+        engine.resolve_persons(session, res_type, params, q)
         found = session.search_keys(q, limit)
         matches = session.versions(found.keys[q.offset : q.offset + q.count])
         included = _included(session, req, matches)
@@ -322,6 +324,7 @@ def _run(
     covers_patients = q.resource_types is None or "Patient" in q.resource_types
     engine.hide_masters(res_type or ("Patient" if covers_patients else None), params, q)
     with engine.store.reader() as session:
+        engine.resolve_persons(session, res_type, params, q)
         page = session.search(q)
         included = _included(session, req, page.matches)
     bundle = searchset(engine, req, path, page.matches, included, page.total)

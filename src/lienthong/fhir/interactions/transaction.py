@@ -363,6 +363,7 @@ def _get(engine: FhirEngine, session: Session, e: Entry) -> dict[str, Any]:
         params = parse_qsl(e.query or "", keep_blank_values=True)
         req = engine.parse_search(e.res_type, params)
         engine.hide_masters(e.res_type, params, req.query)  # as an ordinary search does
+        engine.resolve_persons(session, e.res_type, params, req.query)
         page = session.search(req.query)
         bundle = searchset(
             engine, req, f"{engine.base_url}/{e.res_type}", page.matches, [], page.total

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from lienthong.cli_common import (
     audit_run,
+    cli_console,
     counting_progress,
     counts_table,
     require_inputs,
@@ -24,8 +24,8 @@ from lienthong.cli_common import (
 )
 from lienthong.cli_options import DatabaseOpt
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+console = cli_console(soft_wrap=True)
+err_console = cli_console(stderr=True, soft_wrap=True)
 
 
 def expand_xml_paths(paths: list[Path]) -> list[Path]:
