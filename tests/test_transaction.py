@@ -291,11 +291,21 @@ def test_only_reference_uri_and_narrative_links_are_rewritten(client: TestClient
             }
         ],
     }
+    # a link in a single-quoted attribute, the resource's only mention of the entry
+    note = {
+        "resourceType": "Basic",
+        "code": {"text": "note"},
+        "text": {
+            "status": "generated",
+            "div": f"<div xmlns=\"http://www.w3.org/1999/xhtml\"><a href='{p_url}'>p</a></div>",
+        },
+    }
     b = bundle(
         "transaction",
         post(doc, "urn:uuid:5d1e4a3c-0000-4000-8000-0000000000a2"),
         post(patient(), p_url),
         post(organization(), org_url),
+        post(note),
     )
     r = client.post("/fhir", json=b, headers=FHIR)
     assert r.status_code == 200, r.text
@@ -318,6 +328,9 @@ def test_only_reference_uri_and_narrative_links_are_rewritten(client: TestClient
     assert got["text"]["div"] == (
         f'<div xmlns="http://www.w3.org/1999/xhtml"><a href="{pid}">patient</a>'
         f'<img src="{pid}"/><p>{p_url}</p><a href="urn:uuid:elsewhere">x</a></div>'
+    )
+    assert _read(client, out[3])["text"]["div"] == (
+        f"<div xmlns=\"http://www.w3.org/1999/xhtml\"><a href='{pid}'>p</a></div>"
     )
 
 

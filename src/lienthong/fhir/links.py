@@ -132,7 +132,8 @@ def _narrative(div: str, fix: Fix) -> str | None:
         if new is None or new == html.unescape(quoted):
             return m.group(0)
         changed = True
-        return f'{m.group(1)}{m.group(2)}"{html.escape(new, quote=True)}"'
+        quote = m.group(3)[0]
+        return f"{m.group(1)}{m.group(2)}{quote}{html.escape(new, quote=True)}{quote}"
 
     out = _NARRATIVE_LINK.sub(one, div)
     return out if changed else None

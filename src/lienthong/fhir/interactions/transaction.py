@@ -66,9 +66,12 @@ class Targets:
 
     by_url: dict[str, str] = field(default_factory=dict)
     by_tail: dict[str, list[str]] = field(default_factory=dict)
+    only_urns: bool = True  # every full URL is a urn: (the common case, Synthea's)
 
     def add(self, full_url: str, target: str) -> None:
         self.by_url[full_url] = target
+        if not full_url.startswith("urn:"):
+            self.only_urns = False
         m = _RESTFUL.match(full_url)
         if m is not None and is_resource_type(m["tail"].split("/")[0]):
             self.by_tail.setdefault(m["tail"], []).append(target)
@@ -310,11 +313,11 @@ def _rewrite(
     """Rewrite, in place, the resource's links to bundle entries and its conditional
     references. A ``urn:`` reference that names no entry is an error (in a batch,
     where entries cannot refer to each other, any ``urn:`` reference is)."""
-    if not ids.by_tail:
-        # cheap test first: without RESTful full URLs, only urn: values and
+    if ids.only_urns:
+        # cheap test first: when every full URL is a urn:, only urn: values and
         # conditional references (which hold a "?") can change
         raw = orjson.dumps(resource)
-        if b'"urn:' not in raw and b"?" not in raw:
+        if b"urn:" not in raw and b"?" not in raw:
             return
 
     def fix(kind: int, value: str) -> str | None:

@@ -61,15 +61,14 @@ def update_in(
                 f"If-Match {if_match} does not match {res_type}/{res_id} "
                 f"(current version {current})"
             )
-    exists = previous is not None and not previous.deleted
-    if if_none_match is not None and previous is not None and exists:
+    if if_none_match is not None and previous is not None and not previous.deleted:
         tags = [t.strip() for t in if_none_match.split(",") if t.strip()]
         if "*" in tags or any(parse_etag(t) == previous.version for t in tags):
             raise precondition_failed(
                 f"If-None-Match {if_none_match}: {res_type}/{res_id} exists "
                 f'(current version W/"{previous.version}") and is not overwritten'
             )
-    if previous is not None and exists and _same_content(resource, previous):
+    if previous is not None and not previous.deleted and _same_content(resource, previous):
         return 200, previous
     version = previous.version + 1 if previous is not None else 1
     op = engine.prepare(
