@@ -2,7 +2,8 @@
 
 "As sent" apart from ``id``, ``meta`` and the references the server rewrote:
 ``urn:uuid:`` entries become ``Type/id`` and conditional references such as
-``Organization?identifier=...`` become the matching resource.
+``Organization?identifier=...`` become the matching resource. Strings that spell an
+entry's ``urn:uuid:`` (``DocumentReference.identifier.value``) stay as sent.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def expected_form(node: Any, ids: dict[str, str], resolve: Any) -> Any:
         for k, v in node.items():
             if isinstance(v, str) and k == "reference" and COND.match(v):
                 out[k] = resolve(v)
-            elif isinstance(v, str) and v in ids:
+            elif isinstance(v, str) and k == "reference" and v in ids:
                 out[k] = ids[v]
             else:
                 out[k] = expected_form(v, ids, resolve)

@@ -238,3 +238,145 @@ def test_transactions_in_savepoints_of_one_commit_fail_alone(
         kept = {s.res_id for s in session.read_many([("Patient", f"p{n}") for n in range(1, 5)])}
     assert kept == {"p1", "p3", "p4"}
     assert store.counts() == {"Organization": 3, "Patient": 3}
+
+
+def _read(client: TestClient, entry: dict[str, Any]) -> dict[str, Any]:
+    where = entry["response"]["location"].split("/_history")[0]
+    r = client.get(f"/fhir/{where}")
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def test_only_reference_uri_and_narrative_links_are_rewritten(client: TestClient) -> None:
+    """bundle.html#references: Reference.reference, uri/url/uuid/oid elements and
+    narrative <a href>/<img src> that name an entry change; canonical and string
+    elements (an Identifier.value, a valueString, narrative text) stay as sent."""
+    p_url = "urn:uuid:5d1e4a3c-0000-4000-8000-0000000000a1"
+    org_url = "urn:oid:1.2.840.99999.1"
+    div = (
+        f'<div xmlns="http://www.w3.org/1999/xhtml"><a href="{p_url}">patient</a>'
+        f'<img src="{p_url}"/><p>{p_url}</p><a href="urn:uuid:elsewhere">x</a></div>'
+    )
+    doc = {
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "_status": {
+            "extension": [
+                {"url": "http://example.org/fhir/ext/by", "valueReference": {"reference": p_url}}
+            ]
+        },
+        "text": {"status": "generated", "div": div},
+        "meta": {"profile": [p_url]},
+        "identifier": [{"system": "urn:ietf:rfc:3986", "value": p_url}],
+        "extension": [
+            {"url": "http://example.org/fhir/ext/uri", "valueUri": p_url},
+            {"url": "http://example.org/fhir/ext/canonical", "valueCanonical": p_url},
+            {"url": "http://example.org/fhir/ext/string", "valueString": p_url},
+        ],
+        "subject": {"reference": p_url, "identifier": {"value": p_url}},
+        "custodian": {"reference": org_url},
+        "contained": [
+            {
+                "resourceType": "Patient",
+                "id": "c1",
+                "link": [{"other": {"reference": p_url}, "type": "seealso"}],
+            }
+        ],
+        "context": {"related": [{"reference": "#c1"}]},
+        "content": [
+            {
+                "attachment": {"contentType": "text/plain", "url": p_url},
+                "format": {"system": "urn:oid:1.2.840.99999.2", "code": "x"},
+            }
+        ],
+    }
+    # a link in a single-quoted attribute, the resource's only mention of the entry
+    note = {
+        "resourceType": "Basic",
+        "code": {"text": "note"},
+        "text": {
+            "status": "generated",
+            "div": f"<div xmlns=\"http://www.w3.org/1999/xhtml\"><a href='{p_url}'>p</a></div>",
+        },
+    }
+    b = bundle(
+        "transaction",
+        post(doc, "urn:uuid:5d1e4a3c-0000-4000-8000-0000000000a2"),
+        post(patient(), p_url),
+        post(organization(), org_url),
+        post(note),
+    )
+    r = client.post("/fhir", json=b, headers=FHIR)
+    assert r.status_code == 200, r.text
+    out = r.json()["entry"]
+    pid = "Patient/" + out[1]["response"]["location"].split("/")[1]
+    oid = "Organization/" + out[2]["response"]["location"].split("/")[1]
+    got = _read(client, out[0])
+    assert got["subject"] == {"reference": pid, "identifier": {"value": p_url}}
+    assert got["custodian"]["reference"] == oid
+    assert got["_status"]["extension"][0]["valueReference"]["reference"] == pid
+    assert got["contained"][0]["link"][0]["other"]["reference"] == pid
+    assert got["context"]["related"][0]["reference"] == "#c1"
+    assert got["identifier"] == [{"system": "urn:ietf:rfc:3986", "value": p_url}]
+    assert got["meta"]["profile"] == [p_url]
+    assert [
+        e.get("valueUri") or e.get("valueCanonical") or e["valueString"] for e in got["extension"]
+    ] == [pid, p_url, p_url]
+    assert got["content"][0]["attachment"]["url"] == pid
+    assert got["content"][0]["format"]["system"] == "urn:oid:1.2.840.99999.2"  # no entry
+    assert got["text"]["div"] == (
+        f'<div xmlns="http://www.w3.org/1999/xhtml"><a href="{pid}">patient</a>'
+        f'<img src="{pid}"/><p>{p_url}</p><a href="urn:uuid:elsewhere">x</a></div>'
+    )
+    assert _read(client, out[3])["text"]["div"] == (
+        f"<div xmlns=\"http://www.w3.org/1999/xhtml\"><a href='{pid}'>p</a></div>"
+    )
+
+
+def test_batch_keeps_urn_strings_and_refuses_urn_references(client: TestClient) -> None:
+    urn = "urn:uuid:5d1e4a3c-0000-4000-8000-0000000000b1"
+    p = patient(cccd="001090000011")
+    p["identifier"].append({"system": "urn:ietf:rfc:3986", "value": urn})
+    b = bundle("batch", post(p), post(observation(urn)))
+    out = client.post("/fhir", json=b, headers=FHIR).json()["entry"]
+    assert out[0]["response"]["status"] == "201 Created"
+    assert _read(client, out[0])["identifier"][-1]["value"] == urn
+    assert out[1]["response"]["status"] == "400"
+    assert urn in out[1]["response"]["outcome"]["issue"][0]["diagnostics"]
+    assert total(client, "Observation") == 0
+
+
+def test_references_to_restful_full_urls_follow_the_created_id(client: TestClient) -> None:
+    """An entry POSTed with fullUrl [base]/Patient/tmp-9 gets a server id; references
+    to it (absolute, or relative from an entry of the same base or of no RESTful base)
+    follow it, not the Patient/tmp-9 the server already holds."""
+    r = client.put("/fhir/Patient/tmp-9", json={**patient(), "id": "tmp-9"}, headers=FHIR)
+    assert r.status_code == 201
+    base = "http://example.org/fhir"
+    b = bundle(
+        "transaction",
+        post(observation("Patient/tmp-9"), "urn:uuid:5d1e4a3c-0000-4000-8000-0000000000c1"),
+        post(observation(f"{base}/Patient/tmp-9")),
+        post(observation("Patient/tmp-9"), f"{base}/Observation/o3"),
+        post(observation("Patient/tmp-9"), "http://other.example.org/fhir/Observation/o4"),
+        post({**patient(cccd="001090000012"), "id": "tmp-9"}, f"{base}/Patient/tmp-9"),
+    )
+    r = client.post("/fhir", json=b, headers=FHIR)
+    assert r.status_code == 200, r.text
+    out = r.json()["entry"]
+    new = out[4]["response"]["location"].split("/")[1]
+    assert new != "tmp-9"
+    subjects = [_read(client, e)["subject"]["reference"] for e in out[:4]]
+    assert subjects == [f"Patient/{new}"] * 3 + ["Patient/tmp-9"]
+
+
+def test_batch_and_transaction_answer_get_metadata(client: TestClient) -> None:
+    statement = client.get("/fhir/metadata").json()
+    for kind in ("batch", "transaction"):
+        b = bundle(kind, {"request": {"method": "GET", "url": "metadata"}}, post(patient()))
+        r = client.post("/fhir", json=b, headers=FHIR)
+        assert r.status_code == 200, r.text
+        first = r.json()["entry"][0]
+        assert first["response"]["status"] == "200 OK"
+        assert first["resource"] == statement

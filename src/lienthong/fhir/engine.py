@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from lienthong.fhir.errors import FhirError, Issue, precondition_failed
+from lienthong.fhir.links import LinkTypes
 from lienthong.fhir.search_index import IndexExtractor
 from lienthong.fhir.search_params import SearchParamRegistry
 from lienthong.fhir.search_parse import SearchParser, SearchRequest
@@ -94,6 +95,7 @@ class FhirEngine:
         self.extractor = IndexExtractor(self.registry)
         self.base_url = (self.settings.base_url or "").rstrip("/")
         self._mpi: Any = None
+        self._links: LinkTypes | None = None
 
     @property
     def mpi(self) -> Any:
@@ -107,6 +109,13 @@ class FhirEngine:
                 self, PairScorer.from_file(model) if model else PairScorer.default()
             )
         return self._mpi
+
+    @property
+    def links(self) -> LinkTypes:
+        """Where each resource type holds links a transaction rewrites (built once)."""
+        if self._links is None:
+            self._links = LinkTypes(self.registry.element_types)
+        return self._links
 
     def after_write(self, session: Session, ops: list[WriteOp]) -> None:
         """Steps that belong to the same transaction as a write: Patients are resolved to

@@ -2,24 +2,24 @@
 
 Deletion is logical: a new version marks the resource deleted, its earlier
 versions stay readable through history and vread, and its index rows go so
-searches no longer find it.
+searches no longer find it. Deleting a resource that was never there, or
+is deleted already, changes nothing and succeeds (204, as R4 allows).
 """
 
 from __future__ import annotations
 
 from lienthong.fhir.engine import FhirEngine, FhirResponse, etag, now_instant
-from lienthong.fhir.errors import not_found, precondition_failed
+from lienthong.fhir.errors import precondition_failed
 from lienthong.storage.base import WriteSession
 
 
 def delete_in(
     engine: FhirEngine, session: WriteSession, res_type: str, res_id: str, now: str | None = None
 ) -> int | None:
-    """Delete one resource; returns the deletion's version, None if already deleted."""
+    """Delete one resource; returns the deletion's version, None if there was nothing
+    to delete (never created, or deleted already)."""
     previous = session.read(res_type, res_id)
-    if previous is None:
-        raise not_found(f"{res_type}/{res_id} is not known")
-    if previous.deleted:
+    if previous is None or previous.deleted:
         return None
     op = engine.deletion(previous, now or now_instant())
     session.write([op])

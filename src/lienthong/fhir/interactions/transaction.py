@@ -2,11 +2,14 @@
 
 A transaction runs in one write session: it commits whole or not at all.
 Entries are processed in the order the spec requires — DELETE, then POST,
-then PUT, then GET — after every ``urn:uuid:`` full URL has been given its
-server id (or resolved through ``ifNoneExist`` / a conditional PUT) and every
-reference, including conditional ones such as
-``Organization?identifier=system|value``, has been rewritten. A batch runs
-each entry on its own and reports each entry's outcome.
+then PUT, then GET — after every entry's full URL (``urn:uuid:``, ``urn:oid:`` or
+a RESTful ``[base]/[type]/[id]``) has been given its server id (or resolved
+through ``ifNoneExist`` / a conditional PUT) and every link to it has been
+rewritten: ``Reference.reference``, elements of type uri/url/uuid/oid and
+narrative links, found by element type (:mod:`lienthong.fhir.links`), never
+``canonical`` or string elements. Conditional references such as
+``Organization?identifier=system|value`` are resolved too. A batch runs each
+entry on its own and reports each entry's outcome.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -22,19 +25,21 @@ import orjson
 
 from lienthong.fhir.engine import FhirEngine, FhirResponse, etag, now_instant
 from lienthong.fhir.errors import FhirError, Issue, bad_request, not_found, precondition_failed
+from lienthong.fhir.interactions.capabilities import capability_statement
 from lienthong.fhir.interactions.create import create_in
 from lienthong.fhir.interactions.delete import conditional_delete_in, delete_in
 from lienthong.fhir.interactions.search import searchset
 from lienthong.fhir.interactions.update import update_in
+from lienthong.fhir.links import REFERENCE
 from lienthong.fhir.validate import is_resource_type, validate_resource
 from lienthong.storage.base import Session, Stored, WriteSession
 
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3, "HEAD": 3}
 STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "304 Not Modified"}
 _CONDITIONAL_REF = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$")
-_URN_VALUE = re.compile(rb'"(urn:(?:uuid|oid):[^"\\]*)"')
-_CONDITIONAL_VALUE = re.compile(rb'"reference":"([A-Z][A-Za-z]+\?[^"\\]*)"')
-_DANGLING = re.compile(rb'"reference":"(urn:(?:uuid|oid):[^"\\]*)"')
+# a RESTful full URL: [base]/[type]/[id] (https://hl7.org/fhir/R4/references.html#regex)
+_RESTFUL = re.compile(r"^(?P<base>https?://.+?)/(?P<tail>[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64})$")
+_RELATIVE = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
 
 
 @dataclass
@@ -49,7 +54,46 @@ class Entry:
     full_url: str | None
     if_none_exist: str | None
     if_match: str | None
+    if_none_match: str | None = None
     existing: Stored | None = None  # ifNoneExist matched an existing resource
+
+
+@dataclass
+class Targets:
+    """What each entry's full URL becomes: ``by_url`` maps full URLs to ``Type/id``;
+    ``by_tail`` maps the ``Type/id`` of RESTful full URLs to those, for relative
+    references from entries whose own full URL is not RESTful."""
+
+    by_url: dict[str, str] = field(default_factory=dict)
+    by_tail: dict[str, list[str]] = field(default_factory=dict)
+    only_urns: bool = True  # every full URL is a urn: (the common case, Synthea's)
+
+    def add(self, full_url: str, target: str) -> None:
+        self.by_url[full_url] = target
+        if not full_url.startswith("urn:"):
+            self.only_urns = False
+        m = _RESTFUL.match(full_url)
+        if m is not None and is_resource_type(m["tail"].split("/")[0]):
+            self.by_tail.setdefault(m["tail"], []).append(target)
+
+    def resolve(self, value: str, base: str | None) -> str | None:
+        """The new ``Type/id`` for a link to an entry, or None when it names none.
+
+        A relative ``Type/id`` is read against the referring entry's RESTful base
+        (bundle.html#references); from an entry without one it names the entry whose
+        RESTful full URL ends in it, when exactly one does."""
+        found = self.by_url.get(value)
+        if found is not None or not self.by_tail or not _RELATIVE.match(value):
+            return found
+        if base is not None:
+            return self.by_url.get(f"{base}/{value}")
+        tails = self.by_tail.get(value)
+        return tails[0] if tails is not None and len(tails) == 1 else None
+
+
+def _base_of(full_url: str | None) -> str | None:
+    m = _RESTFUL.match(full_url) if full_url else None
+    return m["base"] if m is not None else None
 
 
 def process_bundle(
@@ -118,6 +162,8 @@ def _parse_entry(engine: FhirEngine, i: int, raw: Any) -> Entry:
         url = url[len(engine.base_url) + 1 :]
     path, _, query = url.partition("?")
     parts = [p for p in path.split("/") if p]
+    if parts == ["metadata"] and method in ("GET", "HEAD"):
+        return Entry(i, method, "metadata", None, [], query or None, None, None, None, None)
     if not parts or not is_resource_type(parts[0]):
         raise bad_request(
             f"{where}.request.url {url!r} names no resource type", f"{where}.request.url"
@@ -142,6 +188,7 @@ def _parse_entry(engine: FhirEngine, i: int, raw: Any) -> Entry:
         full_url=raw.get("fullUrl"),
         if_none_exist=request.get("ifNoneExist"),
         if_match=request.get("ifMatch"),
+        if_none_match=request.get("ifNoneMatch"),
     )
 
 
@@ -183,7 +230,7 @@ def run_transaction(
     )
     try:
         with unit as session:
-            ids: dict[str, str] = {}
+            ids = Targets()
             targets: dict[tuple[str, str], int] = {}
             for current in entries:
                 _assign_id(engine, session, current, ids)
@@ -199,7 +246,8 @@ def run_transaction(
             cache: dict[str, str] = {}
             for current in entries:
                 if current.resource is not None:
-                    current.resource = _rewrite(engine, session, current.resource, ids, cache)
+                    base = _base_of(current.full_url)
+                    _rewrite(engine, session, current.resource, ids, base, cache)
             current = None
             ordered = sorted(entries, key=lambda e: (ORDER[e.method], e.index))
             versions: dict[tuple[str, str], Stored] | None = None
@@ -226,7 +274,7 @@ def _in_savepoint(session: WriteSession) -> Iterator[WriteSession]:
         yield session
 
 
-def _assign_id(engine: FhirEngine, session: WriteSession, e: Entry, ids: dict[str, str]) -> None:
+def _assign_id(engine: FhirEngine, session: WriteSession, e: Entry, ids: Targets) -> None:
     """Decide which resource each POST/PUT entry will be, before any reference is rewritten."""
     if e.method == "POST":
         if e.res_id is not None:
@@ -257,43 +305,43 @@ def _assign_id(engine: FhirEngine, session: WriteSession, e: Entry, ids: dict[st
     else:
         return
     if e.full_url:
-        ids[e.full_url] = f"{e.res_type}/{e.res_id}"
+        ids.add(e.full_url, f"{e.res_type}/{e.res_id}")
 
 
 def _rewrite(
     engine: FhirEngine,
     session: Session,
     resource: dict[str, Any],
-    ids: dict[str, str],
+    ids: Targets,
+    base: str | None,
     cache: dict[str, str],
-) -> dict[str, Any]:
-    """The resource with references to bundle entries and conditional references replaced.
+    in_batch: bool = False,
+) -> None:
+    """Rewrite, in place, the resource's links to bundle entries and its conditional
+    references. A ``urn:`` reference that names no entry is an error (in a batch,
+    where entries cannot refer to each other, any ``urn:`` reference is)."""
+    if ids.only_urns:
+        # cheap test first: when every full URL is a urn:, only urn: values and
+        # conditional references (which hold a "?") can change
+        raw = orjson.dumps(resource)
+        if b"urn:" not in raw and b"?" not in raw:
+            return
 
-    Works on the serialised form: one pass of two regular expressions over the
-    bytes is several times cheaper than walking every element in Python, and
-    JSON strings cannot hold a bare quote, so matches are whole string values.
-    """
-    raw = orjson.dumps(resource)
-    if b'"urn:' not in raw and b"?" not in raw:
-        return resource
+    def fix(kind: int, value: str) -> str | None:
+        new = ids.resolve(value, base)
+        if new is not None or kind != REFERENCE:
+            return new
+        if _CONDITIONAL_REF.match(value):
+            return _conditional(engine, session, value, cache)
+        if value.startswith(("urn:uuid:", "urn:oid:")):
+            if in_batch:
+                raise bad_request(
+                    f"a batch entry cannot refer to other entries (reference {value})"
+                )
+            raise not_found(f"reference {value} names no entry of this bundle")
+        return None
 
-    def entry_ref(m: re.Match[bytes]) -> bytes:
-        new = ids.get(m.group(1).decode())
-        return b'"' + new.encode() + b'"' if new is not None else m.group(0)
-
-    def conditional_ref(m: re.Match[bytes]) -> bytes:
-        new = _conditional(engine, session, m.group(1).decode(), cache)
-        return b'"reference":"' + new.encode() + b'"'
-
-    out = _URN_VALUE.sub(entry_ref, raw)
-    out = _CONDITIONAL_VALUE.sub(conditional_ref, out)
-    dangling = _DANGLING.search(out)
-    if dangling is not None:
-        raise not_found(f"reference {dangling.group(1).decode()} names no entry of this bundle")
-    if out == raw:
-        return resource
-    rewritten: dict[str, Any] = orjson.loads(out)
-    return rewritten
+    engine.links.rewrite(resource, fix)
 
 
 def _conditional(engine: FhirEngine, session: Session, ref: str, cache: dict[str, str]) -> str:
@@ -338,7 +386,16 @@ def _execute(
     if e.method == "PUT":
         assert e.resource is not None and e.res_id is not None
         status, stored = update_in(
-            engine, session, e.res_type, e.res_id, e.resource, e.if_match, now, validated, versions
+            engine,
+            session,
+            e.res_type,
+            e.res_id,
+            e.resource,
+            e.if_match,
+            now,
+            validated,
+            versions,
+            e.if_none_match,
         )
         return _written(status, stored, prefer_return)
     return _get(engine, session, e)
@@ -359,6 +416,9 @@ def _written(status: int, stored: Stored, prefer_return: str | None) -> dict[str
 
 
 def _get(engine: FhirEngine, session: Session, e: Entry) -> dict[str, Any]:
+    if e.res_type == "metadata":
+        statement = capability_statement(engine.base_url, engine.registry, engine.extractor)
+        return {"resource": statement, "response": {"status": STATUS_TEXT[200]}}
     if e.res_id is None:
         params = parse_qsl(e.query or "", keep_blank_values=True)
         req = engine.parse_search(e.res_type, params)
@@ -403,30 +463,15 @@ def run_batch(
                 with engine.store.reader() as rsession:
                     responses.append(_get(engine, rsession, e))
                 continue
-            if e.resource is not None and _has_bundle_refs(e.resource):
-                raise bad_request("a batch entry cannot refer to other entries (urn: references)")
             with engine.store.writer() as session:
-                ids: dict[str, str] = {}
-                _assign_id(engine, session, e, ids)
+                _assign_id(engine, session, e, Targets())
                 if e.resource is not None:
-                    e.resource = _rewrite(engine, session, e.resource, {}, {})
+                    _rewrite(engine, session, e.resource, Targets(), None, {}, in_batch=True)
                 responses.append(_execute(engine, session, e, now_instant(), prefer_return))
         except FhirError as err:
             err = _in_entry(err, i, _resource_type_of(raw))
             responses.append({"response": {"status": f"{err.status}", "outcome": err.outcome()}})
     return responses
-
-
-def _has_bundle_refs(node: Any) -> bool:
-    if isinstance(node, dict):
-        return any(
-            (k == "reference" and isinstance(v, str) and v.startswith("urn:uuid:"))
-            or _has_bundle_refs(v)
-            for k, v in node.items()
-        )
-    if isinstance(node, list):
-        return any(_has_bundle_refs(v) for v in node)
-    return False
 
 
 def _resource_type_of(raw: Any) -> str:
