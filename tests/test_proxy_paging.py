@@ -500,3 +500,37 @@ def test_a_page_link_answers_only_the_user_whose_search_made_it(world: World) ->
     world.put(consent("p3", "Organization/org-a", status="inactive"), "c3")
     page2 = world.client.get(nxt, headers=world.as_("doc-a")).json()
     assert page2["total"] == 2 and "entry" not in page2
+
+
+@pytest.mark.parametrize("kind", ["system", "compartment", "compartment-all"])
+def test_system_and_compartment_pages_hold_still(client: TestClient, kind: str) -> None:
+    """The same snapshot paging serves a system-level search and a compartment search:
+    their page links go to their own routes and keep their result set while data change."""
+    pid = make(client, patient(family="Lý", cccd=None)).json()["id"]
+    obs = [make(client, observation(f"Patient/{pid}", value=60 + i)).json()["id"] for i in range(5)]
+    url, params = {
+        "system": ("/fhir", {"_type": "Observation", "_count": 2, "_sort": "_id"}),
+        "compartment": (f"/fhir/Patient/{pid}/Observation", {"_count": 2, "_sort": "_id"}),
+        "compartment-all": (
+            f"/fhir/Patient/{pid}/*",
+            {"_type": "Observation", "_count": 2, "_sort": "_id"},
+        ),
+    }[kind]
+    first = client.get(url, params=params)
+    assert first.status_code == 200, first.text
+    body = first.json()
+    expected = sorted(obs)
+    assert match_ids(body) == expected[:2] and body["total"] == 5
+    nxt = links(body)["next"]
+    assert "_snapshot=" in nxt and urlsplit(nxt).path == url  # back to the same route
+    # meanwhile one on page 2 is deleted and a new one is made
+    assert client.delete(f"/fhir/Observation/{expected[2]}").status_code in (200, 204)
+    make(client, observation(f"Patient/{pid}", value=99))
+    got = pages(client, body)
+    assert [match_ids(p) for p in got] == [expected[:2], expected[2:4], expected[4:]]
+    assert all(p["total"] == 5 for p in got)
+    # a snapshot of one route is not a page of another
+    snap = re.search(r"_snapshot=([^&]+)", nxt)
+    assert snap is not None
+    other = "/fhir/Observation" if kind != "system" else f"/fhir/Patient/{pid}/Observation"
+    assert client.get(other, params={"_snapshot": snap.group(1)}).status_code == 410

@@ -252,7 +252,9 @@ class GuardedSession(WriteSession):
             return False
         return True
 
-    def search(self, query: SearchQuery) -> SearchPage:
+    def _permitted(self, query: SearchQuery) -> SearchQuery:
+        """``query`` as this user may run it: the types checked (or narrowed), the
+        criteria checked, the rows limited to what they may see."""
         vis = self._vis()
         if query.resource_type is None and query.resource_types is not None:
             # a system-level or compartment search over several types: each type is
@@ -272,21 +274,17 @@ class GuardedSession(WriteSession):
             if query.resource_type is None and vis.patients is not None:
                 raise forbidden("searching across all types needs access to every patient's data")
         self._check_criteria(query.criteria, vis)
-        guarded = replace(query, visible_patients=vis.patients, public_types=PUBLIC_TYPES)
-        page = self.inner.search(guarded)
+        return replace(query, visible_patients=vis.patients, public_types=PUBLIC_TYPES)
+
+    def search(self, query: SearchQuery) -> SearchPage:
+        page = self.inner.search(self._permitted(query))
         comps = self.inner.compartments(page.matches)
         for c in comps.values():
             self.ctx.touched.update(c)
         return SearchPage([self._shown(s) for s in page.matches], page.total)
 
     def search_keys(self, query: SearchQuery, limit: int) -> KeyList:
-        self._require(query.resource_type, "s")
-        vis = self._vis()
-        if query.resource_type is None and vis.patients is not None:
-            raise forbidden("searching across all types needs access to every patient's data")
-        self._check_criteria(query.criteria, vis)
-        guarded = replace(query, visible_patients=vis.patients, public_types=PUBLIC_TYPES)
-        found = self.inner.search_keys(guarded, limit)
+        found = self.inner.search_keys(self._permitted(query), limit)
         self._matched.update(found.keys)
         return found
 

@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import urlencode
 
 from lienthong.fhir.engine import FhirEngine, FhirResponse
@@ -29,6 +29,17 @@ SNAPSHOT_PARAM = "_snapshot"
 PAGE_PARAMS = {SNAPSHOT_PARAM, "_offset", "_count", "_format", "_pretty"}
 
 
+Build: TypeAlias = Callable[
+    [list[tuple[str, str]], bool], tuple[SearchRequest, str | None, list[tuple[str, str]]]
+]
+"""Parses a search's parameters (strictly or not) into (the request, the one type
+searched or None, the parameters left once a ``_type`` is taken out)."""
+
+SYSTEM_TARGET = "[system]"
+"""The snapshot target of a system-level search (a type search's is its type, a
+compartment search's its path below the base)."""
+
+
 def search(
     engine: FhirEngine,
     res_type: str | None,
@@ -37,23 +48,41 @@ def search(
 ) -> FhirResponse:
     """One page of a search. A search with more than one page keeps its matches in a
     paging snapshot (:mod:`lienthong.storage.paging`) and its links page through it."""
-    if any(k == SNAPSHOT_PARAM for k, _ in params):
-        return _snapshot_page(engine, res_type, params)
-    req = engine.parse_search(res_type, params, strict=strict)
-    engine.hide_masters(res_type, params, req.query)
-    q = req.query
+
+    def build(
+        ps: list[tuple[str, str]], strict_: bool
+    ) -> tuple[SearchRequest, str | None, list[tuple[str, str]]]:
+        return engine.parse_search(res_type, ps, strict=strict_), res_type, ps
+
     path = f"{engine.base_url}/{res_type}" if res_type else engine.base_url
+    return _search(engine, path, res_type or "", build, params, strict)
+
+
+def _search(
+    engine: FhirEngine,
+    path: str,
+    target: str,
+    build: Build,
+    params: list[tuple[str, str]],
+    strict: bool,
+) -> FhirResponse:
+    if any(k == SNAPSHOT_PARAM for k, _ in params):
+        return _snapshot_page(engine, path, target, build, params)
+    req, res_type, rest = build(params, strict)
+    q = req.query
+    covers_patients = q.resource_types is None or "Patient" in q.resource_types
+    engine.hide_masters(res_type or ("Patient" if covers_patients else None), rest, q)
     limit = engine.settings.paging_max_ids
     if q.count == 0 or q.offset + q.count > limit:
         # a count alone, or a page past what a snapshot keeps: run the search for it alone
         with engine.store.reader() as session:
-            engine.resolve_persons(session, res_type, params, q)
+            engine.resolve_persons(session, res_type, rest, q)
             page = session.search(q)
             included = _included(session, req, page.matches)
         bundle = searchset(engine, req, path, page.matches, included, page.total)
         return with_link_header(FhirResponse(200, bundle))
     with engine.store.reader() as session:
-        engine.resolve_persons(session, res_type, params, q)
+        engine.resolve_persons(session, res_type, rest, q)
         found = session.search_keys(q, limit)
         matches = session.versions(found.keys[q.offset : q.offset + q.count])
         included = _included(session, req, matches)
@@ -63,7 +92,7 @@ def search(
         return with_link_header(FhirResponse(200, bundle))
     snap = engine.store.paging().save(
         kind="search",
-        target=res_type or "",
+        target=target,
         params=req.echo,
         keys=found.keys,
         total=found.total,
@@ -83,17 +112,19 @@ def search(
 
 
 def _snapshot_page(
-    engine: FhirEngine, res_type: str | None, params: list[tuple[str, str]]
+    engine: FhirEngine,
+    path: str,
+    target: str,
+    build: Build,
+    params: list[tuple[str, str]],
 ) -> FhirResponse:
-    snap, offset, count = open_snapshot(engine, params, "search", res_type or "")
-    req = engine.parse_search(res_type, snap.params)
+    snap, offset, count = open_snapshot(engine, params, "search", target)
+    req, _, _ = build(snap.params, False)
     req.query.count, req.query.offset = count, offset
-    path = f"{engine.base_url}/{res_type}" if res_type else engine.base_url
     if offset >= snap.size and not snap.complete:
         # past what the snapshot keeps: the live search at that offset
-        return search(
-            engine, res_type, [*snap.params, ("_count", str(count)), ("_offset", str(offset))]
-        )
+        again = [*snap.params, ("_count", str(count)), ("_offset", str(offset))]
+        return _search(engine, path, target, build, again, False)
     keys = engine.store.paging().keys(snap, offset, offset + count)
     with engine.store.reader() as session:
         matches = session.versions(keys)
@@ -201,12 +232,18 @@ def search_system(
 ) -> FhirResponse:
     """``GET [base]?_type=A,B&...``: the types named, or without ``_type`` every type
     (which the access gate narrows to those the caller may search)."""
-    named, rest, echo = _types_param(engine, params)
-    types = named if named is not None else searchable_types(engine)
-    req = engine.parse_search(None, rest, strict=strict, types=types)
-    req.echo[:0] = echo
-    req.query.any_permitted_type = named is None
-    return _run(engine, req, engine.base_url, None, rest)
+
+    def build(
+        ps: list[tuple[str, str]], strict_: bool
+    ) -> tuple[SearchRequest, str | None, list[tuple[str, str]]]:
+        named, rest, echo = _types_param(engine, ps)
+        types = named if named is not None else searchable_types(engine)
+        req = engine.parse_search(None, rest, strict=strict_, types=types)
+        req.echo[:0] = echo
+        req.query.any_permitted_type = named is None
+        return req, None, rest
+
+    return _search(engine, engine.base_url, SYSTEM_TARGET, build, params, strict)
 
 
 def searchable_types(engine: FhirEngine) -> list[str]:
@@ -232,7 +269,26 @@ def search_compartment(
     table = compartment_params(compartment)
     if table is None:
         raise not_found(f"there is no {compartment} compartment")
-    path = f"{engine.base_url}/{compartment}/{comp_id}/{res_type}"
+
+    def build(
+        ps: list[tuple[str, str]], strict_: bool
+    ) -> tuple[SearchRequest, str | None, list[tuple[str, str]]]:
+        assert table is not None
+        return _compartment_request(engine, table, compartment, comp_id, res_type, ps, strict_)
+
+    target = f"{compartment}/{comp_id}/{res_type}"
+    return _search(engine, f"{engine.base_url}/{target}", target, build, params, strict)
+
+
+def _compartment_request(
+    engine: FhirEngine,
+    table: dict[str, tuple[str, ...]],
+    compartment: str,
+    comp_id: str,
+    res_type: str,
+    params: list[tuple[str, str]],
+    strict: bool,
+) -> tuple[SearchRequest, str | None, list[tuple[str, str]]]:
     if res_type == "*":
         named, rest, echo = _types_param(engine, params)
         types = [t for t in sorted(table) if t not in OWN_VIEW_TYPES]
@@ -272,7 +328,7 @@ def search_compartment(
             sp_pairs=tuple(pairs),
         )
     )
-    return _run(engine, req, path, target_type, rest)
+    return req, target_type, rest
 
 
 @cache
@@ -311,24 +367,6 @@ def _types_param(
     if named is None:
         return None, rest, echo
     return sorted(set(named)), rest, echo
-
-
-def _run(
-    engine: FhirEngine,
-    req: SearchRequest,
-    path: str,
-    res_type: str | None,
-    params: list[tuple[str, str]],
-) -> FhirResponse:
-    q = req.query
-    covers_patients = q.resource_types is None or "Patient" in q.resource_types
-    engine.hide_masters(res_type or ("Patient" if covers_patients else None), params, q)
-    with engine.store.reader() as session:
-        engine.resolve_persons(session, res_type, params, q)
-        page = session.search(q)
-        included = _included(session, req, page.matches)
-    bundle = searchset(engine, req, path, page.matches, included, page.total)
-    return with_link_header(FhirResponse(200, bundle))
 
 
 def _included(session: Session, req: SearchRequest, matches: list[Stored]) -> list[Stored]:
