@@ -211,3 +211,16 @@ def test_every_synthea_resource_reads_back_as_sent(
     assert len(loaded) == sum(
         len(orjson.loads(bz2.decompress(f.read_bytes()))["entry"]) for f in files
     )
+
+
+def test_conditional_put_if_none_match_star_never_overwrites(client: TestClient) -> None:
+    p = patient()
+    system, value = p["identifier"][0]["system"], p["identifier"][0]["value"]
+    url = f"/fhir/Patient?identifier={system}|{value}"
+    star = {**FHIR, "If-None-Match": "*"}
+    assert client.put(url, json=p, headers=star).status_code == 201
+    r = client.put(url, json={**p, "gender": "female"}, headers=star)
+    assert r.status_code == 412, r.text
+    assert r.json()["resourceType"] == "OperationOutcome"
+    found = client.get(url).json()
+    assert found["total"] == 1 and found["entry"][0]["resource"]["gender"] == p["gender"]

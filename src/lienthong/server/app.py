@@ -474,13 +474,16 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
         _check_type(res_type)
         body = await _body(request, res_type)
         query, if_match = request.url.query, request.headers.get("if-match")
+        if_none_match = request.headers.get("if-none-match")
         prefer = _prefer(request).get("return")
         return await audited(
             request,
             "update",
             res_type,
             None,
-            lambda eng, ctx: update_mod.update(eng, res_type, None, body, query, if_match, prefer),
+            lambda eng, ctx: update_mod.update(
+                eng, res_type, None, body, query, if_match, prefer, if_none_match
+            ),
         )
 
     @app.delete("/fhir/{res_type}")
