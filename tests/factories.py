@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
 from lienthong.access.audit import AuditEntry
+
+SYNTH_DAY = date(2026, 6, 15)
+"""The day test populations are generated for (``today`` of `lienthong.synth`): synthetic
+dates are reckoned back from the day they are made, and tests must not change with the
+calendar."""
 
 CCCD = "http://fhir.ehealth.gov.vn/core/sid/citizen_id"
 LOINC = "http://loinc.org"

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from lienthong.cli import app
 from lienthong.synth import generate
+from tests.factories import SYNTH_DAY
 
 LIENTHONG = Path(sys.executable).with_name("lienthong")
 
@@ -19,7 +20,7 @@ LIENTHONG = Path(sys.executable).with_name("lienthong")
 @pytest.fixture(scope="module")
 def population(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("link-cli")
-    generate(1500, 11, out)
+    generate(1500, 11, out, today=SYNTH_DAY)
     return out
 
 

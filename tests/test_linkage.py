@@ -30,6 +30,7 @@ from lienthong.identity.linkage import (
     train,
 )
 from lienthong.synth import generate
+from tests.factories import SYNTH_DAY
 
 SEED = 7
 HCM = "79"
@@ -187,7 +188,7 @@ def test_scores_count_pairs_like_listing_them() -> None:
 @pytest.fixture(scope="module")
 def population(tmp_path_factory: pytest.TempPathFactory) -> Population:
     out = tmp_path_factory.mktemp("linkage")
-    generate(3000, SEED, out)
+    generate(3000, SEED, out, today=SYNTH_DAY)
     with (out / "records.csv").open(encoding="utf-8", newline="") as fh:
         records: list[dict[str, Any]] = list(csv.DictReader(fh))
     with (out / "truth.csv").open(encoding="utf-8", newline="") as fh:
@@ -447,7 +448,7 @@ def test_spark_backend_finds_the_same_persons(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    generate(400, 3, tmp_path)
+    generate(400, 3, tmp_path, today=SYNTH_DAY)
     lienthong = Path(sys.executable).with_name("lienthong")
     out: dict[str, list[list[str]]] = {}
     for backend in ("duckdb", "spark"):

@@ -31,6 +31,7 @@ from lienthong.server.app import create_app
 from lienthong.settings import Settings
 from lienthong.storage.base import ResourceStore
 from tests.conftest import BASE_URL
+from tests.factories import SYNTH_DAY
 from tests.live_server import live_server
 
 MASTER = "http://fhir.lienthong.vn/mpi|master"
@@ -48,7 +49,7 @@ def population(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from lienthong.synth import generate
 
     out = tmp_path_factory.mktemp("mpi-pop")
-    generate(1500, 23, out)
+    generate(1500, 23, out, today=SYNTH_DAY)
     return out
 
 

@@ -678,6 +678,26 @@ def test_current_address_whose_ward_is_named_like_an_old_district() -> None:
     assert legacy.legacy and legacy.province_code == "31"
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "Số 207 Quang Trung, Phường An Dương, Thành phố Hải Phòng",
+        "So 207 Quang Trung, Phuong An Duong, Thanh pho Hai Phong",
+    ],
+)
+def test_a_street_named_like_an_old_ward_does_not_make_a_legacy_address(raw: str) -> None:
+    """The legacy parser reads the street "Quang Trung" as the old Phường Quang Trung
+    and infers its district (Hồng Bàng), which the address never names: it is the current
+    ward it names."""
+    got = normalize_address(raw)
+    assert (got.province_code, got.commune_code, got.legacy) == ("31", "11581", False)
+    # a legacy address that names its district is still read as one
+    old = normalize_address("Số 279 Bà Triệu, Phường 2, Thị xã Cai Lậy, Tỉnh Tiền Giang")
+    assert old.legacy and old.province_code == "82" and old.commune_code is not None
+    old = normalize_address("12 Nguyễn Trãi, P. 2, Q. 5, TP. Hồ Chí Minh")
+    assert old.legacy and old.province_code == "79" and old.commune_code is not None
+
+
 def test_no_name_of_the_synthetic_tables_is_decoded() -> None:
     """The generator's name tables as more test data (the check itself owes them nothing)."""
     from lienthong.synth import names

@@ -584,7 +584,9 @@ def test_cli_clients(sqlite_url: str, tmp_path: Path, keys: dict[str, Key]) -> N
         "client", "add", "his-bvtw", "--role", "system", "--organization", "org-1",
         "--jwks", str(keyfile), *db,
     )  # fmt: skip
-    assert (code, err) == (0, ""), err
+    # stderr says only which database the command opened
+    said = f"database: {sqlite_url} (--database)\n"
+    assert (code, err) == (0, said), err
     line = "his-bvtw\tsystem\torganization=org-1\tscope=system/*.cruds\tjwks=k-rs384,k-es384"
     assert out == f"added {line}\n"
     code, out, err = run(
@@ -607,11 +609,16 @@ def test_cli_clients(sqlite_url: str, tmp_path: Path, keys: dict[str, Key]) -> N
     ]:
         code, out, err = run("client", "add", *args, *db)
         assert code == 1 and out == ""
+        err = err.removeprefix(said)  # which database it opened, when it got that far
         assert err.startswith("error: ") and message in err and err.count("\n") == 1
     code, out, err = run("user", "add", "lis-1", "--role", "auditor", *db)
     assert code == 1 and "already a client's id" in err
     assert run("client", "remove", "lis-1", *db)[:2] == (0, "removed lis-1\n")
-    assert run("client", "remove", "lis-1", *db) == (1, "", "error: unknown client 'lis-1'\n")
+    assert run("client", "remove", "lis-1", *db) == (
+        1,
+        "",
+        f"{said}error: unknown client 'lis-1'\n",
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -335,6 +335,10 @@ def test_cli_load_reports_counts_replaces_and_is_audited(tmp_path: Path) -> None
     assert result.exit_code == 0, result.stderr
     assert "ICD-10 loaded: 7 codes" in result.stdout and "version 1" in result.stdout
     result = runner.invoke(app, ["terminology", "load", str(book), "--database", url])
+    assert result.exit_code == 0 and "unchanged" in result.stdout  # the same list again
+    assert "version 1" in result.stdout
+    again = ["terminology", "load", str(book), "--database", url, "--version", "2026"]
+    result = runner.invoke(app, again)
     assert result.exit_code == 0 and "replaced (new version)" in result.stdout
     assert "version 2" in result.stdout
     bad = tiny_workbook(tmp_path / "bad.xlsx", sheet="Other")
@@ -352,8 +356,9 @@ def test_cli_load_reports_counts_replaces_and_is_audited(tmp_path: Path) -> None
         records, total = log.search(count=10)
     finally:
         log.close()
-    assert total == 3 and {r.entry.action for r in records} == {"terminology-load"}
-    assert sorted(r.entry.outcome for r in records) == ["error", "success", "success"]
+    # three loads (new, unchanged, replaced) and the refused one
+    assert total == 4 and {r.entry.action for r in records} == {"terminology-load"}
+    assert sorted(r.entry.outcome for r in records) == ["error", "success", "success", "success"]
 
 
 def test_the_ministry_workbook(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from lienthong.cli import app
 from lienthong.identity import cli_verify, verify
 from lienthong.identity.verify import RECORD_COLUMNS, REGISTER_COLUMNS, VerifyEngine
+from tests.factories import SYNTH_DAY
 
 # A small register: a household (father, mother, twins), namesakes born the same year in
 # different communes, and a woman whose name has an old-style tone mark ("Hoà").
@@ -682,7 +683,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from lienthong.synth.population import generate
 
     out = tmp_path_factory.mktemp("population")
-    generate(12_000, seed=5, out_dir=out)
+    generate(12_000, seed=5, out_dir=out, today=SYNTH_DAY)
     return out
 
 

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from lienthong.cli import app
 from lienthong.identity.register import HttpRegister, RegisterUnavailable, RetryPolicy
+from tests.factories import SYNTH_DAY
 from tests.register_service import RegisterService, read_register, running
 
 runner = CliRunner()
@@ -24,7 +25,7 @@ def population(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from lienthong.synth.population import generate
 
     out = tmp_path_factory.mktemp("http-population")
-    generate(600, seed=9, out_dir=out)
+    generate(600, seed=9, out_dir=out, today=SYNTH_DAY)
     return out
 
 

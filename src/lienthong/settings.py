@@ -21,6 +21,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_DATABASE_URL = "sqlite:///./lienthong-data/lienthong.db"
 #: The ``iss`` of lienthong's tokens before it became a URL.
 LEGACY_ISSUER = "lienthong"
+TOKEN_PATH = "/auth/token"
+"""Where the token endpoint is served, below the issuer's root."""
 CONFIG_FILE = "lienthong.toml"
 """The settings file read from the working directory when ``LIENTHONG_CONFIG`` is unset."""
 
@@ -199,6 +201,10 @@ class Settings(BaseSettings):
         """Where the issuer's endpoints are: the issuer when it is an http(s) URL."""
         issuer = self.issuer()
         return issuer if issuer.startswith(("http://", "https://")) else self.public_root()
+
+    def token_endpoint(self) -> str:
+        """The OAuth 2 token endpoint (SMART Backend Services) this server answers."""
+        return self.auth_root() + TOKEN_PATH
 
     def sqlite_path(self) -> Path | None:
         """The SQLite file path when the database URL is a ``sqlite://`` one."""

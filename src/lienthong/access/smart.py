@@ -47,10 +47,10 @@ from lienthong.access.clients import (
     JwksFetcher,
     verification_key,
 )
+from lienthong.settings import TOKEN_PATH as TOKEN_PATH
 from lienthong.settings import Settings
 from lienthong.storage.side_tables import SideDB
 
-TOKEN_PATH = "/auth/token"
 JWKS_PATH = "/.well-known/jwks.json"
 #: No web login yet, so no authorization endpoint (nor the authorization code
 #: grant, PKCE's code_challenge_methods_supported, or the launch capabilities):
@@ -77,7 +77,7 @@ _V1_PERMS = {"read": "rs", "write": "cud", "*": "cruds"}
 
 
 def token_endpoint(settings: Settings) -> str:
-    return settings.auth_root() + TOKEN_PATH
+    return settings.token_endpoint()
 
 
 def jwks_uri(settings: Settings) -> str:

@@ -907,6 +907,17 @@ _WARD_WORDS = ("phuong", "xa", "thi tran", "dac khu")
 _DISTRICT_WORDS = ("quan", "huyen", "thi xa", "thanh pho")
 
 
+def _mentioned(text: str, district: str) -> bool:
+    """Whether the legacy parser's district name is written in ``text`` as whole words
+    (folded; without the parser's "(Thị xã)" note or a "Quận" before a number)."""
+    name = re.sub(r"\(.*?\)", " ", district)
+    key = fold_key(name)
+    for word in ("quan ", "huyen ", "thi xa ", "thanh pho "):
+        if key.startswith(word) and key[len(word) :].isdigit():
+            key = key[len(word) :]
+    return bool(key) and f" {key} " in f" {fold_key(text)} "
+
+
 def _named_as_ward(text: str, district: str) -> bool:
     """Whether the district name the legacy parser found is written, in `text`, after a
     ward word (Phường, Xã, Thị trấn, Đặc khu) and never after a district word."""
@@ -947,7 +958,12 @@ def normalize_address(raw: str) -> Address:
         return _EMPTY
     lib, conv = _lib()
     old = lib.parse_address(text, mode="LEGACY", level=3)
-    if old.district_key and _named_as_ward(text, old.short_district or ""):
+    if old.district_key and not _mentioned(text, old.short_district or ""):
+        # "Số 207 Quang Trung, Phường An Dương, Thành phố Hải Phòng": the legacy parser
+        # took the street for a former ward (Phường Quang Trung) and inferred its district;
+        # an address that names no district is a current one.
+        old = None
+    elif old.district_key and _named_as_ward(text, old.short_district or ""):
         # "Số 1 Lê Lợi, Phường An Dương, Thành phố Hải Phòng": a current address whose
         # ward is named like an old district (Quận An Dương), its street like an old ward
         # (Phường Lê Lợi). The unit word says which reading the writer meant.

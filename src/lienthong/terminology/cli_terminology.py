@@ -28,7 +28,8 @@ def load_command(
 ) -> None:
     """Load the ICD-10 list as the ICD-10 CodeSystem (Vietnamese and English names).
 
-    Loading again replaces it with a new version of the same CodeSystem.
+    Loading a different list (or version label) replaces it with a new version of the
+    same CodeSystem; loading the same list again changes nothing.
     """
     from lienthong.fhir.engine import FhirEngine
     from lienthong.fhir.errors import FhirError
@@ -57,7 +58,13 @@ def load_command(
                 raise typer.Exit(1) from None
     finally:
         store.close()
-    verb = "loaded" if result.created else "replaced (new version)"
+    verb = (
+        "loaded"
+        if result.created
+        else "unchanged (the same list is loaded already)"
+        if result.unchanged
+        else "replaced (new version)"
+    )
     _audit(settings, file, f"CodeSystem/{result.res_id} {verb}, {result.concepts} codes", ok=True)
     console.print(
         f"ICD-10 {verb}: {result.concepts:,} codes ({result.english:,} with English names) as "

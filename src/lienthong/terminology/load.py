@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import orjson
+
 from lienthong.fhir.engine import FhirEngine
+from lienthong.fhir.interactions.search import search
 from lienthong.fhir.interactions.update import update
 from lienthong.terminology.icd10 import (
     DEFAULT_VERSION,
@@ -27,6 +30,8 @@ class LoadResult:
     res_id: str
     version_id: str
     created: bool
+    unchanged: bool
+    """The list was loaded before with the same content: no new version was written."""
     concepts: int
     english: int
 
@@ -36,6 +41,13 @@ def load_icd10_workbook(
 ) -> LoadResult:
     concepts = read_workbook(path)
     resource = code_system(concepts, version, path.name)
+    # the search's entries hold pre-serialised resources: read them back as JSON
+    before = orjson.loads(orjson.dumps(search(engine, "CodeSystem", [("url", ICD10_SYSTEM)]).body))
+    previous = {
+        (e["resource"]["id"], e["resource"]["meta"]["versionId"])
+        for e in before.get("entry", [])
+        if e.get("search", {}).get("mode") == "match"
+    }
     resp = update(engine, "CodeSystem", None, resource, f"url={quote(ICD10_SYSTEM, safe='')}")
     body = resp.json() or {}
     location = resp.headers.get("Location", "")
@@ -46,6 +58,7 @@ def load_icd10_workbook(
         res_id=res_id,
         version_id=version_id,
         created=resp.status == 201,
+        unchanged=resp.status == 200 and (res_id, version_id) in previous,
         concepts=len(concepts),
         english=sum(1 for c in concepts if c.display_en),
     )

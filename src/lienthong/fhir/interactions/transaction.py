@@ -417,7 +417,9 @@ def _written(status: int, stored: Stored, prefer_return: str | None) -> dict[str
 
 def _get(engine: FhirEngine, session: Session, e: Entry) -> dict[str, Any]:
     if e.res_type == "metadata":
-        statement = capability_statement(engine.base_url, engine.registry, engine.extractor)
+        statement = capability_statement(
+            engine.base_url, engine.registry, engine.extractor, engine.settings.token_endpoint()
+        )
         return {"resource": statement, "response": {"status": STATUS_TEXT[200]}}
     if e.res_id is None:
         params = parse_qsl(e.query or "", keep_blank_values=True)
