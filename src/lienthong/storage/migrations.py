@@ -81,8 +81,8 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
-def latest(migrations: Sequence[Migration] = MIGRATIONS) -> int:
-    return migrations[-1].version
+def latest(migrations: Sequence[Migration] | None = None) -> int:
+    return (MIGRATIONS if migrations is None else migrations)[-1].version
 
 
 def _now() -> str:
@@ -108,10 +108,11 @@ def current_version(cur: Any, backend: str) -> int:
 
 
 def pending(
-    cur: Any, backend: str, migrations: Sequence[Migration] = MIGRATIONS
+    cur: Any, backend: str, migrations: Sequence[Migration] | None = None
 ) -> list[Migration]:
     """The migrations not yet applied, in order; :class:`SchemaError` when the database
     is newer than ``migrations``."""
+    migrations = MIGRATIONS if migrations is None else migrations
     version = current_version(cur, backend)
     if version > latest(migrations):
         raise SchemaError(
@@ -126,7 +127,7 @@ def migrate(
     backend: str,
     *,
     on_open: bool,
-    migrations: Sequence[Migration] = MIGRATIONS,
+    migrations: Sequence[Migration] | None = None,
 ) -> list[Migration]:
     """Apply the pending migrations in order, recording each; returns those applied.
 
@@ -135,6 +136,7 @@ def migrate(
     :class:`SchemaError`, before applying anything, when a pending migration is not
     additive.
     """
+    migrations = MIGRATIONS if migrations is None else migrations
     todo = pending(cur, backend, migrations)
     if on_open:
         blocked = [m for m in todo if not m.additive]
@@ -160,7 +162,7 @@ def migrate(
 
 
 def migrate_database(
-    url: str, migrations: Sequence[Migration] = MIGRATIONS
+    url: str, migrations: Sequence[Migration] | None = None
 ) -> tuple[int, list[Migration]]:
     """``lienthong migrate``: bring the database ``url`` names to the newest schema, all
     migrations in one transaction; returns the version it had and the ones applied."""
