@@ -187,3 +187,17 @@ def test_a_database_newer_than_the_code_is_refused(store_url: str) -> None:
     result = CliRunner().invoke(app, ["migrate", "--database", store_url])
     assert result.exit_code == 1
     assert "upgrade lienthong" in result.output
+
+
+def test_a_backup_of_a_version_1_store_restores_at_the_latest_version(
+    v1_url: str, tmp_path: Path
+) -> None:
+    from lienthong.storage import backup as bk
+
+    manifest = bk.backup(v1_url, tmp_path / "backup")
+    assert manifest.schema_version == 1  # the backup is the store as it was
+    target = f"sqlite:///{tmp_path / 'restored' / 'lienthong.db'}"
+    report = bk.restore(tmp_path / "backup", target)
+    assert report.problems == []
+    assert report.resources == 5
+    assert _sqlite_version(target) == mg.latest()
