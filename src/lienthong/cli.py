@@ -25,6 +25,12 @@ from lienthong.identity.cli_link import link_command
 from lienthong.identity.cli_mpi import mpi_app
 from lienthong.identity.cli_verify import verify_command
 from lienthong.ingest.cli_xml130 import xml130_app
+from lienthong.storage.cli_backup import (
+    backup_command,
+    backup_key_command,
+    migrate_command,
+    restore_command,
+)
 from lienthong.synth.cli_synth import synth_app
 from lienthong.terminology.cli_terminology import terminology_app
 
@@ -48,6 +54,10 @@ app.add_typer(mpi_app, name="mpi", help="Master person index: review, decide, me
 app.add_typer(terminology_app, name="terminology", help="Code systems: load ICD-10.")
 app.add_typer(xml130_app, name="xml130", help="Hospital XML exports (QĐ 130/4750, QĐ 4210).")
 app.command("demo", help="Build, load and serve synthetic health records to try.")(demo_command)
+app.command("backup", help="Back up the store and its side databases, online.")(backup_command)
+app.command("restore", help="Restore a backup and verify it.")(restore_command)
+app.command("backup-key", help="Write a new backup encryption key file.")(backup_key_command)
+app.command("migrate", help="Apply the schema migrations the database needs.")(migrate_command)
 console = cli_console()
 err_console = cli_console(stderr=True, soft_wrap=True)
 

@@ -14,8 +14,8 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from lienthong.storage.base import ResourceStore, Session, WriteSession
+from lienthong.storage.migrations import INIT_LOCK, current_version, migrate
 from lienthong.storage.registry_sync import load_param_ids
-from lienthong.storage.schema import POSTGRES_TYPES, ddl
 from lienthong.storage.sql import Dialect, SqlSession
 
 
@@ -60,12 +60,15 @@ class PostgresStore(ResourceStore):
         self.url = url
         self.dialect = PostgresDialect()
         self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True)
-        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(727274)")  # one initialiser at a time
-            cur.execute("CREATE SEQUENCE IF NOT EXISTS resource_pk_seq")
-            for stmt in ddl(POSTGRES_TYPES):
-                cur.execute(stmt)
-            self.params = load_param_ids(cur, self.dialect)
+        try:
+            with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (INIT_LOCK,))  # one at a time
+                migrate(cur, "postgresql", on_open=True)  # only additive ones; else SchemaError
+                self.schema_version = current_version(cur, "postgresql")
+                self.params = load_param_ids(cur, self.dialect)
+        except BaseException:
+            self.pool.close()
+            raise
 
     @contextmanager
     def reader(self) -> Iterator[Session]:

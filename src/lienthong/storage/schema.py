@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # of this baseline (ddl); later versions: storage/migrations.py
 
 # name -> columns after (pk, sp): (column, kind) where kind is text|real
 INDEX_TABLES: dict[str, tuple[tuple[str, str], ...]] = {

@@ -16,6 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+#: every side database a deployment has (for SQLite, one file each beside the store)
+SIDE_NAMES = ("access", "audit", "paging")
+
+
+def sqlite_side_path(main: Path, name: str) -> Path:
+    """The file of side database ``name`` beside the SQLite store file ``main``."""
+    return main.with_name(f"{main.stem}-{name}{main.suffix or '.db'}")
+
 
 class SideDB:
     """One connection (guarded by a lock) to a side database."""
@@ -26,7 +34,7 @@ class SideDB:
         self._lock = threading.RLock()
         if database_url.startswith("sqlite:///"):
             main = Path(database_url[len("sqlite:///") :])
-            self.path: Path | None = main.with_name(f"{main.stem}-{name}{main.suffix or '.db'}")
+            self.path: Path | None = sqlite_side_path(main, name)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=60

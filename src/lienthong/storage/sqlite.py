@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from lienthong.storage.base import ResourceStore, Session, WriteSession
+from lienthong.storage.migrations import current_version, migrate
 from lienthong.storage.registry_sync import load_param_ids
-from lienthong.storage.schema import SQLITE_TYPES, ddl
 from lienthong.storage.sql import Dialect, SqlSession
 from lienthong.storage.sql_search import ParamIds
 
@@ -63,12 +63,14 @@ class SqliteStore(ResourceStore):
         with self._write_lock:
             self._writer.execute("BEGIN IMMEDIATE")
             try:
-                for stmt in ddl(SQLITE_TYPES):
-                    self._writer.execute(stmt)
+                cur = self._writer.cursor()
+                migrate(cur, "sqlite", on_open=True)  # only additive ones; else SchemaError
+                self.schema_version = current_version(cur, "sqlite")
                 self.params: ParamIds = load_param_ids(self._writer.cursor(), self.dialect)
                 self._writer.execute("COMMIT")
             except BaseException:
                 self._writer.execute("ROLLBACK")
+                self._writer.close()
                 raise
             self._analyzed_rows = self._rows_at_last_analyze()
 
