@@ -408,9 +408,11 @@ class Xml130Ingest:
             for job in jobs:
                 self.ingest(job)
             return self.report
-        from concurrent.futures import Future, ProcessPoolExecutor
+        from concurrent.futures import Future
 
-        with ProcessPoolExecutor(
+        from lienthong.workers import worker_pool
+
+        with worker_pool(
             workers, initializer=_worker_init, initargs=(self.icd, self.max_bytes, self.strict)
         ) as pool:
             pending: list[Future[PreparedFile]] = []
