@@ -289,3 +289,45 @@ def test_workers_die_when_the_import_is_killed(tmp_path: Path) -> None:
         with contextlib.suppress(ProcessLookupError):  # the import's group: it and its workers
             os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
+
+
+# -- xml130 ingest ------------------------------------------------------------------
+
+
+def test_xml130_ingest_skips_files_that_went_in_whole(tmp_path: Path, store_url: str) -> None:
+    from lienthong.synth.xml130 import generate_xml130
+    from tests.test_xml130_ingest import BLOCKING_DEFECTS, seeded_defects
+
+    n = 16
+    generate_xml130(n, tmp_path / "x", seed=5, visits_per_file=1, defects=0.5)
+    blocked = {m for m, kind in seeded_defects(tmp_path / "x").items() if kind in BLOCKING_DEFECTS}
+    assert blocked and len(list((tmp_path / "x").rglob("*.xml"))) == n
+    whole = n - len(blocked)  # files whose one visit goes in
+
+    def ingest(*extra: str) -> tuple[int, str]:
+        args = ["xml130", "ingest", str(tmp_path / "x"), "-d", store_url, "--workers", "0"]
+        result = runner.invoke(app, [*args, *extra])
+        return result.exit_code, " ".join(result.stdout.split())
+
+    code, first = ingest()
+    assert code == 1 and f"{whole} visits written, 0 updated" in first
+    assert f"{len(blocked)} rejected" in first and "skipped" not in first
+    assert ledger_count(store_url, ledger.XML_FILE) == whole  # a refused visit: not noted
+    store = open_store(store_url)
+    try:
+        counts = store.counts()
+    finally:
+        store.close()
+    code, again = ingest()
+    assert code == 1, again  # the files with a refused visit are read again
+    assert f"skipped {whole} files already ingested" in again
+    assert "0 visits written, 0 updated" in again and f"{len(blocked)} rejected" in again
+    code, forced = ingest("--force")
+    assert code == 1 and f"0 visits written, {whole} updated" in forced
+    assert f"{whole} visits were stored already and were updated in place" in forced
+    assert "skipped" not in forced
+    store = open_store(store_url)
+    try:
+        assert store.counts() == counts  # updated in place, never duplicated
+    finally:
+        store.close()
