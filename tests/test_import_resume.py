@@ -247,6 +247,26 @@ def test_an_import_killed_mid_way_resumes_exactly(tmp_path: Path, store_url: str
     assert subjects(store_url)[0] == n
 
 
+def test_two_imports_of_the_same_input_at_once_write_each_bundle_once(
+    tmp_path: Path, store_url: str
+) -> None:
+    n = 60
+    folder = write_bundles(tmp_path / "in", n)
+    open_store(store_url, 1).close()  # the schema, before both start
+    procs = [cli(store_url, str(folder), "--workers", "0") for _ in range(2)]
+    outs = [finish(p) for p in procs]
+    assert all(code == 0 for code, _, _ in outs), outs
+    loaded = skipped = 0
+    for _, out, _ in outs:
+        text = " ".join(out.split())
+        loaded += int(text.split(" resources loaded")[0].rsplit(" ", 1)[-1])
+        if "skipped" in text:
+            skipped += int(text.split("skipped ")[1].split(" ")[0])
+    assert loaded == n * (1 + OBS_PER_BUNDLE) and skipped == n
+    patients, refs = subjects(store_url)
+    assert patients == n and len(refs) == n and set(refs.values()) == {OBS_PER_BUNDLE}
+
+
 # -- workers die with their parent --------------------------------------------------
 
 

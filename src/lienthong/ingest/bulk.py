@@ -337,7 +337,7 @@ class BulkImporter:
     def _held(self, session: WriteSession, job: _Job) -> bool:
         """Whether the unit went in meanwhile (another import of the same input): looked
         up inside the unit's own write transaction, so it is never written twice."""
-        return not self.force and bool(ledger.recorded(session, [job.digest]))
+        return not self.force and ledger.claim(session, job.digest)
 
     def _record(self, session: WriteSession, job: _Job, rows: list[tuple[str, str, int]]) -> None:
         for key, kind, n in rows:

@@ -62,6 +62,17 @@ def recorded(session: Session, digests: Iterable[str]) -> set[str]:
     return found
 
 
+def claim(session: Session, key: str) -> bool:
+    """Inside a write session, before writing the unit ``key``: whether the ledger holds
+    it already. SQLite serialises write transactions; on PostgreSQL a transaction-scoped
+    advisory lock on the key makes a second import of the same unit wait for the first to
+    commit, and then see its row, so the unit is never written twice."""
+    raw = _sql(session)
+    if raw.dialect.name == "postgresql":
+        raw.side("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
+    return bool(recorded(session, [key]))
+
+
 def record(session: Session, key: str, kind: str, source: str, resources: int) -> None:
     """Note ``key`` as committed with this session's transaction (again, when re-imported
     with ``--force``: the row is brought up to date)."""
