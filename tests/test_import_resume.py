@@ -351,3 +351,38 @@ def test_xml130_ingest_skips_files_that_went_in_whole(tmp_path: Path, store_url:
         assert store.counts() == counts  # updated in place, never duplicated
     finally:
         store.close()
+
+
+LINK_POOL = """
+import sys, time
+from lienthong.identity.linkage import _Runner
+runner = _Runner(2, 0, None)
+busy = [runner.pool.submit(time.sleep, 120) for _ in range(2)]
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_link_workers_die_when_their_parent_is_killed() -> None:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LINK_POOL],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        workers = _wait_for(
+            lambda: kids if len(kids := _children(proc.pid)) >= 2 else None, 60, "two workers"
+        )
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        _wait_for(lambda: all(_proc_stat(w) is None for w in workers), 5, "the workers to end")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
