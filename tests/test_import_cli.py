@@ -69,17 +69,25 @@ def test_ndjson_plain_gz_bz2_load_with_counts(tmp_path: Path, store_url: str) ->
         assert records[0].entry.detail == "60 resources loaded, 0 rejected"
     finally:
         log.close()
-    # importing again updates (new versions), never duplicates
+    # importing again skips what the import ledger holds; --force updates (new versions),
+    # never duplicates
     code, out, _ = run("import", str(tmp_path / "a.ndjson"), "--database", store_url)
     assert code == 0
-    s = open_store(store_url)
-    try:
-        assert s.counts()["Patient"] == 30
-        with s.reader() as session:
-            stored = session.read("Patient", "p0")
-            assert stored is not None and stored.version == 2
-    finally:
-        s.close()
+    assert "0 resources loaded" in out and "skipped 1 file already imported" in out
+    for force, version in (([], 1), (["--force"], 2)):
+        if force:
+            code, out, _ = run(
+                "import", str(tmp_path / "a.ndjson"), "--database", store_url, "--force"
+            )
+            assert code == 0 and "10 resources loaded" in out and "skipped" not in out
+        s = open_store(store_url)
+        try:
+            assert s.counts()["Patient"] == 30
+            with s.reader() as session:
+                stored = session.read("Patient", "p0")
+                assert stored is not None and stored.version == version
+        finally:
+            s.close()
 
 
 def test_bad_lines_reject_their_batch_and_are_reported(tmp_path: Path, store_url: str) -> None:

@@ -130,8 +130,16 @@ def import_(
         int | None,
         typer.Option(help="processes validating ahead of the writer (default: CPU count; 0: none)"),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="import again what the import ledger says is already imported"
+        ),
+    ] = False,
 ) -> None:
-    """Load FHIR data files through the FHIR engine (validated and indexed)."""
+    """Load FHIR data files through the FHIR engine (validated and indexed). What is
+    committed is noted by content hash, so a re-run skips it (resuming an interrupted
+    import); --force imports everything again."""
     import gc
     import os
 
@@ -160,6 +168,7 @@ def import_(
                 settings.import_batch_size,
                 workers=(os.cpu_count() or 1) if workers is None else workers,
                 on_progress=advance,
+                force=force,
             )
             report = importer.run(files)
         store.optimize()
@@ -187,6 +196,8 @@ def import_(
         f"{report.files} files, {report.total_loaded} resources loaded{unchanged}, "
         f"{report.rejected} rejected in {elapsed:.1f} s ({rate:,.0f} resources/s)"
     )
+    if report.skipped:
+        console.print(f"{report.skipped_text()} (--force imports them again)")
     for problem in report.problems:
         typer.echo(str(problem), err=True)
     if report.rejected:

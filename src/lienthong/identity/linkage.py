@@ -433,9 +433,9 @@ class _Runner:
         self.workers, self.total, self.progress, self.done = workers, total, progress, 0
         self.pool: Any = None
         if workers > 1:
-            from concurrent.futures import ProcessPoolExecutor
+            from lienthong.workers import worker_pool
 
-            self.pool = ProcessPoolExecutor(max_workers=workers)
+            self.pool = worker_pool(workers)
 
     def map(self, kind: str, values: list[Any]) -> list[Any]:
         from concurrent.futures.process import BrokenProcessPool

@@ -8,6 +8,14 @@ and line. A resource with an id is loaded as an update (create-on-update), so
 re-running an import gives new versions, not duplicates. A transaction
 Bundle is one atomic unit; a batch Bundle is processed entry by entry.
 
+Every unit committed is noted in the import ledger (:mod:`lienthong.storage.ledger`) by
+the sha256 of its bytes, in the same transaction as its resources: a Bundle file, an
+NDJSON batch, and an NDJSON file once all its batches are in. A re-run skips what the
+ledger holds, so an interrupted import resumes where it stopped without duplicates;
+``force`` imports everything again. A batch Bundle runs entry by entry, each in a
+transaction of its own, so it is noted only after its last entry: one interrupted
+mid-way is run again whole on resume (entries with ids become new versions).
+
 Structural validation is the costliest step, so it runs in worker processes
 (``workers``), a few files or batches ahead of the single writer, which then
 only rewrites references, indexes and writes.
@@ -20,7 +28,7 @@ import gc
 import gzip
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -31,7 +39,9 @@ from lienthong.fhir.engine import FhirEngine, now_instant
 from lienthong.fhir.errors import FhirError
 from lienthong.fhir.interactions.transaction import process_bundle
 from lienthong.fhir.validate import validate_resource
-from lienthong.storage.base import WriteOp
+from lienthong.storage import ledger
+from lienthong.storage.base import WriteOp, WriteSession
+from lienthong.workers import worker_pool
 
 
 @dataclass(frozen=True)
@@ -59,10 +69,21 @@ class ImportReport:
     rejected: int = 0
     problems: list[Problem] = field(default_factory=list)
     files: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)  # units the ledger holds, by kind
+    skipped_resources: int = 0  # resources in skipped batches (Bundle files: not counted)
 
     @property
     def total_loaded(self) -> int:
         return sum(self.loaded.values())
+
+    def skipped_text(self) -> str:
+        """``skipped 3 bundles, 1 file already imported``, or '' when nothing was."""
+        parts = [
+            f"{n} {kind}{'' if n == 1 else ('es' if kind.endswith('ch') else 's')}"
+            for kind, n in sorted(self.skipped.items())
+            if n
+        ]
+        return f"skipped {', '.join(parts)} already imported" if parts else ""
 
 
 def open_data(path: Path) -> IO[bytes]:
@@ -174,10 +195,21 @@ class _Inline(Executor):
 
 
 @dataclass
+class _File:
+    """An input file on its way in: its ledger key, and whether any part was refused."""
+
+    digest: str
+    clean: bool = True
+
+
+@dataclass
 class _Job:
     path: Path
     kind: str  # "lines" or "json"
+    file: _File
     lines: list[tuple[int, bytes]] = field(default_factory=list)
+    digest: str = ""  # the ledger key of this unit
+    last: bool = True  # the file's last unit
 
 
 class BulkImporter:
@@ -187,8 +219,10 @@ class BulkImporter:
         batch_size: int = 1000,
         workers: int = 0,
         on_progress: Callable[[Path, int], None] | None = None,
+        force: bool = False,
     ) -> None:
         self.engine = engine
+        self.force = force
         self.batch_size = batch_size
         self.workers = workers
         self.on_progress = on_progress or (lambda path, n: None)
@@ -196,9 +230,7 @@ class BulkImporter:
     def run(self, paths: list[Path]) -> ImportReport:
         report = ImportReport()
         executor: Executor = (
-            ProcessPoolExecutor(self.workers, initializer=_worker_init)
-            if self.workers > 0
-            else _Inline()
+            worker_pool(self.workers, initializer=_worker_init) if self.workers > 0 else _Inline()
         )
         window: deque[tuple[_Job, Future[Any]]] = deque()
         ahead = max(2, self.workers * 3)
@@ -218,56 +250,115 @@ class BulkImporter:
             executor.shutdown(cancel_futures=True)
         return report
 
+    def _known(self, digests: list[str]) -> set[str]:
+        """Which of ``digests`` the ledger holds (none when forced)."""
+        if self.force or not digests:
+            return set()
+        with self.engine.store.reader() as session:
+            return ledger.recorded(session, digests)
+
     def _jobs(self, paths: list[Path], report: ImportReport) -> Iterator[_Job]:
         for path in paths:
             report.files += 1
             try:
                 kind = file_kind(path)
-            except ValueError as exc:
+                state = _File(ledger.file_digest(path))
+            except (ValueError, OSError) as exc:
                 report.problems.append(Problem(str(path), None, None, str(exc)))
                 report.rejected += 1
                 continue
+            if self._known([state.digest]):
+                report.skipped[ledger.BUNDLE if kind == "json" else ledger.FILE] += 1
+                self.on_progress(path, 0)
+                continue
             if kind == "json":
-                yield _Job(path, "json")
+                yield _Job(path, "json", state, digest=state.digest)
                 continue
             try:
-                with open_data(path) as fh:
-                    batch: list[tuple[int, bytes]] = []
-                    for lineno, line in enumerate(fh, start=1):
-                        if not line.strip():
-                            continue
-                        batch.append((lineno, line))
-                        if len(batch) >= self.batch_size:
-                            yield _Job(path, "lines", batch)
-                            batch = []
-                    if batch:
-                        yield _Job(path, "lines", batch)
+                yield from self._batches(path, state, report)
             except (OSError, EOFError) as exc:
                 report.problems.append(Problem(str(path), None, None, f"cannot read: {exc}"))
                 report.rejected += 1
 
+    def _batches(self, path: Path, state: _File, report: ImportReport) -> Iterator[_Job]:
+        """The file's batches that the ledger does not hold, the last one marked (it
+        notes the whole file in the ledger too, when none of the file was refused)."""
+        held: _Job | None = None
+        with open_data(path) as fh:
+            batch: list[tuple[int, bytes]] = []
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                batch.append((lineno, line))
+                if len(batch) >= self.batch_size:
+                    if held is not None:
+                        yield held
+                    held = self._batch_job(path, state, batch, report)
+                    batch = []
+            if batch:
+                if held is not None:
+                    yield held
+                held = self._batch_job(path, state, batch, report)
+        if held is not None:
+            held.last = True
+            yield held
+        elif state.clean:  # empty, or every batch already in: the file is in
+            with self.engine.store.writer() as session:
+                ledger.record(session, state.digest, ledger.FILE, str(path), 0)
+
+    def _batch_job(
+        self, path: Path, state: _File, batch: list[tuple[int, bytes]], report: ImportReport
+    ) -> _Job | None:
+        key = ledger.digest(*(line for _, line in batch))
+        if self._known([key]):
+            report.skipped[ledger.BATCH] += 1
+            report.skipped_resources += len(batch)
+            self.on_progress(path, len(batch))
+            return None
+        return _Job(path, "lines", state, batch, key, last=False)
+
     def _finish(self, job: _Job, fut: Future[Any], report: ImportReport) -> None:
         if job.kind == "json":
             raw, whole, entries = fut.result()
-            self._json(job.path, raw, whole, entries, report)
+            self._json(job, raw, whole, entries, report)
         else:
-            self._lines(job.path, job.lines, fut.result(), report)
+            self._lines(job, job.lines, fut.result(), report)
 
     # -- NDJSON ---------------------------------------------------------------
 
+    def _notes(self, job: _Job, kind: str, resources: int) -> list[tuple[str, str, int]]:
+        """The ledger rows a unit's transaction writes: the unit, and its file when it is
+        the file's last and nothing of the file was refused."""
+        rows = [(job.digest, kind, resources)]
+        if job.last and job.file.clean and job.file.digest != job.digest:
+            rows.append((job.file.digest, ledger.FILE, 0))
+        return rows
+
+    def _held(self, session: WriteSession, job: _Job) -> bool:
+        """Whether the unit went in meanwhile (another import of the same input): looked
+        up inside the unit's own write transaction, so it is never written twice."""
+        return not self.force and ledger.claim(session, job.digest)
+
+    def _record(self, session: WriteSession, job: _Job, rows: list[tuple[str, str, int]]) -> None:
+        for key, kind, n in rows:
+            ledger.record(session, key, kind, str(job.path), n)
+
     def _lines(
         self,
-        path: Path,
+        job: _Job,
         batch: list[tuple[int, bytes]],
         problems: list[str | None],
         report: ImportReport,
+        kind: str = ledger.BATCH,
     ) -> None:
+        path = job.path
         found = [
             Problem(str(path), lineno, None, message)
             for (lineno, _), message in zip(batch, problems, strict=True)
             if message is not None
         ]
         if found:
+            job.file.clean = False
             report.problems.extend(found)
             report.rejected += len(batch)
             report.problems.append(
@@ -282,20 +373,29 @@ class BulkImporter:
         else:
             resources = [orjson.loads(line) for _, line in batch]
             try:
-                self._write(resources)
+                written = self._write(resources, job, kind)
             except FhirError as exc:
+                job.file.clean = False
                 report.problems.append(
                     Problem(str(path), batch[0][0], None, f"batch rejected: {exc}")
                 )
                 report.rejected += len(batch)
             else:
-                report.loaded.update(r["resourceType"] for r in resources)
+                if written:
+                    report.loaded.update(r["resourceType"] for r in resources)
+                else:
+                    report.skipped[kind] += 1
+                    report.skipped_resources += len(batch)
         self.on_progress(path, len(batch))
 
-    def _write(self, resources: list[dict[str, Any]]) -> None:
+    def _write(self, resources: list[dict[str, Any]], job: _Job, kind: str) -> bool:
+        """Write one batch and note it in the ledger, in one transaction; False when the
+        ledger held it already."""
         engine = self.engine
         now = now_instant()
         with engine.store.writer() as session:
+            if self._held(session, job):
+                return False
             keys = [(r["resourceType"], r["id"]) for r in resources if r.get("id")]
             current = {
                 (s.res_type, s.res_id): s
@@ -327,18 +427,22 @@ class BulkImporter:
                 ops.append(op)
             session.write(ops)
             engine.after_write(session, ops)
+            self._record(session, job, self._notes(job, kind, len(resources)))
+        return True
 
     # -- Bundle / single resource JSON -----------------------------------------
 
     def _json(
         self,
-        path: Path,
+        job: _Job,
         raw: bytes,
         whole: str | None,
         entry_problems: list[tuple[int, str]],
         report: ImportReport,
     ) -> None:
+        path = job.path
         if whole is not None:
+            job.file.clean = False
             report.problems.append(Problem(str(path), None, None, whole))
             report.rejected += 1
             self.on_progress(path, 1)
@@ -347,15 +451,17 @@ class BulkImporter:
         if isinstance(doc, dict) and doc.get("resourceType") == "Bundle":
             kind = doc.get("type")
             if kind == "transaction" and entry_problems:
+                job.file.clean = False
                 self._reject_bundle(path, doc, entry_problems, report)
             elif kind in ("transaction", "batch"):
-                self._bundle(path, doc, report, validated=kind == "transaction")
+                self._bundle(job, doc, report, transaction=kind == "transaction")
             else:
                 entries = [e.get("resource") for e in doc.get("entry") or []]
                 lines = [(i, orjson.dumps(r)) for i, r in enumerate(entries, start=1)]
-                self._lines(path, lines, self._entry_messages(len(lines), entry_problems), report)
+                messages = self._entry_messages(len(lines), entry_problems)
+                self._lines(job, lines, messages, report, ledger.BUNDLE)
             return
-        self._lines(path, [(1, raw)], self._entry_messages(1, entry_problems), report)
+        self._lines(job, [(1, raw)], self._entry_messages(1, entry_problems), report, ledger.FILE)
 
     @staticmethod
     def _entry_messages(n: int, problems: list[tuple[int, str]]) -> list[str | None]:
@@ -376,8 +482,9 @@ class BulkImporter:
         self.on_progress(path, n)
 
     def _bundle(
-        self, path: Path, doc: dict[str, Any], report: ImportReport, validated: bool
+        self, job: _Job, doc: dict[str, Any], report: ImportReport, transaction: bool
     ) -> None:
+        path = job.path
         entries = doc.get("entry") or []
         types = [
             (e.get("resource") or {}).get("resourceType", "?") if isinstance(e, dict) else "?"
@@ -388,8 +495,19 @@ class BulkImporter:
             for e in entries
         ]
         try:
-            resp = process_bundle(self.engine, doc, None, validated=validated)
+            if transaction:
+                # the bundle's writes and its ledger row in one commit
+                with self.engine.store.writer() as session:
+                    if self._held(session, job):
+                        report.skipped[ledger.BUNDLE] += 1
+                        self.on_progress(path, len(entries))
+                        return
+                    resp = process_bundle(self.engine, doc, None, validated=True, session=session)
+                    self._record(session, job, self._notes(job, ledger.BUNDLE, len(entries)))
+            else:
+                resp = process_bundle(self.engine, doc, None)
         except FhirError as exc:
+            job.file.clean = False
             report.problems.append(Problem(str(path), None, None, f"transaction rejected: {exc}"))
             report.rejected += len(entries)
             self.on_progress(path, len(entries))
@@ -404,7 +522,12 @@ class BulkImporter:
                 report.loaded[rtype] += 1
             else:
                 report.rejected += 1
+                job.file.clean = False
                 outcome = out.get("response", {}).get("outcome", {})
                 message = "; ".join(x.get("diagnostics", "") for x in outcome.get("issue", []))
                 report.problems.append(Problem(str(path), None, i, f"{status} {message}"))
+        if not transaction and job.file.clean:
+            # a batch Bundle's entries committed one by one: noted once all are in
+            with self.engine.store.writer() as session:
+                self._record(session, job, self._notes(job, ledger.BUNDLE, len(entries)))
         self.on_progress(path, len(entries))

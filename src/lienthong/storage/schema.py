@@ -132,7 +132,7 @@ def ddl(t: Types) -> list[str]:
             stmts.append(f"CREATE INDEX IF NOT EXISTS {table}_pk ON {table} (pk, sp)")
         lookup = ", ".join(LOOKUP_INDEXES[table])
         stmts.append(f"CREATE INDEX IF NOT EXISTS {table}_lookup ON {table} ({lookup})")
-    return stmts + mpi_ddl(t)
+    return stmts + mpi_ddl(t) + ledger_ddl(t)
 
 
 def mpi_ddl(t: Types) -> list[str]:
@@ -159,4 +159,14 @@ def mpi_ddl(t: Types) -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS mpi_event (
             id {t.text} PRIMARY KEY, at {t.text} NOT NULL, who {t.text} NOT NULL,
             action {t.text} NOT NULL, detail {t.text} NOT NULL)""",
+    ]
+
+
+def ledger_ddl(t: Types) -> list[str]:
+    """The import ledger (``lienthong.storage.ledger``): what an import has committed, by
+    the sha256 of its bytes, written in the same transaction as the data it describes."""
+    return [
+        f"""CREATE TABLE IF NOT EXISTS import_ledger (
+            digest {t.text} PRIMARY KEY, kind {t.text} NOT NULL, source {t.text} NOT NULL,
+            resources {t.bigint} NOT NULL, at {t.text} NOT NULL)""",
     ]

@@ -68,13 +68,19 @@ def ingest_command(
             "(by default those are stored with their problems)",
         ),
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="ingest again the files the import ledger says went in whole"),
+    ] = False,
 ) -> None:
     """Write each visit that can be stored faithfully as FHIR resources (one transaction
     per visit, in a savepoint of a commit of --batch visits; bare-table files of one
     folder, XML1.xml, XML2.xml ..., are read as one export): visits with only conformance
     problems go in with them (an OperationOutcome and a tag on the Encounter), visits with
     a blocking problem are reported, one line per problem, and not written. Exit status 1
-    when any visit or file was rejected."""
+    when any visit or file was rejected. A file that went in whole is noted by content
+    hash and skipped when ingested again (--force: ingest it again); visits are keyed by
+    facility and MA_LK, so one sent again updates its resources and never duplicates."""
     from lienthong.fhir.engine import FhirEngine
     from lienthong.ingest.xml130.ingest import Xml130Ingest
     from lienthong.storage.base import open_store
@@ -99,7 +105,9 @@ def ingest_command(
                 batch=batch,
                 strict=strict,
             )
-            ingest.ingest_paths(files, (os.cpu_count() or 1) if workers is None else workers)
+            ingest.ingest_paths(
+                files, (os.cpu_count() or 1) if workers is None else workers, resume=not force
+            )
         report = ingest.report
         source = getattr(ingest.icd, "source", "ICD-10")
     finally:
@@ -125,5 +133,14 @@ def ingest_command(
     visits = report.visits_written + report.visits_rejected
     rate = visits / elapsed if elapsed > 0 else 0.0
     console.print(f"{report.summary()} in {elapsed:.1f} s ({rate:,.0f} visits/s); ICD-10: {source}")
+    if report.skipped:
+        console.print(
+            f"skipped {report.skipped} files already ingested (--force ingests them again)"
+        )
+    if report.visits_updated:
+        console.print(
+            f"{report.visits_updated} visits were stored already and were updated in place: "
+            "visits are keyed by facility and MA_LK, never duplicated"
+        )
     if report.visits_rejected or report.refused_files:
         raise typer.Exit(1)

@@ -80,6 +80,8 @@ class IngestReport:
     # check-ins that came after their visit's XML1 was stored: nothing written, the stored
     # visit is the newer record (not counted as written, updated or rejected)
     checkins_superseded: int = 0
+    # files (or bare-table groups) the import ledger holds as ingested whole: not read again
+    skipped: int = 0
     # how the inputs were read where it matters (bare-table files left apart, and why)
     notes: list[str] = field(default_factory=list)
 
@@ -94,11 +96,12 @@ class IngestReport:
             if self.checkins_superseded
             else ""
         )
+        skipped = f", {self.skipped} files skipped (already ingested)" if self.skipped else ""
         return (
             f"{self.files} files: {self.visits_created} visits written, "
             f"{self.visits_updated} updated ({self.visits_nonconformant} of them with "
-            f"conformance problems), {self.visits_rejected} rejected{refused}{late}; "
-            f"{sum(self.resources.values())} resources"
+            f"conformance problems), {self.visits_rejected} rejected{refused}{late}"
+            f"{skipped}; {sum(self.resources.values())} resources"
         )
 
 
@@ -398,32 +401,89 @@ class Xml130Ingest:
         self._take(prepared, visits)
         return self.report
 
-    def ingest_paths(self, paths: list[Path], workers: int = 0) -> IngestReport:
+    def ingest_paths(
+        self, paths: list[Path], workers: int = 0, resume: bool = False
+    ) -> IngestReport:
         """Ingest files; with ``workers`` > 0, processes parse, validate and map files ahead
         of this one, which only writes (as bulk import does). Bare-table files of one
-        folder are read as one export, one job (:func:`parse.group_inputs`)."""
+        folder are read as one export, one job (:func:`parse.group_inputs`).
+
+        With ``resume``, a file (or group) that went in whole, with no problem, is noted in
+        the import ledger by the sha256 of its bytes, in the transaction of its last
+        visits, and is skipped when the ledger holds it. Visits are idempotent without it
+        (their resources are PUT under ids derived from facility and MA_LK: a re-sent
+        visit updates them); the ledger saves reading and rewriting them."""
         jobs, notes = group_inputs(list(paths), self.max_bytes)
         self.report.notes.extend(notes)
+        keys: dict[int, str] = {}
+        if resume:
+            jobs, keys = self._unseen(jobs)
         if workers <= 0 or len(jobs) < 2 or self.facilities is not None:
-            for job in jobs:
-                self.ingest(job)
+            for i, job in enumerate(jobs):
+                label = job.label if isinstance(job, BareGroup) else Path(job).name
+                prepared, visits = prepare_visits(
+                    job,
+                    label,
+                    self.icd,
+                    max_bytes=self.max_bytes,
+                    facilities=self.facilities,
+                    mapper=self.mapper,
+                    strict=self.strict,
+                )
+                self._take(prepared, visits, keys.get(i))
             return self.report
-        from concurrent.futures import Future, ProcessPoolExecutor
+        from concurrent.futures import Future
 
-        with ProcessPoolExecutor(
+        from lienthong.workers import worker_pool
+
+        with worker_pool(
             workers, initializer=_worker_init, initargs=(self.icd, self.max_bytes, self.strict)
         ) as pool:
             pending: list[Future[PreparedFile]] = []
             queue: list[str | BareGroup] = [j if isinstance(j, BareGroup) else str(j) for j in jobs]
+            taken = 0
             while queue or pending:
                 while queue and len(pending) < workers + 1:
                     pending.append(pool.submit(_prepare_in_worker, queue.pop(0)))
                 prepared = pending.pop(0).result()
-                self._take(prepared, iter(prepared.visits))
+                self._take(prepared, iter(prepared.visits), keys.get(taken))
+                taken += 1
         return self.report
 
-    def _take(self, prepared: PreparedFile, visits: Iterator[PreparedVisit]) -> None:
+    def _unseen(
+        self, jobs: list[Path | BareGroup]
+    ) -> tuple[list[Path | BareGroup], dict[int, str]]:
+        """The jobs the import ledger does not hold, and their ledger keys by position."""
+        from lienthong.storage import ledger
+
+        keyed: list[tuple[Path | BareGroup, str]] = []
+        for job in jobs:
+            try:
+                if isinstance(job, BareGroup):
+                    parts = [ledger.file_digest(f).encode() for f in job.files]
+                    keyed.append((job, ledger.digest(b"bare-group", *parts)))
+                else:
+                    keyed.append((job, ledger.file_digest(job)))
+            except OSError:
+                keyed.append((job, ""))  # unreadable: its refusal is reported as usual
+        with self.engine.store.reader() as session:
+            held = ledger.recorded(session, [k for _, k in keyed if k])
+        out: list[Path | BareGroup] = []
+        keys: dict[int, str] = {}
+        for job, key in keyed:
+            if key and key in held:
+                self.report.skipped += 1
+                continue
+            if key:
+                keys[len(out)] = key
+            out.append(job)
+        return out, keys
+
+    def _take(
+        self, prepared: PreparedFile, visits: Iterator[PreparedVisit], key: str | None = None
+    ) -> None:
         report = self.report
+        rejected = report.visits_rejected
         report.files += prepared.files
         if prepared.foreign is not None:
             raise FacilityRefused(prepared.foreign)
@@ -443,18 +503,29 @@ class Xml130Ingest:
             if len(batch) >= self.batch:
                 self._write_batch(batch)
                 batch = []
-        if batch:
-            self._write_batch(batch)
+        # the file's ledger row goes with its last visits, when nothing of it was refused
+        note = (
+            (key, prepared.label)
+            if key and not prepared.file_problems and report.visits_rejected == rejected
+            else None
+        )
+        if batch or note:
+            self._write_batch(batch, note)
         report.problems.extend(prepared.file_problems)
 
-    def _write_batch(self, batch: list[PreparedVisit]) -> None:
+    def _write_batch(self, batch: list[PreparedVisit], note: tuple[str, str] | None = None) -> None:
         """Visits in one database commit, each in a savepoint of its own: a visit the
         engine refuses is undone alone and the others of the batch go in. The report
-        counts a batch only once it is committed."""
+        counts a batch only once it is committed. ``note`` (a ledger key and the file's
+        name) is recorded in the same commit when every visit of the batch went in."""
         outcomes: list[_Outcome] = []
         with self.engine.store.writer() as session:
             for visit in batch:
                 outcomes.append(self._write(visit, session))
+            if note is not None and not any(o.problems for o in outcomes):
+                from lienthong.storage import ledger
+
+                ledger.record(session, note[0], ledger.XML_FILE, note[1], len(batch))
         report = self.report
         for visit, outcome in zip(batch, outcomes, strict=True):
             if outcome.problems:

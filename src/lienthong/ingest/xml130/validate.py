@@ -1013,9 +1013,9 @@ def validate_paths(
     files, notes = group_inputs([Path(p) for p in paths], max_bytes)
     report.notes.extend(notes)
     if workers > 1 and len(files) > 1:
-        from concurrent.futures import ProcessPoolExecutor
+        from lienthong.workers import worker_pool
 
-        with ProcessPoolExecutor(
+        with worker_pool(
             min(workers, len(files)), initializer=_worker_init, initargs=(catalogue,)
         ) as pool:
             for result in pool.map(_worker_job, files, [max_bytes] * len(files)):
