@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from lienthong.access.smart import token_endpoint
 from lienthong.fhir.engine import FhirEngine, FhirResponse, etag, now_instant
 from lienthong.fhir.errors import FhirError, Issue, bad_request, not_found, precondition_failed
 from lienthong.fhir.interactions.capabilities import capability_statement
@@ -417,7 +418,11 @@ def _written(status: int, stored: Stored, prefer_return: str | None) -> dict[str
 
 def _get(engine: FhirEngine, session: Session, e: Entry) -> dict[str, Any]:
     if e.res_type == "metadata":
-        statement = capability_statement(engine.base_url, engine.registry, engine.extractor)
+        # the same statement as GET [base]/metadata, token endpoint included
+        token_url = token_endpoint(engine.settings)
+        statement = capability_statement(
+            engine.base_url, engine.registry, engine.extractor, token_url
+        )
         return {"resource": statement, "response": {"status": STATUS_TEXT[200]}}
     if e.res_id is None:
         params = parse_qsl(e.query or "", keep_blank_values=True)
