@@ -675,3 +675,19 @@ def test_read_honours_summary_and_elements(client: TestClient) -> None:
     text = client.get(f"/fhir/Patient/{p['id']}?_summary=true").json()
     assert "name" in text and "SUBSETTED" in str(text["meta"])
     outcome(client.get(f"/fhir/Patient/{p['id']}?_summary=bogus"), 400)
+
+
+def test_read_ignores_unknown_parameters(client: TestClient) -> None:
+    p = create(client, patient())
+    assert client.get(f"/fhir/Patient/{p['id']}?__t=0").status_code == 200
+
+
+def test_links_carry_non_ascii_values_percent_encoded(client: TestClient) -> None:
+    for i in range(3):
+        create(client, patient(family="Nguyễn", cccd=f"00109000080{i}"))
+    first = search(client, "Patient?family=Nguy%E1%BB%85n&_count=2")
+    self_link = next(x["url"] for x in first["link"] if x["relation"] == "self")
+    assert "Nguy%E1%BB%85n" in self_link and "ễ" not in self_link
+    url = next_link(first)
+    assert url is not None and "ễ" not in url
+    assert len(follow(client, first)) == 3
