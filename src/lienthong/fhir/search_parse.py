@@ -70,6 +70,7 @@ class Include:
     source_type: str
     param: str | None  # None for *
     target_type: str | None
+    iterate: bool = False  # :iterate (R4's older name :recurse): applied to included ones too
 
 
 @dataclass
@@ -169,6 +170,14 @@ class SearchParser:
         max_count: int,
     ) -> None:
         q = req.query
+        base_name, _, modifier = name.partition(":")
+        if base_name in ("_include", "_revinclude") and modifier:
+            if modifier not in ("iterate", "recurse"):
+                raise bad_request(f"{base_name} has no modifier {modifier!r}", base_name)
+            inc = self._include(rtype, base_name, raw, iterate=True)
+            (req.includes if base_name == "_include" else req.revincludes).append(inc)
+            req.echo.append((name, raw))
+            return
         if name in RESULT_PARAMS:
             self._result_param(req, rtype, name, raw, max_count)
             if name not in ("_format", "_pretty", "_offset"):
@@ -240,28 +249,28 @@ class SearchParser:
                 raise bad_request("_total must be none, estimate or accurate", "_total")
             q.with_total = raw != "none"
 
-    def _include(self, rtype: str | None, name: str, raw: str) -> Include:
+    def _include(self, rtype: str | None, name: str, raw: str, iterate: bool = False) -> Include:
         parts = raw.split(":")
         if parts and parts[-1] == "iterate":
             parts = parts[:-1]
         if raw == "*":
             if rtype is None:
                 raise bad_request(f"{name}=* needs a resource type", name)
-            return Include(rtype, None, None)
+            return Include(rtype, None, None, iterate)
         if len(parts) not in (2, 3):
             raise bad_request(f"{name} must be Type:param[:TargetType], got {raw!r}", name)
         source, code = parts[0], parts[1]
         target = parts[2] if len(parts) == 3 else None
         if code == "*":
-            return Include(source, None, target)
+            return Include(source, None, target, iterate)
         sp = self.registry.get(source, code)
         if sp is None or sp.type != "reference":
             raise bad_request(f"{name}: {source} has no reference parameter {code!r}", name)
-        if name == "_include" and rtype is not None and source != rtype:
+        if name == "_include" and rtype is not None and source != rtype and not iterate:
             raise bad_request(
                 f"_include source type {source} is not the searched type {rtype}", name
             )
-        return Include(source, code, target)
+        return Include(source, code, target, iterate)
 
     # -- criteria -------------------------------------------------------
 

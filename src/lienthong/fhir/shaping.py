@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from lienthong.fhir.errors import FhirError, Issue
 from lienthong.fhir.validate import model_class
 
 SUBSETTED = {
@@ -103,3 +104,23 @@ def shape(content: bytes, summary: str | None, elements: list[str] | None) -> An
 def _element_name(key: str) -> str:
     """``_birthDate`` (primitive extension) belongs with ``birthDate``."""
     return key[1:] if key.startswith("_") else key
+
+
+def shape_one(content: bytes, summary: str | None, elements: str | None) -> bytes:
+    """A single resource (read, vread, the CapabilityStatement) as ``_summary`` or
+    ``_elements`` asked for it; R4 lets both apply to a read as to a search."""
+    if summary not in (None, "true", "false", "text", "data"):
+        raise FhirError(
+            400,
+            [
+                Issue(
+                    "invalid",
+                    f"_summary must be one of true, false, text or data on a read, not {summary!r}",
+                    expression=("_summary",),
+                )
+            ],
+        )
+    names = [e.strip() for e in elements.split(",") if e.strip()] if elements else None
+    if summary in (None, "false") and not names:
+        return content
+    return orjson.dumps(shape(content, summary, names))

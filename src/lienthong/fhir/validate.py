@@ -103,6 +103,19 @@ def validate_resource(
         raise FhirError(400, [Issue("value", f"invalid id {rid!r}", expression=(f"{rtype}.id",))])
     if not structure:
         return rtype
+    bad_text = _control_character(resource, rtype)
+    if bad_text is not None:
+        raise FhirError(
+            422,
+            [
+                Issue(
+                    "value",
+                    f"{bad_text}: a string may not hold control characters other than tab, "
+                    "carriage return and line feed",
+                    expression=(bad_text,),
+                )
+            ],
+        )
     try:
         cls.model_validate(resource)
     except ValidationError as exc:
@@ -122,6 +135,30 @@ def validate_resource(
     if code_issues:
         raise FhirError(422, code_issues)
     return rtype
+
+
+_ALLOWED_CONTROL = frozenset("\t\r\n")
+
+
+def _control_character(value: Any, path: str) -> str | None:
+    """The FHIRPath of the first string holding a code point below 32 other than tab,
+    CR or LF, which R4 forbids in every string (https://hl7.org/fhir/R4/datatypes.html#string)."""
+    if isinstance(value, str):
+        if any(c < " " and c not in _ALLOWED_CONTROL for c in value):
+            return path
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = key[1:] if key.startswith("_") and len(key) > 1 else key
+            found = _control_character(item, f"{path}.{name}" if name != "resourceType" else path)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _control_character(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 def _short(value: Any) -> bool:

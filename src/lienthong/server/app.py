@@ -47,6 +47,7 @@ from lienthong.fhir.interactions.read import read, vread
 from lienthong.fhir.interactions.search import search, search_compartment, search_system
 from lienthong.fhir.interactions.transaction import process_bundle
 from lienthong.fhir.interactions.versions import versions
+from lienthong.fhir.shaping import shape_one
 from lienthong.fhir.validate import is_resource_type
 from lienthong.ingest.xml130 import ingest as xml130_ingest
 from lienthong.server.proxy import Addressing
@@ -292,7 +293,9 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
         base = addressing.base_url(request)
         token_url = smart.token_endpoint(settings)
         statement = capability_statement(base, e.registry, e.extractor, token_url)
-        return render(FhirResponse(200, statement))
+        q = request.query_params
+        shaped = shape_one(orjson.dumps(statement), q.get("_summary"), q.get("_elements"))
+        return render(FhirResponse(200, shaped))
 
     @app.get("/fhir/$versions")
     def versions_route() -> Response:
@@ -544,6 +547,10 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
         _check_type(res_type)
         if_none_match = request.headers.get("if-none-match")
         accept, fmt = request.headers.get("accept"), request.query_params.get("_format")
+        summary, elements = (
+            request.query_params.get("_summary"),
+            request.query_params.get("_elements"),
+        )
         return await audited(
             request,
             "read",
@@ -552,7 +559,7 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
             lambda eng, ctx: (
                 binary_mod.read_binary(eng, res_id, None, accept, fmt, if_none_match)
                 if res_type == "Binary"
-                else read(eng, res_type, res_id, if_none_match)
+                else read(eng, res_type, res_id, if_none_match, summary, elements)
             ),
         )
 

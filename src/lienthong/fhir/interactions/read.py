@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from lienthong.fhir.engine import FhirEngine, FhirResponse, parse_etag, stored_headers
 from lienthong.fhir.errors import gone, not_found
+from lienthong.fhir.shaping import shape_one
 from lienthong.storage.base import Stored
 
 
 def read(
-    engine: FhirEngine, res_type: str, res_id: str, if_none_match: str | None = None
+    engine: FhirEngine,
+    res_type: str,
+    res_id: str,
+    if_none_match: str | None = None,
+    summary: str | None = None,
+    elements: str | None = None,
 ) -> FhirResponse:
     with engine.store.reader() as session:
         stored = session.read(res_type, res_id)
-    return _respond(engine, stored, f"{res_type}/{res_id}", if_none_match)
+    resp = _respond(engine, stored, f"{res_type}/{res_id}", if_none_match)
+    if isinstance(resp.body, bytes):
+        resp.body = shape_one(resp.body, summary, elements)
+    return resp
 
 
 def vread(engine: FhirEngine, res_type: str, res_id: str, version: str) -> FhirResponse:

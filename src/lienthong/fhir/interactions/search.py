@@ -382,15 +382,29 @@ def _included(session: Session, req: SearchRequest, matches: list[Stored]) -> li
                 seen.add(key)
                 out.append(s)
 
-    for inc in req.includes:
-        pks = [m.pk for m in matches if m.res_type == inc.source_type]
-        add(session.referenced(pks, _params(inc)), inc.target_type)
-    for inc in req.revincludes:
-        targets = [(m.res_type, m.res_id) for m in matches]
-        if inc.target_type:
-            targets = [t for t in targets if t[0] == inc.target_type]
-        found = session.referencing(targets, _params(inc))
-        add([s for s in found if s.res_type == inc.source_type], None)
+    # a round over the matches, then further rounds over what the :iterate ones
+    # brought in, until a round adds nothing (bounded: each resource enters once)
+    frontier, first = matches, True
+    while frontier:
+        before = len(out)
+        for inc in req.includes:
+            if not (first or inc.iterate):
+                continue
+            pks = [m.pk for m in frontier if m.res_type == inc.source_type]
+            if pks:
+                add(session.referenced(pks, _params(inc)), inc.target_type)
+        for inc in req.revincludes:
+            if not (first or inc.iterate):
+                continue
+            targets = [(m.res_type, m.res_id) for m in frontier]
+            if inc.target_type:
+                targets = [t for t in targets if t[0] == inc.target_type]
+            if targets:
+                found = session.referencing(targets, _params(inc))
+                add([s for s in found if s.res_type == inc.source_type], None)
+        frontier, first = out[before:], False
+        if not any(i.iterate for i in (*req.includes, *req.revincludes)):
+            break
     return out
 
 

@@ -417,6 +417,7 @@ def _written(status: int, stored: Stored, prefer_return: str | None) -> dict[str
 
 def _get(engine: FhirEngine, session: Session, e: Entry) -> dict[str, Any]:
     if e.res_type == "metadata":
+        # the same statement as GET [base]/metadata, token endpoint included
         statement = capability_statement(
             engine.base_url, engine.registry, engine.extractor, engine.settings.token_endpoint()
         )
