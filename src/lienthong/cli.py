@@ -96,6 +96,9 @@ def serve(
             "[bold red]WARNING: authentication is OFF[/] — every request acts as the local "
             "operator with full access. Allowed only on a loopback address."
         )
+    from lienthong.server.logs import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)
     console.print(
         f"lienthong {__version__}: FHIR R4 API at "
         f"[bold]http://{settings.host}:{settings.port}/fhir[/] "
@@ -110,6 +113,10 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        # logging is lienthong's (LIENTHONG_LOG_FORMAT): uvicorn's access log would write
+        # raw query strings, which carry CCCD numbers and names
+        log_config=None,
+        access_log=False,
         # forwarding headers are lienthong's to judge (LIENTHONG_TRUSTED_PROXIES), so the
         # app sees the connection's real peer rather than uvicorn's rewrite of it
         proxy_headers=False,

@@ -126,6 +126,16 @@ class Settings(BaseSettings):
     xml130_max_bytes: int = Field(
         512 * 1024 * 1024, description="largest hospital XML export accepted, bytes"
     )
+    metrics_token: str | None = Field(
+        None,
+        description="bearer token a Prometheus scraper off loopback must send to /metrics "
+        "(unset: /metrics answers loopback clients only)",
+        repr=False,
+    )
+    log_format: str = Field(
+        "json", description="json: one JSON object per log line; text: lines for a terminal"
+    )
+    log_level: str = Field("info", description="least severe log level written")
 
     @field_validator("issuer_url")
     @classmethod
@@ -143,6 +153,22 @@ class Settings(BaseSettings):
                 f"issuer_url must be an http(s) URL without query or fragment, got {value!r}"
             )
         return value
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        if value.lower() not in ("json", "text"):
+            raise ValueError(f"log_format must be json or text, got {value!r}")
+        return value.lower()
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.lower() not in ("debug", "info", "warning", "error", "critical"):
+            raise ValueError(
+                f"log_level must be debug, info, warning, error or critical, got {value!r}"
+            )
+        return value.lower()
 
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
 

@@ -113,6 +113,12 @@ def raw_session(session: Session) -> SqlSession:
     return inner
 
 
+def pending_review_count(session: Session) -> int:
+    """Pairs waiting on the review list (one count over ``mpi_pair``'s status index)."""
+    rows = raw_session(session).side("SELECT COUNT(*) FROM mpi_pair WHERE status = 'review'")
+    return int(rows[0][0])
+
+
 def person_patients(session: Session, patient_id: str) -> frozenset[str]:
     """Every Patient id of the person ``patient_id`` stands for, as the index links them now.
 

@@ -50,6 +50,7 @@ from lienthong.fhir.interactions.versions import versions
 from lienthong.fhir.shaping import shape_one
 from lienthong.fhir.validate import is_resource_type
 from lienthong.ingest.xml130 import ingest as xml130_ingest
+from lienthong.server import observability
 from lienthong.server.proxy import Addressing
 from lienthong.settings import Settings
 from lienthong.storage.base import ResourceStore, open_store
@@ -184,11 +185,13 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
         title="lienthong",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served from installed assets by observability.install
+        redoc_url=None,
         openapi_url="/openapi.json",
         dependencies=[Depends(_negotiate)],
     )
     app.state.body_max_bytes = settings.body_max_bytes
+    observability.install(app, settings, holder)
 
     def gate() -> AccessGate:
         gate_: AccessGate = holder["gate"]
