@@ -389,7 +389,14 @@ class Xml130Ingest:
             label = name or source.label
         else:
             label = name or (Path(source).name if not isinstance(source, bytes) else "<upload>")
-        prepared, visits = prepare_visits(
+        self._take(*self._prepare(source, label))
+        return self.report
+
+    def _prepare(
+        self, source: str | Path | bytes | BareGroup, label: str
+    ) -> tuple[PreparedFile, Iterator[PreparedVisit]]:
+        """Parse, validate and map one job in this process, as this ingest is set up."""
+        return prepare_visits(
             source,
             label,
             self.icd,
@@ -398,8 +405,6 @@ class Xml130Ingest:
             mapper=self.mapper,
             strict=self.strict,
         )
-        self._take(prepared, visits)
-        return self.report
 
     def ingest_paths(
         self, paths: list[Path], workers: int = 0, resume: bool = False
@@ -421,15 +426,7 @@ class Xml130Ingest:
         if workers <= 0 or len(jobs) < 2 or self.facilities is not None:
             for i, job in enumerate(jobs):
                 label = job.label if isinstance(job, BareGroup) else Path(job).name
-                prepared, visits = prepare_visits(
-                    job,
-                    label,
-                    self.icd,
-                    max_bytes=self.max_bytes,
-                    facilities=self.facilities,
-                    mapper=self.mapper,
-                    strict=self.strict,
-                )
+                prepared, visits = self._prepare(job, label)
                 self._take(prepared, visits, keys.get(i))
             return self.report
         from concurrent.futures import Future
