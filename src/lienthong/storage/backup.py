@@ -12,9 +12,15 @@ keeps the copy truthful: the store first, the audit log last (after a short paus
 the audit entries of requests that were finishing), so every write in the store copy
 has its audit entry, and the audit log may only describe a few more.
 
-PostgreSQL: the side tables live in the database itself, so one ``pg_dump -Fc`` holds
-everything; it runs on a snapshot exported by the connection that also counts what
-the manifest records, so the counts describe exactly the dump.
+PostgreSQL: the side tables live in the database itself. A request commits its write
+and then, in its own transaction, its audit entry, so one snapshot of everything could
+hold a write whose entry was still on its way. The backup is therefore two ``pg_dump
+-Fc`` files, in the same order as on SQLite: everything but the audit tables from one
+snapshot, then (after the same short pause) the audit tables from a later one. Each
+dump runs on a snapshot exported by the connection that also counts what the manifest
+records, so the counts describe exactly the dumps. Restore replays both in one
+transaction (``pg_restore`` to SQL, into one ``psql --single-transaction``): the target
+gets the whole backup or nothing.
 
 Encryption (a backup holds the token signing keys and health records): with a key file
 the operator keeps elsewhere, each file is encrypted with AES-256-GCM, bound to its
@@ -35,7 +41,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from glob import glob
@@ -72,7 +78,7 @@ class BackupError(RuntimeError):
 @dataclass
 class BackupFile:
     name: str  # in the backup directory
-    role: str  # store, access, audit, paging (SQLite) or database (PostgreSQL)
+    role: str  # store, access, audit, paging (SQLite); database, audit (PostgreSQL)
     size: int
     sha256: str
     encrypted: bool
@@ -404,16 +410,61 @@ def _pg_count(cur: Any, table: str, where: str = "") -> int:
     return int(cur.fetchone()[0])
 
 
-def backup_postgres(url: str, out: Path, key: bytes | None = None) -> Manifest:
+#: the audit tables on PostgreSQL, dumped from the later snapshot
+PG_AUDIT_TABLES = ("audit_log", "audit_patient", "audit_head")
+
+
+def _pg_dump_snapshot(
+    conn: Any, conninfo: str, env: dict[str, str], dest: Path, selection: list[str]
+) -> str:
+    """``pg_dump -Fc`` of ``selection`` into ``dest`` on the snapshot the open
+    transaction of ``conn`` exports; the error text when it fails, else ''."""
+    cur: Any = conn.cursor()
+    cur.execute("SELECT pg_export_snapshot()")
+    snapshot = str(cur.fetchone()[0])
+    with dest.open("wb") as f:
+        done = subprocess.run(
+            [
+                pg_tool("pg_dump"),
+                "-Fc",
+                "--no-owner",
+                f"--snapshot={snapshot}",
+                *selection,
+                f"--dbname={conninfo}",
+            ],
+            stdout=f,
+            stderr=subprocess.PIPE,
+            env=env,
+            check=False,
+        )
+    if done.returncode != 0:
+        dest.unlink(missing_ok=True)
+        return done.stderr.decode(errors="replace").strip() or "pg_dump failed"
+    return ""
+
+
+def _pg_existing(cur: Any, tables: tuple[str, ...]) -> list[str]:
+    found = []
+    for table in tables:
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
+        if cur.fetchone()[0]:
+            found.append(table)
+    return found
+
+
+def backup_postgres(
+    url: str, out: Path, key: bytes | None = None, settle: float = AUDIT_SETTLE_SECONDS
+) -> Manifest:
     import psycopg
 
     _prepare_out(out)
-    dump = pg_tool("pg_dump")
+    pg_tool("pg_dump")  # a clear error before anything is written
     conninfo, env = _pg_env(url)
     manifest = Manifest(
         "postgresql", redact(url), 0, 0, 0, encryption=_encryption(key), created=_now()
     )
-    plain = _private(out / ".database.partial")
+    plain_db = _private(out / ".database.partial")
+    plain_audit = _private(out / ".audit.partial")
     try:
         conn = psycopg.connect(url, autocommit=True)
     except psycopg.Error as exc:
@@ -421,24 +472,28 @@ def backup_postgres(url: str, out: Path, key: bytes | None = None) -> Manifest:
     with conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         cur: Any = conn.cursor()
-        cur.execute("SELECT pg_export_snapshot()")
-        snapshot = str(cur.fetchone()[0])
+        audit_tables = _pg_existing(cur, PG_AUDIT_TABLES)
         manifest.schema_version = current_version(cur, "postgresql")
         manifest.resources = _pg_count(cur, "resource", "WHERE deleted = 0")
-        manifest.audit_entries = _pg_count(cur, "audit_log")
-        with plain.open("wb") as f:
-            done = subprocess.run(
-                [dump, "-Fc", "--no-owner", f"--snapshot={snapshot}", f"--dbname={conninfo}"],
-                stdout=f,
-                stderr=subprocess.PIPE,
-                env=env,
-                check=False,
-            )
+        failed = _pg_dump_snapshot(
+            conn, conninfo, env, plain_db, [f"--exclude-table={t}" for t in PG_AUDIT_TABLES]
+        )
         conn.execute("COMMIT")
-    if done.returncode != 0:
-        plain.unlink(missing_ok=True)
-        raise BackupError([f"pg_dump failed: {done.stderr.decode(errors='replace').strip()}"])
-    manifest.files.append(_seal(out, plain, "database.dump", "database", key))
+        if not failed and audit_tables:
+            if settle > 0:
+                time.sleep(settle)
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            manifest.audit_entries = _pg_count(cur, "audit_log")
+            failed = _pg_dump_snapshot(
+                conn, conninfo, env, plain_audit, [f"--table={t}" for t in audit_tables]
+            )
+            conn.execute("COMMIT")
+    if failed:
+        plain_db.unlink(missing_ok=True)
+        raise BackupError([f"pg_dump failed: {failed}"])
+    manifest.files.append(_seal(out, plain_db, "database.dump", "database", key))
+    if audit_tables:
+        manifest.files.append(_seal(out, plain_audit, "audit.dump", "audit", key))
     _write_manifest(out, manifest)
     return manifest
 
@@ -580,38 +635,66 @@ def _pg_has_data(url: str) -> list[str]:
 def restore_postgres(
     backup_dir: Path, manifest: Manifest, url: str, key: bytes | None, force: bool
 ) -> None:
+    """Replay the dumps (the database, then the audit tables of a later snapshot) in
+    one transaction: each ``pg_restore`` writes SQL into the same ``psql``."""
     found = _pg_has_data(url)
     if found and not force:
         raise BackupError([f"{line} (--force replaces it)" for line in found])
-    tool = pg_tool("pg_restore")
+    restore_tool, psql = pg_tool("pg_restore"), pg_tool("psql")
     conninfo, env = _pg_env(url)
+    problems: list[str] = []
     with (
         tempfile.TemporaryDirectory(prefix="lienthong-restore-") as work,
         _plain_files(backup_dir, manifest, key, Path(work)) as plain,
+        tempfile.TemporaryFile() as psql_err,
     ):
-        done = subprocess.run(
+        dumps = [plain[role] for role in ("database", "audit") if role in plain]
+        loader = subprocess.Popen(
             [
-                tool,
-                "--clean",
-                "--if-exists",
-                "--no-owner",
+                psql,
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
                 "--single-transaction",
-                "--exit-on-error",
                 f"--dbname={conninfo}",
-                str(plain["database"]),
             ],
-            capture_output=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=psql_err,
             env=env,
-            check=False,
         )
-    if done.returncode != 0:
-        raise BackupError(
-            [
-                f"pg_restore: {line}"
-                for line in done.stderr.decode(errors="replace").strip().splitlines()
-            ]
-            or ["pg_restore failed"]
-        )
+        assert loader.stdin is not None
+        try:
+            for dump in dumps:
+                done = subprocess.run(
+                    [restore_tool, "--clean", "--if-exists", "--no-owner", "-f", "-", str(dump)],
+                    stdout=loader.stdin,
+                    stderr=subprocess.PIPE,
+                    env=env,
+                    check=False,
+                )
+                if done.returncode != 0:
+                    problems += [
+                        f"pg_restore: {line}"
+                        for line in done.stderr.decode(errors="replace").strip().splitlines()
+                    ] or ["pg_restore failed"]
+                    loader.kill()  # nothing of a partly read backup is committed
+                    break
+        except BrokenPipeError:
+            pass  # psql stopped on an error: reported below
+        finally:
+            with suppress(BrokenPipeError):
+                loader.stdin.close()
+            code = loader.wait()
+        psql_err.seek(0)
+        said = psql_err.read().decode(errors="replace").strip()
+        if code != 0 and said:  # psql stopped first: its reason, not the broken pipe's
+            problems = [f"psql: {line}" for line in said.splitlines()]
+        elif code != 0 and not problems:
+            problems = ["restore failed"]
+    if problems:
+        raise BackupError(problems)
 
 
 def restore(
