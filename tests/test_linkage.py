@@ -136,6 +136,12 @@ HARD: list[tuple[str, dict[str, str]]] = [
     ("hai_1", _row("XCN1", "Nguyễn Văn Hải", "1990-03-05", "M", phone="0966123123")),
     ("hai_1", _row("XCN2", "Nguyen Van Hai", "1990", "M", phone="0966123123")),
     ("hai_2", _row("XCN3", "Nguyễn Văn Hải", "1990-08-17", "M", phone="0966123123")),
+    # A namesake's number (same sex and birth year: a look-up by name and year) on one of
+    # a person's records; name, date, phone and commune agree: one person all the same.
+    ("tuan", _row("XBN1", "Nguyễn Nhật Tuấn", "1992-11-25", "M", cccd="079092004242",
+                  phone="0359470732")),
+    ("tuan", _row("XBN2", "Nguyen Nhat Tuan", "25/11/1992", "Nam", cccd="086092756803",
+                  phone="0359 470 732")),
     # Known by the birth year alone on one record.
     ("lua", _row("XYO1", "Đỗ Thị Lụa", "1948", "Nữ", phone="0388444555",
                  commune_code=PHU_LOI)),
@@ -335,6 +341,7 @@ def test_hard_cases(linked: Linkage) -> None:
     assert same("XSW1", "XSW2"), "a CCCD with two digits swapped kept one person apart"
     assert not same("XCN1", "XCN3"), "a chain joined two incompatible birth dates"
     assert same("XCN2", "XCN1") or same("XCN2", "XCN3")
+    assert same("XBN1", "XBN2"), "a record carrying another's number split off its person"
     assert same("XYO1", "XYO2"), "a year-only birth date did not link"
     assert same("XNB1", "XNB2") and same("XNB3", "XNB4")
     assert not same("XNB1", "XNB3"), "namesakes joined through a year-only record"
