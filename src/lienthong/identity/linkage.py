@@ -23,7 +23,9 @@ none (`_namesake_bridges`): otherwise it would join them. Edges of both passes a
 merged with connected components; a cluster then holding two
 records that can never be one person (two CCCDs or BHXH numbers, birth dates no known
 error explains, however the records were chained) is clustered again from its pairs,
-heaviest first, never joining two groups that conflict (`_coherent`). A second pass
+heaviest first, never joining two groups that conflict (`_coherent`); the CCCDs of two
+records scored as one person despite their numbers' disagreement are then disregarded
+(`_disowned_numbers`: someone else's number on one of them). A second pass
 then joins two clusters under the threshold (at least `SECOND_PASS_PROBABILITY`) when
 each is the other's only candidate in the file and no source holds both (a source
 keeps a person once): a name with a birth year alone, or a person who moved, with no
