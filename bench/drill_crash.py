@@ -82,6 +82,9 @@ class Tally:
     dangling: int = 0
     audit: int = 0
     rerun: int = 0
+    # server: bundles stored whose answer never came and that have no audit entry (the
+    # entry is committed after the write; not a failure: nothing acknowledged is missing)
+    unaudited: int = 0
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -116,6 +119,9 @@ class Tally:
             if name in ("killed while writing", "backups during load"):
                 value = self.killed_mid if self.target != "backup" else self.cycles
             out.append(f"{head} {name}: {value}")
+        if self.target == "server":
+            name = "unacknowledged bundles stored without audit entry"
+            out.append(f"{head} {name}: {self.unaudited}")
         out.append(f"{head} seconds: {self.seconds:.0f}")
         return out
 
@@ -801,6 +807,11 @@ def drill_server(
         ]
         if unaudited:
             tally.fail(cycle, "audit", f"{len(unaudited)} acknowledged bundles without audit entry")
+        tally.unaudited += sum(
+            1
+            for m, ids in have.marked_ids().items()
+            if m not in acked and not {i for t, i in ids if t == "Patient"} <= audited
+        )
 
         # the clients send everything again; what was stored is found, not duplicated
         with server(url, work) as (base, _), Clients(base, markers) as again:
