@@ -74,7 +74,7 @@ class Tally:
     target: str
     backend: str
     cycles: int = 0
-    killed_mid: int = 0  # the kill came after some units were in and before all were
+    killed_mid: int = 0  # the kill left some units in and not all
     acknowledged: int = 0  # acknowledged units over all cycles (bundles, visits, answers)
     lost: int = 0
     partial: int = 0
@@ -395,6 +395,60 @@ def number(pattern: str, text: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def resources_written(url: str) -> int:
+    """Rows of the store's resource table (0 before the schema exists), read without
+    opening the store, so that polling it disturbs the writer little."""
+    try:
+        if url.startswith("sqlite:"):
+            path = sqlite_file(url)
+            if not path.exists():
+                return 0
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+            try:
+                return int(conn.execute("SELECT COUNT(*) FROM resource").fetchone()[0])
+            finally:
+                conn.close()
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as pg:
+            row = pg.execute("SELECT COUNT(*) FROM resource").fetchone()
+            return int(row[0]) if row else 0
+    except Exception:  # no schema yet, or the file is being created
+        return 0
+
+
+def until_first_write(url: str, proc: subprocess.Popen[str], timeout: float = 300) -> float:
+    """Wait until the process has committed something (or ended); the seconds waited."""
+    t0 = time.monotonic()
+    while proc.poll() is None and time.monotonic() - t0 < timeout:
+        if resources_written(url) > 0:
+            break
+        time.sleep(0.02)
+    return time.monotonic() - t0
+
+
+def calibrate(url: str, work: Path, *args: str) -> float:
+    """Run the command to the end; how long it writes (from its first commit)."""
+    proc = lienthong(url, work, *args)
+    until_first_write(url, proc)
+    t0 = time.monotonic()
+    code, out, err = finish(proc)
+    if code != 0:
+        raise RuntimeError(f"the uninterrupted run failed: {out[-1000:]} {err[-2000:]}")
+    return time.monotonic() - t0
+
+
+def kill_while_writing(
+    url: str, work: Path, args: tuple[str, ...], writing: float, rng: random.Random
+) -> None:
+    """Start the command, wait for its first commit, then SIGKILL it at a random moment
+    of the time an uninterrupted run goes on writing."""
+    proc = lienthong(url, work, *args)
+    until_first_write(url, proc)
+    time.sleep(rng.uniform(0, 0.85) * writing)
+    kill(proc)
+
+
 # -- bundles ------------------------------------------------------------------------
 
 
@@ -504,19 +558,13 @@ def drill_import(
     by_digest = write_bundles(folder, bundles)
     args = ("import", str(folder), "--workers", "1")
 
-    url = dbs.new()  # calibration: how long one whole run takes
-    t0 = time.monotonic()
-    code, out, err = finish(lienthong(url, work, *args, "--database", url))
-    whole = time.monotonic() - t0
+    url = dbs.new()  # how long one whole run goes on writing
+    writing = calibrate(url, work, *args, "--database", url)
     dbs.drop(url)
-    if code != 0:
-        raise RuntimeError(f"the calibration import failed: {err[-2000:]}")
 
     for cycle in range(cycles):
         url = dbs.new()
-        proc = lienthong(url, work, *args, "--database", url)
-        time.sleep(rng.uniform(0.05, 1.0) * whole)
-        kill(proc)
+        kill_while_writing(url, work, (*args, "--database", url), writing, rng)
         tally.cycles += 1
         check_integrity(tally, cycle, url)
         try:
@@ -574,7 +622,7 @@ class Xml130Input:
     visits_of_file: dict[str, set[str]]  # ledger digest -> visit keys
     reference: Held
     visits: dict[str, Counter[str]]
-    seconds: float
+    seconds: float  # how long an uninterrupted ingest writes
 
 
 def xml130_input(dbs: Databases, work: Path, visits: int, args: tuple[str, ...]) -> Xml130Input:
@@ -593,11 +641,7 @@ def xml130_input(dbs: Databases, work: Path, visits: int, args: tuple[str, ...])
             f"{quote(v.ma_cskcb.strip(), safe='')}|{v.ma_lk.strip()}" for v in parse(path)
         }
     url = dbs.new()
-    t0 = time.monotonic()
-    code, out, err = finish(lienthong(url, work, *args, "-d", url))
-    seconds = time.monotonic() - t0
-    if code != 0:
-        raise RuntimeError(f"the reference ingest failed: {out[-1000:]} {err[-2000:]}")
+    seconds = calibrate(url, work, *args, "-d", url)
     reference = held(url)
     dbs.drop(url)
     if reference.dangling():
@@ -617,9 +661,7 @@ def drill_xml130(
     data = xml130_input(dbs, work, visits, args)
     for cycle in range(cycles):
         url = dbs.new()
-        proc = lienthong(url, work, *args, "-d", url)
-        time.sleep(rng.uniform(0.05, 1.0) * data.seconds)
-        kill(proc)
+        kill_while_writing(url, work, (*args, "-d", url), data.seconds, rng)
         tally.cycles += 1
         check_integrity(tally, cycle, url)
         have = held_or_nothing(url)
