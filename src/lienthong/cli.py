@@ -73,13 +73,14 @@ def serve(
     host: Annotated[str | None, typer.Option(help="address to bind (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default 8080)")] = None,
     database: DatabaseOpt = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="server processes sharing the port (default 1)")
+    ] = None,
 ) -> None:
     """Start the FHIR API (embedded SQLite database by default)."""
     import os
 
-    import uvicorn
-
-    settings = settings_for(database, host=host, port=port)
+    settings = settings_for(database, host=host, port=port, workers=workers)
     # the app factory reads its settings from the environment: hand the options over there
     for name, value in settings.model_dump().items():
         if value is not None:
@@ -99,28 +100,15 @@ def serve(
     from lienthong.server.logs import configure_logging
 
     configure_logging(settings.log_format, settings.log_level)
+    processes = f", {settings.workers} processes" if settings.workers > 1 else ""
     console.print(
         f"lienthong {__version__}: FHIR R4 API at "
         f"[bold]http://{settings.host}:{settings.port}/fhir[/] "
-        f"(database {settings.database_url})"
+        f"(database {settings.database_url}{processes})"
     )
-    from lienthong.server.http_protocol import Utf8TargetProtocol
+    from lienthong.server import serving
 
-    uvicorn.run(
-        "lienthong.server.app:create_app",
-        factory=True,
-        http=Utf8TargetProtocol,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        # logging is lienthong's (LIENTHONG_LOG_FORMAT): uvicorn's access log would write
-        # raw query strings, which carry CCCD numbers and names
-        log_config=None,
-        access_log=False,
-        # forwarding headers are lienthong's to judge (LIENTHONG_TRUSTED_PROXIES), so the
-        # app sees the connection's real peer rather than uvicorn's rewrite of it
-        proxy_headers=False,
-    )
+    serving.run(settings)
 
 
 @app.command("import")

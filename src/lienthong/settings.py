@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="address the HTTP server binds to")
     port: int = Field(8080, description="port the HTTP server listens on")
+    workers: int = Field(
+        1, ge=1, description="server processes `lienthong serve` runs (one listening socket)"
+    )
+    threads: int = Field(
+        40, ge=1, description="interactions one server process runs at once; the rest queue"
+    )
     base_url: str | None = Field(
         None,
         description="public base URL of the FHIR API (default http://HOST:PORT/fhir); "
@@ -68,6 +74,13 @@ class Settings(BaseSettings):
     )
     mpi_model: str | None = Field(
         None, description="linkage model JSON the person index scores with (default: shipped)"
+    )
+
+    mpi_candidate_cap: int = Field(
+        200,
+        ge=1,
+        description="most records the person index scores against one Patient written "
+        "(those sharing the most blocking keys first)",
     )
 
     auth: str = Field(

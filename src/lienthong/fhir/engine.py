@@ -106,7 +106,9 @@ class FhirEngine:
 
             model = self.settings.mpi_model
             self._mpi = MasterPersonIndex(
-                self, PairScorer.from_file(model) if model else PairScorer.default()
+                self,
+                PairScorer.from_file(model) if model else PairScorer.default(),
+                candidate_cap=self.settings.mpi_candidate_cap,
             )
         return self._mpi
 

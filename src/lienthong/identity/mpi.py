@@ -17,7 +17,9 @@ entries, bulk import), so a failed write leaves no trace in the index either:
    year off by one, an unknown place or a name split otherwise: family + given name +
    commune, family + given name + day and month, full name + birth year, birth date +
    commune, family name + commune + birth year, family and middle name + birth date,
-   the name's words in any order + birth year), kept in ``mpi_key``;
+   the name's words in any order + birth year), kept in ``mpi_key``; however many
+   records share a birth date or a common name, at most ``candidate_cap`` are scored,
+   those sharing the most keys with this one first (`MasterPersonIndex.candidates`);
 3. each candidate person is scored by its best record pair (`scoring.PairScorer`, the
    linkage model's Fellegi-Sunter weights); a person holding a record this one can never
    be (`scoring.conflicting`: another CCCD or BHXH number not one mistyped digit away, a
@@ -88,6 +90,8 @@ MPI_SYSTEM = "http://fhir.lienthong.vn/mpi"
 MASTER_TAG = {"system": MPI_SYSTEM, "code": "master", "display": "master person record"}
 REVIEW_THRESHOLD = 0.5
 """Below the match threshold but at least this: a person for a human to look at."""
+CANDIDATE_CAP = 200
+"""The most records scored against one Patient written (`MasterPersonIndex.candidates`)."""
 MPI_LOCK = 0x6D7069  # PostgreSQL advisory lock key of resolution ("mpi")
 POSSIBLE_THRESHOLD = 0.05
 """The least probability `$match` reports (grade ``possible``)."""
@@ -243,11 +247,15 @@ class MasterPersonIndex:
         scorer: PairScorer | None = None,
         match_threshold: float = MATCH_THRESHOLD,
         review_threshold: float = REVIEW_THRESHOLD,
+        candidate_cap: int = CANDIDATE_CAP,
     ) -> None:
         self.engine = engine
         self.scorer = scorer or PairScorer.default()
         self.match_threshold = match_threshold
         self.review_threshold = review_threshold
+        self.candidate_cap = candidate_cap
+        self.last_scored = 0  # records the latest resolution or $match scored
+        self.scored_total = 0
         self._earlier_masters: dict[str, str] = {}  # record -> its master before a rebuild
         self._retired: set[str] = set()  # masters a bridge retired during a rebuild
 
@@ -547,25 +555,49 @@ class MasterPersonIndex:
         exclude: str | None = None,
         extra: set[str] | None = None,
     ) -> list[Candidate]:
-        """Persons sharing a blocking key with ``features``, best first."""
+        """Persons sharing a blocking key with ``features``, best first.
+
+        Bounded however many records share a birth date or a common name: the records
+        holding a key of this one are ranked by how many keys they share (a CCCD or BHXH
+        key counts as a hundred) and at most ``candidate_cap`` records are scored, taken
+        person by person in that order (a person's other records too, while the cap
+        allows). A true duplicate shares most of its keys, so it ranks first; a block as
+        large as "Nguyễn born on this day" only fills the tail. ``last_scored`` and
+        ``scored_total`` count the records scored."""
         keys = blocking_keys(features)
         extra_ids = sorted(extra or ())
-        conds: list[str] = []
-        if keys:
-            conds.append(f"res_id IN (SELECT res_id FROM mpi_key WHERE key IN ({_marks(keys)}))")
-        if extra_ids:
-            conds.append(f"res_id IN ({_marks(extra_ids)})")
-        if not conds:
+        ranked = [i for i in extra_ids if i != exclude] + self._ranked(raw, keys, exclude)
+        if not ranked:
+            self.last_scored = 0
             return []
-        # one round trip: every record of every person holding a blocked record
-        rows = raw.side(
-            "SELECT res_id, master_id, features FROM mpi_record WHERE master_id IN "
-            f"(SELECT master_id FROM mpi_record WHERE res_id <> ? AND ({' OR '.join(conds)}))",
-            [exclude or "", *keys, *extra_ids],
-        )
-        members: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        ranked = list(dict.fromkeys(ranked))
+        rows = []
+        for chunk in _chunks(ranked, 500):
+            rows += raw.side(
+                "SELECT res_id, master_id, features FROM mpi_record WHERE master_id IN "
+                f"(SELECT master_id FROM mpi_record WHERE res_id IN ({_marks(chunk)}))",
+                chunk,
+            )
+        everyone: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         for rid, master, blob in rows:
-            members[master][rid] = orjson.loads(blob)
+            if rid != exclude:
+                everyone[master][rid] = orjson.loads(blob)
+        master_of = {rid: m for m, recs in everyone.items() for rid in recs}
+        # persons in the order of their best-ranked record, within the cap
+        budget = self.candidate_cap
+        members: dict[str, dict[str, dict[str, Any]]] = {}
+        for rid in ranked:
+            master = master_of.get(rid)
+            if master is None or master in members or budget <= 0:
+                continue
+            records = everyone[master]
+            if len(records) > budget:  # the ranked records of this person only
+                own = [r for r in ranked if master_of.get(r) == master][:budget]
+                records = {r: records[r] for r in own}
+            members[master] = records
+            budget -= len(records)
+        self.last_scored = self.candidate_cap - budget
+        self.scored_total += self.last_scored
         out: list[Candidate] = []
         for master_id, records in members.items():
             records = {rid: f for rid, f in records.items() if rid != exclude}
@@ -579,7 +611,7 @@ class MasterPersonIndex:
             # number, a birth date no known error explains (however its records were
             # chained together)
             eligible = bool(pairs_ok) and not any(
-                conflicting(features, f) for f in records.values()
+                conflicting(features, f) for f in everyone[master_id].values()
             )
             # as the linker's identifier pass: a record sharing this one's valid CCCD or
             # BHXH number, nothing else contradicting it, is the same person
@@ -605,6 +637,24 @@ class MasterPersonIndex:
             )
         out.sort(key=lambda c: (-c.score.probability, c.master_id))
         return out
+
+    def _ranked(self, raw: SqlSession, keys: list[str], exclude: str | None) -> list[str]:
+        """The records holding any of ``keys`` (not ``exclude``), most keys shared first,
+        at most ``candidate_cap``."""
+        if not keys:
+            return []
+        strong = [k for k in keys if k.startswith(("c|", "b|"))]
+        weight = (
+            f"SUM(CASE WHEN key IN ({_marks(strong)}) THEN 100 ELSE 1 END)"
+            if strong
+            else "COUNT(*)"
+        )
+        rows = raw.side(
+            f"SELECT res_id FROM mpi_key WHERE key IN ({_marks(keys)}) AND res_id <> ? "
+            f"GROUP BY res_id ORDER BY {weight} DESC, res_id LIMIT ?",
+            [*keys, exclude or "", *strong, self.candidate_cap],
+        )
+        return [str(r[0]) for r in rows]
 
     def grade(self, probability: float) -> str:
         if probability >= self.match_threshold:

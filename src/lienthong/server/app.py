@@ -57,6 +57,7 @@ from lienthong.storage.base import ResourceStore, open_store
 from lienthong.storage.sql import ConcurrentUpdate
 
 log = logging.getLogger("lienthong.server")
+LARGE_BODY = 256 * 1024  # bodies parsed off the event loop
 ACCEPTED_BODY_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 
 
@@ -121,6 +122,8 @@ async def _body(request: Request, res_type: str | None = None, res_id: str | Non
     raw = await _read_body(request)
     if not raw.strip():
         raise bad_request("the request has no body")
+    if len(raw) > LARGE_BODY:  # parsing megabytes here would hold up every other request
+        return await run_in_threadpool(load_json, raw)
     return load_json(raw)
 
 

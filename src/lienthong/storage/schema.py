@@ -151,6 +151,8 @@ def mpi_ddl(t: Types) -> list[str]:
         f"CREATE TABLE IF NOT EXISTS mpi_key (key {t.text} NOT NULL, res_id {t.text} NOT NULL)",
         "CREATE INDEX IF NOT EXISTS mpi_key_key ON mpi_key (key)",
         "CREATE INDEX IF NOT EXISTS mpi_key_res ON mpi_key (res_id)",
+        # covering: the candidate ranking counts a key's records from the index alone
+        "CREATE INDEX IF NOT EXISTS mpi_key_key_res ON mpi_key (key, res_id)",
         f"""CREATE TABLE IF NOT EXISTS mpi_pair (
             a_id {t.text} NOT NULL, b_id {t.text} NOT NULL, score {t.real} NOT NULL,
             status {t.text} NOT NULL, detail {t.text}, decided_by {t.text},

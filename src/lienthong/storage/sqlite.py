@@ -1,13 +1,18 @@
 """The embedded default store: one SQLite file in WAL mode.
 
 Writes are serialised through one writer connection (``BEGIN IMMEDIATE``,
-guarded by a lock so threads queue instead of spinning on SQLITE_BUSY);
-readers each use their own connection, per thread, and run in parallel with
-the writer thanks to WAL.
+guarded by a lock so threads queue instead of spinning on SQLITE_BUSY), and
+across processes (several server workers, an import beside the server) by an
+exclusive ``flock`` on a lock file beside the database, taken before ``BEGIN``:
+a waiting writer sleeps in the kernel until the lock is free instead of polling
+SQLite's busy handler, whose sleeps grow to 100 ms; readers each use their own
+connection, per thread, and run in parallel with the writer thanks to WAL.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -47,6 +52,11 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def writer_lock_path(path: Path) -> Path:
+    """The lock file writers of every process take their turn on (``lienthong.db.lock``)."""
+    return path.with_name(path.name + ".lock")
+
+
 class SqliteStore(ResourceStore):
     def __init__(self, url: str) -> None:
         if not url.startswith("sqlite:///"):
@@ -56,6 +66,7 @@ class SqliteStore(ResourceStore):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.dialect = SqliteDialect()
         self._write_lock = threading.Lock()
+        self._lock_fd = os.open(writer_lock_path(self.path), os.O_RDWR | os.O_CREAT, 0o600)
         self._writer = _connect(self.path)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -71,6 +82,7 @@ class SqliteStore(ResourceStore):
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 self._writer.close()
+                os.close(self._lock_fd)
                 raise
             self._analyzed_rows = self._rows_at_last_analyze()
 
@@ -94,7 +106,7 @@ class SqliteStore(ResourceStore):
 
     @contextmanager
     def writer(self) -> Iterator[WriteSession]:
-        with self._write_lock:
+        with self._write_lock, self._process_lock():
             self._writer.execute("BEGIN IMMEDIATE")
             try:
                 session = SqlSession(self._writer, self.dialect, self.params, writable=True)
@@ -106,6 +118,16 @@ class SqliteStore(ResourceStore):
             else:
                 self._writer.execute("COMMIT")
             self._analyze_when_grown()
+
+    @contextmanager
+    def _process_lock(self) -> Iterator[None]:
+        """The writer's turn among processes (the interpreter lock is released while
+        waiting)."""
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _analyze_when_grown(self) -> None:
         """Refresh the planner's statistics each time the store has doubled since they
@@ -152,3 +174,4 @@ class SqliteStore(ResourceStore):
             self._readers.clear()
         with self._write_lock:
             self._writer.close()
+            os.close(self._lock_fd)
