@@ -78,6 +78,8 @@ def _structures(sd: dict[str, Any], required: set[str]) -> dict[str, Any]:
                 types = [el["path"]]
             elif sd["kind"] == "primitive-type" and name == "value":
                 continue  # the JSON value itself, checked by the primitive's regex
+            elif sd["kind"] == "resource" and el["path"] == f"{root}.id":
+                types = ["id"]  # Resource.id is an id (the snapshot says System.String)
             else:
                 types = [_type_code(t) for t in el.get("type", ())]
             if name.endswith("[x]"):

@@ -136,7 +136,8 @@ def _control_character(value: Any) -> bool:
 def reference_errors(resource: dict[str, Any]) -> list[str]:
     """Why the former check refused ``resource`` (pydantic error locations, code issues);
     empty when it accepted it."""
-    cls = model(resource.get("resourceType", ""))
+    rtype = resource.get("resourceType")
+    cls = model(rtype) if isinstance(rtype, str) else None
     if cls is None:
         return ["unknown resource type"]
     if _control_character(resource):
