@@ -10,17 +10,21 @@ single value belongs or the reverse, a second type of a choice element, an empty
 
 from __future__ import annotations
 
+import bz2
+import collections
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from hypothesis import strategies as st
 
 from lienthong.fhir import structure as r4
 from lienthong.fhir.errors import FhirError, Issue
 from lienthong.fhir.validate import validate_resource
-from tests.r4b_reference import model
+from tests.r4b_reference import model, reference_errors
+from tests.synthea_data import SYNTHEA
 
 
 @dataclass
@@ -374,3 +378,38 @@ def new_issues(resource: dict[str, Any]) -> list[Issue]:
     except FhirError as exc:
         return exc.issues
     return []
+
+
+def sample(per_type: int, files: int) -> list[dict[str, Any]]:
+    """The first ``per_type`` resources of each type in the first ``files`` Synthea bundles."""
+    seen: collections.Counter[str] = collections.Counter()
+    out = []
+    for path in sorted(SYNTHEA.glob("*.json.bz2"))[:files]:
+        for entry in orjson.loads(bz2.decompress(path.read_bytes()))["entry"]:
+            res = entry["resource"]
+            if seen[res["resourceType"]] < per_type:
+                seen[res["resourceType"]] += 1
+                out.append(res)
+    return out
+
+
+class Tally:
+    """Verdicts of both checks on mutated resources: agreements, disagreements by class,
+    and the disagreements no class explains."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.unexplained: list[str] = []
+
+    def add(self, resource: dict[str, Any], mutation: Mutation) -> None:
+        old = reference_errors(resource)
+        new = new_issues(resource)
+        if bool(old) == bool(new):
+            self.counts["agree-refuse" if old else "agree-accept"] += 1
+            return
+        found = classify(mutation, old, new)
+        if found is None:
+            side = "new refuses" if new else "old refuses"
+            self.unexplained.append(f"{side}: {mutation}; old {old[:2]}; new {new[:2]}")
+        else:
+            self.counts[found.name] += 1

@@ -6,12 +6,9 @@ Synthea resources and on mutated resources, every disagreement explained
 
 from __future__ import annotations
 
-import bz2
-import collections
 import copy
 from typing import Any
 
-import orjson
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
@@ -21,7 +18,7 @@ from lienthong.fhir.errors import FhirError
 from lienthong.fhir.validate import is_resource_type, validate_resource
 from tests.conftest import need_shared
 from tests.factories import observation, patient
-from tests.r4_mutations import LAXER, STRICTER, Mutation, classify, mutated, new_issues
+from tests.r4_mutations import LAXER, STRICTER, Mutation, Tally, mutated, new_issues, sample
 from tests.r4b_reference import reference_errors
 from tests.synthea_data import SYNTHEA, load_synthea
 
@@ -302,22 +299,9 @@ def test_all_issues_are_reported_with_their_paths() -> None:
 # --- equivalence with the former check ------------------------------------------------
 
 
-def _sample(per_type: int, files: int) -> list[dict[str, Any]]:
-    """The first resources of each type from the first Synthea bundles."""
-    need_shared(SYNTHEA)
-    seen: collections.Counter[str] = collections.Counter()
-    out = []
-    for path in sorted(SYNTHEA.glob("*.json.bz2"))[:files]:
-        for entry in orjson.loads(bz2.decompress(path.read_bytes()))["entry"]:
-            res = entry["resource"]
-            if seen[res["resourceType"]] < per_type:
-                seen[res["resourceType"]] += 1
-                out.append(res)
-    return out
-
-
 def test_synthea_sample_accepted_by_both() -> None:
-    for res in _sample(20, 6):
+    need_shared(SYNTHEA)
+    for res in sample(20, 6):
         assert reference_errors(res) == [], res["id"]
         assert new_issues(res) == [], res["id"]
 
@@ -331,30 +315,12 @@ def test_every_synthea_resource_accepted_by_both() -> None:
         assert reference_errors(res) == [], (res["resourceType"], res["id"])
 
 
-class Tally:
-    def __init__(self) -> None:
-        self.counts: collections.Counter[str] = collections.Counter()
-        self.unexplained: list[str] = []
-
-    def add(self, resource: dict[str, Any], mutation: Mutation) -> None:
-        old = reference_errors(resource)
-        new = new_issues(resource)
-        if bool(old) == bool(new):
-            self.counts["agree-refuse" if old else "agree-accept"] += 1
-            return
-        found = classify(mutation, old, new)
-        if found is None:
-            side = "new refuses" if new else "old refuses"
-            self.unexplained.append(f"{side}: {mutation}; old {old[:2]}; new {new[:2]}")
-        else:
-            self.counts[found.name] += 1
-
-
 CI_EXAMPLES = 2_500
 
 
 def test_mutated_resources_agree_or_disagree_for_a_listed_reason() -> None:
-    bases = _sample(4, 4)
+    need_shared(SYNTHEA)
+    bases = sample(4, 4)
     tally = Tally()
 
     @settings(
