@@ -248,6 +248,10 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
             managingOrganization={"reference": "#o1"},
         ),
     ),
+    (
+        "XHTML named entity in the narrative",
+        patient(text=_narrative(f"<div {XHTML}>Lê&nbsp;Văn</div>")),
+    ),
     ("largest integer", patient(multipleBirthInteger=2**31 - 1)),
     ("leap day", patient(birth="2024-02-29")),
     ("decimal with exponent", observation("Patient/p", valueQuantity={"value": 1.5e3})),
@@ -345,3 +349,30 @@ def test_every_disagreement_class_is_explained() -> None:
     names = [d.name for d in STRICTER + LAXER]
     assert len(names) == len(set(names))
     assert all(len(d.explanation) > 40 for d in STRICTER + LAXER)
+
+
+def test_r4_only_resource_type_over_http(client: TestClient) -> None:
+    """A type R4 has and R4B dropped goes through create, read and search by _id; its
+    other search parameters wait for element types of R4 (the index still takes them
+    from the R4B models), and the CapabilityStatement lists only what it answers."""
+    ref = {"reference": "EvidenceVariable/v"}
+    body = {
+        "resourceType": "RiskEvidenceSynthesis",
+        "status": "active",
+        "name": "ketqua",
+        "population": ref,
+        "outcome": ref,
+    }
+    r = client.post("/fhir/RiskEvidenceSynthesis", json=body, headers=FHIR)
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    assert client.get(f"/fhir/RiskEvidenceSynthesis/{rid}").json()["name"] == "ketqua"
+    found = client.get("/fhir/RiskEvidenceSynthesis", params={"_id": rid}).json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [rid]
+    rest = client.get("/fhir/metadata").json()["rest"][0]
+    listed = {r["type"]: {p["name"] for p in r["searchParam"]} for r in rest["resource"]}
+    assert "_id" in listed["RiskEvidenceSynthesis"]
+    assert "status" not in listed["RiskEvidenceSynthesis"]
+    r = client.post("/fhir/RiskEvidenceSynthesis", json={**body, "status": "yes"}, headers=FHIR)
+    assert r.status_code == 422
+    assert r.json()["issue"][0]["expression"] == ["RiskEvidenceSynthesis.status"]

@@ -27,13 +27,16 @@ What is checked (https://hl7.org/fhir/R4/json.html, datatypes.html, narrative.ht
 * codes of required bindings whose value set is a closed list;
 * narrative ``div``: well-formed XHTML in the XHTML namespace, whose root is a ``div``,
   with only the basic formatting elements and attributes R4 allows (no script, object,
-  form, frames, event attributes or ``javascript:`` links) and some text or image.
+  form, frames, event attributes or ``javascript:`` links) and some text or image; XHTML's
+  named entities (``&nbsp;``) are read as the characters they name, and a DOCTYPE or an
+  entity declaration is refused.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import gzip
+import html.entities
 import math
 import re
 from collections.abc import Callable
@@ -245,6 +248,8 @@ def _xhtml(value: Any) -> str | None:
         return _CONTROL_MSG
     if "<!" in value and ("<!DOCTYPE" in value.upper() or "<!ENTITY" in value.upper()):
         return "a narrative div may not declare a DOCTYPE or entities"
+    if "&" in value:
+        value = _NAMED_ENTITY.sub(_numeric_entity, value)
     try:
         root = etree.fromstring(value.encode(), _PARSER)
     except etree.XMLSyntaxError as exc:
@@ -274,6 +279,20 @@ def _xhtml(value: Any) -> str | None:
     if not has_content:
         return "a narrative div must hold some text or an image (txt-2)"
     return None
+
+
+_NAMED_ENTITY = re.compile(r"&([A-Za-z][A-Za-z0-9]*);")
+_XML_ENTITIES = frozenset(("amp", "lt", "gt", "quot", "apos"))
+
+
+def _numeric_entity(match: re.Match[str]) -> str:
+    """XHTML's named character entities (``&nbsp;``) as character references: XML knows
+    only its five, and the parser loads no DTD to learn the rest."""
+    name = match.group(1)
+    code = html.entities.name2codepoint.get(name)
+    if code is None or name in _XML_ENTITIES:
+        return match.group(0)
+    return f"&#{code};"
 
 
 def _unsafe_link(link: str) -> bool:
