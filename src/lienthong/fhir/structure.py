@@ -442,9 +442,6 @@ class _Walk:
             what = "an abstract" if rtype in ("Resource", "DomainResource") else "an unknown"
             self.fail("value", f"{path}.resourceType", f"{rtype!r} is {what} resource type")
             return
-        rid = value.get("id")
-        if rid is not None and (type(rid) is not str or not _ID(rid)):
-            self.fail("value", f"{path}.id", f"invalid id {rid!r}")
         root = structure(rtype)
         assert root is not None
         self.node(value, root, path, True)
@@ -579,9 +576,6 @@ class _Walk:
                     self.fail("value", f"{where}[{i}]", "null is not a value (ele-1)")
                 continue
             self.node(item, element, f"{where}[{i}]")
-
-
-_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}", re.ASCII).fullmatch
 
 
 def _unprefixed(key: str) -> str:
