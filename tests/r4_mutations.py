@@ -272,6 +272,19 @@ STRICTER = [
         lambda m, old, new: m.element_type == "xhtml" and _new_says(new, "narrative"),
     ),
     Disagreement(
+        "contained-without-resourceType",
+        "a contained resource with no resourceType (here an empty object): the models take "
+        "it as an abstract Resource; R4 contains only resources of a concrete type",
+        lambda m, old, new: m.element_type == "Resource" and _new_says(new, "resourceType"),
+    ),
+    Disagreement(
+        "base64",
+        "a base64Binary that is not base64 (characters outside the alphabet, length not a "
+        "multiple of 4): the models take any string; R4's regex is four-character groups of "
+        "the base64 alphabet",
+        lambda m, old, new: m.element_type == "base64Binary" and _new_says(new, "not valid base64"),
+    ),
+    Disagreement(
         "lax-json-type",
         "fhir.resources (pydantic lax mode) coerces a JSON value of the wrong type: 'yes'/'no'/"
         "'true'/1/0 to booleans, '1' and 1.0 to integers, numeric strings to decimals, numbers "
