@@ -143,6 +143,12 @@ STRICT: list[tuple[str, dict[str, Any], str, str]] = [
         "base64",
     ),
     (
+        "base64Binary of whitespace",
+        patient(photo=[{"contentType": "image/png", "data": " \n "}]),
+        "Patient.photo[0].data",
+        "base64",
+    ),
+    (
         "array for a single element",
         patient(gender=["male"]),
         "Patient.gender",

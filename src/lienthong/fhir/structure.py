@@ -166,7 +166,12 @@ def _base64(value: Any) -> str | None:
         return f"a base64Binary must be a JSON string, not {_json_kind(value)}"
     if not value:
         return "an empty string is not a value (ele-1)"
-    if _BASE64(value) is None or len(_SPACE.sub("", value)) % 4:
+    if _CONTROL.search(value):
+        return _CONTROL_MSG
+    if _BASE64(value) is None:
+        return "not valid base64"
+    data = _SPACE.sub("", value)
+    if not data or len(data) % 4:
         return "not valid base64"
     return None
 
