@@ -62,7 +62,8 @@ def observation(
         },
     }
     o.update(extra)
-    return o
+    # an extra given as None removes the element (R4 JSON has no null elements)
+    return {k: v for k, v in o.items() if v is not None}
 
 
 def organization(name: str = "Bệnh viện Bạch Mai", code: str = "01929") -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from lienthong.fhir.errors import FhirError, Issue
-from lienthong.fhir.validate import model_class
+from lienthong.fhir.structure import elements
 
 SUBSETTED = {
     "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
@@ -24,45 +24,41 @@ SUBSETTED = {
 ALWAYS = ("resourceType", "id", "meta")
 
 
+def _json_names(name: str, types: tuple[str, ...]) -> list[str]:
+    """The JSON names of an element: ``value[x]`` is ``valueQuantity``, ``valueString`` ..."""
+    if len(types) == 1:
+        return [name]
+    return [name + t[0].upper() + t[1:] for t in types]
+
+
 @cache
 def summary_elements(resource_type: str) -> frozenset[str]:
-    """Top-level elements marked isSummary, plus mandatory ones (JSON names, choice
-    types expanded)."""
-    cls = model_class(resource_type)
+    """Top-level elements marked isSummary in the R4 definitions, plus mandatory ones
+    (JSON names, choice types expanded)."""
     names: set[str] = set(ALWAYS)
-    if cls is None:
-        return frozenset(names)
-    for name, info in cls.model_fields.items():
-        extra = info.json_schema_extra or {}
-        if isinstance(extra, dict) and (
-            extra.get("summary_element_property") or extra.get("element_required")
-        ):
-            names.add(info.alias or name)
+    for name, types, low, _high, summary in elements(resource_type):
+        if summary or low > 0:
+            names.update(_json_names(name, types))
     return frozenset(names)
 
 
 @cache
 def mandatory_elements(resource_type: str) -> frozenset[str]:
-    cls = model_class(resource_type)
     names: set[str] = set(ALWAYS)
-    if cls is not None:
-        for name, info in cls.model_fields.items():
-            extra = info.json_schema_extra or {}
-            if isinstance(extra, dict) and extra.get("element_required"):
-                names.add(info.alias or name)
+    for name, types, low, _high, _summary in elements(resource_type):
+        if low > 0:
+            names.update(_json_names(name, types))
     return frozenset(names)
 
 
 @cache
 def choice_bases(resource_type: str) -> dict[str, str]:
     """JSON names of choice elements to their base name: ``valueQuantity`` -> ``value``."""
-    cls = model_class(resource_type)
     out: dict[str, str] = {}
-    if cls is not None:
-        for name, info in cls.model_fields.items():
-            extra = info.json_schema_extra or {}
-            if isinstance(extra, dict) and extra.get("one_of_many"):
-                out[info.alias or name] = str(extra["one_of_many"])
+    for name, types, _low, _high, _summary in elements(resource_type):
+        if len(types) > 1:
+            for json_name in _json_names(name, types):
+                out[json_name] = name
     return out
 
 

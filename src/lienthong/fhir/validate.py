@@ -1,9 +1,8 @@
-"""Structural validation of resources against the FHIR R4 models.
+"""Validation of resources against the FHIR R4 (4.0.1) definitions on the write path.
 
-Uses the ``fhir.resources`` R4B pydantic models (R4B shares R4's resource
-structures for everything lienthong stores) and turns their errors into
-OperationOutcome issues whose ``expression`` is the FHIRPath of the element
-at fault, e.g. ``Patient.name[0].family``.
+The structure check is :mod:`lienthong.fhir.structure`, compiled once per type from the
+official R4 StructureDefinitions; its issues carry as ``expression`` the FHIRPath of the
+element at fault, e.g. ``Patient.name[0].family``.
 """
 
 from __future__ import annotations
@@ -11,52 +10,35 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
-
-from lienthong.fhir.bindings import check_codes
-from lienthong.fhir.errors import FhirError, Issue, fhirpath_step
+from lienthong.fhir import structure as r4
+from lienthong.fhir.errors import FhirError, Issue
 
 ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 
 
 @cache
 def model_class(resource_type: str) -> Any:
-    """The model of a resource type, or None when the type does not exist."""
+    """The ``fhir.resources`` R4B model of a resource type, or None when R4 has no such
+    concrete resource type. Not used on the write path any more (the R4 definitions are);
+    kept for callers that want a model object."""
+    if not r4.is_resource_type(resource_type):
+        return None
+    from fhir.resources.R4B import get_fhir_model_class
+
     try:
-        cls = get_fhir_model_class(resource_type)
+        return get_fhir_model_class(resource_type)
     except (KeyError, ValueError, AttributeError, ImportError):
         return None
-    fields = getattr(cls, "model_fields", {})
-    # data types share the lookup; only resources have these elements
-    if "meta" not in fields or "implicitRules" not in fields:
-        return None
-    return cls
 
 
 def is_resource_type(name: str) -> bool:
-    return bool(name) and name[0].isupper() and model_class(name) is not None
+    """Whether ``name`` is a concrete FHIR R4 resource type."""
+    return r4.is_resource_type(name)
 
 
 def valid_id(value: str) -> bool:
     """FHIR id: 1-64 characters of A-Z a-z 0-9 - . (https://hl7.org/fhir/R4/datatypes.html#id)."""
     return 0 < len(value) <= 64 and all(c in ID_CHARS for c in value)
-
-
-def _path(resource_type: str, loc: tuple[Any, ...]) -> str:
-    """A pydantic error location as the FHIRPath of the element: list positions as
-    ``[n]``, and a primitive's ``_name`` sibling (its id and extensions in JSON) as the
-    element itself, as FHIRPath sees them (``Patient.birthDate.extension[0]``)."""
-    out = resource_type
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part != "__root__":
-            name = str(part)
-            if name.startswith("_") and len(name) > 1 and name[1].isalpha():
-                name = name[1:]
-            out += f".{fhirpath_step(name)}"
-    return out
 
 
 def validate_resource(
@@ -75,8 +57,7 @@ def validate_resource(
         raise FhirError(
             400, [Issue("required", "resourceType is missing", expression=("resourceType",))]
         )
-    cls = model_class(rtype)
-    if cls is None:
+    if not r4.is_resource_type(rtype):
         raise FhirError(
             400,
             [
@@ -103,63 +84,7 @@ def validate_resource(
         raise FhirError(400, [Issue("value", f"invalid id {rid!r}", expression=(f"{rtype}.id",))])
     if not structure:
         return rtype
-    bad_text = _control_character(resource, rtype)
-    if bad_text is not None:
-        raise FhirError(
-            422,
-            [
-                Issue(
-                    "value",
-                    f"{bad_text}: a string may not hold control characters other than tab, "
-                    "carriage return and line feed",
-                    expression=(bad_text,),
-                )
-            ],
-        )
-    try:
-        cls.model_validate(resource)
-    except ValidationError as exc:
-        issues = [
-            Issue(
-                "structure" if err["type"] == "extra_forbidden" else "value",
-                f"{_path(rtype, tuple(err['loc']))}: {err['msg']}"
-                + (f" (got {err['input']!r})" if _short(err.get("input")) else ""),
-                expression=(_path(rtype, tuple(err["loc"])),),
-            )
-            for err in exc.errors()
-        ]
-        raise FhirError(422, issues) from None
-    except (ValueError, TypeError) as exc:
-        raise FhirError(422, [Issue("value", f"{rtype}: {exc}", expression=(rtype,))]) from None
-    code_issues = check_codes(resource, cls)
-    if code_issues:
-        raise FhirError(422, code_issues)
+    issues = r4.validate(resource)
+    if issues:
+        raise FhirError(422, issues)
     return rtype
-
-
-_ALLOWED_CONTROL = frozenset("\t\r\n")
-
-
-def _control_character(value: Any, path: str) -> str | None:
-    """The FHIRPath of the first string holding a code point below 32 other than tab,
-    CR or LF, which R4 forbids in every string (https://hl7.org/fhir/R4/datatypes.html#string)."""
-    if isinstance(value, str):
-        if any(c < " " and c not in _ALLOWED_CONTROL for c in value):
-            return path
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            name = key[1:] if key.startswith("_") and len(key) > 1 else key
-            found = _control_character(item, f"{path}.{name}" if name != "resourceType" else path)
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            found = _control_character(item, f"{path}[{i}]")
-            if found is not None:
-                return found
-    return None
-
-
-def _short(value: Any) -> bool:
-    return isinstance(value, str | int | float | bool) and len(repr(value)) <= 80

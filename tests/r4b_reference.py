@@ -1,11 +1,9 @@
-"""Codes of required bindings checked against their value sets.
-
-The ``fhir.resources`` models carry each coded element's allowed codes
-(``enum_values``) but do not enforce them, so ``Patient.gender = "nam"`` would
-pass structural validation. This module compiles, once per model class, the
-paths that lead to such elements and checks a resource along those paths
-only. Lists that the models mark as incomplete (a trailing ``"+"``) are not
-enforced. https://hl7.org/fhir/R4/terminologies.html#required
+"""The write-path check lienthong used before the R4 structure validator, kept as the
+reference the equivalence tests and ``bench/bench_validate.py`` compare against:
+``fhir.resources`` R4B pydantic models (``model_validate``), then the codes of required
+bindings taken from the models' ``enum_values`` (which the models carry but do not
+enforce; lists marked incomplete with a trailing ``"+"`` are not enforced), and strings
+free of control characters.
 """
 
 from __future__ import annotations
@@ -14,6 +12,9 @@ import typing
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
 
 from lienthong.fhir.errors import Issue
 
@@ -106,3 +107,45 @@ def _check(node: dict[str, Any], steps: tuple[_Step, ...], path: str, issues: li
                 )
             elif step.child is not None and isinstance(item, dict):
                 _check(item, _plan(step.child), where, issues)
+
+
+@cache
+def model(resource_type: str) -> Any:
+    """The R4B model of a resource type, or None (data types share the lookup)."""
+    try:
+        cls = get_fhir_model_class(resource_type)
+    except (KeyError, ValueError, AttributeError, ImportError):
+        return None
+    fields = getattr(cls, "model_fields", {})
+    return cls if "meta" in fields and "implicitRules" in fields else None
+
+
+_ALLOWED_CONTROL = frozenset("\t\r\n")
+
+
+def _control_character(value: Any) -> bool:
+    if isinstance(value, str):
+        return any(c < " " and c not in _ALLOWED_CONTROL for c in value)
+    if isinstance(value, dict):
+        return any(_control_character(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_control_character(v) for v in value)
+    return False
+
+
+def reference_errors(resource: dict[str, Any]) -> list[str]:
+    """Why the former check refused ``resource`` (pydantic error locations, code issues);
+    empty when it accepted it."""
+    rtype = resource.get("resourceType")
+    cls = model(rtype) if isinstance(rtype, str) else None
+    if cls is None:
+        return ["unknown resource type"]
+    if _control_character(resource):
+        return ["control character"]
+    try:
+        cls.model_validate(resource)
+    except ValidationError as exc:
+        return [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+    except (ValueError, TypeError) as exc:
+        return [str(exc)]
+    return [i.diagnostics for i in check_codes(resource, cls)]
