@@ -104,7 +104,9 @@ def serve(
         f"[bold]http://{settings.host}:{settings.port}/fhir[/] "
         f"(database {settings.database_url})"
     )
+    from lienthong.fhir.limits import Limits
     from lienthong.server.http_protocol import Utf8TargetProtocol
+    from lienthong.server.limits import h11_event_size
 
     uvicorn.run(
         "lienthong.server.app:create_app",
@@ -120,6 +122,9 @@ def serve(
         # forwarding headers are lienthong's to judge (LIENTHONG_TRUSTED_PROXIES), so the
         # app sees the connection's real peer rather than uvicorn's rewrite of it
         proxy_headers=False,
+        # the request head h11 buffers: long enough for LIENTHONG_URL_MAX_CHARS, so a
+        # longer URL gets the app's 414 OperationOutcome rather than h11's bare 400
+        h11_max_incomplete_event_size=h11_event_size(Limits.from_settings(settings)),
     )
 
 

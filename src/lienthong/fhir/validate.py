@@ -17,12 +17,16 @@ from pydantic import ValidationError
 from lienthong.fhir.bindings import check_codes
 from lienthong.fhir.errors import FhirError, Issue, fhirpath_step
 
+ABSTRACT_TYPES = frozenset({"Resource", "DomainResource"})
+"""Resource types no instance may have (https://hl7.org/fhir/R4/resource.html)."""
 ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 
 
 @cache
 def model_class(resource_type: str) -> Any:
-    """The model of a resource type, or None when the type does not exist."""
+    """The model of a resource type, or None when the type does not exist or is abstract."""
+    if resource_type in ABSTRACT_TYPES:
+        return None
     try:
         cls = get_fhir_model_class(resource_type)
     except (KeyError, ValueError, AttributeError, ImportError):
@@ -131,6 +135,11 @@ def validate_resource(
         raise FhirError(422, issues) from None
     except (ValueError, TypeError) as exc:
         raise FhirError(422, [Issue("value", f"{rtype}: {exc}", expression=(rtype,))]) from None
+    except RecursionError:
+        raise FhirError(
+            400,
+            [Issue("too-costly", f"{rtype}: elements are nested too deep", expression=(rtype,))],
+        ) from None
     code_issues = check_codes(resource, cls)
     if code_issues:
         raise FhirError(422, code_issues)
