@@ -55,7 +55,8 @@ class UrlLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             raw_path = scope.get("raw_path") or scope.get("path", "").encode()
-            length = len(raw_path) + len(scope.get("query_string") or b"")
+            query = scope.get("query_string") or b""
+            length = len(raw_path) + (len(query) + 1 if query else 0)  # "?" and the query
             if length > self.max_chars:
                 err = too_costly(
                     414,
