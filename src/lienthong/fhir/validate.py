@@ -121,6 +121,11 @@ def validate_resource(
             ],
         )
     try:
+        nested = _nested_resource_problem(resource)
+        if nested is not None:
+            steps, problem = nested
+            where = _path(rtype, tuple(reversed(steps)))
+            raise FhirError(422, [Issue("structure", f"{where}: {problem}", expression=(where,))])
         cls.model_validate(resource)
     except ValidationError as exc:
         issues = [
@@ -144,6 +149,37 @@ def validate_resource(
     if code_issues:
         raise FhirError(422, code_issues)
     return rtype
+
+
+def _nested_resource_problem(value: dict[str, Any]) -> tuple[list[str | int], str] | None:
+    """The first resource held inside ``value`` (contained, a Bundle's entries, a
+    parameter's value) whose ``resourceType`` is missing, unknown or abstract: the steps to
+    it, innermost first, and what is wrong; the models would fail on it without saying."""
+    for key, item in value.items():
+        if type(item) is dict:
+            found = _nested_resource(item, key == "contained")
+            if found is not None:
+                found[0].append(key)
+                return found
+        elif type(item) is list:
+            for i, each in enumerate(item):
+                if type(each) is dict:
+                    found = _nested_resource(each, key == "contained")
+                    if found is not None:
+                        found[0].extend((i, key))
+                        return found
+    return None
+
+
+def _nested_resource(value: dict[str, Any], must_be: bool) -> tuple[list[str | int], str] | None:
+    if "resourceType" in value or must_be:
+        kind = value.get("resourceType")
+        if not isinstance(kind, str) or not kind:
+            return [], "a resource here needs a resourceType"
+        if not is_resource_type(kind):
+            what = "abstract" if kind in ABSTRACT_TYPES else "unknown"
+            return [], f"resourceType {kind!r} is {what}"
+    return _nested_resource_problem(value)
 
 
 _ALLOWED_CONTROL = frozenset("\t\r\n")
