@@ -6,7 +6,7 @@ Prints one line per figure: cases run per kind, 5xx answers, 4xx without an
 OperationOutcome, cases per second, and whether the real server still answered. Exits 1
 when any 5xx was seen, printing the first few requests that caused one.
 
-    PYTHONPATH=src:. python bench/bench_fuzz.py --cases 50000 [--live 2000] [--seed 1]
+    .venv/bin/python -m bench.bench_fuzz --cases 50000 [--live 2000] [--seed 1]
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from typing import Any
 import httpx
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
-
-from bench.common import machine
 from tests.fuzz_shapes import Request, bundle_request, raw_request, read_request, write_request
 from tests.live_server import live_server
 from tests.test_fuzz import seeded_client
+
+from bench.common import machine
 
 KINDS: dict[str, Any] = {
     "writes": write_request(),
@@ -55,9 +55,12 @@ def run(send: Any, strategy: st.SearchStrategy[Request], cases: int, rng: int) -
             seen["5xx"] += 1
             if seen["5xx"] <= 5:
                 print(f"5xx {status}: {req!r} -> {body[:300]!r}")
-        elif status >= 400 and req.url.startswith("/fhir"):
-            if not ctype.startswith("application/fhir+json") or b"OperationOutcome" not in body:
-                seen["4xx without OperationOutcome"] += 1
+        elif (
+            status >= 400
+            and req.url.startswith("/fhir")
+            and (not ctype.startswith("application/fhir+json") or b"OperationOutcome" not in body)
+        ):
+            seen["4xx without OperationOutcome"] += 1
 
     one()
     return seen

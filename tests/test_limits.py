@@ -349,3 +349,31 @@ def test_real_server_takes_long_urls_and_refuses_longer(tmp_path: Path) -> None:
         )
         refused(r, 400, "LIENTHONG_JSON_MAX_DEPTH")
         assert httpx.get(f"{server.fhir}/metadata").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("contained", "problem"),
+    [
+        ({"resourceType": "Nope", "id": "c"}, "'Nope' is unknown"),
+        ({"resourceType": "", "id": "c"}, "needs a resourceType"),
+        ({"id": "c"}, "needs a resourceType"),
+        ({"resourceType": "DomainResource", "id": "c"}, "'DomainResource' is abstract"),
+    ],
+)
+def test_nested_resources_of_no_concrete_type_are_refused(
+    client_for: ClientFor, contained: dict[str, Any], problem: str
+) -> None:
+    """These made a KeyError (500) in the models, or were stored as sent."""
+    c = client_for()
+    body = {"resourceType": "Patient", "contained": [contained]}
+    r = c.post("/fhir/Patient", json=body, headers=FHIR)
+    assert r.status_code == 422, r.text
+    issue = r.json()["issue"][0]
+    assert issue["expression"] == ["Patient.contained[0]"]
+    assert problem in issue["diagnostics"]
+    entry = {"resource": contained, "request": {"method": "POST", "url": "Bundle"}}
+    document = {"resourceType": "Bundle", "type": "collection", "entry": [entry]}
+    r = c.post("/fhir/Bundle", json=document, headers=FHIR)
+    if "resourceType" in contained:
+        assert r.status_code == 422, r.text
+        assert r.json()["issue"][0]["expression"] == ["Bundle.entry[0].resource"]
