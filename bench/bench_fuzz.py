@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from tests.fuzz_shapes import Request, bundle_request, raw_request, read_request, write_request
 from tests.live_server import live_server
-from tests.test_fuzz import seeded_client
+from tests.test_fuzz import QUIET, seeded_client
 
 from bench.common import machine
 
@@ -95,7 +95,7 @@ def main() -> None:
         client.__exit__(None, None, None)
         if args.live:
             env = {"LIENTHONG_DATABASE_URL": f"sqlite:///{Path(tmp) / 'live.db'}"}
-            env["LIENTHONG_AUTH"] = "off"
+            env.update({"LIENTHONG_AUTH": "off", **QUIET})
             with live_server(env) as server, httpx.Client(base_url=server.root, timeout=120) as h:
 
                 def over_http(req: Request) -> tuple[int, str, bytes]:
