@@ -377,3 +377,17 @@ def test_nested_resources_of_no_concrete_type_are_refused(
     if "resourceType" in contained:
         assert r.status_code == 422, r.text
         assert r.json()["issue"][0]["expression"] == ["Bundle.entry[0].resource"]
+
+
+def test_nul_characters_in_urls_are_client_errors(client_for: ClientFor) -> None:
+    """PostgreSQL refuses NUL in text; these made a 500 there."""
+    c = client_for()
+    for url in ["/fhir/Patient?name=a%00b", "/fhir/Patient/a%00b/Observation", "/fhir/Patient/%00"]:
+        r = c.get(url)
+        assert r.status_code == 400, (url, r.text)
+        assert "NUL" in r.json()["issue"][0]["diagnostics"]
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    r = c.post("/fhir/Patient/_search", content=b"name=a%00b", headers=form)
+    assert r.status_code == 400, r.text
+    r = c.post("/fhir", json=bundle("batch", [get_entry("Patient/a\x00b")]), headers=FHIR)
+    assert r.json()["entry"][0]["response"]["status"] == "400"

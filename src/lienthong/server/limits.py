@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lienthong.fhir.engine import FHIR_JSON
+from lienthong.fhir.errors import bad_request
 from lienthong.fhir.limits import Limits, check_document, setting_name, too_costly
 
 
@@ -69,6 +70,21 @@ class UrlLimit:
                     {
                         "type": "http.response.start",
                         "status": 414,
+                        "headers": [
+                            (b"content-type", FHIR_JSON.encode()),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+            if "\x00" in scope.get("path", "") or b"%00" in query:
+                err = bad_request("the URL holds a NUL character (%00), which no FHIR value may")
+                body = orjson.dumps(err.outcome())
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 400,
                         "headers": [
                             (b"content-type", FHIR_JSON.encode()),
                             (b"content-length", str(len(body)).encode()),

@@ -159,6 +159,8 @@ def _parse_entry(engine: FhirEngine, i: int, raw: Any) -> Entry:
     url = request.get("url")
     if not isinstance(url, str) or not url:
         raise bad_request(f"{where}.request.url is missing", f"{where}.request.url")
+    if "\x00" in url or "%00" in url:
+        raise bad_request(f"{where}.request.url holds a NUL character", f"{where}.request.url")
     if engine.base_url and url.startswith(engine.base_url + "/"):
         url = url[len(engine.base_url) + 1 :]
     path, _, query = url.partition("?")
