@@ -134,7 +134,41 @@ class Settings(BaseSettings):
     )
     body_max_bytes: int = Field(
         128 * 1024 * 1024,
-        description="largest FHIR request body accepted (resources, bundles, raw Binary), bytes",
+        ge=1,
+        description="largest FHIR request body accepted, bytes: the limit of Binary content "
+        "and the ceiling of the limits below",
+    )
+    bundle_max_bytes: int = Field(
+        50 * 1024 * 1024, ge=1, description="largest batch or transaction Bundle accepted, bytes"
+    )
+    resource_max_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1,
+        description="largest body of a resource (other than Binary) or operation, bytes",
+    )
+    string_max_chars: int = Field(
+        1024 * 1024,
+        ge=1,
+        description="longest JSON string (or object key) in a body, characters; base64 "
+        "data elements are bounded by the body size only",
+    )
+    array_max_items: int = Field(
+        10_000, ge=1, description="most items of one JSON array in a body (Bundle.entry aside)"
+    )
+    json_max_depth: int = Field(
+        64, ge=2, le=512, description="deepest nesting of JSON objects and arrays in a body"
+    )
+    bundle_max_entries: int = Field(
+        10_000, ge=1, description="most entries of a batch or transaction Bundle"
+    )
+    response_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1,
+        description="largest batch or transaction response, bytes: a batch's entries beyond "
+        "it answer 413, a transaction that would exceed it is refused whole",
+    )
+    url_max_chars: int = Field(
+        64 * 1024, ge=256, description="longest request URL (path and query), characters"
     )
     xml130_max_bytes: int = Field(
         512 * 1024 * 1024, description="largest hospital XML export accepted, bytes"

@@ -179,6 +179,17 @@ class FhirEngine:
         strict: bool = False,
         types: list[str] | None = None,
     ) -> SearchRequest:
+        for name, value in params:
+            if "\x00" in name or "\x00" in value:
+                raise FhirError(
+                    400,
+                    [
+                        Issue(
+                            "value",
+                            f"{name!r}: a search holds a NUL character, which no FHIR value may",
+                        )
+                    ],
+                )
         parser = SearchParser(self.registry, self.base_url, self.unindexed)
         return parser.parse(
             res_type,

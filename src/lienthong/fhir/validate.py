@@ -84,7 +84,13 @@ def validate_resource(
         raise FhirError(400, [Issue("value", f"invalid id {rid!r}", expression=(f"{rtype}.id",))])
     if not structure:
         return rtype
-    issues = r4.validate(resource)
+    try:
+        issues = r4.validate(resource)
+    except RecursionError:  # only without the request limits (LIENTHONG_JSON_MAX_DEPTH)
+        raise FhirError(
+            400,
+            [Issue("too-costly", f"{rtype}: elements are nested too deep", expression=(rtype,))],
+        ) from None
     if issues:
         raise FhirError(422, issues)
     return rtype

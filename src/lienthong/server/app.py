@@ -47,10 +47,11 @@ from lienthong.fhir.interactions.read import read, vread
 from lienthong.fhir.interactions.search import search, search_compartment, search_system
 from lienthong.fhir.interactions.transaction import process_bundle
 from lienthong.fhir.interactions.versions import versions
+from lienthong.fhir.limits import Limits
 from lienthong.fhir.shaping import shape_one
 from lienthong.fhir.validate import is_resource_type
 from lienthong.ingest.xml130 import ingest as xml130_ingest
-from lienthong.server import observability
+from lienthong.server import limits, observability
 from lienthong.server.proxy import Addressing
 from lienthong.settings import Settings
 from lienthong.storage.base import ResourceStore, open_store
@@ -95,23 +96,18 @@ def _params(request: Request) -> list[tuple[str, str]]:
     return list(request.query_params.multi_items())
 
 
-async def _read_body(request: Request) -> bytes:
-    limit: int = request.app.state.body_max_bytes
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw.extend(chunk)
-        if len(raw) > limit:
-            raise error(
-                413, "too-costly", f"the body is over {limit:,} bytes (LIENTHONG_BODY_MAX_BYTES)"
-            )
-    return bytes(raw)
+async def _read_body(request: Request, kind: str = "resource") -> bytes:
+    return await limits.read_body(request, kind)
 
 
-async def _body(request: Request, res_type: str | None = None, res_id: str | None = None) -> Any:
+async def _body(
+    request: Request, res_type: str | None = None, res_id: str | None = None, kind: str = ""
+) -> Any:
     header = request.headers.get("content-type", "")
+    kind = kind or ("binary" if res_type == "Binary" else "resource")
     if res_type == "Binary" and binary_mod.is_raw_upload(header):
         security = request.headers.get("x-security-context")
-        return binary_mod.from_upload(await _read_body(request), header, security, res_id)
+        return binary_mod.from_upload(await _read_body(request, kind), header, security, res_id)
     ctype = header.split(";")[0].strip().lower()
     if ctype and ctype not in ACCEPTED_BODY_TYPES:
         raise error(
@@ -119,12 +115,19 @@ async def _body(request: Request, res_type: str | None = None, res_id: str | Non
             "not-supported",
             f"content type {ctype!r} is not supported; send application/fhir+json",
         )
-    raw = await _read_body(request)
+    raw = await _read_body(request, kind)
     if not raw.strip():
         raise bad_request("the request has no body")
     if len(raw) > LARGE_BODY:  # parsing megabytes here would hold up every other request
-        return await run_in_threadpool(load_json, raw)
-    return load_json(raw)
+        return await run_in_threadpool(_parse_checked, request, raw)
+    return _parse_checked(request, raw)
+
+
+def _parse_checked(request: Request, raw: bytes) -> Any:
+    """The body's JSON, once it is within the shape limits."""
+    document = load_json(raw)
+    limits.check_json(request, document)
+    return document
 
 
 _RESOURCE_READS = ("/fhir/{res_type}/{res_id}", "/fhir/{res_type}/{res_id}/_history/{version}")
@@ -193,7 +196,7 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
         openapi_url="/openapi.json",
         dependencies=[Depends(_negotiate)],
     )
-    app.state.body_max_bytes = settings.body_max_bytes
+    limits.install(app, Limits.from_settings(settings))
     observability.install(app, settings, holder)
 
     def gate() -> AccessGate:
@@ -309,7 +312,7 @@ def create_app(settings: Settings | None = None, store: ResourceStore | None = N
 
     @app.post("/fhir")
     async def bundle(request: Request) -> Response:
-        body = await _body(request)
+        body = await _body(request, kind="bundle")
         prefer = _prefer(request).get("return")
         kind = body.get("type") if isinstance(body, dict) else None
         return await audited(

@@ -58,7 +58,9 @@ def run(settings: Settings) -> None:
     """Serve until stopped, in ``settings.workers`` processes."""
     import uvicorn
 
+    from lienthong.fhir.limits import Limits
     from lienthong.server.http_protocol import Utf8TargetProtocol
+    from lienthong.server.limits import h11_event_size
 
     uvicorn.run(
         "lienthong.server.serving:worker_app",
@@ -75,4 +77,7 @@ def run(settings: Settings) -> None:
         # forwarding headers are lienthong's to judge (LIENTHONG_TRUSTED_PROXIES), so the
         # app sees the connection's real peer rather than uvicorn's rewrite of it
         proxy_headers=False,
+        # the request head h11 buffers: long enough for LIENTHONG_URL_MAX_CHARS, so a
+        # longer URL gets the app's 414 OperationOutcome rather than h11's bare 400
+        h11_max_incomplete_event_size=h11_event_size(Limits.from_settings(settings)),
     )

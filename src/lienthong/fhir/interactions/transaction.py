@@ -30,6 +30,7 @@ from lienthong.fhir.interactions.create import create_in
 from lienthong.fhir.interactions.delete import conditional_delete_in, delete_in
 from lienthong.fhir.interactions.search import searchset
 from lienthong.fhir.interactions.update import update_in
+from lienthong.fhir.limits import ResponseBudget
 from lienthong.fhir.links import REFERENCE
 from lienthong.fhir.validate import is_resource_type, validate_resource
 from lienthong.storage.base import Session, Stored, WriteSession
@@ -158,6 +159,8 @@ def _parse_entry(engine: FhirEngine, i: int, raw: Any) -> Entry:
     url = request.get("url")
     if not isinstance(url, str) or not url:
         raise bad_request(f"{where}.request.url is missing", f"{where}.request.url")
+    if "\x00" in url or "%00" in url:
+        raise bad_request(f"{where}.request.url holds a NUL character", f"{where}.request.url")
     if engine.base_url and url.startswith(engine.base_url + "/"):
         url = url[len(engine.base_url) + 1 :]
     path, _, query = url.partition("?")
@@ -221,8 +224,10 @@ def run_transaction(
 ) -> list[dict[str, Any]]:
     """Run a transaction's entries, all or nothing: in a transaction of its own, or, with
     ``session``, in a savepoint of that open transaction (several bundles per commit;
-    a failed one leaves the others as they were)."""
+    a failed one leaves the others as they were). A response that would grow past
+    ``LIENTHONG_RESPONSE_MAX_BYTES`` refuses the whole transaction (413), written nothing."""
     now = now_instant()
+    budget = ResponseBudget(engine.settings.response_max_bytes)
     responses: dict[int, dict[str, Any]] = {}
     current: Entry | None = None
     unit: AbstractContextManager[Any] = (
@@ -258,9 +263,10 @@ def run_transaction(
                     versions = session.current_versions(
                         [(e.res_type, e.res_id) for e in ordered if e.method == "PUT" and e.res_id]
                     )
-                responses[current.index] = _execute(
-                    engine, session, current, now, prefer_return, validated, versions
-                )
+                answer = _execute(engine, session, current, now, prefer_return, validated, versions)
+                if not budget.fits(answer):
+                    raise budget.refuse_transaction()
+                responses[current.index] = answer
     except FhirError as err:
         if current is None:
             raise
@@ -457,23 +463,35 @@ def _get(engine: FhirEngine, session: Session, e: Entry) -> dict[str, Any]:
 def run_batch(
     engine: FhirEngine, raw_entries: list[Any], prefer_return: str | None
 ) -> list[dict[str, Any]]:
-    """Each entry on its own: one failing entry does not stop the others."""
+    """Each entry on its own: one failing entry does not stop the others. Once the
+    response reaches ``LIENTHONG_RESPONSE_MAX_BYTES``, the entries left (and a read whose
+    result does not fit) are answered 413 without being run; a write that ran is still
+    reported, without its representation."""
     responses: list[dict[str, Any]] = []
+    budget = ResponseBudget(engine.settings.response_max_bytes)
     for i, raw in enumerate(raw_entries):
+        if budget.exhausted:
+            responses.append(budget.not_answered(i))
+            continue
         try:
             e = _parse_entry(engine, i, raw)
             if e.method in ("GET", "HEAD"):
                 with engine.store.reader() as rsession:
-                    responses.append(_get(engine, rsession, e))
+                    answer = _get(engine, rsession, e)
+                responses.append(answer if budget.fits(answer) else budget.not_answered(i))
                 continue
             with engine.store.writer() as session:
                 _assign_id(engine, session, e, Targets())
                 if e.resource is not None:
                     _rewrite(engine, session, e.resource, Targets(), None, {}, in_batch=True)
-                responses.append(_execute(engine, session, e, now_instant(), prefer_return))
+                answer = _execute(engine, session, e, now_instant(), prefer_return)
         except FhirError as err:
             err = _in_entry(err, i, _resource_type_of(raw))
-            responses.append({"response": {"status": f"{err.status}", "outcome": err.outcome()}})
+            answer = {"response": {"status": f"{err.status}", "outcome": err.outcome()}}
+        if not budget.fits(answer):
+            answer.pop("resource", None)  # done already: reported, if not shown
+            budget.used += budget.size(answer)
+        responses.append(answer)
     return responses
 
 
