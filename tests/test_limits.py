@@ -352,16 +352,24 @@ def test_real_server_takes_long_urls_and_refuses_longer(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("contained", "problem"),
+    ("contained", "problem", "at"),
     [
-        ({"resourceType": "Nope", "id": "c"}, "'Nope' is unknown"),
-        ({"resourceType": "", "id": "c"}, "needs a resourceType"),
-        ({"id": "c"}, "needs a resourceType"),
-        ({"resourceType": "DomainResource", "id": "c"}, "'DomainResource' is abstract"),
+        (
+            {"resourceType": "Nope", "id": "c"},
+            "'Nope' is an unknown resource type",
+            ".resourceType",
+        ),
+        ({"resourceType": "", "id": "c"}, "must name its resourceType", ""),
+        ({"id": "c"}, "must name its resourceType", ""),
+        (
+            {"resourceType": "DomainResource", "id": "c"},
+            "'DomainResource' is an abstract resource type",
+            ".resourceType",
+        ),
     ],
 )
 def test_nested_resources_of_no_concrete_type_are_refused(
-    client_for: ClientFor, contained: dict[str, Any], problem: str
+    client_for: ClientFor, contained: dict[str, Any], problem: str, at: str
 ) -> None:
     """These made a KeyError (500) in the models, or were stored as sent."""
     c = client_for()
@@ -369,14 +377,13 @@ def test_nested_resources_of_no_concrete_type_are_refused(
     r = c.post("/fhir/Patient", json=body, headers=FHIR)
     assert r.status_code == 422, r.text
     issue = r.json()["issue"][0]
-    assert issue["expression"] == ["Patient.contained[0]"]
+    assert issue["expression"] == [f"Patient.contained[0]{at}"]
     assert problem in issue["diagnostics"]
     entry = {"resource": contained, "request": {"method": "POST", "url": "Bundle"}}
     document = {"resourceType": "Bundle", "type": "collection", "entry": [entry]}
     r = c.post("/fhir/Bundle", json=document, headers=FHIR)
-    if "resourceType" in contained:
-        assert r.status_code == 422, r.text
-        assert r.json()["issue"][0]["expression"] == ["Bundle.entry[0].resource"]
+    assert r.status_code == 422, r.text
+    assert r.json()["issue"][0]["expression"] == [f"Bundle.entry[0].resource{at}"]
 
 
 def test_nul_characters_in_urls_are_client_errors(client_for: ClientFor) -> None:
