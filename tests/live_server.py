@@ -3,7 +3,9 @@
 The end-to-end tests must exercise what a user runs - the console command, uvicorn, a real
 socket - so this starts the command in a subprocess, waits until the FHIR API answers
 ``/fhir/metadata`` (public, so it answers with authorization on too), and stops it afterwards,
-keeping what the process printed so a test can check it.
+keeping what the process printed so a test can check it. The output is read as it comes
+(a thread drains the pipe): a server that logs every request would otherwise fill the pipe
+and block on its next log line.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -49,6 +52,10 @@ def live_server(env: Mapping[str, str], *, startup_seconds: float = 30) -> Itera
         text=True,
     )
     server = LiveServer(f"http://127.0.0.1:{port}")
+    printed: list[str] = []
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: printed.extend(proc.stdout or ()), daemon=True)
+    reader.start()
     try:
         deadline = time.time() + startup_seconds
         while True:
@@ -58,11 +65,16 @@ def live_server(env: Mapping[str, str], *, startup_seconds: float = 30) -> Itera
             except httpx.TransportError:
                 pass
             if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(
-                    f"server did not start: {proc.stdout.read() if proc.stdout else ''}"
-                )
+                if proc.poll() is None:
+                    proc.kill()
+                reader.join(timeout=10)
+                proc.stdout.close()
+                raise RuntimeError(f"server did not start: {''.join(printed)}")
             time.sleep(0.2)
         yield server
     finally:
         proc.terminate()
-        server.output, _ = proc.communicate(timeout=10)
+        proc.wait(timeout=10)
+        reader.join(timeout=10)
+        proc.stdout.close()
+        server.output = "".join(printed)
